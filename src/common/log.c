@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "common/log.h"
+
+#include "common/util.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static enum lg_log_level log_level = LG_LOG_WARN;
+static bool log_json;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void lg_log_init(void)
+{
+	const char *lvl = getenv("LUMINAGUARD_LOG");
+	const char *fmt = getenv("LUMINAGUARD_LOG_FORMAT");
+
+	if (lvl != NULL) {
+		for (size_t i = 0; i < ARRAY_SIZE(level_names); i++)
+			if (strcmp(lvl, level_names[i]) == 0)
+				log_level = (enum lg_log_level)i;
+	}
+	log_json = fmt != NULL && strcmp(fmt, "json") == 0;
+}
+
+void lg_log_set_level(enum lg_log_level level)
+{
+	log_level = level;
+}
+
+enum lg_log_level lg_log_get_level(void)
+{
+	return log_level;
+}
+
+void lg_log(enum lg_log_level level, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+
+	if (level > log_level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+
+	if (log_json) {
+		struct timespec ts;
+		json_t *o;
+		char *line;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		o = json_pack("{s:f, s:s, s:s, s:i}", "ts",
+			      (double)ts.tv_sec + (double)ts.tv_nsec / 1e9, "level",
+			      level_names[level], "msg", msg, "pid", (int)getpid());
+		line = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+		if (line != NULL)
+			fprintf(stderr, "%s\n", line);
+		free(line);
+		json_decref(o);
+		return;
+	}
+	fprintf(stderr, "luminaguard: %s%s\n",
+		level == LG_LOG_WARN ? "warning: " : level == LG_LOG_DEBUG ? "debug: " : "", msg);
+}

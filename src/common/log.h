@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Logging to stderr: plain text for people, or one JSON object per line
+ * (LUMINAGUARD_LOG_FORMAT=json) for log collectors.  stdout is never used:
+ * it belongs to the guest command's output (and later to MCP).
+ */
+#ifndef LG_COMMON_LOG_H
+#define LG_COMMON_LOG_H
+
+enum lg_log_level { LG_LOG_ERROR, LG_LOG_WARN, LG_LOG_INFO, LG_LOG_DEBUG };
+
+void lg_log_init(void); /* reads LUMINAGUARD_LOG and LUMINAGUARD_LOG_FORMAT */
+void lg_log_set_level(enum lg_log_level level);
+enum lg_log_level lg_log_get_level(void);
+void lg_log(enum lg_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define lg_error(...) lg_log(LG_LOG_ERROR, __VA_ARGS__)
+#define lg_warn(...)  lg_log(LG_LOG_WARN, __VA_ARGS__)
+#define lg_info(...)  lg_log(LG_LOG_INFO, __VA_ARGS__)
+#define lg_debug(...) lg_log(LG_LOG_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "common/paths.h"
+
+#include "common/util.h"
+
+#include <limits.h>
+#include <pwd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+char *lg_home_dir(void)
+{
+	const char *env = getenv("LUMINAGUARD_HOME");
+	const char *home;
+
+	if (env != NULL && *env != '\0')
+		return xstrdup(env);
+	env = getenv("XDG_DATA_HOME");
+	if (env != NULL && *env == '/')
+		return xasprintf("%s/luminaguard", env);
+	home = getenv("HOME");
+	if (home == NULL || *home != '/') {
+		struct passwd *pw = getpwuid(getuid());
+		home = pw != NULL ? pw->pw_dir : "/tmp";
+	}
+	return xasprintf("%s/.local/share/luminaguard", home);
+}
+
+char *lg_images_dir(void)
+{
+	cleanup_free char *home = lg_home_dir();
+	return xasprintf("%s/images", home);
+}
+
+char *lg_kernels_dir(void)
+{
+	cleanup_free char *home = lg_home_dir();
+	return xasprintf("%s/kernels", home);
+}
+
+char *lg_find_helper(const char *name)
+{
+	const char *env = getenv("LUMINAGUARD_LIBEXEC");
+	char self[PATH_MAX];
+	ssize_t n;
+	char *slash;
+	char *cand;
+
+	if (env != NULL && *env != '\0') {
+		cand = xasprintf("%s/%s", env, name);
+		if (access(cand, X_OK) == 0)
+			return cand;
+		free(cand);
+	}
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n <= 0)
+		return NULL;
+	self[n] = '\0';
+	slash = strrchr(self, '/');
+	if (slash == NULL)
+		return NULL;
+	*slash = '\0';
+	cand = xasprintf("%s/%s", self, name);
+	if (access(cand, X_OK) == 0)
+		return cand;
+	free(cand);
+	cand = xasprintf("%s/../libexec/luminaguard/%s", self, name);
+	if (access(cand, X_OK) == 0)
+		return cand;
+	free(cand);
+	return NULL;
+}
