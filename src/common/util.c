@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#define _GNU_SOURCE
 #include "common/util.h"
 
 #include <errno.h>
@@ -187,15 +186,15 @@ int lg_mkdir_p(const char *path, mode_t mode)
 	return 0;
 }
 
-static int rm_rf_at(int dirfd, const char *name)
+static int rm_rf_at(int parent, const char *name)
 {
 	struct stat st;
 	int ret = 0;
 
-	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? 0 : -errno;
 	if (S_ISDIR(st.st_mode)) {
-		int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		DIR *d;
 		struct dirent *de;
 
@@ -214,11 +213,11 @@ static int rm_rf_at(int dirfd, const char *name)
 				ret = r;
 		}
 		closedir(d);
-		if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && ret == 0)
+		if (unlinkat(parent, name, AT_REMOVEDIR) < 0 && ret == 0)
 			ret = -errno;
 		return ret;
 	}
-	if (unlinkat(dirfd, name, 0) < 0)
+	if (unlinkat(parent, name, 0) < 0)
 		return -errno;
 	return 0;
 }

@@ -136,21 +136,26 @@ size_t lg_frame_begin(struct lg_buf *b, uint16_t type, uint32_t id)
 	size_t start;
 
 	lg_frame_hdr_encode(raw, &h);
-	lg_buf_reserve(b, sizeof(raw));
-	start = b->len;
+	/*
+	 * The offset is relative to the unconsumed head, not to b->data: when
+	 * b is a partly flushed queue, a later append may compact it (memmove
+	 * the head to the front), and an absolute offset would then point at
+	 * the wrong bytes.  Nothing may consume from b between begin and end.
+	 */
+	start = lg_buf_pending(b);
 	lg_buf_append(b, raw, sizeof(raw));
 	return start;
 }
 
 int lg_frame_end(struct lg_buf *b, size_t start)
 {
-	size_t len = b->len - start - LG_FRAME_HDR_SIZE;
+	size_t len = lg_buf_pending(b) - start - LG_FRAME_HDR_SIZE;
 
 	if (len > LG_FRAME_MAX_PAYLOAD) {
-		b->len = start; /* drop the oversized frame whole, never send half */
+		b->len = b->off + start; /* drop the oversized frame whole, never send half */
 		return -EMSGSIZE;
 	}
-	put_le32(b->data + start, (uint32_t)len);
+	put_le32(b->data + b->off + start, (uint32_t)len);
 	return 0;
 }
 

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * lg-agent: the guest side of the agent protocol (proto/proto.h).  init.c
+ * does the PID-1 duties and finds the port; agent.c serves requests on it.
+ */
+#ifndef LG_GUEST_AGENT_H
+#define LG_GUEST_AGENT_H
+
+#include <stdbool.h>
+
+/* How a session on the port ended. */
+enum agent_end {
+	AGENT_END_EOF = 1,  /* the host closed the stream */
+	AGENT_END_SHUTDOWN, /* the host asked for SHUTDOWN; it was acknowledged */
+	AGENT_END_PROTO,    /* the host broke the framing; a final RESULT (id 0) was sent */
+	AGENT_END_IO,	    /* reading or writing the port failed */
+};
+
+/*
+ * Serves the protocol on fd (a byte stream: virtio-serial port or socket)
+ * until the session ends, then kills the process groups of every exec still
+ * running.  Does not take ownership of fd; makes it non-blocking and
+ * close-on-exec.  Returns an enum agent_end, or -errno if the loop could not
+ * be set up at all.  Works as PID 1 (it also reaps orphans) and as an
+ * ordinary process.
+ */
+int agent_serve(int fd);
+
+/* "lg-agent: MSG" on stderr (the console when PID 1). */
+void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

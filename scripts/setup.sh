@@ -1,0 +1,55 @@
+#!/bin/bash
+# Sets up LuminaGuard on a Debian/Ubuntu machine: installs what is missing
+# from Debian's packages, builds, fetches the guest kernel (without touching
+# /boot) and builds the default guest image.  Idempotent: a second run only
+# rebuilds what changed.
+#
+#   scripts/setup.sh            # build into ./build
+#   SETUP_TEST_DEPS=1 ...       # also the test tools (cmocka, clang for fuzzing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { echo "setup: $*" >&2; }
+
+SUDO=
+if [ "$(id -u)" != 0 ]; then
+	command -v sudo >/dev/null || { say "not root and no sudo: install the packages listed in $0 by hand"; exit 1; }
+	SUDO=sudo
+fi
+
+PKGS=(gcc libc6-dev meson ninja-build pkg-config libjansson-dev liblzma-dev
+	qemu-system-x86 busybox-static xz-utils cpio kmod libcmocka-dev)
+if [ "${SETUP_TEST_DEPS:-0}" = 1 ]; then
+	PKGS+=(clang libclang-rt-14-dev procps)
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	say "installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	$SUDO apt-get update -qq
+	$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+BUILD=${BUILD_DIR:-build}
+if [ ! -f "$BUILD/build.ninja" ]; then
+	say "configuring $BUILD"
+	meson setup "$BUILD" >/dev/null
+fi
+say "building"
+ninja -C "$BUILD" >/dev/null
+
+say "fetching the guest kernel"
+scripts/fetch-kernel.sh >/dev/null
+
+# Rebuild the image when it is missing or older than the agent it carries.
+home=${LUMINAGUARD_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/luminaguard}
+manifest="$home/images/default/manifest.json"
+if [ ! -f "$manifest" ] || [ "$BUILD/lg-agent" -nt "$manifest" ]; then
+	say "building the default guest image"
+	"$BUILD/luminaguard" image build >/dev/null
+fi
+say "ready: $BUILD/luminaguard run -- uname -a"

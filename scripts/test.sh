@@ -1,0 +1,63 @@
+#!/bin/bash
+# Runs every test: unit and integration tests (real micro-VMs) in the normal
+# build, the same under AddressSanitizer/UBSan, and each fuzzer for a short
+# bounded time.  The last line is "N passed, N failed".
+#
+#   scripts/test.sh                 # everything
+#   FUZZ_SECONDS=60 scripts/test.sh # longer fuzzing (default 20 s per target)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+SETUP_TEST_DEPS=1 scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+passed=0
+failed=0
+tally() { # tally LOGFILE: adds meson's "Ok:" and "Fail:"/"Timeout:" counts
+	local ok fail to
+	ok=$(awk '/^Ok:/ {print $2}' "$1" | tail -1)
+	fail=$(awk '/^Fail:/ {print $2}' "$1" | tail -1)
+	to=$(awk '/^Timeout:/ {print $2}' "$1" | tail -1)
+	passed=$((passed + ${ok:-0}))
+	failed=$((failed + ${fail:-0} + ${to:-0}))
+	if [ -z "$ok" ]; then failed=$((failed + 1)); fi
+}
+
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
+
+echo "== tests (build)"
+meson test -C build --print-errorlogs --num-processes 1 2>&1 | tee "$log/plain"
+tally "$log/plain"
+
+echo "== tests under ASan/UBSan (build-asan)"
+if [ ! -f build-asan/build.ninja ]; then
+	meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+fi
+ninja -C build-asan >/dev/null
+# The VM tests run here too: the host side of every exchange under sanitizers.
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	meson test -C build-asan --print-errorlogs --num-processes 1 --no-suite e2e 2>&1 | tee "$log/asan"
+tally "$log/asan"
+
+echo "== fuzzing (${FUZZ_SECONDS:-20} s per target)"
+if [ ! -f build-fuzz/build.ninja ]; then
+	CC=clang meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+fi
+ninja -C build-fuzz >/dev/null
+for t in frame agent-client qmp; do
+	corpus=fuzz/corpus/${t//-/_}
+	work=$log/corpus-$t
+	mkdir -p "$work"
+	if build-fuzz/fuzz-$t -max_total_time="${FUZZ_SECONDS:-20}" -timeout=10 -rss_limit_mb=2048 \
+		"$work" "$corpus" >"$log/fuzz-$t" 2>&1; then
+		echo "fuzz-$t: ok ($(grep -o 'Done [0-9]* runs' "$log/fuzz-$t"))"
+		passed=$((passed + 1))
+	else
+		echo "fuzz-$t: FAILED"
+		tail -40 "$log/fuzz-$t"
+		failed=$((failed + 1))
+	fi
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "cli/run_opts.h"
+
+#include "common/util.h"
+#include "host/sandbox.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <string.h>
+
+const char run_usage[] =
+	"Usage: luminaguard run [OPTIONS] -- COMMAND [ARG...]\n"
+	"\n"
+	"Boots a throw-away micro-VM, runs COMMAND in it and destroys the VM.\n"
+	"The command's stdout and stderr stream to ours as they are produced;\n"
+	"our stdin is its stdin.  The exit status is the command's.\n"
+	"\n"
+	"Options:\n"
+	"  --cpus N           vCPUs (1-64, default 1)\n"
+	"  --memory MIB       guest memory in MiB (64 up to the host's, default 256)\n"
+	"  --timeout S        kill the command after S seconds (default: none)\n"
+	"  --image NAME       guest image (default: default; see `luminaguard image list`)\n"
+	"  --backend NAME     hypervisor backend (default: qemu)\n"
+	"  --accel NAME       auto, kvm or tcg (default auto: kvm on hardware\n"
+	"                     virtualization, tcg otherwise)\n"
+	"  --env K=V          set an environment variable (repeatable)\n"
+	"  --workdir DIR      working directory in the guest (absolute)\n"
+	"  --no-stdin         give the command an empty stdin\n"
+	"  --console          copy the guest's kernel console to stderr\n"
+	"  -h, --help         this text\n"
+	"\n"
+	"Exit status: the command's; 128+N if it was killed by signal N; 124 if\n"
+	"--timeout killed it; 125 if LuminaGuard itself failed; 2 for bad usage.\n";
+
+enum {
+	OPT_CPUS = 256,
+	OPT_MEMORY,
+	OPT_TIMEOUT,
+	OPT_IMAGE,
+	OPT_BACKEND,
+	OPT_ACCEL,
+	OPT_ENV,
+	OPT_WORKDIR,
+	OPT_NO_STDIN,
+	OPT_CONSOLE,
+};
+
+static const struct option long_opts[] = {
+	{"cpus", required_argument, NULL, OPT_CPUS},
+	{"memory", required_argument, NULL, OPT_MEMORY},
+	{"timeout", required_argument, NULL, OPT_TIMEOUT},
+	{"image", required_argument, NULL, OPT_IMAGE},
+	{"backend", required_argument, NULL, OPT_BACKEND},
+	{"accel", required_argument, NULL, OPT_ACCEL},
+	{"env", required_argument, NULL, OPT_ENV},
+	{"workdir", required_argument, NULL, OPT_WORKDIR},
+	{"no-stdin", no_argument, NULL, OPT_NO_STDIN},
+	{"console", no_argument, NULL, OPT_CONSOLE},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+static bool valid_env_name(const char *s, size_t n)
+{
+	if (n == 0 || isdigit((unsigned char)s[0]))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_')
+			return false;
+	return true;
+}
+
+int run_opts_parse(int argc, char **argv, struct run_opts *o, struct lg_err **err)
+{
+	uint64_t v;
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->cpus = 1;
+	o->memory_mib = LG_DEFAULT_MEMORY_MIB;
+	o->accel = HV_ACCEL_AUTO;
+
+	optind = 0; /* full reset, also of GNU getopt's internal state */
+	opterr = 0;
+	/* '+': stop at the first non-option, which starts the guest command. */
+	while ((c = getopt_long(argc, argv, "+h", long_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_CPUS:
+			if (lg_parse_u64(optarg, 1, HV_MAX_CPUS, &v) < 0)
+				return lg_err_set(err, 0, "--cpus: '%s' is not a number in 1..%u",
+						  optarg, HV_MAX_CPUS);
+			o->cpus = (unsigned)v;
+			break;
+		case OPT_MEMORY:
+			if (lg_parse_u64(optarg, HV_MIN_MEMORY_MIB, HV_MAX_MEMORY_MIB, &v) < 0)
+				return lg_err_set(err, 0,
+						  "--memory: '%s' is not a size in MiB in %u..%u",
+						  optarg, HV_MIN_MEMORY_MIB, HV_MAX_MEMORY_MIB);
+			o->memory_mib = v;
+			break;
+		case OPT_TIMEOUT:
+			if (lg_parse_u64(optarg, 0, LG_RUN_MAX_TIMEOUT, &v) < 0)
+				return lg_err_set(err, 0,
+						  "--timeout: '%s' is not a number of seconds in "
+						  "0..%u",
+						  optarg, LG_RUN_MAX_TIMEOUT);
+			o->timeout_s = (uint32_t)v;
+			break;
+		case OPT_IMAGE:
+			o->image = optarg;
+			break;
+		case OPT_BACKEND:
+			o->backend = optarg;
+			break;
+		case OPT_ACCEL:
+			if (hv_accel_parse(optarg, &o->accel) < 0)
+				return lg_err_set(err, 0,
+						  "--accel: unknown accelerator '%s' (auto, kvm, "
+						  "tcg, hvf, whpx)",
+						  optarg);
+			break;
+		case OPT_ENV: {
+			const char *eq = strchr(optarg, '=');
+			if (eq == NULL || !valid_env_name(optarg, (size_t)(eq - optarg)))
+				return lg_err_set(err, 0, "--env: '%s' is not NAME=VALUE", optarg);
+			if (o->n_env >= LG_RUN_MAX_ENV)
+				return lg_err_set(err, 0, "--env: more than %d variables",
+						  LG_RUN_MAX_ENV);
+			o->env[o->n_env++] = optarg;
+			break;
+		}
+		case OPT_WORKDIR:
+			if (optarg[0] != '/')
+				return lg_err_set(err, 0, "--workdir: '%s' is not an absolute path",
+						  optarg);
+			o->workdir = optarg;
+			break;
+		case OPT_NO_STDIN:
+			o->no_stdin = true;
+			break;
+		case OPT_CONSOLE:
+			o->console = true;
+			break;
+		case 'h':
+			o->help = true;
+			return 0;
+		case '?':
+		default:
+			if (optopt != 0 && optopt < 256)
+				return lg_err_set(err, 0, "run: unknown option '-%c'", optopt);
+			return lg_err_set(err, 0, "run: unknown option or missing value: '%s'",
+					  argv[optind - 1]);
+		}
+	}
+	if (optind >= argc)
+		return lg_err_set(err, 0,
+				  "run: no command given (usage: luminaguard run [OPTIONS] -- "
+				  "COMMAND [ARG...])");
+	o->command = &argv[optind];
+	return 0;
+}

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* `luminaguard run` options, parsed apart from running them so tests can reach them. */
+#ifndef LG_CLI_RUN_OPTS_H
+#define LG_CLI_RUN_OPTS_H
+
+#include "common/err.h"
+#include "hv/hv.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define LG_RUN_MAX_ENV     256
+#define LG_RUN_MAX_TIMEOUT 86400u
+
+struct run_opts {
+	unsigned cpus;
+	uint64_t memory_mib;
+	uint32_t timeout_s; /* 0 = none */
+	const char *image;
+	const char *backend;
+	enum hv_accel accel;
+	const char *workdir;
+	char *env[LG_RUN_MAX_ENV + 1]; /* borrowed from argv */
+	size_t n_env;
+	bool no_stdin;
+	bool console; /* mirror the guest console to stderr */
+	bool help;
+	char **command; /* borrowed from argv, NULL-terminated */
+};
+
+/*
+ * Parses argv (argv[0] = "run").  Returns 0, or <0 with a one-line usage
+ * error in *err.  Resets getopt state itself.
+ */
+int run_opts_parse(int argc, char **argv, struct run_opts *o, struct lg_err **err);
+
+extern const char run_usage[];
+
+#endif

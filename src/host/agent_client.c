@@ -1,0 +1,734 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "host/agent_client.h"
+
+#include "common/util.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Stop reading the user's stdin while this much is queued for the guest. */
+#define OUT_HIGH_WATER (512u * 1024u)
+/* A guest that ignores the guest-side timeout gets this much longer. */
+#define EXEC_GRACE_MS 10000u
+#define REQUEST_TIMEOUT_MS 60000u
+#define SHUTDOWN_TIMEOUT_MS 2000u
+
+struct lg_agent {
+	int fd;
+	int cancel_fd;
+	struct lg_reader rd;
+	struct lg_buf out;
+	uint32_t next_id;
+	char *name;
+	uint32_t request_timeout_ms;
+	bool broken; /* a protocol error or EOF: no more requests */
+};
+
+/* The fields of one message, first occurrence of each tag. */
+struct fields {
+	struct lg_tlv f[LG_TAG_MAX_ + 1];
+	bool have[LG_TAG_MAX_ + 1];
+};
+
+static int collect(const uint8_t *payload, size_t len, struct fields *out)
+{
+	struct lg_tlv_iter it;
+	struct lg_tlv t;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	lg_tlv_iter_init(&it, payload, len);
+	while ((r = lg_tlv_next(&it, &t)) == 1) {
+		if (!out->have[t.tag]) {
+			out->f[t.tag] = t;
+			out->have[t.tag] = true;
+		}
+	}
+	return r;
+}
+
+static int field_u32(const struct fields *f, uint16_t tag, uint32_t def, uint32_t *out)
+{
+	if (!f->have[tag]) {
+		*out = def;
+		return 0;
+	}
+	return lg_tlv_u32(&f->f[tag], out);
+}
+
+static int field_u64(const struct fields *f, uint16_t tag, uint64_t def, uint64_t *out)
+{
+	if (!f->have[tag]) {
+		*out = def;
+		return 0;
+	}
+	return lg_tlv_u64(&f->f[tag], out);
+}
+
+/* The MESSAGE field, sanitized for a terminal: printable ASCII only, bounded. */
+static void field_msg(const struct fields *f, char *buf, size_t n)
+{
+	size_t j = 0;
+
+	buf[0] = '\0';
+	if (!f->have[LG_TAG_MESSAGE])
+		return;
+	for (uint32_t i = 0; i < f->f[LG_TAG_MESSAGE].len && j + 1 < n; i++) {
+		uint8_t c = f->f[LG_TAG_MESSAGE].val[i];
+		buf[j++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+	}
+	buf[j] = '\0';
+}
+
+static int broken(struct lg_agent *a, struct lg_err **err, int errnum, const char *what)
+{
+	a->broken = true;
+	return lg_err_set(err, errnum, "agent channel: %s", what);
+}
+
+/* Sends what is queued without blocking; -errno on a dead channel. */
+static int flush_some(struct lg_agent *a)
+{
+	while (lg_buf_pending(&a->out) > 0) {
+		ssize_t w = write(a->fd, lg_buf_head(&a->out), lg_buf_pending(&a->out));
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return 0;
+			return -errno;
+		}
+		lg_buf_consume(&a->out, (size_t)w);
+	}
+	return 0;
+}
+
+/* Reads what is available into the frame reader.  0, or -errno / -EPIPE on EOF. */
+static int fill(struct lg_agent *a)
+{
+	size_t room;
+	uint8_t *dst = lg_reader_space(&a->rd, &room);
+	ssize_t r;
+
+	if (room == 0)
+		return 0;
+	r = read(a->fd, dst, room);
+	if (r < 0)
+		return (errno == EINTR || errno == EAGAIN) ? 0 : -errno;
+	if (r == 0)
+		return -EPIPE;
+	lg_reader_commit(&a->rd, (size_t)r);
+	return 0;
+}
+
+/*
+ * An extra source for the wait loop: the exec's stdin.  Polled only while
+ * wanted, so a full queue stops reading (backpressure to the user's pipe).
+ */
+struct extra_in {
+	int fd;
+	bool want;
+};
+
+/*
+ * Waits for the next frame (any id) while flushing the output queue.
+ * 1: a frame is ready (peek it, then lg_reader_pop); 2: the extra fd is
+ * readable; <0: error.  deadline_ms 0 = no deadline.
+ */
+static int wait_event(struct lg_agent *a, uint64_t deadline_ms, struct extra_in *extra,
+		      struct lg_frame_hdr *h, const uint8_t **payload, struct lg_err **err)
+{
+	for (;;) {
+		struct pollfd pfd[3];
+		int n = 0, idx_cancel = -1, idx_extra = -1, timeout = -1, r;
+
+		r = lg_reader_peek(&a->rd, h, payload);
+		if (r < 0)
+			return broken(a, err, -r,
+				      r == -EMSGSIZE ? "frame from guest exceeds the size limit"
+						     : "malformed frame from guest");
+		if (r == 1)
+			return 1;
+
+		r = flush_some(a);
+		if (r < 0)
+			return broken(a, err, -r, "write to guest");
+		pfd[n++] = (struct pollfd){
+			.fd = a->fd,
+			.events = (short)(POLLIN | (lg_buf_pending(&a->out) ? POLLOUT : 0))};
+		if (a->cancel_fd >= 0) {
+			idx_cancel = n;
+			pfd[n++] = (struct pollfd){.fd = a->cancel_fd, .events = POLLIN};
+		}
+		if (extra != NULL && extra->want && extra->fd >= 0) {
+			idx_extra = n;
+			pfd[n++] = (struct pollfd){.fd = extra->fd, .events = POLLIN};
+		}
+		if (deadline_ms != 0) {
+			uint64_t now = lg_now_ms();
+			if (now >= deadline_ms)
+				return lg_err_set(err, ETIMEDOUT, "the guest agent did not answer in time");
+			timeout = (int)(deadline_ms - now);
+		}
+		r = poll(pfd, (nfds_t)n, timeout);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return lg_err_sys(err, "poll");
+		}
+		if (idx_cancel >= 0 && (pfd[idx_cancel].revents & POLLIN))
+			return lg_err_set(err, EINTR, "interrupted");
+		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+			r = fill(a);
+			if (r == -EPIPE)
+				return broken(a, err, 0, "the guest closed the connection");
+			if (r < 0)
+				return broken(a, err, -r, "read from guest");
+		}
+		if (idx_extra >= 0 && pfd[idx_extra].revents)
+			return 2;
+	}
+}
+
+int lg_agent_connect(int fd, int cancel_fd, int timeout_ms, struct lg_agent **out,
+		     struct lg_err **err)
+{
+	struct lg_agent *a = xzalloc(sizeof(*a));
+	struct lg_frame_hdr h;
+	const uint8_t *payload;
+	struct fields f;
+	uint32_t version;
+	int r;
+
+	a->fd = fd;
+	a->cancel_fd = cancel_fd;
+	a->next_id = 1;
+	a->request_timeout_ms = REQUEST_TIMEOUT_MS;
+	lg_reader_init(&a->rd);
+	r = lg_set_nonblock(fd, true);
+	if (r < 0) {
+		lg_err_set(err, -r, "agent channel");
+		goto fail;
+	}
+	r = wait_event(a, lg_now_ms() + (uint64_t)timeout_ms, NULL, &h, &payload, err);
+	if (r < 0)
+		goto fail;
+	if (h.type != LG_MSG_HELLO || h.id != 0) {
+		r = lg_err_set(err, EPROTO, "agent channel: expected HELLO, got %s",
+			       lg_msg_name(h.type));
+		goto fail;
+	}
+	if (collect(payload, h.len, &f) < 0 || field_u32(&f, LG_TAG_VERSION, 0, &version) < 0) {
+		r = lg_err_set(err, EPROTO, "agent channel: malformed HELLO");
+		goto fail;
+	}
+	if (version != LG_PROTO_VERSION) {
+		r = lg_err_set(err, EPROTO,
+			       "guest agent speaks protocol %u, this host %u; rebuild the image "
+			       "with: luminaguard image build",
+			       version, LG_PROTO_VERSION);
+		goto fail;
+	}
+	if (f.have[LG_TAG_AGENT]) {
+		char name[128];
+		struct fields tmp = {0};
+		tmp.f[LG_TAG_MESSAGE] = f.f[LG_TAG_AGENT];
+		tmp.have[LG_TAG_MESSAGE] = true;
+		field_msg(&tmp, name, sizeof(name));
+		a->name = xstrdup(name);
+	} else {
+		a->name = xstrdup("lg-agent");
+	}
+	lg_reader_pop(&a->rd);
+	*out = a;
+	return 0;
+fail:
+	lg_agent_free(a);
+	return r < 0 ? r : -EPROTO;
+}
+
+void lg_agent_free(struct lg_agent *a)
+{
+	if (a == NULL)
+		return;
+	lg_reader_free(&a->rd);
+	lg_buf_free(&a->out);
+	free(a->name);
+	free(a);
+}
+
+const char *lg_agent_name(const struct lg_agent *a)
+{
+	return a->name;
+}
+
+/*
+ * Sends the request built in a->out (already framed) and waits for the
+ * RESULT with the same id.  On success *f holds the result fields, which
+ * point into the reader: valid until the caller calls lg_reader_pop.
+ */
+static int roundtrip(struct lg_agent *a, uint32_t id, const char *what, struct fields *f,
+		     struct lg_err **err)
+{
+	uint64_t deadline = lg_now_ms() + a->request_timeout_ms;
+	struct lg_frame_hdr h;
+	const uint8_t *payload;
+	uint32_t guest_errno;
+	char msg[512];
+	int r;
+
+	for (;;) {
+		r = wait_event(a, deadline, NULL, &h, &payload, err);
+		if (r < 0)
+			return lg_err_wrap(err, "%s", what);
+		if (h.id != id) {
+			/* Late frames of an earlier, abandoned request. */
+			bool fatal = h.id == 0 && h.type == LG_MSG_RESULT;
+			if (fatal) {
+				collect(payload, h.len, f);
+				field_msg(f, msg, sizeof(msg));
+				lg_reader_pop(&a->rd);
+				a->broken = true;
+				return lg_err_set(err, EPROTO, "%s: guest agent error: %s", what, msg);
+			}
+			lg_reader_pop(&a->rd);
+			continue;
+		}
+		if (h.type != LG_MSG_RESULT) {
+			lg_reader_pop(&a->rd);
+			return broken(a, err, EPROTO, "unexpected message from guest");
+		}
+		if (collect(payload, h.len, f) < 0 ||
+		    field_u32(f, LG_TAG_ERRNO, 0, &guest_errno) < 0) {
+			lg_reader_pop(&a->rd);
+			return broken(a, err, EPROTO, "malformed RESULT from guest");
+		}
+		if (guest_errno != 0) {
+			field_msg(f, msg, sizeof(msg));
+			lg_reader_pop(&a->rd);
+			/* Guest errno numbers are Linux's; keep them only if plausible. */
+			return lg_err_set(err, 0, "%s: %s", what,
+					  *msg ? msg : (guest_errno < 4096 ? strerror((int)guest_errno)
+									   : "error"));
+		}
+		return 0;
+	}
+}
+
+static int check_usable(struct lg_agent *a, struct lg_err **err)
+{
+	if (a->broken)
+		return lg_err_set(err, EPIPE, "agent channel is closed");
+	return 0;
+}
+
+int lg_agent_ping(struct lg_agent *a, struct lg_err **err)
+{
+	struct fields f;
+	uint32_t id = a->next_id++;
+	size_t start;
+	int r;
+
+	if ((r = check_usable(a, err)) < 0)
+		return r;
+	start = lg_frame_begin(&a->out, LG_MSG_PING, id);
+	lg_frame_end(&a->out, start);
+	r = roundtrip(a, id, "ping", &f, err);
+	if (r == 0)
+		lg_reader_pop(&a->rd);
+	return r;
+}
+
+static int simple_request(struct lg_agent *a, size_t start, uint32_t id, const char *what,
+			  struct lg_err **err)
+{
+	struct fields f;
+	int r = lg_frame_end(&a->out, start);
+
+	if (r < 0)
+		return lg_err_set(err, EMSGSIZE, "%s: request too large", what);
+	r = roundtrip(a, id, what, &f, err);
+	if (r == 0)
+		lg_reader_pop(&a->rd);
+	return r;
+}
+
+int lg_agent_write_file(struct lg_agent *a, const char *path, const void *data, size_t len,
+			uint32_t mode, uint32_t flags, struct lg_err **err)
+{
+	const size_t chunk = LG_FRAME_MAX_PAYLOAD - 64 * 1024; /* room for the other fields */
+	cleanup_free char *what = xasprintf("write %s", path);
+	size_t off = 0;
+	int r;
+
+	if ((r = check_usable(a, err)) < 0)
+		return r;
+	do {
+		size_t n = len - off < chunk ? len - off : chunk;
+		uint32_t id = a->next_id++;
+		size_t start = lg_frame_begin(&a->out, LG_MSG_FILE_WRITE, id);
+
+		lg_tlv_put_str(&a->out, LG_TAG_PATH, path);
+		lg_tlv_put_u32(&a->out, LG_TAG_MODE, mode);
+		lg_tlv_put_u64(&a->out, LG_TAG_OFFSET, off);
+		lg_tlv_put(&a->out, LG_TAG_DATA, (const uint8_t *)data + off, n);
+		lg_tlv_put_u32(&a->out, LG_TAG_FLAGS, (off == 0 ? LG_WRITE_TRUNC : 0) | flags);
+		r = simple_request(a, start, id, what, err);
+		if (r < 0)
+			return r;
+		off += n;
+	} while (off < len);
+	return 0;
+}
+
+int lg_agent_read_file(struct lg_agent *a, const char *path, size_t max, uint8_t **out,
+		       size_t *out_len, struct lg_err **err)
+{
+	const uint32_t chunk = LG_FRAME_MAX_PAYLOAD - 64 * 1024;
+	cleanup_free char *what = xasprintf("read %s", path);
+	struct lg_buf data = {0};
+	int r;
+
+	if ((r = check_usable(a, err)) < 0)
+		return r;
+	for (;;) {
+		struct fields f;
+		uint32_t id = a->next_id++;
+		size_t start = lg_frame_begin(&a->out, LG_MSG_FILE_READ, id);
+		uint32_t rflags;
+
+		lg_tlv_put_str(&a->out, LG_TAG_PATH, path);
+		lg_tlv_put_u64(&a->out, LG_TAG_OFFSET, data.len);
+		lg_tlv_put_u32(&a->out, LG_TAG_LENGTH, chunk);
+		lg_frame_end(&a->out, start);
+		r = roundtrip(a, id, what, &f, err);
+		if (r < 0)
+			goto fail;
+		if (field_u32(&f, LG_TAG_FLAGS, 0, &rflags) < 0 || !f.have[LG_TAG_DATA]) {
+			lg_reader_pop(&a->rd);
+			r = broken(a, err, EPROTO, "malformed FILE_READ result from guest");
+			goto fail;
+		}
+		if (data.len + f.f[LG_TAG_DATA].len > max) {
+			lg_reader_pop(&a->rd);
+			r = lg_err_set(err, EFBIG, "%s: file larger than %zu bytes", what, max);
+			goto fail;
+		}
+		lg_buf_append(&data, f.f[LG_TAG_DATA].val, f.f[LG_TAG_DATA].len);
+		bool eof = (rflags & LG_READ_EOF) || f.f[LG_TAG_DATA].len == 0;
+		lg_reader_pop(&a->rd);
+		if (eof)
+			break;
+	}
+	*out_len = data.len;
+	*out = data.data != NULL ? data.data : xzalloc(1);
+	return 0;
+fail:
+	lg_buf_free(&data);
+	return r;
+}
+
+void lg_dirents_free(struct lg_dirent *d, size_t count)
+{
+	for (size_t i = 0; i < count; i++)
+		free(d[i].name);
+	free(d);
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+int lg_agent_list_dir(struct lg_agent *a, const char *path, struct lg_dirent **out,
+		      size_t *count, struct lg_err **err)
+{
+	cleanup_free char *what = xasprintf("list %s", path);
+	struct lg_dirent *ents = NULL;
+	size_t n = 0;
+	struct fields f;
+	struct lg_tlv_iter it;
+	struct lg_tlv t;
+	const uint8_t *payload;
+	struct lg_frame_hdr h;
+	uint32_t id;
+	size_t start;
+	int r;
+
+	if ((r = check_usable(a, err)) < 0)
+		return r;
+	id = a->next_id++;
+	start = lg_frame_begin(&a->out, LG_MSG_LIST_DIR, id);
+	lg_tlv_put_str(&a->out, LG_TAG_PATH, path);
+	lg_frame_end(&a->out, start);
+	r = roundtrip(a, id, what, &f, err);
+	if (r < 0)
+		return r;
+	/* roundtrip left the frame in the reader: walk it again for every DIRENT. */
+	if (lg_reader_peek(&a->rd, &h, &payload) != 1)
+		return broken(a, err, EPROTO, "lost frame");
+	lg_tlv_iter_init(&it, payload, h.len);
+	while ((r = lg_tlv_next(&it, &t)) == 1) {
+		if (t.tag != LG_TAG_DIRENT)
+			continue;
+		if (t.len <= LG_DIRENT_FIXED || memchr(t.val + LG_DIRENT_FIXED, '\0',
+						       t.len - LG_DIRENT_FIXED) != NULL) {
+			r = -EPROTO;
+			break;
+		}
+		ents = xrealloc(ents, (n + 1) * sizeof(*ents));
+		ents[n].ftype = le32(t.val);
+		ents[n].mode = le32(t.val + 4);
+		ents[n].size = (uint64_t)le32(t.val + 8) | (uint64_t)le32(t.val + 12) << 32;
+		ents[n].name = xmalloc(t.len - LG_DIRENT_FIXED + 1);
+		memcpy(ents[n].name, t.val + LG_DIRENT_FIXED, t.len - LG_DIRENT_FIXED);
+		ents[n].name[t.len - LG_DIRENT_FIXED] = '\0';
+		n++;
+	}
+	lg_reader_pop(&a->rd);
+	if (r < 0) {
+		lg_dirents_free(ents, n);
+		return broken(a, err, EPROTO, "malformed directory entry from guest");
+	}
+	*out = ents;
+	*count = n;
+	return 0;
+}
+
+int lg_agent_stat(struct lg_agent *a, const char *path, struct lg_stat *st, struct lg_err **err)
+{
+	cleanup_free char *what = xasprintf("stat %s", path);
+	struct fields f;
+	uint32_t id;
+	size_t start;
+	int r;
+
+	if ((r = check_usable(a, err)) < 0)
+		return r;
+	id = a->next_id++;
+	start = lg_frame_begin(&a->out, LG_MSG_STAT, id);
+	lg_tlv_put_str(&a->out, LG_TAG_PATH, path);
+	lg_frame_end(&a->out, start);
+	r = roundtrip(a, id, what, &f, err);
+	if (r < 0)
+		return r;
+	r = field_u32(&f, LG_TAG_FTYPE, 0, &st->ftype) | field_u32(&f, LG_TAG_MODE, 0, &st->mode) |
+	    field_u64(&f, LG_TAG_SIZE, 0, &st->size) | field_u64(&f, LG_TAG_MTIME, 0, &st->mtime);
+	lg_reader_pop(&a->rd);
+	if (r != 0)
+		return broken(a, err, EPROTO, "malformed STAT result from guest");
+	return 0;
+}
+
+int lg_agent_mkdir(struct lg_agent *a, const char *path, uint32_t mode, bool parents,
+		   struct lg_err **err)
+{
+	cleanup_free char *what = xasprintf("mkdir %s", path);
+	uint32_t id;
+	size_t start;
+	int r;
+
+	if ((r = check_usable(a, err)) < 0)
+		return r;
+	id = a->next_id++;
+	start = lg_frame_begin(&a->out, LG_MSG_MKDIR, id);
+	lg_tlv_put_str(&a->out, LG_TAG_PATH, path);
+	lg_tlv_put_u32(&a->out, LG_TAG_MODE, mode);
+	lg_tlv_put_u32(&a->out, LG_TAG_FLAGS, parents ? LG_MKDIR_PARENTS : 0);
+	return simple_request(a, start, id, what, err);
+}
+
+int lg_agent_remove(struct lg_agent *a, const char *path, bool recursive, struct lg_err **err)
+{
+	cleanup_free char *what = xasprintf("remove %s", path);
+	uint32_t id;
+	size_t start;
+	int r;
+
+	if ((r = check_usable(a, err)) < 0)
+		return r;
+	id = a->next_id++;
+	start = lg_frame_begin(&a->out, LG_MSG_REMOVE, id);
+	lg_tlv_put_str(&a->out, LG_TAG_PATH, path);
+	lg_tlv_put_u32(&a->out, LG_TAG_FLAGS, recursive ? LG_REMOVE_RECURSIVE : 0);
+	return simple_request(a, start, id, what, err);
+}
+
+int lg_agent_shutdown(struct lg_agent *a, struct lg_err **err)
+{
+	uint32_t id;
+	size_t start;
+	int r;
+
+	if ((r = check_usable(a, err)) < 0)
+		return r;
+	id = a->next_id++;
+	start = lg_frame_begin(&a->out, LG_MSG_SHUTDOWN, id);
+	/* Shutdown runs on teardown paths: a guest that does not answer soon gets killed. */
+	a->request_timeout_ms = SHUTDOWN_TIMEOUT_MS;
+	r = simple_request(a, start, id, "shutdown", err);
+	a->request_timeout_ms = REQUEST_TIMEOUT_MS;
+	return r;
+}
+
+/* ---- exec ---- */
+
+struct exec_state {
+	struct lg_agent *a;
+	const struct lg_exec_opts *o;
+	uint32_t id;
+	struct extra_in in;
+	size_t stdin_off; /* progress through stdin_data */
+	bool stdin_done;
+};
+
+static void queue_stdin(struct exec_state *s)
+{
+	struct lg_agent *a = s->a;
+
+	if (s->stdin_done)
+		return;
+	if (s->o->stdin_fd >= 0) {
+		uint8_t buf[LG_DATA_CHUNK];
+		ssize_t r = read(s->o->stdin_fd, buf, sizeof(buf));
+		if (r < 0 && (errno == EINTR || errno == EAGAIN))
+			return;
+		if (r <= 0) {
+			/* EOF or a read error: either way the command's stdin ends. */
+			lg_frame_data(&a->out, LG_MSG_STDIN, s->id, NULL, 0);
+			s->stdin_done = true;
+			return;
+		}
+		lg_frame_data(&a->out, LG_MSG_STDIN, s->id, buf, (size_t)r);
+		return;
+	}
+	while (s->stdin_off < s->o->stdin_len && lg_buf_pending(&a->out) < OUT_HIGH_WATER) {
+		size_t n = s->o->stdin_len - s->stdin_off;
+		if (n > LG_DATA_CHUNK)
+			n = LG_DATA_CHUNK;
+		lg_frame_data(&a->out, LG_MSG_STDIN, s->id,
+			      (const uint8_t *)s->o->stdin_data + s->stdin_off, n);
+		s->stdin_off += n;
+	}
+	if (s->stdin_off >= s->o->stdin_len) {
+		lg_frame_data(&a->out, LG_MSG_STDIN, s->id, NULL, 0);
+		s->stdin_done = true;
+	}
+}
+
+static int handle_exit(struct lg_agent *a, const struct lg_frame_hdr *h, const uint8_t *payload,
+		       struct lg_exec_result *res, struct lg_err **err)
+{
+	struct fields f;
+	uint32_t code, sig, timed_out, guest_errno;
+	char msg[512];
+
+	if (collect(payload, h->len, &f) < 0 || field_u32(&f, LG_TAG_EXIT_CODE, 0, &code) < 0 ||
+	    field_u32(&f, LG_TAG_SIGNAL, 0, &sig) < 0 ||
+	    field_u32(&f, LG_TAG_TIMED_OUT, 0, &timed_out) < 0 ||
+	    field_u32(&f, LG_TAG_ERRNO, 0, &guest_errno) < 0 || code > 255 || sig > 64)
+		return broken(a, err, EPROTO, "malformed EXIT from guest");
+	if (guest_errno != 0) {
+		field_msg(&f, msg, sizeof(msg));
+		return lg_err_set(err, 0, "cannot run the command in the guest: %s",
+				  *msg ? msg : "error");
+	}
+	res->exit_code = (int)code;
+	res->signal = (int)sig;
+	res->timed_out = timed_out != 0;
+	return 0;
+}
+
+int lg_agent_exec(struct lg_agent *a, const struct lg_exec_opts *o, struct lg_exec_result *res,
+		  struct lg_err **err)
+{
+	struct exec_state s = {.a = a, .o = o};
+	uint64_t deadline = 0;
+	size_t start;
+	int r;
+
+	if ((r = check_usable(a, err)) < 0)
+		return r;
+	if (o->argv == NULL || o->argv[0] == NULL)
+		return lg_err_set(err, EINVAL, "exec: empty command");
+	memset(res, 0, sizeof(*res));
+	s.id = a->next_id++;
+	s.in.fd = o->stdin_fd;
+	bool has_stdin = o->stdin_fd >= 0 || o->stdin_data != NULL;
+	s.stdin_done = !has_stdin;
+
+	start = lg_frame_begin(&a->out, LG_MSG_EXEC, s.id);
+	for (size_t i = 0; o->argv[i] != NULL; i++)
+		lg_tlv_put_str(&a->out, LG_TAG_ARGV, o->argv[i]);
+	for (size_t i = 0; o->env != NULL && o->env[i] != NULL; i++)
+		lg_tlv_put_str(&a->out, LG_TAG_ENV, o->env[i]);
+	if (o->cwd != NULL)
+		lg_tlv_put_str(&a->out, LG_TAG_CWD, o->cwd);
+	lg_tlv_put_u32(&a->out, LG_TAG_TIMEOUT_MS, o->timeout_ms);
+	lg_tlv_put_u32(&a->out, LG_TAG_FLAGS, has_stdin ? LG_EXEC_STDIN : 0);
+	if (lg_frame_end(&a->out, start) < 0)
+		return lg_err_set(err, E2BIG, "exec: command line and environment too large");
+	if (o->timeout_ms != 0)
+		deadline = lg_now_ms() + o->timeout_ms + EXEC_GRACE_MS;
+
+	for (;;) {
+		struct lg_frame_hdr h;
+		const uint8_t *payload;
+
+		if (!s.stdin_done && o->stdin_fd < 0)
+			queue_stdin(&s);
+		s.in.want = !s.stdin_done && o->stdin_fd >= 0 &&
+			    lg_buf_pending(&a->out) < OUT_HIGH_WATER;
+		r = wait_event(a, deadline, &s.in, &h, &payload, err);
+		if (r < 0) {
+			if (r == -ETIMEDOUT)
+				return lg_err_set(err, ETIMEDOUT,
+						  "the guest did not end the command at its "
+						  "timeout");
+			return r;
+		}
+		if (r == 2) {
+			queue_stdin(&s);
+			continue;
+		}
+		if (h.id != s.id) {
+			lg_reader_pop(&a->rd);
+			continue;
+		}
+		switch (h.type) {
+		case LG_MSG_STDOUT:
+		case LG_MSG_STDERR:
+			if (o->on_output != NULL && h.len > 0) {
+				r = o->on_output(o->ctx,
+						 h.type == LG_MSG_STDOUT ? LG_STREAM_STDOUT
+									 : LG_STREAM_STDERR,
+						 payload, h.len);
+				if (r < 0) {
+					lg_reader_pop(&a->rd);
+					return lg_err_set(err, -r, "exec: output");
+				}
+			}
+			lg_reader_pop(&a->rd);
+			break;
+		case LG_MSG_EXIT:
+			r = handle_exit(a, &h, payload, res, err);
+			lg_reader_pop(&a->rd);
+			return r;
+		case LG_MSG_RESULT: {
+			/* The agent refused the exec outright (e.g. too many running). */
+			struct fields f;
+			char msg[512];
+			collect(payload, h.len, &f);
+			field_msg(&f, msg, sizeof(msg));
+			lg_reader_pop(&a->rd);
+			return lg_err_set(err, 0, "exec: %s", *msg ? msg : "refused by the guest");
+		}
+		default:
+			lg_reader_pop(&a->rd);
+			return broken(a, err, EPROTO, "unexpected message during exec");
+		}
+	}
+}

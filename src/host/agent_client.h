@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The host side of the agent protocol (proto/proto.h): requests to lg-agent
+ * in a guest and the checks on everything it sends back.  The guest is
+ * untrusted; a frame that breaks the protocol ends the connection with an
+ * error, it never crashes or hangs the host.
+ */
+#ifndef LG_HOST_AGENT_CLIENT_H
+#define LG_HOST_AGENT_CLIENT_H
+
+#include "common/err.h"
+#include "proto/proto.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct lg_agent;
+
+/*
+ * Waits for the agent's HELLO on fd (borrowed, not closed) for at most
+ * timeout_ms.  cancel_fd (or -1): when it becomes readable every wait in
+ * this client gives up with -EINTR; the CLI points it at its signal pipe.
+ */
+int lg_agent_connect(int fd, int cancel_fd, int timeout_ms, struct lg_agent **out,
+		     struct lg_err **err);
+void lg_agent_free(struct lg_agent *a);
+/* "lg-agent X.Y" as the guest said in HELLO. */
+const char *lg_agent_name(const struct lg_agent *a);
+
+enum lg_stream { LG_STREAM_STDOUT = 1, LG_STREAM_STDERR = 2 };
+
+struct lg_exec_opts {
+	char *const *argv;  /* NULL-terminated, at least one word */
+	char *const *env;   /* "K=V", NULL-terminated, may be NULL */
+	const char *cwd;    /* may be NULL */
+	uint32_t timeout_ms; /* enforced in the guest; 0 = none */
+	int stdin_fd;       /* copied to the command until EOF; -1 = /dev/null */
+	const void *stdin_data; /* used when stdin_fd < 0 and this is non-NULL */
+	size_t stdin_len;
+	/* Output as it arrives.  A negative return aborts the exec. */
+	int (*on_output)(void *ctx, enum lg_stream stream, const uint8_t *p, size_t n);
+	void *ctx;
+};
+
+struct lg_exec_result {
+	int exit_code;  /* valid when signal == 0 */
+	int signal;     /* killed by this signal, else 0 */
+	bool timed_out; /* killed by the guest timeout */
+};
+
+/*
+ * Runs a command and streams its output.  Returns 0 when the command ran
+ * (whatever its exit code), <0 if it could not run or the channel broke.
+ */
+int lg_agent_exec(struct lg_agent *a, const struct lg_exec_opts *o, struct lg_exec_result *res,
+		  struct lg_err **err);
+
+int lg_agent_ping(struct lg_agent *a, struct lg_err **err);
+/* Writes a whole file (split into frames as needed).  flags: LG_WRITE_MKDIRS. */
+int lg_agent_write_file(struct lg_agent *a, const char *path, const void *data, size_t len,
+			uint32_t mode, uint32_t flags, struct lg_err **err);
+/* Reads a whole file of at most max bytes into *out (new buffer). */
+int lg_agent_read_file(struct lg_agent *a, const char *path, size_t max, uint8_t **out,
+		       size_t *out_len, struct lg_err **err);
+
+struct lg_dirent {
+	char *name;
+	uint32_t ftype; /* enum lg_ftype */
+	uint32_t mode;
+	uint64_t size;
+};
+int lg_agent_list_dir(struct lg_agent *a, const char *path, struct lg_dirent **out,
+		      size_t *count, struct lg_err **err);
+void lg_dirents_free(struct lg_dirent *d, size_t count);
+
+struct lg_stat {
+	uint32_t ftype;
+	uint32_t mode;
+	uint64_t size;
+	uint64_t mtime;
+};
+int lg_agent_stat(struct lg_agent *a, const char *path, struct lg_stat *st, struct lg_err **err);
+int lg_agent_mkdir(struct lg_agent *a, const char *path, uint32_t mode, bool parents,
+		   struct lg_err **err);
+int lg_agent_remove(struct lg_agent *a, const char *path, bool recursive, struct lg_err **err);
+/* Asks the guest to power off; returns once the agent acknowledged. */
+int lg_agent_shutdown(struct lg_agent *a, struct lg_err **err);
+
+#endif

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "host/sandbox.h"
+
+#include "common/log.h"
+#include "common/util.h"
+#include "image/image.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_BOOT_TIMEOUT_MS 120000
+#define SHUTDOWN_WAIT_MS        2000
+
+static int boot_timeout_ms(const struct lg_sandbox_opts *o)
+{
+	const char *env = getenv("LUMINAGUARD_BOOT_TIMEOUT");
+	uint64_t s;
+
+	if (o->boot_timeout_ms > 0)
+		return o->boot_timeout_ms;
+	if (env != NULL && lg_parse_u64(env, 1, 3600, &s) == 0)
+		return (int)(s * 1000);
+	return DEFAULT_BOOT_TIMEOUT_MS;
+}
+
+/* The last non-empty line of the console, for "the guest did not start" errors. */
+static char *last_console_line(struct vm *vm)
+{
+	cleanup_free char *tail = vm->backend->console_tail(vm);
+	char *end, *start;
+
+	for (char *p = tail; *p; p++)
+		if ((*p < 0x20 && *p != '\n') || *p == 0x7f)
+			*p = ' ';
+	end = tail + strlen(tail);
+	while (end > tail && (end[-1] == '\n' || end[-1] == ' '))
+		*--end = '\0';
+	start = strrchr(tail, '\n');
+	start = start ? start + 1 : tail;
+	if (*start == '\0')
+		return NULL;
+	return xstrdup(start);
+}
+
+int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out,
+		      struct lg_err **err)
+{
+	struct lg_image *img = NULL;
+	struct lg_sandbox *sb;
+	const char *note = NULL;
+	struct vm_config cfg = {0};
+	uint64_t t0;
+	int r;
+
+	sb = xzalloc(sizeof(*sb));
+	r = hv_backend_find(o->backend, &sb->backend, err);
+	if (r < 0)
+		goto fail;
+	r = sb->backend->probe(err);
+	if (r < 0)
+		goto fail;
+	r = hv_accel_resolve(o->accel, &sb->accel, &note, err);
+	if (r < 0)
+		goto fail;
+	if (note != NULL && o->on_note != NULL)
+		o->on_note(note);
+	r = lg_image_open(o->image != NULL ? o->image : "default", &img, err);
+	if (r < 0)
+		goto fail;
+
+	cfg.cpus = o->cpus ? o->cpus : 1;
+	cfg.memory_mib = o->memory_mib ? o->memory_mib : LG_DEFAULT_MEMORY_MIB;
+	cfg.kernel = img->kernel;
+	cfg.initrd = img->initrd;
+	cfg.accel = sb->accel;
+	cfg.console_fd = o->console_fd;
+	r = hv_config_check(&cfg, err);
+	if (r < 0)
+		goto fail;
+
+	t0 = lg_now_ms();
+	r = sb->backend->spawn(&cfg, &sb->vm, err);
+	if (r < 0)
+		goto fail;
+	r = lg_agent_connect(sb->backend->agent_fd(sb->vm), o->cancel_fd, boot_timeout_ms(o),
+			     &sb->agent, err);
+	if (r < 0) {
+		if (r != -EINTR) {
+			cleanup_free char *line = last_console_line(sb->vm);
+			lg_err_wrap(err, "the guest did not start%s%s%s",
+				    line ? " (console: " : "", line ? line : "", line ? ")" : "");
+		}
+		goto fail;
+	}
+	sb->boot_ms = lg_now_ms() - t0;
+	lg_debug("sandbox up in %llu ms (%s, accel %s, agent %s)",
+		 (unsigned long long)sb->boot_ms, sb->backend->name, hv_accel_name(sb->accel),
+		 lg_agent_name(sb->agent));
+	lg_image_free(img);
+	*out = sb;
+	return 0;
+fail:
+	lg_image_free(img);
+	lg_sandbox_destroy(sb);
+	return r;
+}
+
+void lg_sandbox_destroy(struct lg_sandbox *sb)
+{
+	if (sb == NULL)
+		return;
+	if (sb->vm != NULL) {
+		/*
+		 * A clean poweroff first: the guest syncs and QEMU exits by itself.
+		 * If the agent is gone or slow, the backend's destroy kills it.
+		 */
+		if (sb->agent != NULL && lg_agent_shutdown(sb->agent, NULL) == 0)
+			sb->backend->wait(sb->vm, SHUTDOWN_WAIT_MS);
+		sb->backend->destroy(sb->vm);
+	}
+	lg_agent_free(sb->agent);
+	free(sb);
+}

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A sandbox: one VM booted from an image, with its guest agent connected.
+ * The unit the CLI (and later the MCP server) works with.
+ */
+#ifndef LG_HOST_SANDBOX_H
+#define LG_HOST_SANDBOX_H
+
+#include "common/err.h"
+#include "host/agent_client.h"
+#include "hv/hv.h"
+
+struct lg_sandbox_opts {
+	const char *image;   /* NULL: "default" */
+	const char *backend; /* NULL: the default backend */
+	enum hv_accel accel; /* AUTO resolves per host */
+	unsigned cpus;       /* 0: 1 */
+	uint64_t memory_mib; /* 0: 256 */
+	int cancel_fd;       /* readable = give up (signal pipe), or -1 */
+	int console_fd;      /* mirror the guest console here, or -1 */
+	int boot_timeout_ms; /* 0: $LUMINAGUARD_BOOT_TIMEOUT seconds, else 120 s */
+	/* Called once with a note about the accelerator choice (e.g. PVM -> TCG). */
+	void (*on_note)(const char *note);
+};
+
+struct lg_sandbox {
+	const struct hv_backend *backend;
+	struct vm *vm;
+	struct lg_agent *agent;
+	enum hv_accel accel;
+	uint64_t boot_ms; /* spawn to agent HELLO */
+};
+
+#define LG_DEFAULT_MEMORY_MIB 256u
+
+int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out,
+		      struct lg_err **err);
+/*
+ * Powers the guest off through the agent if it still answers, then lets the
+ * backend end the VMM; nothing of the sandbox remains afterwards.  NULL ok.
+ */
+void lg_sandbox_destroy(struct lg_sandbox *sb);
+
+#endif

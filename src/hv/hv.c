@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "hv/hv.h"
+
+#include "common/util.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+const struct hv_backend *const hv_backends[] = {
+	&hv_backend_qemu,
+	NULL,
+};
+
+int hv_backend_find(const char *name, const struct hv_backend **out, struct lg_err **err)
+{
+	if (name == NULL) {
+		*out = hv_backends[0];
+		return 0;
+	}
+	for (size_t i = 0; hv_backends[i] != NULL; i++) {
+		if (strcmp(hv_backends[i]->name, name) == 0) {
+			*out = hv_backends[i];
+			return 0;
+		}
+	}
+	return lg_err_set(err, 0, "unknown backend '%s' (available: qemu)", name);
+}
+
+const char *vm_status_name(enum vm_status s)
+{
+	switch (s) {
+	case VM_STATUS_STARTING:
+		return "starting";
+	case VM_STATUS_RUNNING:
+		return "running";
+	case VM_STATUS_STOPPED:
+		return "stopped";
+	case VM_STATUS_FAILED:
+		return "failed";
+	}
+	return "unknown";
+}
+
+int hv_config_check(const struct vm_config *cfg, struct lg_err **err)
+{
+	if (cfg->cpus < 1 || cfg->cpus > HV_MAX_CPUS)
+		return lg_err_set(err, 0, "invalid vCPU count %u (must be 1..%u)", cfg->cpus,
+				  HV_MAX_CPUS);
+	if (cfg->memory_mib < HV_MIN_MEMORY_MIB || cfg->memory_mib > HV_MAX_MEMORY_MIB)
+		return lg_err_set(err, 0, "invalid memory size %llu MiB (must be %u..%u MiB)",
+				  (unsigned long long)cfg->memory_mib, HV_MIN_MEMORY_MIB,
+				  HV_MAX_MEMORY_MIB);
+	{
+		long pages = sysconf(_SC_PHYS_PAGES);
+		long psize = sysconf(_SC_PAGESIZE);
+		uint64_t host_mib = pages > 0 && psize > 0
+					    ? (uint64_t)pages * (uint64_t)psize / (1024u * 1024u)
+					    : 0;
+		if (host_mib > 0 && cfg->memory_mib > host_mib)
+			return lg_err_set(err, 0,
+					  "memory size %llu MiB exceeds this host's %llu MiB",
+					  (unsigned long long)cfg->memory_mib,
+					  (unsigned long long)host_mib);
+	}
+	if (cfg->kernel == NULL || cfg->initrd == NULL)
+		return lg_err_set(err, 0, "no kernel or initramfs given");
+	if (cfg->accel == HV_ACCEL_AUTO)
+		return lg_err_set(err, 0, "accelerator not resolved");
+	return 0;
+}

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The hypervisor interface.  A backend is a const table of operations, as
+ * crun's cgroup managers and QEMU's accelerator ops are; the rest of
+ * LuminaGuard only ever talks to a VM through this table and the agent
+ * channel it hands out.
+ */
+#ifndef LG_HV_HV_H
+#define LG_HV_HV_H
+
+#include "common/err.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+enum hv_accel {
+	HV_ACCEL_AUTO = 0, /* the fastest one that boots a stock kernel here */
+	HV_ACCEL_KVM,
+	HV_ACCEL_TCG,
+	HV_ACCEL_HVF,
+	HV_ACCEL_WHPX,
+};
+
+const char *hv_accel_name(enum hv_accel a);
+/* Returns 0 and sets *out, or -EINVAL for an unknown name. */
+int hv_accel_parse(const char *name, enum hv_accel *out);
+
+/* What /dev/kvm offers on this host. */
+enum hv_kvm_kind {
+	HV_KVM_NONE,     /* no /dev/kvm */
+	HV_KVM_NOACCESS, /* present but not openable read-write by us */
+	HV_KVM_PVM,      /* kvm_pvm: pagetable virtualization, stock kernels crawl */
+	HV_KVM_HARDWARE, /* VT-x / AMD-V */
+};
+
+/* Detects the KVM kind; writes a one-line explanation into why (may be NULL). */
+enum hv_kvm_kind hv_kvm_detect(char *why, size_t why_len);
+const char *hv_kvm_kind_name(enum hv_kvm_kind k);
+
+/*
+ * Picks the accelerator for `requested` on this host.  AUTO picks KVM only
+ * when it is hardware virtualization; PVM and missing KVM fall back to TCG
+ * and *note explains why (a static string, or NULL when nothing to say).
+ * An explicit request is honoured as long as it can work at all.
+ */
+int hv_accel_resolve(enum hv_accel requested, enum hv_accel *out, const char **note,
+		     struct lg_err **err);
+
+enum vm_status {
+	VM_STATUS_STARTING,
+	VM_STATUS_RUNNING,
+	VM_STATUS_STOPPED,
+	VM_STATUS_FAILED,
+};
+
+const char *vm_status_name(enum vm_status s);
+
+struct vm_config {
+	unsigned cpus;          /* 1..HV_MAX_CPUS */
+	uint64_t memory_mib;    /* HV_MIN_MEMORY_MIB..HV_MAX_MEMORY_MIB */
+	const char *kernel;     /* uncompressed ELF vmlinux (PVH entry) */
+	const char *initrd;     /* newc cpio */
+	const char *cmdline;    /* extra kernel command-line words, may be NULL */
+	enum hv_accel accel;    /* resolved, never AUTO */
+	int console_fd;         /* if >= 0, the guest console is copied here too */
+};
+
+#define HV_MAX_CPUS        64u
+#define HV_MIN_MEMORY_MIB  64u
+#define HV_MAX_MEMORY_MIB  (1024u * 1024u)
+
+/* Backend-private state follows this header in the backend's own struct. */
+struct vm {
+	const struct hv_backend *backend;
+	pid_t pid; /* the VMM process */
+};
+
+struct hv_backend {
+	const char *name;
+	const char *description;
+	/* Usable here?  If not, *err says why in one line. */
+	int (*probe)(struct lg_err **err);
+	/* Starts a VM.  On failure nothing is left behind. */
+	int (*spawn)(const struct vm_config *cfg, struct vm **out, struct lg_err **err);
+	/* The byte stream to lg-agent; owned by the VM. */
+	int (*agent_fd)(struct vm *vm);
+	enum vm_status (*status)(struct vm *vm);
+	/*
+	 * Waits up to timeout_ms for the VMM to end by itself (after the guest
+	 * powered off).  Returns 1 if it ended, 0 if still running.
+	 */
+	int (*wait)(struct vm *vm, int timeout_ms);
+	/*
+	 * Ends the VM: asks the VMM to quit, then kills it, and frees every
+	 * host resource.  Always succeeds in the sense that matters: after it
+	 * returns no process, fd or file of this VM remains.  Frees vm.
+	 */
+	void (*destroy)(struct vm *vm);
+	/* Last bytes of the guest console, for error messages.  New string. */
+	char *(*console_tail)(struct vm *vm);
+};
+
+extern const struct hv_backend hv_backend_qemu;
+
+/* The registered backends, NULL-terminated. */
+extern const struct hv_backend *const hv_backends[];
+
+/* Finds a backend by name; NULL name means the default.  -ENOENT if none. */
+int hv_backend_find(const char *name, const struct hv_backend **out, struct lg_err **err);
+
+/* Checks a configuration before any process starts. */
+int hv_config_check(const struct vm_config *cfg, struct lg_err **err);
+
+#endif

@@ -1,0 +1,621 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The qemu backend: one qemu-system-x86_64 process per VM, machine type
+ * microvm (virtio-mmio, no PCI, no firmware, direct PVH kernel boot),
+ * controlled over QMP.
+ *
+ * Every channel to QEMU is one end of a socketpair handed over as an
+ * inherited fd (-chardev socket,fd=N), so there is no socket path on the
+ * host file system to leak, race for or clean up.
+ */
+#include "hv/hv.h"
+#include "hv/qmp.h"
+
+#include "common/log.h"
+#include "common/util.h"
+#include "proto/proto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#endif
+
+/* The fd numbers the channels have inside QEMU. */
+enum { QEMU_FD_QMP = 3, QEMU_FD_CONSOLE = 4, QEMU_FD_AGENT = 5, QEMU_FD_FIRST_FREE = 6 };
+
+#define CONSOLE_TAIL 8192
+#define QMP_TIMEOUT_MS 10000
+
+struct ring {
+	char data[CONSOLE_TAIL];
+	size_t len;   /* valid bytes, <= CONSOLE_TAIL */
+	size_t start; /* index of the oldest byte */
+};
+
+struct qemu_vm {
+	struct vm vm; /* must be first */
+	struct qmp qmp;
+	int agent_fd;
+	int console_fd;  /* our end of the guest serial console */
+	int stderr_fd;   /* QEMU's own stderr */
+	int copy_fd;     /* where to mirror the console, or -1 */
+	int pidfd;
+	bool reaped;
+	int wait_status;
+	long peak_rss_kib; /* of the VMM, from wait4() once reaped */
+	pthread_t pump;
+	bool pump_started;
+	pthread_mutex_t lock; /* protects the rings */
+	struct ring console;
+	struct ring qemu_err;
+};
+
+static void ring_put(struct ring *r, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t pos = (r->start + r->len) % CONSOLE_TAIL;
+		r->data[pos] = p[i];
+		if (r->len < CONSOLE_TAIL)
+			r->len++;
+		else
+			r->start = (r->start + 1) % CONSOLE_TAIL;
+	}
+}
+
+static char *ring_str(const struct ring *r)
+{
+	char *s = xmalloc(r->len + 1);
+	for (size_t i = 0; i < r->len; i++)
+		s[i] = r->data[(r->start + i) % CONSOLE_TAIL];
+	s[r->len] = '\0';
+	return s;
+}
+
+/*
+ * Drains the console and QEMU's stderr for the VM's whole life.  Somebody
+ * must: a serial port whose host side is not read eventually stalls the
+ * guest, and QEMU's error messages are what a user needs when a boot fails.
+ */
+static void *pump_main(void *arg)
+{
+	struct qemu_vm *q = arg;
+	struct pollfd pfd[2] = {
+		{.fd = q->console_fd, .events = POLLIN},
+		{.fd = q->stderr_fd, .events = POLLIN},
+	};
+	char buf[4096];
+
+	while (pfd[0].fd >= 0 || pfd[1].fd >= 0) {
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (int i = 0; i < 2; i++) {
+			if (pfd[i].fd < 0 || pfd[i].revents == 0)
+				continue;
+			ssize_t r = read(pfd[i].fd, buf, sizeof(buf));
+			if (r < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			if (r <= 0) {
+				pfd[i].fd = -1; /* EOF: QEMU is gone */
+				continue;
+			}
+			pthread_mutex_lock(&q->lock);
+			ring_put(i == 0 ? &q->console : &q->qemu_err, buf, (size_t)r);
+			pthread_mutex_unlock(&q->lock);
+			if (q->copy_fd >= 0 && lg_write_all(q->copy_fd, buf, (size_t)r) < 0)
+				q->copy_fd = -1;
+		}
+	}
+	return NULL;
+}
+
+static char *find_qemu(void)
+{
+	const char *env = getenv("LUMINAGUARD_QEMU");
+	const char *path = getenv("PATH");
+	cleanup_free char *copy = NULL;
+	char *save = NULL;
+
+	if (env != NULL && *env != '\0')
+		return access(env, X_OK) == 0 ? xstrdup(env) : NULL;
+	copy = xstrdup(path != NULL ? path : "/usr/local/bin:/usr/bin:/bin");
+	for (char *dir = strtok_r(copy, ":", &save); dir != NULL; dir = strtok_r(NULL, ":", &save)) {
+		char *cand = xasprintf("%s/qemu-system-x86_64", dir);
+		if (access(cand, X_OK) == 0)
+			return cand;
+		free(cand);
+	}
+	return NULL;
+}
+
+static int qemu_probe(struct lg_err **err)
+{
+	cleanup_free char *bin = find_qemu();
+
+	if (bin == NULL)
+		return lg_err_set(err, 0,
+				  "qemu-system-x86_64 not found in PATH; install it with: sudo "
+				  "apt-get install qemu-system-x86");
+	return 0;
+}
+
+struct argv_builder {
+	char **v;
+	size_t n;
+};
+
+static void argv_add(struct argv_builder *a, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void argv_add(struct argv_builder *a, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	a->v = xrealloc(a->v, (a->n + 2) * sizeof(char *));
+	a->v[a->n++] = s;
+	a->v[a->n] = NULL;
+}
+
+static void argv_free(struct argv_builder *a)
+{
+	for (size_t i = 0; i < a->n; i++)
+		free(a->v[i]);
+	free(a->v);
+}
+
+/*
+ * The kernel command line.  Every word saves boot time under TCG, where the
+ * guest runs 10-50x slower than native: quiet and loglevel keep the
+ * emulated UART (one VM exit per byte) almost idle; tsc=reliable and
+ * no_timer_check skip clocksource watchdog work; panic=-1 plus -no-reboot
+ * turns a guest panic into a QEMU exit the host notices at once.
+ */
+static const char base_cmdline[] = "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t "
+				   "tsc=reliable no_timer_check i8042.noaux i8042.nokbd "
+				   "8250.nr_uarts=1 cryptomgr.notests random.trust_cpu=on";
+
+/*
+ * The host's TSC rate in kHz, measured once per process against
+ * CLOCK_MONOTONIC_RAW over 10 ms.  Under TCG the guest's RDTSC reads the
+ * host's TSC, and the guest kernel's own calibration against the emulated
+ * PIT fails when the host is busy (the vCPU thread gets preempted in the
+ * middle of the timed loop), after which the kernel hangs without a
+ * clocksource.  Handing it the rate with tsc_early_khz= skips calibration.
+ * Returns 0 where there is no TSC to measure.
+ */
+static unsigned long host_tsc_khz(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	static unsigned long khz;
+	struct timespec a, b, pause = {0, 10 * 1000 * 1000};
+	uint64_t t0, t1;
+	double ns;
+
+	if (khz != 0)
+		return khz;
+	clock_gettime(CLOCK_MONOTONIC_RAW, &a);
+	t0 = __rdtsc();
+	nanosleep(&pause, NULL);
+	t1 = __rdtsc();
+	clock_gettime(CLOCK_MONOTONIC_RAW, &b);
+	ns = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
+	if (ns > 0 && t1 > t0)
+		khz = (unsigned long)((double)(t1 - t0) / ns * 1e6);
+	return khz;
+#else
+	return 0;
+#endif
+}
+
+static void build_argv(struct argv_builder *a, const char *bin, const struct vm_config *cfg)
+{
+	unsigned long tsc_khz = cfg->accel == HV_ACCEL_TCG ? host_tsc_khz() : 0;
+	char tsc_arg[48] = "";
+
+	if (tsc_khz != 0)
+		snprintf(tsc_arg, sizeof(tsc_arg), " tsc_early_khz=%lu", tsc_khz);
+
+	argv_add(a, "%s", bin);
+	argv_add(a, "-M");
+	/*
+	 * pit and pic: the Debian kernel calibrates the TSC against the PIT and
+	 * hangs without it under TCG.  No PCI, no firmware: microvm.
+	 */
+	argv_add(a, "microvm,pit=on,pic=on,rtc=on,isa-serial=on");
+	argv_add(a, "-accel");
+	argv_add(a, "%s", hv_accel_name(cfg->accel));
+	argv_add(a, "-cpu");
+	argv_add(a, "%s", cfg->accel == HV_ACCEL_KVM ? "host" : "max");
+	argv_add(a, "-smp");
+	argv_add(a, "%u", cfg->cpus);
+	argv_add(a, "-m");
+	argv_add(a, "%llu", (unsigned long long)cfg->memory_mib);
+	argv_add(a, "-nodefaults");
+	argv_add(a, "-no-user-config");
+	argv_add(a, "-nographic");
+	argv_add(a, "-no-reboot");
+	argv_add(a, "-kernel");
+	argv_add(a, "%s", cfg->kernel);
+	argv_add(a, "-initrd");
+	argv_add(a, "%s", cfg->initrd);
+	argv_add(a, "-append");
+	argv_add(a, "%s%s%s%s", base_cmdline, tsc_arg, cfg->cmdline ? " " : "",
+		 cfg->cmdline ? cfg->cmdline : "");
+	argv_add(a, "-chardev");
+	argv_add(a, "socket,id=qmp,fd=%d", QEMU_FD_QMP);
+	argv_add(a, "-mon");
+	argv_add(a, "chardev=qmp,mode=control");
+	argv_add(a, "-chardev");
+	argv_add(a, "socket,id=con,fd=%d", QEMU_FD_CONSOLE);
+	argv_add(a, "-serial");
+	argv_add(a, "chardev:con");
+	argv_add(a, "-device");
+	argv_add(a, "virtio-serial-device,max_ports=2");
+	argv_add(a, "-chardev");
+	argv_add(a, "socket,id=agent,fd=%d", QEMU_FD_AGENT);
+	argv_add(a, "-device");
+	argv_add(a, "virtserialport,chardev=agent,name=%s", LG_AGENT_PORT_NAME);
+}
+
+/*
+ * In the child between fork and exec: only async-signal-safe calls.  The
+ * exec status pipe carries errno back if anything fails, so the parent can
+ * say why instead of seeing QEMU vanish.
+ */
+static void __attribute__((noreturn))
+child_exec(char **argv, const int fds[3], int stderr_fd, int status_fd)
+{
+	int err;
+	sigset_t all;
+
+	/* Own process group: the user's ^C reaches luminaguard, which then
+	 * tears the VM down in order, instead of killing QEMU under it. */
+	setpgid(0, 0);
+	/* If luminaguard dies without cleaning up (SIGKILL), QEMU dies too. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() == 1)
+		_exit(127);
+
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+
+	/*
+	 * Move the channels to 3, 4, 5.  The sources are above 5 (the parent
+	 * made sure), so no dup2 clobbers another source.
+	 */
+	if (dup2(fds[0], QEMU_FD_QMP) < 0 || dup2(fds[1], QEMU_FD_CONSOLE) < 0 ||
+	    dup2(fds[2], QEMU_FD_AGENT) < 0 || dup2(stderr_fd, STDERR_FILENO) < 0)
+		goto fail;
+	int devnull = open("/dev/null", O_RDWR);
+	if (devnull < 0 || dup2(devnull, STDIN_FILENO) < 0 || dup2(devnull, STDOUT_FILENO) < 0)
+		goto fail;
+	/* Nothing else of ours leaks into QEMU except the status pipe (CLOEXEC). */
+	for (int fd = QEMU_FD_FIRST_FREE; fd < 1024; fd++)
+		if (fd != status_fd)
+			close(fd);
+	execv(argv[0], argv);
+fail:
+	err = errno;
+	if (write(status_fd, &err, sizeof(err)) < 0) {
+		/* nothing left to report to */
+	}
+	_exit(127);
+}
+
+/* Moves fd to a number >= min (so the child's dup2 targets are free). */
+static int fd_above(int fd, int min)
+{
+	int nfd;
+
+	if (fd >= min)
+		return fd;
+	nfd = fcntl(fd, F_DUPFD_CLOEXEC, min);
+	close(fd);
+	return nfd;
+}
+
+static void qemu_teardown(struct qemu_vm *q);
+
+static int qemu_spawn(const struct vm_config *cfg, struct vm **out, struct lg_err **err)
+{
+	cleanup_free char *bin = find_qemu();
+	struct argv_builder args = {0};
+	int pairs[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+	int errpipe[2] = {-1, -1};
+	int status[2] = {-1, -1};
+	struct qemu_vm *q;
+	int ret;
+
+	if (bin == NULL)
+		return qemu_probe(err);
+	ret = hv_config_check(cfg, err);
+	if (ret < 0)
+		return ret;
+
+	q = xzalloc(sizeof(*q));
+	q->vm.backend = &hv_backend_qemu;
+	q->vm.pid = -1;
+	q->agent_fd = q->console_fd = q->stderr_fd = q->pidfd = -1;
+	q->qmp.fd = -1;
+	q->copy_fd = cfg->console_fd;
+	pthread_mutex_init(&q->lock, NULL);
+
+	for (int i = 0; i < 3; i++) {
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pairs[i]) < 0) {
+			ret = lg_err_sys(err, "socketpair");
+			goto fail;
+		}
+		pairs[i][1] = fd_above(pairs[i][1], QEMU_FD_FIRST_FREE);
+		if (pairs[i][1] < 0) {
+			ret = lg_err_sys(err, "fcntl F_DUPFD");
+			goto fail;
+		}
+	}
+	if (pipe2(errpipe, O_CLOEXEC) < 0 || pipe2(status, O_CLOEXEC) < 0) {
+		ret = lg_err_sys(err, "pipe");
+		goto fail;
+	}
+	errpipe[1] = fd_above(errpipe[1], QEMU_FD_FIRST_FREE);
+	status[1] = fd_above(status[1], QEMU_FD_FIRST_FREE);
+	if (errpipe[1] < 0 || status[1] < 0) {
+		ret = lg_err_sys(err, "fcntl F_DUPFD");
+		goto fail;
+	}
+
+	build_argv(&args, bin, cfg);
+	if (lg_log_get_level() >= LG_LOG_DEBUG) {
+		for (size_t i = 0; i < args.n; i++)
+			lg_debug("qemu argv[%zu] = %s", i, args.v[i]);
+	}
+
+	pid_t pid = fork();
+	if (pid < 0) {
+		ret = lg_err_sys(err, "fork");
+		goto fail;
+	}
+	if (pid == 0) {
+		const int child_fds[3] = {pairs[0][1], pairs[1][1], pairs[2][1]};
+		child_exec(args.v, child_fds, errpipe[1], status[1]);
+	}
+	q->vm.pid = pid;
+	argv_free(&args);
+	args = (struct argv_builder){0};
+	for (int i = 0; i < 3; i++) {
+		close(pairs[i][1]);
+		pairs[i][1] = -1;
+	}
+	close(errpipe[1]);
+	errpipe[1] = -1;
+	close(status[1]);
+	status[1] = -1;
+
+	q->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+	/* The status pipe closes on a successful exec; data means exec failed. */
+	int child_errno = 0;
+	ssize_t r = lg_read_all(status[0], &child_errno, sizeof(child_errno));
+	close(status[0]);
+	status[0] = -1;
+	if (r == (ssize_t)sizeof(child_errno)) {
+		ret = lg_err_set(err, child_errno, "cannot execute %s", bin);
+		goto fail_started;
+	}
+
+	q->console_fd = pairs[1][0];
+	q->agent_fd = pairs[2][0];
+	q->stderr_fd = errpipe[0];
+	pairs[1][0] = pairs[2][0] = errpipe[0] = -1;
+	if (pthread_create(&q->pump, NULL, pump_main, q) != 0) {
+		ret = lg_err_set(err, EAGAIN, "cannot start the console thread");
+		goto fail_started;
+	}
+	q->pump_started = true;
+
+	ret = qmp_open(&q->qmp, pairs[0][0], QMP_TIMEOUT_MS, err);
+	pairs[0][0] = -1; /* qmp_open owns it now, even on failure */
+	if (ret < 0)
+		goto fail_started;
+
+	*out = &q->vm;
+	return 0;
+
+fail_started:
+	for (int i = 0; i < 3; i++)
+		for (int j = 0; j < 2; j++)
+			if (pairs[i][j] >= 0)
+				close(pairs[i][j]);
+	if (errpipe[0] >= 0)
+		close(errpipe[0]);
+	/* Tear down first: then the pump has read all QEMU said before dying. */
+	qemu_teardown(q);
+	{
+		cleanup_free char *why = ring_str(&q->qemu_err);
+		char *nl;
+
+		while ((nl = strrchr(why, '\n')) != NULL && nl[1] == '\0')
+			*nl = '\0';
+		nl = strrchr(why, '\n');
+		if (*why != '\0')
+			lg_err_wrap(err, "QEMU failed to start (%s)", nl ? nl + 1 : why);
+		else
+			lg_err_wrap(err, "QEMU failed to start");
+	}
+	pthread_mutex_destroy(&q->lock);
+	free(q);
+	return ret;
+
+fail:
+	argv_free(&args);
+	for (int i = 0; i < 3; i++)
+		for (int j = 0; j < 2; j++)
+			if (pairs[i][j] >= 0)
+				close(pairs[i][j]);
+	for (int j = 0; j < 2; j++) {
+		if (errpipe[j] >= 0)
+			close(errpipe[j]);
+		if (status[j] >= 0)
+			close(status[j]);
+	}
+	pthread_mutex_destroy(&q->lock);
+	free(q);
+	return ret;
+}
+
+static int qemu_agent_fd(struct vm *vm)
+{
+	return ((struct qemu_vm *)vm)->agent_fd;
+}
+
+static bool reap(struct qemu_vm *q, bool block)
+{
+	struct rusage ru = {0};
+	int st;
+	pid_t r;
+
+	if (q->reaped)
+		return true;
+	do
+		r = wait4(q->vm.pid, &st, block ? 0 : WNOHANG, &ru);
+	while (r < 0 && errno == EINTR);
+	if (r == q->vm.pid || (r < 0 && errno == ECHILD)) {
+		q->reaped = true;
+		q->wait_status = r == q->vm.pid ? st : 0;
+		q->peak_rss_kib = ru.ru_maxrss;
+		lg_debug("vmm pid %d ended (status 0x%x), peak rss %ld KiB", (int)q->vm.pid,
+			 q->wait_status, q->peak_rss_kib);
+	}
+	return q->reaped;
+}
+
+static enum vm_status qemu_status(struct vm *vm)
+{
+	struct qemu_vm *q = (struct qemu_vm *)vm;
+	json_t *ret = NULL;
+	enum vm_status s = VM_STATUS_FAILED;
+
+	if (reap(q, false))
+		return WIFEXITED(q->wait_status) && WEXITSTATUS(q->wait_status) == 0
+			       ? VM_STATUS_STOPPED
+			       : VM_STATUS_FAILED;
+	if (qmp_execute(&q->qmp, "query-status", NULL, &ret, QMP_TIMEOUT_MS, NULL) < 0)
+		return VM_STATUS_FAILED;
+	const char *st = json_string_value(json_object_get(ret, "status"));
+	if (st != NULL && strcmp(st, "running") == 0)
+		s = VM_STATUS_RUNNING;
+	else if (st != NULL && (strcmp(st, "prelaunch") == 0 || strcmp(st, "inmigrate") == 0))
+		s = VM_STATUS_STARTING;
+	else if (st != NULL && strcmp(st, "shutdown") == 0)
+		s = VM_STATUS_STOPPED;
+	json_decref(ret);
+	return s;
+}
+
+static int qemu_wait(struct vm *vm, int timeout_ms)
+{
+	struct qemu_vm *q = (struct qemu_vm *)vm;
+	uint64_t deadline = lg_now_ms() + (uint64_t)timeout_ms;
+
+	while (!reap(q, false)) {
+		uint64_t now = lg_now_ms();
+		if (now >= deadline)
+			return 0;
+		if (q->pidfd >= 0) {
+			struct pollfd pfd = {.fd = q->pidfd, .events = POLLIN};
+			poll(&pfd, 1, (int)(deadline - now));
+		} else {
+			usleep(5000);
+		}
+	}
+	return 1;
+}
+
+/* Ends QEMU and releases every host resource of the VM except q itself. */
+static void qemu_teardown(struct qemu_vm *q)
+{
+	if (q->vm.pid > 0 && !reap(q, false)) {
+		/* Ask first: QEMU then exits at once without a guest reply. */
+		if (q->qmp.fd >= 0)
+			qmp_execute(&q->qmp, "quit", NULL, NULL, 1000, NULL);
+		if (!qemu_wait(&q->vm, 2000)) {
+			kill(q->vm.pid, SIGKILL);
+			reap(q, true);
+		}
+	}
+	qmp_close(&q->qmp);
+	if (q->agent_fd >= 0)
+		close(q->agent_fd);
+	q->agent_fd = -1;
+	/* QEMU is reaped, so its ends are closed and the pump sees EOF on both. */
+	if (q->pump_started)
+		pthread_join(q->pump, NULL);
+	q->pump_started = false;
+	if (q->console_fd >= 0)
+		close(q->console_fd);
+	if (q->stderr_fd >= 0)
+		close(q->stderr_fd);
+	if (q->pidfd >= 0)
+		close(q->pidfd);
+	q->console_fd = q->stderr_fd = q->pidfd = -1;
+}
+
+static void qemu_destroy(struct vm *vm)
+{
+	struct qemu_vm *q = (struct qemu_vm *)vm;
+
+	if (vm == NULL)
+		return;
+	qemu_teardown(q);
+	pthread_mutex_destroy(&q->lock);
+	free(q);
+}
+
+static char *qemu_console_tail(struct vm *vm)
+{
+	struct qemu_vm *q = (struct qemu_vm *)vm;
+	char *con, *qerr, *s;
+
+	pthread_mutex_lock(&q->lock);
+	con = ring_str(&q->console);
+	qerr = ring_str(&q->qemu_err);
+	pthread_mutex_unlock(&q->lock);
+	s = xasprintf("%s%s%s", con, *qerr ? "\n[qemu] " : "", qerr);
+	free(con);
+	free(qerr);
+	return s;
+}
+
+const struct hv_backend hv_backend_qemu = {
+	.name = "qemu",
+	.description = "qemu-system-x86_64 -M microvm over QMP (KVM or TCG)",
+	.probe = qemu_probe,
+	.spawn = qemu_spawn,
+	.agent_fd = qemu_agent_fd,
+	.status = qemu_status,
+	.wait = qemu_wait,
+	.destroy = qemu_destroy,
+	.console_tail = qemu_console_tail,
+};

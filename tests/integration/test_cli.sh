@@ -1,0 +1,116 @@
+#!/bin/bash
+# End-to-end tests of the `luminaguard` command with real micro-VMs.
+# Usage: test_cli.sh PATH/TO/luminaguard   (LUMINAGUARD_HOME must hold a default image)
+set -u
+LG=${1:?usage: test_cli.sh LUMINAGUARD}
+PASS=0
+FAIL=0
+N=0
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+ok() { N=$((N + 1)); PASS=$((PASS + 1)); echo "ok $N - $1"; }
+not_ok() { N=$((N + 1)); FAIL=$((FAIL + 1)); echo "not ok $N - $1"; shift; for l in "$@"; do echo "#   $l"; done; }
+check() { # check NAME CONDITION-RESULT DETAILS...
+	local name=$1 cond=$2
+	shift 2
+	if [ "$cond" = 0 ]; then ok "$name"; else not_ok "$name" "$@"; fi
+}
+
+# Number of processes with a qemu-system binary that are descendants of this test.
+count_qemu() { pgrep -f "qemu-system-x86_64 .*org.luminaguard.agent" -P "$1" 2>/dev/null | wc -l; }
+count_all_qemu() { pgrep -f "qemu-system-x86_64 .*org.luminaguard.agent" | wc -l; }
+
+QEMU_BEFORE=$(count_all_qemu)
+
+# --- the guest's kernel, not the host's ---
+out=$("$LG" run -- uname -a 2>"$TMP/err"); rc=$?
+host=$(uname -r)
+check "run uname -a prints the guest kernel" "$([ $rc = 0 ] && [[ $out == Linux\ luminaguard\ * ]] && [[ $out != *"$host"* ]]; echo $?)" "rc=$rc out=$out" "$(cat "$TMP/err")"
+
+# --- exit codes ---
+"$LG" run -- sh -c 'exit 42' </dev/null; rc=$?
+check "exit code passes through" "$([ $rc = 42 ]; echo $?)" "rc=$rc"
+
+"$LG" run -- no-such-command 2>"$TMP/err" </dev/null; rc=$?
+check "missing command exits 127 with a message" "$([ $rc = 127 ] && grep -q 'no-such-command: command not found' "$TMP/err"; echo $?)" "rc=$rc" "$(cat "$TMP/err")"
+
+"$LG" run -- sh -c 'kill -KILL $$' </dev/null; rc=$?
+check "signal death is 128+N" "$([ $rc = 137 ]; echo $?)" "rc=$rc"
+
+# --- stdout and stderr are kept apart, stdin flows in ---
+out=$(printf 'hello\nworld\n' | "$LG" run -- sh -c 'cat; echo to-err >&2' 2>"$TMP/err"); rc=$?
+check "stdin to the guest, stdout and stderr apart" "$([ $rc = 0 ] && [ "$out" = $'hello\nworld' ] && grep -qx to-err "$TMP/err"; echo $?)" "rc=$rc out=$out"
+
+# --- --timeout kills the guest command ---
+start=$(date +%s)
+"$LG" run --timeout 2 -- sleep 60 </dev/null 2>"$TMP/err"; rc=$?
+took=$(( $(date +%s) - start ))
+check "--timeout kills the command (exit 124)" "$([ $rc = 124 ] && [ $took -lt 40 ] && grep -q 'timed out' "$TMP/err"; echo $?)" "rc=$rc took=${took}s" "$(cat "$TMP/err")"
+
+# --- options reach the guest ---
+out=$("$LG" run --cpus 2 --memory 300 --env GREETING=hi --workdir /tmp -- sh -c 'echo "$GREETING $(pwd) $(nproc)"; grep MemTotal /proc/meminfo' </dev/null); rc=$?
+mem_kb=$(echo "$out" | awk '/MemTotal/ {print $2}')
+check "--cpus --memory --env --workdir apply in the guest" "$([ $rc = 0 ] && [[ "$out" == "hi /tmp 2"* ]] && [ "${mem_kb:-0}" -gt 200000 ] && [ "${mem_kb:-0}" -lt 310000 ]; echo $?)" "rc=$rc out=$out"
+
+# --- bad input: one line, non-zero exit, no VM started ---
+for args in "--cpus 0 -- true" "--memory 10 -- true" "--memory 99999999 -- true" "--accel warp -- true" "--bogus -- true" "--env X -- true" ""; do
+	# shellcheck disable=SC2086
+	"$LG" run $args >"$TMP/out" 2>"$TMP/err" </dev/null; rc=$?
+	lines=$(wc -l <"$TMP/err")
+	check "bad usage '$args' is one line and exit 2 or 125" "$([ $rc = 2 -o $rc = 125 ] && [ "$lines" = 1 ] && grep -q '^luminaguard: ' "$TMP/err"; echo $?)" "rc=$rc lines=$lines" "$(cat "$TMP/err")"
+done
+
+"$LG" run --image does-not-exist -- true 2>"$TMP/err" </dev/null; rc=$?
+check "missing image says how to fix it" "$([ $rc = 125 ] && [ "$(wc -l <"$TMP/err")" = 1 ] && grep -q 'luminaguard image build' "$TMP/err"; echo $?)" "rc=$rc" "$(cat "$TMP/err")"
+
+LUMINAGUARD_QEMU=/nonexistent/qemu "$LG" run -- true 2>"$TMP/err" </dev/null; rc=$?
+check "missing QEMU is a clear error" "$([ $rc = 125 ] && grep -q 'qemu' "$TMP/err"; echo $?)" "rc=$rc" "$(cat "$TMP/err")"
+
+"$LG" nonsense >/dev/null 2>"$TMP/err"; rc=$?
+check "unknown subcommand" "$([ $rc = 2 ] && grep -q "unknown command 'nonsense'" "$TMP/err"; echo $?)" "rc=$rc"
+
+for sub in "" run image doctor; do
+	"$LG" $sub --help >"$TMP/out" 2>&1; rc=$?
+	check "luminaguard $sub --help" "$([ $rc = 0 ] && grep -qi usage "$TMP/out"; echo $?)" "rc=$rc"
+done
+
+"$LG" version | grep -q '^luminaguard [0-9]'
+check "version" "$?"
+
+"$LG" doctor >"$TMP/out" 2>&1; rc=$?
+check "doctor finds qemu, the kvm kind and the default image" "$([ $rc = 0 ] && grep -q '^backend qemu' "$TMP/out" && grep -q '^kvm ' "$TMP/out" && grep -q 'default: ok' "$TMP/out"; echo $?)" "rc=$rc" "$(cat "$TMP/out")"
+
+# --- signals: the VM is destroyed, nothing is left ---
+for sig in INT TERM; do
+	"$LG" run -- sleep 600 </dev/null >/dev/null 2>"$TMP/err" &
+	pid=$!
+	# wait until its VM is up (the guest command is running)
+	for _ in $(seq 1 600); do
+		[ "$(count_qemu $pid)" -ge 1 ] && break
+		sleep 0.1
+	done
+	sleep 4 # let the guest boot so the signal hits mid-command
+	kill -$sig $pid
+	wait $pid; rc=$?
+	want=$([ $sig = INT ] && echo 130 || echo 143)
+	sleep 0.2
+	left=$(count_all_qemu)
+	check "SIG$sig destroys the VM (exit $want, no qemu left)" "$([ $rc = $want ] && [ "$left" = "$QEMU_BEFORE" ]; echo $?)" "rc=$rc qemu-left=$left (before: $QEMU_BEFORE)" "$(cat "$TMP/err")"
+done
+
+# SIGKILL of luminaguard: PR_SET_PDEATHSIG takes QEMU down with it.
+"$LG" run -- sleep 600 </dev/null >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do [ "$(count_qemu $pid)" -ge 1 ] && break; sleep 0.1; done
+kill -KILL $pid; wait $pid 2>/dev/null
+for _ in $(seq 1 50); do [ "$(count_all_qemu)" = "$QEMU_BEFORE" ] && break; sleep 0.1; done
+check "SIGKILL of luminaguard takes QEMU down too" "$([ "$(count_all_qemu)" = "$QEMU_BEFORE" ]; echo $?)"
+
+# --- nothing left behind in /tmp or the data directory ---
+tmp_left=$(find /tmp -maxdepth 1 -newer "$TMP" -name '*luminaguard*' 2>/dev/null | wc -l)
+check "no temp files left" "$([ "$tmp_left" = 0 ]; echo $?)" "left: $tmp_left"
+
+echo "1..$N"
+echo "# $PASS passed, $FAIL failed"
+[ $FAIL = 0 ]

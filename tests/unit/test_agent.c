@@ -1,0 +1,1447 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * lg-agent end to end on this host: each test starts `lg-agent --fd 3` on
+ * one end of a socketpair and speaks the protocol on the other.  Every wait
+ * has a deadline, so an agent bug fails a test instead of hanging it.
+ *
+ * LG_TEST_AGENT=/path/to/lg-agent runs another build of the agent (an ASan
+ * or valgrind-friendly dynamic build); LG_TEST_AGENT_WRAPPER="valgrind -q
+ * --error-exitcode=99" runs it under a wrapper.
+ */
+#include "common/util.h"
+#include "proto/proto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define IO_TIMEOUT_MS	10000
+#define EXIT_TIMEOUT_MS 10000
+
+struct frame {
+	struct lg_frame_hdr h;
+	uint8_t *p;
+};
+
+struct conn {
+	int fd;
+	pid_t pid;
+	struct lg_reader rd;
+	struct lg_buf out;
+	bool eof;
+};
+
+static void frame_free(struct frame *f)
+{
+	free(f->p);
+	f->p = NULL;
+}
+
+static const char *agent_path(void)
+{
+	const char *p = getenv("LG_TEST_AGENT");
+	return p != NULL && *p ? p : LG_BUILD_DIR "/lg-agent";
+}
+
+static void __attribute__((noreturn)) exec_agent(int fd)
+{
+	const char *wrapper = getenv("LG_TEST_AGENT_WRAPPER");
+	char *argv[32];
+	int n = 0;
+	char *w = wrapper != NULL ? strdup(wrapper) : NULL;
+
+	for (char *tok = w != NULL ? strtok(w, " ") : NULL; tok != NULL && n < 26;
+	     tok = strtok(NULL, " "))
+		argv[n++] = tok;
+	argv[n++] = (char *)agent_path();
+	argv[n++] = (char *)"--fd";
+	argv[n++] = (char *)"3";
+	argv[n] = NULL;
+	if (fd != 3) {
+		dup2(fd, 3);
+	} else {
+		fcntl(3, F_SETFD, 0);
+	}
+	execvp(argv[0], argv);
+	_exit(127);
+}
+
+static void conn_flush(struct conn *c)
+{
+	while (lg_buf_pending(&c->out) > 0) {
+		ssize_t w = write(c->fd, lg_buf_head(&c->out), lg_buf_pending(&c->out));
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return;
+			/* The agent hung up (tests of protocol errors do this): drop the rest. */
+			lg_buf_consume(&c->out, lg_buf_pending(&c->out));
+			return;
+		}
+		lg_buf_consume(&c->out, (size_t)w);
+	}
+}
+
+/* 1: *f holds the next frame (free with frame_free); 0: the agent closed the stream. */
+static int conn_next(struct conn *c, struct frame *f)
+{
+	uint64_t deadline = lg_now_ms() + IO_TIMEOUT_MS;
+
+	for (;;) {
+		const uint8_t *payload;
+		int r = lg_reader_peek(&c->rd, &f->h, &payload);
+
+		assert_true(r >= 0);
+		if (r == 1) {
+			f->p = xmalloc(f->h.len);
+			memcpy(f->p, payload, f->h.len);
+			lg_reader_pop(&c->rd);
+			return 1;
+		}
+		if (c->eof)
+			return 0;
+		conn_flush(c);
+		struct pollfd pfd = {.fd = c->fd,
+				     .events =
+					 (short)(POLLIN | (lg_buf_pending(&c->out) ? POLLOUT : 0))};
+		uint64_t now = lg_now_ms();
+		if (now >= deadline)
+			fail_msg("timed out waiting for a frame from the agent");
+		r = poll(&pfd, 1, (int)(deadline - now));
+		if (r < 0 && errno == EINTR)
+			continue;
+		assert_true(r >= 0);
+		if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+			size_t room;
+			uint8_t *dst = lg_reader_space(&c->rd, &room);
+			ssize_t n = read(c->fd, dst, room);
+			if (n > 0)
+				lg_reader_commit(&c->rd, (size_t)n);
+			else if (n == 0 || (errno != EAGAIN && errno != EINTR))
+				c->eof = true;
+		}
+	}
+}
+
+/* ---- fields of a received frame ---- */
+
+static bool field(const struct frame *f, uint16_t tag, struct lg_tlv *out)
+{
+	struct lg_tlv_iter it;
+	struct lg_tlv t;
+
+	lg_tlv_iter_init(&it, f->p, f->h.len);
+	while (lg_tlv_next(&it, &t) == 1) {
+		if (t.tag == tag) {
+			*out = t;
+			return true;
+		}
+	}
+	return false;
+}
+
+static uint32_t field_u32(const struct frame *f, uint16_t tag, uint32_t def)
+{
+	struct lg_tlv t;
+	uint32_t v;
+
+	if (!field(f, tag, &t))
+		return def;
+	assert_int_equal(lg_tlv_u32(&t, &v), 0);
+	return v;
+}
+
+static uint64_t field_u64(const struct frame *f, uint16_t tag, uint64_t def)
+{
+	struct lg_tlv t;
+	uint64_t v;
+
+	if (!field(f, tag, &t))
+		return def;
+	assert_int_equal(lg_tlv_u64(&t, &v), 0);
+	return v;
+}
+
+/* The field as a new string ("" when absent). */
+static char *field_str(const struct frame *f, uint16_t tag)
+{
+	struct lg_tlv t;
+	char *s;
+
+	if (!field(f, tag, &t))
+		return xstrdup("");
+	s = xmalloc(t.len + 1);
+	memcpy(s, t.val, t.len);
+	s[t.len] = '\0';
+	return s;
+}
+
+/* ---- agent lifecycle ---- */
+
+static struct conn *conn_start(void)
+{
+	struct conn *c = xzalloc(sizeof(*c));
+	struct frame f;
+	int sv[2];
+	char *agent;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	c->pid = fork();
+	assert_true(c->pid >= 0);
+	if (c->pid == 0)
+		exec_agent(sv[1]);
+	close(sv[1]);
+	c->fd = sv[0];
+	lg_set_nonblock(c->fd, true);
+	lg_reader_init(&c->rd);
+
+	assert_int_equal(conn_next(c, &f), 1);
+	assert_int_equal(f.h.type, LG_MSG_HELLO);
+	assert_int_equal(f.h.id, 0);
+	assert_int_equal(field_u32(&f, LG_TAG_VERSION, 0), LG_PROTO_VERSION);
+	agent = field_str(&f, LG_TAG_AGENT);
+	assert_true(strncmp(agent, "lg-agent ", 9) == 0);
+	free(agent);
+	frame_free(&f);
+	return c;
+}
+
+/* Waits for the agent process to end; asserts it exited 0, not by a signal. */
+static void conn_wait_exit(struct conn *c)
+{
+	uint64_t deadline = lg_now_ms() + EXIT_TIMEOUT_MS;
+	int st;
+
+	for (;;) {
+		pid_t p = waitpid(c->pid, &st, WNOHANG);
+		assert_true(p >= 0);
+		if (p == c->pid)
+			break;
+		if (lg_now_ms() >= deadline) {
+			kill(c->pid, SIGKILL);
+			waitpid(c->pid, &st, 0);
+			fail_msg("the agent did not exit");
+		}
+		usleep(5000);
+	}
+	if (!WIFEXITED(st))
+		fail_msg("the agent died of signal %d", WTERMSIG(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void conn_free(struct conn *c)
+{
+	close(c->fd);
+	lg_reader_free(&c->rd);
+	lg_buf_free(&c->out);
+	free(c);
+}
+
+/* Closes our end; the agent must take that as the end of the session and exit 0. */
+static void conn_stop(struct conn *c)
+{
+	shutdown(c->fd, SHUT_RDWR);
+	conn_wait_exit(c);
+	conn_free(c);
+}
+
+/*
+ * valgrind takes a signal that arrives between fork and exec in its own
+ * handler and loses it at execve; natively the kernel delivers it.
+ */
+static void skip_under_valgrind(void)
+{
+	const char *w = getenv("LG_TEST_AGENT_WRAPPER");
+
+	if (w != NULL && strstr(w, "valgrind") != NULL)
+		skip();
+}
+
+/* ---- requests ---- */
+
+struct req {
+	struct conn *c;
+	size_t start;
+};
+
+static struct req req_begin(struct conn *c, uint16_t type, uint32_t id)
+{
+	return (struct req){c, lg_frame_begin(&c->out, type, id)};
+}
+
+static void req_send(struct req *r)
+{
+	assert_int_equal(lg_frame_end(&r->c->out, r->start), 0);
+	conn_flush(r->c);
+}
+
+/* Waits for the RESULT of `id`; no other frame may come first. */
+static void expect_result(struct conn *c, uint32_t id, struct frame *f)
+{
+	assert_int_equal(conn_next(c, f), 1);
+	if (f->h.type != LG_MSG_RESULT || f->h.id != id)
+		fail_msg("want RESULT for id %u, got %s for id %u", id, lg_msg_name(f->h.type),
+			 f->h.id);
+}
+
+/* Expects RESULT with this errno for `id`; returns its MESSAGE (caller frees). */
+static char *expect_errno(struct conn *c, uint32_t id, uint32_t want)
+{
+	struct frame f;
+	char *msg;
+
+	expect_result(c, id, &f);
+	msg = field_str(&f, LG_TAG_MESSAGE);
+	if (field_u32(&f, LG_TAG_ERRNO, 9999) != want)
+		fail_msg("id %u: want errno %u, got %u (%s)", id, want,
+			 field_u32(&f, LG_TAG_ERRNO, 9999), msg);
+	frame_free(&f);
+	return msg;
+}
+
+static void expect_ok(struct conn *c, uint32_t id)
+{
+	free(expect_errno(c, id, 0));
+}
+
+static void ping(struct conn *c, uint32_t id)
+{
+	struct req r = req_begin(c, LG_MSG_PING, id);
+	req_send(&r);
+	expect_ok(c, id);
+}
+
+/* ---- exec ---- */
+
+struct exec_opts {
+	const char *const *argv;
+	const char *const *env;
+	const char *cwd;
+	uint32_t timeout_ms;
+	bool use_stdin;
+	const void *in;
+	size_t in_len;
+};
+
+struct exec_res {
+	bool refused; /* answered by RESULT instead of EXIT */
+	uint32_t err;
+	char *msg;
+	uint32_t exit_code; /* UINT32_MAX if absent */
+	uint32_t sig;	    /* 0 if absent */
+	uint32_t timed_out;
+	struct lg_buf out, errb;
+};
+
+static void exec_res_free(struct exec_res *r)
+{
+	free(r->msg);
+	lg_buf_free(&r->out);
+	lg_buf_free(&r->errb);
+}
+
+static void exec_send(struct conn *c, uint32_t id, const struct exec_opts *o)
+{
+	struct req r = req_begin(c, LG_MSG_EXEC, id);
+	const uint8_t *in = o->in;
+
+	for (size_t i = 0; o->argv[i] != NULL; i++)
+		lg_tlv_put_str(&c->out, LG_TAG_ARGV, o->argv[i]);
+	for (size_t i = 0; o->env != NULL && o->env[i] != NULL; i++)
+		lg_tlv_put_str(&c->out, LG_TAG_ENV, o->env[i]);
+	if (o->cwd != NULL)
+		lg_tlv_put_str(&c->out, LG_TAG_CWD, o->cwd);
+	lg_tlv_put_u32(&c->out, LG_TAG_TIMEOUT_MS, o->timeout_ms);
+	lg_tlv_put_u32(&c->out, LG_TAG_FLAGS, o->use_stdin ? LG_EXEC_STDIN : 0);
+	req_send(&r);
+	if (!o->use_stdin)
+		return;
+	for (size_t off = 0; off < o->in_len; off += LG_DATA_CHUNK) {
+		size_t n = o->in_len - off < LG_DATA_CHUNK ? o->in_len - off : LG_DATA_CHUNK;
+		lg_frame_data(&c->out, LG_MSG_STDIN, id, in + off, n);
+	}
+	lg_frame_data(&c->out, LG_MSG_STDIN, id, NULL, 0);
+	conn_flush(c);
+}
+
+/* Fills r from one frame of exec `id`; true once the exec is over. */
+static bool exec_absorb(const struct frame *f, struct exec_res *r)
+{
+	switch (f->h.type) {
+	case LG_MSG_STDOUT:
+		lg_buf_append(&r->out, f->p, f->h.len);
+		return false;
+	case LG_MSG_STDERR:
+		lg_buf_append(&r->errb, f->p, f->h.len);
+		return false;
+	case LG_MSG_EXIT:
+		r->exit_code = field_u32(f, LG_TAG_EXIT_CODE, UINT32_MAX);
+		r->sig = field_u32(f, LG_TAG_SIGNAL, 0);
+		r->timed_out = field_u32(f, LG_TAG_TIMED_OUT, 9999);
+		r->err = field_u32(f, LG_TAG_ERRNO, 9999);
+		r->msg = field_str(f, LG_TAG_MESSAGE);
+		assert_true(r->timed_out <= 1);
+		return true;
+	case LG_MSG_RESULT:
+		r->refused = true;
+		r->err = field_u32(f, LG_TAG_ERRNO, 9999);
+		r->msg = field_str(f, LG_TAG_MESSAGE);
+		return true;
+	default:
+		fail_msg("unexpected %s during exec", lg_msg_name(f->h.type));
+		return true;
+	}
+}
+
+static void exec_collect(struct conn *c, uint32_t id, struct exec_res *r)
+{
+	for (;;) {
+		struct frame f;
+		bool done;
+
+		if (conn_next(c, &f) != 1)
+			fail_msg("the agent closed the stream during exec %u", id);
+		if (f.h.id != id)
+			fail_msg("frame %s for id %u during exec %u", lg_msg_name(f.h.type), f.h.id,
+				 id);
+		done = exec_absorb(&f, r);
+		frame_free(&f);
+		if (done)
+			return;
+	}
+}
+
+static void run(struct conn *c, uint32_t id, const struct exec_opts *o, struct exec_res *r)
+{
+	memset(r, 0, sizeof(*r));
+	exec_send(c, id, o);
+	exec_collect(c, id, r);
+}
+
+static void assert_output(const struct lg_buf *b, const char *want)
+{
+	size_t n = strlen(want);
+
+	if (lg_buf_pending(b) != n || (n > 0 && memcmp(lg_buf_head(b), want, n) != 0))
+		fail_msg("output: want \"%s\", got \"%.*s\"", want, (int)lg_buf_pending(b),
+			 (const char *)lg_buf_head(b));
+}
+
+#define ARGV(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* ---- tests: basics ---- */
+
+static void test_hello_and_ping(void **state)
+{
+	struct conn *c = conn_start();
+
+	ping(c, 1);
+	ping(c, 2);
+	conn_stop(c);
+}
+
+static void test_exec_echo(void **state)
+{
+	struct conn *c = conn_start();
+	struct exec_res r;
+
+	run(c, 1, &(struct exec_opts){.argv = ARGV("echo", "hi")}, &r);
+	assert_false(r.refused);
+	assert_int_equal(r.exit_code, 0);
+	assert_int_equal(r.sig, 0);
+	assert_int_equal(r.timed_out, 0);
+	assert_int_equal(r.err, 0);
+	assert_output(&r.out, "hi\n");
+	assert_output(&r.errb, "");
+	exec_res_free(&r);
+	conn_stop(c);
+}
+
+static void test_exec_exit_code_and_stderr(void **state)
+{
+	struct conn *c = conn_start();
+	struct exec_res r;
+
+	run(c, 1, &(struct exec_opts){.argv = ARGV("sh", "-c", "exit 7")}, &r);
+	assert_int_equal(r.exit_code, 7);
+	exec_res_free(&r);
+
+	run(c, 2, &(struct exec_opts){.argv = ARGV("sh", "-c", "echo out; echo err >&2; exit 3")},
+	    &r);
+	assert_int_equal(r.exit_code, 3);
+	assert_output(&r.out, "out\n");
+	assert_output(&r.errb, "err\n");
+	exec_res_free(&r);
+	conn_stop(c);
+}
+
+static void test_exec_not_found(void **state)
+{
+	struct conn *c = conn_start();
+	char dir[] = "/tmp/lg-agent-test-XXXXXX";
+	char *noexec;
+	struct exec_res r;
+
+	run(c, 1, &(struct exec_opts){.argv = ARGV("lg-no-such-command-xyz", "a")}, &r);
+	assert_false(r.refused);
+	assert_int_equal(r.exit_code, 127);
+	assert_int_equal(r.err, 0); /* like a shell: the command ran and failed */
+	assert_output(&r.errb, "lg-agent: lg-no-such-command-xyz: command not found\n");
+	assert_output(&r.out, "");
+	exec_res_free(&r);
+
+	/* Not executable: 126 and why. */
+	assert_non_null(mkdtemp(dir));
+	noexec = xasprintf("%s/noexec", dir);
+	close(open(noexec, O_CREAT | O_WRONLY, 0644));
+	run(c, 2, &(struct exec_opts){.argv = ARGV(noexec)}, &r);
+	assert_int_equal(r.exit_code, 126);
+	assert_non_null(
+	    memmem(lg_buf_head(&r.errb), lg_buf_pending(&r.errb), "Permission denied", 17));
+	exec_res_free(&r);
+
+	/* ENV's PATH is the one the command is looked up in. */
+	run(c, 3,
+	    &(struct exec_opts){.argv = ARGV("sh", "-c", "true"), .env = ARGV("PATH=/nonexistent")},
+	    &r);
+	assert_int_equal(r.exit_code, 127);
+	exec_res_free(&r);
+
+	unlink(noexec);
+	rmdir(dir);
+	free(noexec);
+	conn_stop(c);
+}
+
+static void test_exec_env_cwd(void **state)
+{
+	struct conn *c = conn_start();
+	struct exec_res r;
+
+	run(c, 1,
+	    &(struct exec_opts){.argv = ARGV("sh", "-c", "echo \"$LG_FOO:$HOME\"; pwd"),
+				.env = ARGV("LG_FOO=bar", "HOME=/custom", "LG_FOO=baz"),
+				.cwd = "/tmp"},
+	    &r);
+	assert_int_equal(r.exit_code, 0);
+	assert_output(&r.out, "baz:/custom\n/tmp\n");
+	exec_res_free(&r);
+
+	/* A cwd that does not exist: the command never ran, EXIT says why. */
+	run(c, 2, &(struct exec_opts){.argv = ARGV("true"), .cwd = "/nonexistent/dir"}, &r);
+	assert_false(r.refused);
+	assert_int_equal(r.err, ENOENT);
+	assert_non_null(strstr(r.msg, "chdir /nonexistent/dir"));
+	exec_res_free(&r);
+
+	/* ENV without '=' is refused before anything runs. */
+	run(c, 3, &(struct exec_opts){.argv = ARGV("true"), .env = ARGV("JUSTAKEY")}, &r);
+	assert_true(r.refused);
+	assert_int_equal(r.err, EINVAL);
+	exec_res_free(&r);
+	conn_stop(c);
+}
+
+static void test_exec_signal(void **state)
+{
+	struct conn *c = conn_start();
+	struct exec_res r;
+
+	run(c, 1, &(struct exec_opts){.argv = ARGV("sh", "-c", "kill -9 $$")}, &r);
+	assert_int_equal(r.sig, 9);
+	assert_int_equal(r.exit_code, UINT32_MAX);
+	assert_int_equal(r.timed_out, 0);
+	exec_res_free(&r);
+	conn_stop(c);
+}
+
+static void test_exec_timeout(void **state)
+{
+	struct conn *c = conn_start();
+	uint64_t t0 = lg_now_ms();
+	struct exec_res r;
+
+	/* The shell's child sleeps too: the whole group must die. */
+	run(c, 1,
+	    &(struct exec_opts){.argv = ARGV("sh", "-c", "sleep 10; echo no"), .timeout_ms = 300},
+	    &r);
+	assert_int_equal(r.timed_out, 1);
+	assert_int_equal(r.sig, SIGKILL);
+	assert_output(&r.out, "");
+	assert_true(lg_now_ms() - t0 < 3000);
+	exec_res_free(&r);
+	conn_stop(c);
+}
+
+static void test_exec_stdin(void **state)
+{
+	struct conn *c = conn_start();
+	size_t n = 1000 * 1000;
+	uint8_t *data = xmalloc(n);
+	struct exec_res r;
+
+	srand(42);
+	for (size_t i = 0; i < n; i++)
+		data[i] = (uint8_t)rand();
+	run(c, 1,
+	    &(struct exec_opts){.argv = ARGV("cat"), .use_stdin = true, .in = data, .in_len = n},
+	    &r);
+	assert_int_equal(r.exit_code, 0);
+	assert_int_equal(lg_buf_pending(&r.out), n);
+	assert_memory_equal(lg_buf_head(&r.out), data, n);
+	exec_res_free(&r);
+
+	/* Empty stdin, and no stdin at all (/dev/null). */
+	run(c, 2, &(struct exec_opts){.argv = ARGV("cat"), .use_stdin = true}, &r);
+	assert_int_equal(r.exit_code, 0);
+	assert_output(&r.out, "");
+	exec_res_free(&r);
+	run(c, 3, &(struct exec_opts){.argv = ARGV("cat")}, &r);
+	assert_int_equal(r.exit_code, 0);
+	assert_output(&r.out, "");
+	exec_res_free(&r);
+
+	/* A command that ignores its stdin still ends; the rest is dropped. */
+	run(c, 4,
+	    &(struct exec_opts){.argv = ARGV("true"), .use_stdin = true, .in = data, .in_len = n},
+	    &r);
+	assert_int_equal(r.exit_code, 0);
+	exec_res_free(&r);
+	free(data);
+	ping(c, 5);
+	conn_stop(c);
+}
+
+/* More than every buffer on the way holds: only backpressure gets this through. */
+static void test_exec_stdin_backpressure(void **state)
+{
+	struct conn *c = conn_start();
+	size_t n = 12 * 1000 * 1000;
+	uint8_t *data = xmalloc(n);
+	struct exec_res r;
+
+	for (size_t i = 0; i < n; i++)
+		data[i] = (uint8_t)(i * 7 + (i >> 13));
+	run(c, 1,
+	    &(struct exec_opts){.argv = ARGV("sh", "-c", "sleep 0.3; cat"),
+				.use_stdin = true,
+				.in = data,
+				.in_len = n},
+	    &r);
+	assert_int_equal(r.exit_code, 0);
+	assert_int_equal(lg_buf_pending(&r.out), n);
+	assert_memory_equal(lg_buf_head(&r.out), data, n);
+	exec_res_free(&r);
+	free(data);
+	conn_stop(c);
+}
+
+static void test_exec_large_output(void **state)
+{
+	struct conn *c = conn_start();
+	struct exec_res r;
+	size_t nonzero = 0;
+
+	run(c, 1, &(struct exec_opts){.argv = ARGV("head", "-c", "5000000", "/dev/zero")}, &r);
+	assert_int_equal(r.exit_code, 0);
+	assert_int_equal(lg_buf_pending(&r.out), 5000000);
+	for (size_t i = 0; i < lg_buf_pending(&r.out); i++)
+		nonzero += lg_buf_head(&r.out)[i] != 0;
+	assert_int_equal(nonzero, 0);
+	exec_res_free(&r);
+	conn_stop(c);
+}
+
+static void test_exec_concurrent(void **state)
+{
+	struct conn *c = conn_start();
+	struct exec_res ra = {0}, rb = {0};
+	bool a_done = false, b_done = false, b_before_a_exit = false;
+
+	exec_send(
+	    c, 10,
+	    &(struct exec_opts){
+		.argv = ARGV("sh", "-c", "for i in 1 2 3 4 5; do echo a$i; sleep 0.05; done")});
+	exec_send(
+	    c, 11,
+	    &(struct exec_opts){
+		.argv = ARGV("sh", "-c",
+			     "for i in 1 2 3 4 5; do echo b$i >&2; sleep 0.05; done; exit 4")});
+	while (!a_done || !b_done) {
+		struct frame f;
+
+		assert_int_equal(conn_next(c, &f), 1);
+		if (f.h.id == 10) {
+			a_done = exec_absorb(&f, &ra);
+		} else if (f.h.id == 11) {
+			if (!a_done)
+				b_before_a_exit = true;
+			b_done = exec_absorb(&f, &rb);
+		} else {
+			fail_msg("frame for unknown id %u", f.h.id);
+		}
+		frame_free(&f);
+	}
+	assert_true(b_before_a_exit);
+	assert_int_equal(ra.exit_code, 0);
+	assert_int_equal(rb.exit_code, 4);
+	assert_output(&ra.out, "a1\na2\na3\na4\na5\n");
+	assert_output(&rb.errb, "b1\nb2\nb3\nb4\nb5\n");
+	assert_output(&rb.out, "");
+	exec_res_free(&ra);
+	exec_res_free(&rb);
+	conn_stop(c);
+}
+
+/* A background grandchild holding stdout open must not hold up EXIT for long. */
+static void test_exec_grandchild_holds_pipe(void **state)
+{
+	struct conn *c = conn_start();
+	uint64_t t0 = lg_now_ms();
+	struct exec_res r;
+
+	run(c, 1, &(struct exec_opts){.argv = ARGV("sh", "-c", "sleep 3 & echo done")}, &r);
+	assert_int_equal(r.exit_code, 0);
+	assert_output(&r.out, "done\n");
+	assert_true(lg_now_ms() - t0 < 2500);
+	exec_res_free(&r);
+	conn_stop(c);
+}
+
+static void test_kill(void **state)
+{
+	skip_under_valgrind();
+	struct conn *c = conn_start();
+	struct exec_res r = {0};
+	bool got_result = false, got_exit = false;
+	struct req q;
+
+	exec_send(c, 5, &(struct exec_opts){.argv = ARGV("sleep", "10")});
+	ping(c, 6); /* the exec is running by now */
+	q = req_begin(c, LG_MSG_KILL, 5);
+	lg_tlv_put_u32(&c->out, LG_TAG_SIGNAL, SIGTERM);
+	req_send(&q);
+	/* KILL's RESULT and the exec's EXIT share the id; they may come in either order. */
+	while (!got_result || !got_exit) {
+		struct frame f;
+
+		assert_int_equal(conn_next(c, &f), 1);
+		assert_int_equal(f.h.id, 5);
+		if (f.h.type == LG_MSG_RESULT) {
+			assert_int_equal(field_u32(&f, LG_TAG_ERRNO, 9999), 0);
+			got_result = true;
+		} else {
+			got_exit = exec_absorb(&f, &r);
+		}
+		frame_free(&f);
+	}
+	if (r.sig != SIGTERM)
+		fail_msg("want SIGTERM, got signal %u, exit code %u, errno %u (%s)", r.sig,
+			 r.exit_code, r.err, r.msg);
+	exec_res_free(&r);
+
+	/* No such exec any more. */
+	q = req_begin(c, LG_MSG_KILL, 5);
+	req_send(&q);
+	free(expect_errno(c, 5, ESRCH));
+	conn_stop(c);
+}
+
+/* KILL right behind EXEC lands between fork and the child's setsid(): still delivered. */
+static void test_kill_race(void **state)
+{
+	skip_under_valgrind();
+	struct conn *c = conn_start();
+
+	for (uint32_t id = 1; id <= 40; id++) {
+		struct exec_res r = {0};
+		bool got_result = false, got_exit = false;
+		struct req q;
+
+		exec_send(c, id, &(struct exec_opts){.argv = ARGV("sleep", "10")});
+		q = req_begin(c, LG_MSG_KILL, id);
+		lg_tlv_put_u32(&c->out, LG_TAG_SIGNAL, SIGTERM);
+		req_send(&q);
+		while (!got_result || !got_exit) {
+			struct frame f;
+
+			assert_int_equal(conn_next(c, &f), 1);
+			assert_int_equal(f.h.id, id);
+			if (f.h.type == LG_MSG_RESULT) {
+				assert_int_equal(field_u32(&f, LG_TAG_ERRNO, 9999), 0);
+				got_result = true;
+			} else {
+				got_exit = exec_absorb(&f, &r);
+			}
+			frame_free(&f);
+		}
+		if (r.sig != SIGTERM)
+			fail_msg("round %u: want SIGTERM, got signal %u, exit code %u", id, r.sig,
+				 r.exit_code);
+		exec_res_free(&r);
+	}
+	conn_stop(c);
+}
+
+static void test_exec_limits(void **state)
+{
+	struct conn *c = conn_start();
+	struct exec_res r;
+	int exits = 0, results = 0;
+	struct req q;
+
+	for (uint32_t id = 100; id < 164; id++)
+		exec_send(c, id, &(struct exec_opts){.argv = ARGV("sleep", "10")});
+	ping(c, 1);
+	run(c, 200, &(struct exec_opts){.argv = ARGV("true")}, &r);
+	assert_true(r.refused);
+	assert_int_equal(r.err, EAGAIN);
+	exec_res_free(&r);
+
+	/* An id that is still running cannot be reused. */
+	run(c, 100, &(struct exec_opts){.argv = ARGV("true")}, &r);
+	assert_true(r.refused);
+	assert_int_equal(r.err, EEXIST);
+	exec_res_free(&r);
+
+	/* No ARGV at all. */
+	q = req_begin(c, LG_MSG_EXEC, 201);
+	req_send(&q);
+	free(expect_errno(c, 201, EINVAL));
+
+	for (uint32_t id = 100; id < 103; id++) {
+		q = req_begin(c, LG_MSG_KILL, id);
+		req_send(&q);
+	}
+	while (exits < 3 || results < 3) {
+		struct frame f;
+
+		assert_int_equal(conn_next(c, &f), 1);
+		assert_true(f.h.id >= 100 && f.h.id < 103);
+		if (f.h.type == LG_MSG_EXIT) {
+			assert_int_equal(field_u32(&f, LG_TAG_SIGNAL, 0), SIGKILL);
+			exits++;
+		} else {
+			assert_int_equal(f.h.type, LG_MSG_RESULT);
+			results++;
+		}
+		frame_free(&f);
+	}
+	/* Slots are free again. */
+	run(c, 202, &(struct exec_opts){.argv = ARGV("true")}, &r);
+	assert_false(r.refused);
+	assert_int_equal(r.exit_code, 0);
+	exec_res_free(&r);
+	/* Closing the stream kills the other 61 and the agent still exits cleanly. */
+	conn_stop(c);
+}
+
+static void test_shutdown(void **state)
+{
+	struct conn *c = conn_start();
+	struct frame f;
+	struct req q;
+	char stat_path[64], buf[512];
+	long pid = 0;
+	int fd;
+	bool gone = false;
+
+	/* Learn the pid of a long-running command, then shut down under it. */
+	exec_send(c, 1, &(struct exec_opts){.argv = ARGV("sh", "-c", "echo $$; exec sleep 10")});
+	assert_int_equal(conn_next(c, &f), 1);
+	assert_int_equal(f.h.type, LG_MSG_STDOUT);
+	pid = strtol((const char *)f.p, NULL, 10);
+	frame_free(&f);
+	assert_true(pid > 1);
+
+	q = req_begin(c, LG_MSG_SHUTDOWN, 2);
+	req_send(&q);
+	expect_ok(c, 2);
+	assert_int_equal(conn_next(c, &f), 0);
+	conn_wait_exit(c);
+	conn_free(c);
+
+	snprintf(stat_path, sizeof(stat_path), "/proc/%ld/stat", pid);
+	for (int i = 0; i < 200 && !gone; i++) {
+		ssize_t n;
+
+		fd = open(stat_path, O_RDONLY);
+		if (fd < 0) {
+			gone = true;
+			break;
+		}
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		buf[n > 0 ? n : 0] = '\0';
+		/* "pid (comm) S ...": a zombie waiting for its new parent counts as gone. */
+		char *rp = strrchr(buf, ')');
+		if (rp != NULL && (rp[2] == 'Z' || rp[2] == 'X'))
+			gone = true;
+		else
+			usleep(10000);
+	}
+	assert_true(gone);
+}
+
+static void test_stdin_for_unknown_id(void **state)
+{
+	struct conn *c = conn_start();
+
+	lg_frame_data(&c->out, LG_MSG_STDIN, 77, "data", 4);
+	lg_frame_data(&c->out, LG_MSG_STDIN, 77, NULL, 0);
+	ping(c, 1); /* no answer to STDIN: the next frame is the PING's */
+	conn_stop(c);
+}
+
+/* ---- tests: files ---- */
+
+static char *tmpdir(void)
+{
+	char *d = xstrdup("/tmp/lg-agent-test-XXXXXX");
+	assert_non_null(mkdtemp(d));
+	return d;
+}
+
+static void rm_tree(const char *d)
+{
+	assert_int_equal(lg_rm_rf(d), 0);
+}
+
+static char *file_write(struct conn *c, uint32_t id, const char *path, const void *data, size_t n,
+			uint32_t flags, int mode, uint64_t offset, uint32_t want_errno)
+{
+	struct req q = req_begin(c, LG_MSG_FILE_WRITE, id);
+
+	lg_tlv_put_str(&c->out, LG_TAG_PATH, path);
+	if (data != NULL)
+		lg_tlv_put(&c->out, LG_TAG_DATA, data, n);
+	if (flags != 0)
+		lg_tlv_put_u32(&c->out, LG_TAG_FLAGS, flags);
+	if (mode >= 0)
+		lg_tlv_put_u32(&c->out, LG_TAG_MODE, (uint32_t)mode);
+	if (offset != 0)
+		lg_tlv_put_u64(&c->out, LG_TAG_OFFSET, offset);
+	req_send(&q);
+	return expect_errno(c, id, want_errno);
+}
+
+static void file_read(struct conn *c, uint32_t id, const char *path, uint64_t offset,
+		      uint32_t length, struct frame *f)
+{
+	struct req q = req_begin(c, LG_MSG_FILE_READ, id);
+
+	lg_tlv_put_str(&c->out, LG_TAG_PATH, path);
+	if (offset != 0)
+		lg_tlv_put_u64(&c->out, LG_TAG_OFFSET, offset);
+	if (length != 0)
+		lg_tlv_put_u32(&c->out, LG_TAG_LENGTH, length);
+	req_send(&q);
+	expect_result(c, id, f);
+}
+
+static void test_file_write_read(void **state)
+{
+	struct conn *c = conn_start();
+	char *d = tmpdir();
+	char *p = xasprintf("%s/a.txt", d);
+	char *deep = xasprintf("%s/x/y/z.txt", d);
+	char *msg;
+	struct frame f;
+	struct lg_tlv t;
+	struct stat st;
+
+	free(file_write(c, 1, p, "hello", 5, LG_WRITE_TRUNC, -1, 0, 0));
+	file_read(c, 2, p, 0, 0, &f);
+	assert_int_equal(field_u32(&f, LG_TAG_ERRNO, 9999), 0);
+	assert_true(field(&f, LG_TAG_DATA, &t));
+	assert_int_equal(t.len, 5);
+	assert_memory_equal(t.val, "hello", 5);
+	assert_int_equal(field_u64(&f, LG_TAG_SIZE, 0), 5);
+	assert_int_equal(field_u32(&f, LG_TAG_FLAGS, 0), LG_READ_EOF);
+	frame_free(&f);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0644);
+
+	/* Write at an offset (leaving a hole), then append. */
+	free(file_write(c, 3, p, "world", 5, 0, -1, 10, 0));
+	free(file_write(c, 4, p, "XY", 2, LG_WRITE_APPEND, -1, 0, 0));
+	file_read(c, 5, p, 3, 4, &f);
+	assert_true(field(&f, LG_TAG_DATA, &t));
+	assert_int_equal(t.len, 4);
+	assert_memory_equal(t.val, "lo\0\0", 4);
+	assert_int_equal(field_u64(&f, LG_TAG_SIZE, 0), 17);
+	assert_int_equal(field_u32(&f, LG_TAG_FLAGS, 0), 0);
+	frame_free(&f);
+	file_read(c, 6, p, 10, 100, &f);
+	assert_true(field(&f, LG_TAG_DATA, &t));
+	assert_int_equal(t.len, 7);
+	assert_memory_equal(t.val, "worldXY", 7);
+	assert_int_equal(field_u32(&f, LG_TAG_FLAGS, 0), LG_READ_EOF);
+	frame_free(&f);
+
+	/* An explicit MODE is applied exactly, also to an existing file. */
+	free(file_write(c, 7, p, "", 0, LG_WRITE_TRUNC, 0600, 0, 0));
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	assert_int_equal(st.st_size, 0);
+
+	/* Parents: missing without MKDIRS, created with it. */
+	msg = file_write(c, 8, deep, "z", 1, 0, -1, 0, ENOENT);
+	assert_non_null(strstr(msg, deep));
+	free(msg);
+	free(file_write(c, 9, deep, "z", 1, LG_WRITE_MKDIRS, -1, 0, 0));
+	assert_int_equal(stat(deep, &st), 0);
+
+	/* Errors name the path and say why. */
+	file_read(c, 10, "/nonexistent/lg-file", 0, 0, &f);
+	assert_int_equal(field_u32(&f, LG_TAG_ERRNO, 0), ENOENT);
+	msg = field_str(&f, LG_TAG_MESSAGE);
+	assert_string_equal(msg, "open /nonexistent/lg-file: No such file or directory");
+	free(msg);
+	frame_free(&f);
+	file_read(c, 11, d, 0, 0, &f);
+	assert_int_equal(field_u32(&f, LG_TAG_ERRNO, 0), EISDIR);
+	frame_free(&f);
+	free(file_write(c, 12, "", "x", 1, 0, -1, 0, ENOENT));
+
+	rm_tree(d);
+	free(p);
+	free(deep);
+	free(d);
+	conn_stop(c);
+}
+
+/* A file larger than one frame, written and read back in pieces. */
+static void test_file_large(void **state)
+{
+	struct conn *c = conn_start();
+	char *d = tmpdir();
+	char *p = xasprintf("%s/big", d);
+	size_t n = 3 * 1000 * 1000, chunk = 900 * 1000, got = 0;
+	uint8_t *data = xmalloc(n);
+	uint32_t id = 1;
+
+	for (size_t i = 0; i < n; i++)
+		data[i] = (uint8_t)(i * 31 + (i >> 11));
+	for (size_t off = 0; off < n; off += chunk) {
+		size_t len = n - off < chunk ? n - off : chunk;
+		free(file_write(c, id++, p, data + off, len, off == 0 ? LG_WRITE_TRUNC : 0, -1, off,
+				0));
+	}
+	for (;;) {
+		struct frame f;
+		struct lg_tlv t = {0};
+		uint32_t flags;
+
+		/* No LENGTH: the agent's cap, just under one frame. */
+		file_read(c, id++, p, got, 0, &f);
+		assert_true(field(&f, LG_TAG_DATA, &t));
+		assert_true(t.len <= LG_FRAME_MAX_PAYLOAD - 1024);
+		assert_true(got + t.len <= n);
+		assert_memory_equal(t.val, data + got, t.len);
+		got += t.len;
+		flags = field_u32(&f, LG_TAG_FLAGS, 0);
+		frame_free(&f);
+		if (flags & LG_READ_EOF)
+			break;
+	}
+	assert_int_equal(got, n);
+	rm_tree(d);
+	free(data);
+	free(p);
+	free(d);
+	conn_stop(c);
+}
+
+static void test_list_dir_and_stat(void **state)
+{
+	struct conn *c = conn_start();
+	char *d = tmpdir();
+	char *f1 = xasprintf("%s/file", d), *sub = xasprintf("%s/sub", d);
+	char *ln = xasprintf("%s/link", d);
+	bool seen_file = false, seen_sub = false, seen_link = false;
+	struct lg_tlv_iter it;
+	struct lg_tlv t;
+	struct frame f;
+	struct req q;
+	int fd;
+
+	fd = open(f1, O_CREAT | O_WRONLY, 0640);
+	assert_int_equal(write(fd, "12345", 5), 5);
+	close(fd);
+	chmod(f1, 0640);
+	assert_int_equal(mkdir(sub, 0750), 0);
+	chmod(sub, 0750);
+	assert_int_equal(symlink("/nonexistent-target", ln), 0);
+
+	q = req_begin(c, LG_MSG_LIST_DIR, 1);
+	lg_tlv_put_str(&c->out, LG_TAG_PATH, d);
+	req_send(&q);
+	expect_result(c, 1, &f);
+	assert_int_equal(field_u32(&f, LG_TAG_ERRNO, 9999), 0);
+	assert_false(field(&f, LG_TAG_MESSAGE, &t));
+	lg_tlv_iter_init(&it, f.p, f.h.len);
+	while (lg_tlv_next(&it, &t) == 1) {
+		uint32_t ftype, mode;
+		uint64_t size;
+		char name[256];
+
+		if (t.tag != LG_TAG_DIRENT)
+			continue;
+		assert_true(t.len > LG_DIRENT_FIXED && t.len - LG_DIRENT_FIXED < sizeof(name));
+		memcpy(&ftype, t.val, 4); /* little-endian host */
+		memcpy(&mode, t.val + 4, 4);
+		memcpy(&size, t.val + 8, 8);
+		memcpy(name, t.val + LG_DIRENT_FIXED, t.len - LG_DIRENT_FIXED);
+		name[t.len - LG_DIRENT_FIXED] = '\0';
+		if (strcmp(name, "file") == 0) {
+			assert_int_equal(ftype, LG_FTYPE_FILE);
+			assert_int_equal(mode, 0640);
+			assert_int_equal(size, 5);
+			seen_file = true;
+		} else if (strcmp(name, "sub") == 0) {
+			assert_int_equal(ftype, LG_FTYPE_DIR);
+			assert_int_equal(mode, 0750);
+			seen_sub = true;
+		} else if (strcmp(name, "link") == 0) {
+			assert_int_equal(ftype, LG_FTYPE_SYMLINK);
+			seen_link = true;
+		} else {
+			fail_msg("unexpected entry %s", name);
+		}
+	}
+	frame_free(&f);
+	assert_true(seen_file && seen_sub && seen_link);
+
+	q = req_begin(c, LG_MSG_STAT, 2);
+	lg_tlv_put_str(&c->out, LG_TAG_PATH, f1);
+	req_send(&q);
+	expect_result(c, 2, &f);
+	assert_int_equal(field_u32(&f, LG_TAG_ERRNO, 9999), 0);
+	assert_int_equal(field_u32(&f, LG_TAG_FTYPE, 99), LG_FTYPE_FILE);
+	assert_int_equal(field_u32(&f, LG_TAG_MODE, 0), 0640);
+	assert_int_equal(field_u64(&f, LG_TAG_SIZE, 0), 5);
+	assert_true(field_u64(&f, LG_TAG_MTIME, 0) > 1600000000u);
+	frame_free(&f);
+
+	/* lstat: the dangling link itself. */
+	q = req_begin(c, LG_MSG_STAT, 3);
+	lg_tlv_put_str(&c->out, LG_TAG_PATH, ln);
+	req_send(&q);
+	expect_result(c, 3, &f);
+	assert_int_equal(field_u32(&f, LG_TAG_FTYPE, 99), LG_FTYPE_SYMLINK);
+	frame_free(&f);
+
+	q = req_begin(c, LG_MSG_STAT, 4);
+	lg_tlv_put_str(&c->out, LG_TAG_PATH, "/nonexistent/x");
+	req_send(&q);
+	free(expect_errno(c, 4, ENOENT));
+
+	q = req_begin(c, LG_MSG_LIST_DIR, 5);
+	lg_tlv_put_str(&c->out, LG_TAG_PATH, f1);
+	req_send(&q);
+	free(expect_errno(c, 5, ENOTDIR));
+
+	rm_tree(d);
+	free(f1);
+	free(sub);
+	free(ln);
+	free(d);
+	conn_stop(c);
+}
+
+/* More entries than one frame holds: what fits, ERRNO 0, MESSAGE "truncated". */
+static void test_list_dir_truncated(void **state)
+{
+	struct conn *c = conn_start();
+	char *d = tmpdir();
+	char name[300];
+	struct lg_tlv_iter it;
+	struct lg_tlv t;
+	struct frame f;
+	struct req q;
+	size_t count = 0;
+	char *msg;
+
+	for (int i = 0; i < 5500; i++) {
+		snprintf(name, sizeof(name), "%s/%0200d", d, i);
+		close(open(name, O_CREAT | O_WRONLY, 0644));
+	}
+	q = req_begin(c, LG_MSG_LIST_DIR, 1);
+	lg_tlv_put_str(&c->out, LG_TAG_PATH, d);
+	req_send(&q);
+	expect_result(c, 1, &f);
+	assert_true(f.h.len <= LG_FRAME_MAX_PAYLOAD);
+	assert_int_equal(field_u32(&f, LG_TAG_ERRNO, 9999), 0);
+	msg = field_str(&f, LG_TAG_MESSAGE);
+	assert_string_equal(msg, "truncated");
+	free(msg);
+	lg_tlv_iter_init(&it, f.p, f.h.len);
+	while (lg_tlv_next(&it, &t) == 1)
+		count += t.tag == LG_TAG_DIRENT;
+	assert_true(count > 4000 && count < 5500);
+	frame_free(&f);
+	rm_tree(d);
+	free(d);
+	conn_stop(c);
+}
+
+static void simple_path_req(struct conn *c, uint16_t type, uint32_t id, const char *path,
+			    uint32_t flags, int mode, uint32_t want_errno)
+{
+	struct req q = req_begin(c, type, id);
+
+	lg_tlv_put_str(&c->out, LG_TAG_PATH, path);
+	if (flags != 0)
+		lg_tlv_put_u32(&c->out, LG_TAG_FLAGS, flags);
+	if (mode >= 0)
+		lg_tlv_put_u32(&c->out, LG_TAG_MODE, (uint32_t)mode);
+	req_send(&q);
+	free(expect_errno(c, id, want_errno));
+}
+
+static void test_mkdir_remove(void **state)
+{
+	struct conn *c = conn_start();
+	char *d = tmpdir();
+	char *a = xasprintf("%s/a", d), *deep = xasprintf("%s/b/c/d", d);
+	char *file = xasprintf("%s/b/c/d/f", d), *ln = xasprintf("%s/b/link", d);
+	char *outside = tmpdir();
+	char *precious = xasprintf("%s/precious", outside);
+	struct stat st;
+
+	simple_path_req(c, LG_MSG_MKDIR, 1, a, 0, 0700, 0);
+	assert_int_equal(stat(a, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0700);
+	simple_path_req(c, LG_MSG_MKDIR, 2, a, 0, -1, EEXIST);
+	simple_path_req(c, LG_MSG_MKDIR, 3, a, LG_MKDIR_PARENTS, -1, 0);
+	simple_path_req(c, LG_MSG_MKDIR, 4, deep, 0, -1, ENOENT);
+	simple_path_req(c, LG_MSG_MKDIR, 5, deep, LG_MKDIR_PARENTS, -1, 0);
+	assert_int_equal(stat(deep, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0755 & ~0022);
+
+	/* mkdir -p over a file is still an error. */
+	close(open(file, O_CREAT | O_WRONLY, 0644));
+	simple_path_req(c, LG_MSG_MKDIR, 6, file, LG_MKDIR_PARENTS, -1, EEXIST);
+
+	/* Recursive remove must not follow a symlink out of the tree. */
+	close(open(precious, O_CREAT | O_WRONLY, 0644));
+	assert_int_equal(symlink(outside, ln), 0);
+	simple_path_req(c, LG_MSG_REMOVE, 7, file, 0, -1, 0);
+	assert_int_not_equal(access(file, F_OK), 0);
+	simple_path_req(c, LG_MSG_REMOVE, 8, a, 0, -1, 0);
+	simple_path_req(c, LG_MSG_REMOVE, 9, deep, 0, -1, 0);
+	char *b = xasprintf("%s/b", d);
+	simple_path_req(c, LG_MSG_REMOVE, 10, b, 0, -1, ENOTEMPTY);
+	simple_path_req(c, LG_MSG_REMOVE, 11, b, LG_REMOVE_RECURSIVE, -1, 0);
+	assert_int_not_equal(access(b, F_OK), 0);
+	assert_int_equal(access(precious, F_OK), 0);
+	simple_path_req(c, LG_MSG_REMOVE, 12, b, LG_REMOVE_RECURSIVE, -1, ENOENT);
+
+	/* A symlink to a directory is removed itself, even recursively. */
+	free(ln);
+	ln = xasprintf("%s/link2", d);
+	assert_int_equal(symlink(outside, ln), 0);
+	simple_path_req(c, LG_MSG_REMOVE, 13, ln, LG_REMOVE_RECURSIVE, -1, 0);
+	assert_int_equal(access(precious, F_OK), 0);
+
+	rm_tree(d);
+	rm_tree(outside);
+	free(a);
+	free(b);
+	free(deep);
+	free(file);
+	free(ln);
+	free(precious);
+	free(outside);
+	free(d);
+	conn_stop(c);
+}
+
+/* ---- tests: a host that breaks the protocol ---- */
+
+static void raw_header(struct conn *c, uint32_t len, uint16_t type, uint16_t flags, uint32_t id)
+{
+	struct lg_frame_hdr h = {.len = len, .type = type, .flags = flags, .id = id};
+	uint8_t raw[LG_FRAME_HDR_SIZE];
+
+	lg_frame_hdr_encode(raw, &h);
+	lg_buf_append(&c->out, raw, sizeof(raw));
+	conn_flush(c);
+}
+
+/* After a bad header: a final RESULT on id 0, then the stream ends and the agent exits 0. */
+static void expect_fatal(struct conn *c)
+{
+	struct frame f;
+	char *msg;
+
+	expect_result(c, 0, &f);
+	assert_int_equal(field_u32(&f, LG_TAG_ERRNO, 0), EPROTO);
+	msg = field_str(&f, LG_TAG_MESSAGE);
+	assert_non_null(strstr(msg, "frame header"));
+	free(msg);
+	frame_free(&f);
+	assert_int_equal(conn_next(c, &f), 0);
+	conn_wait_exit(c);
+	conn_free(c);
+}
+
+static void test_garbage_header(void **state)
+{
+	struct conn *c = conn_start();
+
+	ping(c, 1);
+	raw_header(c, 16, 0xffff, 0, 5);
+	lg_buf_append(&c->out, "0123456789abcdef", 16);
+	conn_flush(c);
+	expect_fatal(c);
+
+	c = conn_start();
+	raw_header(c, 0, LG_MSG_PING, 1, 5); /* reserved flags */
+	expect_fatal(c);
+
+	c = conn_start();
+	lg_buf_append(&c->out, "GET / HTTP/1.1\r\n\r\n", 18);
+	conn_flush(c);
+	expect_fatal(c);
+}
+
+static void test_oversize_header(void **state)
+{
+	struct conn *c = conn_start();
+
+	/* The agent must judge the header alone, not wait for 4 GiB of payload. */
+	raw_header(c, LG_FRAME_MAX_PAYLOAD + 1, LG_MSG_FILE_WRITE, 0, 3);
+	expect_fatal(c);
+
+	c = conn_start();
+	raw_header(c, UINT32_MAX, LG_MSG_EXEC, 0, 3);
+	expect_fatal(c);
+}
+
+static void test_bad_tlv_keeps_serving(void **state)
+{
+	struct conn *c = conn_start();
+	struct req q;
+	char *msg;
+
+	/* A field claiming more bytes than the frame has. */
+	q = req_begin(c, LG_MSG_EXEC, 1);
+	lg_tlv_put_str(&c->out, LG_TAG_ARGV, "echo");
+	lg_buf_append(&c->out, "\x03\x00\x64\x00\x00\x00xyz", 9);
+	req_send(&q);
+	msg = expect_errno(c, 1, EPROTO);
+	assert_non_null(strstr(msg, "EXEC"));
+	free(msg);
+
+	/* A trailing partial field header. */
+	q = req_begin(c, LG_MSG_STAT, 2);
+	lg_buf_append(&c->out, "\x0d\x00", 2);
+	req_send(&q);
+	free(expect_errno(c, 2, EPROTO));
+
+	/* A NUL inside an argv string: no silent truncation. */
+	q = req_begin(c, LG_MSG_EXEC, 3);
+	lg_tlv_put(&c->out, LG_TAG_ARGV, "ec\0ho", 5);
+	req_send(&q);
+	free(expect_errno(c, 3, EPROTO));
+
+	/* A u32 field of the wrong length. */
+	q = req_begin(c, LG_MSG_EXEC, 4);
+	lg_tlv_put_str(&c->out, LG_TAG_ARGV, "true");
+	lg_tlv_put(&c->out, LG_TAG_TIMEOUT_MS, "\x01\x02", 2);
+	req_send(&q);
+	free(expect_errno(c, 4, EPROTO));
+
+	/* Tag 0 is malformed; an unknown tag from a newer host is skipped. */
+	q = req_begin(c, LG_MSG_PING, 5);
+	lg_tlv_put(&c->out, 0, "x", 1);
+	req_send(&q);
+	free(expect_errno(c, 5, EPROTO));
+	q = req_begin(c, LG_MSG_PING, 6);
+	lg_tlv_put(&c->out, 999, "future", 6);
+	req_send(&q);
+	expect_ok(c, 6);
+
+	/* Messages only the agent sends. */
+	q = req_begin(c, LG_MSG_STDOUT, 7);
+	req_send(&q);
+	free(expect_errno(c, 7, EPROTO));
+	q = req_begin(c, LG_MSG_RESULT, 8);
+	lg_tlv_put_u32(&c->out, LG_TAG_ERRNO, 0);
+	req_send(&q);
+	free(expect_errno(c, 8, EPROTO));
+	q = req_begin(c, LG_MSG_HELLO, 9);
+	req_send(&q);
+	free(expect_errno(c, 9, EPROTO));
+
+	ping(c, 10);
+	conn_stop(c);
+}
+
+/* Bytes cut off in the middle of a frame are just the host going away. */
+static void test_eof_mid_frame(void **state)
+{
+	struct conn *c = conn_start();
+
+	raw_header(c, 100, LG_MSG_FILE_WRITE, 0, 1);
+	lg_buf_append(&c->out, "partial", 7);
+	conn_flush(c);
+	conn_stop(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_hello_and_ping),
+	    cmocka_unit_test(test_exec_echo),
+	    cmocka_unit_test(test_exec_exit_code_and_stderr),
+	    cmocka_unit_test(test_exec_not_found),
+	    cmocka_unit_test(test_exec_env_cwd),
+	    cmocka_unit_test(test_exec_signal),
+	    cmocka_unit_test(test_exec_timeout),
+	    cmocka_unit_test(test_exec_stdin),
+	    cmocka_unit_test(test_exec_stdin_backpressure),
+	    cmocka_unit_test(test_exec_large_output),
+	    cmocka_unit_test(test_exec_concurrent),
+	    cmocka_unit_test(test_exec_grandchild_holds_pipe),
+	    cmocka_unit_test(test_kill),
+	    cmocka_unit_test(test_kill_race),
+	    cmocka_unit_test(test_exec_limits),
+	    cmocka_unit_test(test_shutdown),
+	    cmocka_unit_test(test_stdin_for_unknown_id),
+	    cmocka_unit_test(test_file_write_read),
+	    cmocka_unit_test(test_file_large),
+	    cmocka_unit_test(test_list_dir_and_stat),
+	    cmocka_unit_test(test_list_dir_truncated),
+	    cmocka_unit_test(test_mkdir_remove),
+	    cmocka_unit_test(test_garbage_header),
+	    cmocka_unit_test(test_oversize_header),
+	    cmocka_unit_test(test_bad_tlv_keeps_serving),
+	    cmocka_unit_test(test_eof_mid_frame),
+	};
+
+	/* Writing to an agent that hung up must be an error to look at, not death. */
+	signal(SIGPIPE, SIG_IGN);
+	/* File modes below assume the usual umask. */
+	umask(022);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
