@@ -24,6 +24,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <stdint.h>
+#include <x86intrin.h>
 
 static double now_ms(void)
 {
@@ -103,6 +105,21 @@ static struct sample run(char *const argv[], char *const envp_add[])
 	return s;
 }
 
+/* Same as the qemu backend: the host TSC rate, so the peer boots the same way. */
+static unsigned long host_tsc_khz(void)
+{
+	struct timespec a, b, pause = {0, 10 * 1000 * 1000};
+	uint64_t t0, t1;
+
+	clock_gettime(CLOCK_MONOTONIC_RAW, &a);
+	t0 = __rdtsc();
+	nanosleep(&pause, NULL);
+	t1 = __rdtsc();
+	clock_gettime(CLOCK_MONOTONIC_RAW, &b);
+	double ns = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
+	return (unsigned long)((double)(t1 - t0) / ns * 1e6);
+}
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -140,16 +157,20 @@ int main(int argc, char **argv)
 	char *lg_echo[] = {lg, "run", "--accel", (char *)accel, "--", "echo", "x", NULL};
 	char *lg_true[] = {lg, "run", "--accel", (char *)accel, "--", "true", NULL};
 	char *env_debug[] = {"LUMINAGUARD_LOG=debug", NULL};
+	char cmdline[512], tsc[48] = "";
+	if (strcmp(accel, "tcg") == 0)
+		snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu", host_tsc_khz());
+	snprintf(cmdline, sizeof(cmdline),
+		 "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t tsc=reliable "
+		 "no_timer_check i8042.noaux i8042.nokbd 8250.nr_uarts=1 "
+		 "cryptomgr.notests random.trust_cpu=on%s rdinit=/bin/poweroff -- -f",
+		 tsc);
 	/* Same machine, memory, kernel, initramfs and command line as the qemu backend. */
 	char *qemu[] = {"qemu-system-x86_64", "-M", "microvm,pit=on,pic=on,rtc=on,isa-serial=on",
 			"-accel", (char *)accel, "-cpu", strcmp(accel, "kvm") ? "max" : "host",
 			"-smp", "1", "-m", "256", "-nodefaults", "-no-user-config",
 			"-nographic", "-no-reboot", "-serial", "null", "-kernel", kernel,
-			"-initrd", initrd, "-append",
-			"console=ttyS0 quiet loglevel=3 panic=-1 reboot=t tsc=reliable "
-			"no_timer_check i8042.noaux i8042.nokbd 8250.nr_uarts=1 "
-			"cryptomgr.notests random.trust_cpu=on rdinit=/bin/poweroff -- -f",
-			NULL};
+			"-initrd", initrd, "-append", cmdline, NULL};
 
 	double *first = calloc((size_t)runs, sizeof(double));
 	double *total = calloc((size_t)runs, sizeof(double));

@@ -48,7 +48,7 @@ for t in frame agent-client qmp; do
 	corpus=fuzz/corpus/${t//-/_}
 	work=$log/corpus-$t
 	mkdir -p "$work"
-	if build-fuzz/fuzz-$t -max_total_time="${FUZZ_SECONDS:-20}" -timeout=10 -rss_limit_mb=2048 \
+	if build-fuzz/fuzz/fuzz-$t -max_total_time="${FUZZ_SECONDS:-20}" -timeout=10 -rss_limit_mb=2048 \
 		"$work" "$corpus" >"$log/fuzz-$t" 2>&1; then
 		echo "fuzz-$t: ok ($(grep -o 'Done [0-9]* runs' "$log/fuzz-$t"))"
 		passed=$((passed + 1))

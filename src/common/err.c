@@ -13,7 +13,8 @@ static int code_of(int errnum)
 	return errnum > 0 ? -errnum : -1;
 }
 
-static int vset(struct lg_err **err, int errnum, const char *fmt, va_list ap)
+static int __attribute__((format(printf, 3, 0)))
+vset(struct lg_err **err, int errnum, const char *fmt, va_list ap)
 {
 	char *msg = NULL;
 	char *full = NULL;
