@@ -37,7 +37,7 @@ static double now_ms(void)
 struct sample {
 	double first_ms; /* first byte on stdout, or -1 */
 	double total_ms;
-	long maxrss_kib; /* of the child tree as wait4 reports it */
+	long maxrss_kib;  /* of the child tree as wait4 reports it */
 	long vmm_rss_kib; /* parsed from luminaguard's debug log, or -1 */
 	int status;
 };
@@ -166,11 +166,30 @@ int main(int argc, char **argv)
 		 "cryptomgr.notests random.trust_cpu=on%s rdinit=/bin/poweroff -- -f",
 		 tsc);
 	/* Same machine, memory, kernel, initramfs and command line as the qemu backend. */
-	char *qemu[] = {"qemu-system-x86_64", "-M", "microvm,pit=on,pic=on,rtc=on,isa-serial=on",
-			"-accel", (char *)accel, "-cpu", strcmp(accel, "kvm") ? "max" : "host",
-			"-smp", "1", "-m", "256", "-nodefaults", "-no-user-config",
-			"-nographic", "-no-reboot", "-serial", "null", "-kernel", kernel,
-			"-initrd", initrd, "-append", cmdline, NULL};
+	char *qemu[] = {"qemu-system-x86_64",
+			"-M",
+			"microvm,pit=on,pic=on,rtc=on,isa-serial=on",
+			"-accel",
+			(char *)accel,
+			"-cpu",
+			strcmp(accel, "kvm") ? "max" : "host",
+			"-smp",
+			"1",
+			"-m",
+			"256",
+			"-nodefaults",
+			"-no-user-config",
+			"-nographic",
+			"-no-reboot",
+			"-serial",
+			"null",
+			"-kernel",
+			kernel,
+			"-initrd",
+			initrd,
+			"-append",
+			cmdline,
+			NULL};
 
 	double *first = calloc((size_t)runs, sizeof(double));
 	double *total = calloc((size_t)runs, sizeof(double));
@@ -196,8 +215,9 @@ int main(int argc, char **argv)
 	}
 	double mf = median(first, runs), mt = median(total, runs), ml = median(lrss, runs);
 	double mq = median(qinit, runs), mr = median(qrss, runs);
-	printf("median: luminaguard run first output %.0f ms, total %.0f ms, VMM peak RSS %.1f MiB\n",
-	       mf, mt, ml);
+	printf(
+	    "median: luminaguard run first output %.0f ms, total %.0f ms, VMM peak RSS %.1f MiB\n",
+	    mf, mt, ml);
 	printf("median: plain qemu to /init and exit %.0f ms, peak RSS %.1f MiB\n", mq, mr);
 	printf("ratio:  first-output / plain-qemu %.2f, total / plain-qemu %.2f, RSS %.2f\n",
 	       mf / mq, mt / mq, ml / mr);

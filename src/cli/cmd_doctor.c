@@ -71,10 +71,10 @@ int cmd_doctor(int argc, char **argv)
 	for (size_t i = 0; hv_backends[i] != NULL; i++) {
 		const struct hv_backend *b = hv_backends[i];
 		if (b->probe(&err) == 0) {
-			cleanup_free char *ver = first_line_of(getenv("LUMINAGUARD_QEMU") ?
-								       getenv("LUMINAGUARD_QEMU") :
-								       "qemu-system-x86_64",
-							       "--version");
+			cleanup_free char *ver =
+			    first_line_of(getenv("LUMINAGUARD_QEMU") ? getenv("LUMINAGUARD_QEMU")
+								     : "qemu-system-x86_64",
+					  "--version");
 			printf("backend %-6s ok: %s (%s)\n", b->name, b->description,
 			       ver ? ver : "version unknown");
 		} else {
@@ -113,7 +113,8 @@ int cmd_doctor(int argc, char **argv)
 					       img->kernel_version);
 					lg_image_free(img);
 				} else {
-					printf("image          %s: BROKEN: %s\n", names[i], err->msg);
+					printf("image          %s: BROKEN: %s\n", names[i],
+					       err->msg);
 					lg_err_free(&err);
 				}
 			}

@@ -18,11 +18,11 @@ static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 
 static const struct command commands[] = {
-	{"run", cmd_run, "run a command in a throw-away micro-VM"},
-	{"image", cmd_image, "build, list, verify and remove guest images"},
-	{"doctor", cmd_doctor, "say what this host can run, and why"},
-	{"version", cmd_version, "print the version"},
-	{"help", cmd_help, "help for a command"},
+    {"run", cmd_run, "run a command in a throw-away micro-VM"},
+    {"image", cmd_image, "build, list, verify and remove guest images"},
+    {"doctor", cmd_doctor, "say what this host can run, and why"},
+    {"version", cmd_version, "print the version"},
+    {"help", cmd_help, "help for a command"},
 };
 
 static void usage(FILE *out)
@@ -86,7 +86,8 @@ int main(int argc, char **argv)
 			lg_log_set_level(lg_log_get_level() < LG_LOG_INFO ? LG_LOG_INFO
 									  : LG_LOG_DEBUG);
 		} else {
-			fprintf(stderr, "luminaguard: unknown option '%s' (see luminaguard --help)\n",
+			fprintf(stderr,
+				"luminaguard: unknown option '%s' (see luminaguard --help)\n",
 				argv[i]);
 			return 2;
 		}

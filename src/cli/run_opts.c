@@ -10,28 +10,28 @@
 #include <string.h>
 
 const char run_usage[] =
-	"Usage: luminaguard run [OPTIONS] -- COMMAND [ARG...]\n"
-	"\n"
-	"Boots a throw-away micro-VM, runs COMMAND in it and destroys the VM.\n"
-	"The command's stdout and stderr stream to ours as they are produced;\n"
-	"our stdin is its stdin.  The exit status is the command's.\n"
-	"\n"
-	"Options:\n"
-	"  --cpus N           vCPUs (1-64, default 1)\n"
-	"  --memory MIB       guest memory in MiB (64 up to the host's, default 256)\n"
-	"  --timeout S        kill the command after S seconds (default: none)\n"
-	"  --image NAME       guest image (default: default; see `luminaguard image list`)\n"
-	"  --backend NAME     hypervisor backend (default: qemu)\n"
-	"  --accel NAME       auto, kvm or tcg (default auto: kvm on hardware\n"
-	"                     virtualization, tcg otherwise)\n"
-	"  --env K=V          set an environment variable (repeatable)\n"
-	"  --workdir DIR      working directory in the guest (absolute)\n"
-	"  --no-stdin         give the command an empty stdin\n"
-	"  --console          copy the guest's kernel console to stderr\n"
-	"  -h, --help         this text\n"
-	"\n"
-	"Exit status: the command's; 128+N if it was killed by signal N; 124 if\n"
-	"--timeout killed it; 125 if LuminaGuard itself failed; 2 for bad usage.\n";
+    "Usage: luminaguard run [OPTIONS] -- COMMAND [ARG...]\n"
+    "\n"
+    "Boots a throw-away micro-VM, runs COMMAND in it and destroys the VM.\n"
+    "The command's stdout and stderr stream to ours as they are produced;\n"
+    "our stdin is its stdin.  The exit status is the command's.\n"
+    "\n"
+    "Options:\n"
+    "  --cpus N           vCPUs (1-64, default 1)\n"
+    "  --memory MIB       guest memory in MiB (64 up to the host's, default 256)\n"
+    "  --timeout S        kill the command after S seconds (default: none)\n"
+    "  --image NAME       guest image (default: default; see `luminaguard image list`)\n"
+    "  --backend NAME     hypervisor backend (default: qemu)\n"
+    "  --accel NAME       auto, kvm or tcg (default auto: kvm on hardware\n"
+    "                     virtualization, tcg otherwise)\n"
+    "  --env K=V          set an environment variable (repeatable)\n"
+    "  --workdir DIR      working directory in the guest (absolute)\n"
+    "  --no-stdin         give the command an empty stdin\n"
+    "  --console          copy the guest's kernel console to stderr\n"
+    "  -h, --help         this text\n"
+    "\n"
+    "Exit status: the command's; 128+N if it was killed by signal N; 124 if\n"
+    "--timeout killed it; 125 if LuminaGuard itself failed; 2 for bad usage.\n";
 
 enum {
 	OPT_CPUS = 256,
@@ -47,18 +47,18 @@ enum {
 };
 
 static const struct option long_opts[] = {
-	{"cpus", required_argument, NULL, OPT_CPUS},
-	{"memory", required_argument, NULL, OPT_MEMORY},
-	{"timeout", required_argument, NULL, OPT_TIMEOUT},
-	{"image", required_argument, NULL, OPT_IMAGE},
-	{"backend", required_argument, NULL, OPT_BACKEND},
-	{"accel", required_argument, NULL, OPT_ACCEL},
-	{"env", required_argument, NULL, OPT_ENV},
-	{"workdir", required_argument, NULL, OPT_WORKDIR},
-	{"no-stdin", no_argument, NULL, OPT_NO_STDIN},
-	{"console", no_argument, NULL, OPT_CONSOLE},
-	{"help", no_argument, NULL, 'h'},
-	{NULL, 0, NULL, 0},
+    {"cpus", required_argument, NULL, OPT_CPUS},
+    {"memory", required_argument, NULL, OPT_MEMORY},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"image", required_argument, NULL, OPT_IMAGE},
+    {"backend", required_argument, NULL, OPT_BACKEND},
+    {"accel", required_argument, NULL, OPT_ACCEL},
+    {"env", required_argument, NULL, OPT_ENV},
+    {"workdir", required_argument, NULL, OPT_WORKDIR},
+    {"no-stdin", no_argument, NULL, OPT_NO_STDIN},
+    {"console", no_argument, NULL, OPT_CONSOLE},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
 };
 
 static bool valid_env_name(const char *s, size_t n)

@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define LG_RUN_MAX_ENV     256
+#define LG_RUN_MAX_ENV	   256
 #define LG_RUN_MAX_TIMEOUT 86400u
 
 struct run_opts {

@@ -21,7 +21,7 @@ struct lg_err {
  * failure a static message is used.
  */
 int lg_err_set(struct lg_err **err, int errnum, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Like lg_err_set() with errnum = errno at the time of the call. */
 int lg_err_sys(struct lg_err **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

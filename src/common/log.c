@@ -68,5 +68,8 @@ void lg_log(enum lg_log_level level, const char *fmt, ...)
 		return;
 	}
 	fprintf(stderr, "luminaguard: %s%s\n",
-		level == LG_LOG_WARN ? "warning: " : level == LG_LOG_DEBUG ? "debug: " : "", msg);
+		level == LG_LOG_WARN	? "warning: "
+		: level == LG_LOG_DEBUG ? "debug: "
+					: "",
+		msg);
 }

@@ -121,6 +121,20 @@ ssize_t lg_read_all(int fd, void *buf, size_t n)
 	return (ssize_t)done;
 }
 
+int lg_pread_exact(int fd, void *buf, size_t n, uint64_t off, uint64_t fsize)
+{
+	ssize_t r;
+
+	if (off > fsize || n > fsize - off)
+		return -EINVAL;
+	do
+		r = pread(fd, buf, n, (off_t)off);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	return (size_t)r == n ? 0 : -EIO;
+}
+
 uint64_t lg_now_ns(void)
 {
 	struct timespec ts;

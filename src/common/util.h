@@ -45,6 +45,12 @@ ssize_t lg_write_all(int fd, const void *buf, size_t n);
 /* Reads until n bytes or EOF; returns bytes read or -errno. */
 ssize_t lg_read_all(int fd, void *buf, size_t n);
 
+/*
+ * Reads exactly n bytes at offset off of a file of fsize bytes: -EINVAL if
+ * the range is outside the file (checked without overflow), -EIO if short.
+ */
+int lg_pread_exact(int fd, void *buf, size_t n, uint64_t off, uint64_t fsize);
+
 /* Milliseconds on CLOCK_MONOTONIC. */
 uint64_t lg_now_ms(void);
 uint64_t lg_now_ns(void);

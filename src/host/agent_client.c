@@ -12,8 +12,8 @@
 /* Stop reading the user's stdin while this much is queued for the guest. */
 #define OUT_HIGH_WATER (512u * 1024u)
 /* A guest that ignores the guest-side timeout gets this much longer. */
-#define EXEC_GRACE_MS 10000u
-#define REQUEST_TIMEOUT_MS 60000u
+#define EXEC_GRACE_MS	    10000u
+#define REQUEST_TIMEOUT_MS  60000u
 #define SHUTDOWN_TIMEOUT_MS 2000u
 
 struct lg_agent {
@@ -157,8 +157,8 @@ static int wait_event(struct lg_agent *a, uint64_t deadline_ms, struct extra_in 
 		if (r < 0)
 			return broken(a, err, -r, "write to guest");
 		pfd[n++] = (struct pollfd){
-			.fd = a->fd,
-			.events = (short)(POLLIN | (lg_buf_pending(&a->out) ? POLLOUT : 0))};
+		    .fd = a->fd,
+		    .events = (short)(POLLIN | (lg_buf_pending(&a->out) ? POLLOUT : 0))};
 		if (a->cancel_fd >= 0) {
 			idx_cancel = n;
 			pfd[n++] = (struct pollfd){.fd = a->cancel_fd, .events = POLLIN};
@@ -170,7 +170,8 @@ static int wait_event(struct lg_agent *a, uint64_t deadline_ms, struct extra_in 
 		if (deadline_ms != 0) {
 			uint64_t now = lg_now_ms();
 			if (now >= deadline_ms)
-				return lg_err_set(err, ETIMEDOUT, "the guest agent did not answer in time");
+				return lg_err_set(err, ETIMEDOUT,
+						  "the guest agent did not answer in time");
 			timeout = (int)(deadline_ms - now);
 		}
 		r = poll(pfd, (nfds_t)n, timeout);
@@ -292,7 +293,8 @@ static int roundtrip(struct lg_agent *a, uint32_t id, const char *what, struct f
 				field_msg(f, msg, sizeof(msg));
 				lg_reader_pop(&a->rd);
 				a->broken = true;
-				return lg_err_set(err, EPROTO, "%s: guest agent error: %s", what, msg);
+				return lg_err_set(err, EPROTO, "%s: guest agent error: %s", what,
+						  msg);
 			}
 			lg_reader_pop(&a->rd);
 			continue;
@@ -310,9 +312,10 @@ static int roundtrip(struct lg_agent *a, uint32_t id, const char *what, struct f
 			field_msg(f, msg, sizeof(msg));
 			lg_reader_pop(&a->rd);
 			/* Guest errno numbers are Linux's; keep them only if plausible. */
-			return lg_err_set(err, 0, "%s: %s", what,
-					  *msg ? msg : (guest_errno < 4096 ? strerror((int)guest_errno)
-									   : "error"));
+			return lg_err_set(
+			    err, 0, "%s: %s", what,
+			    *msg ? msg
+				 : (guest_errno < 4096 ? strerror((int)guest_errno) : "error"));
 		}
 		return 0;
 	}
@@ -323,23 +326,6 @@ static int check_usable(struct lg_agent *a, struct lg_err **err)
 	if (a->broken)
 		return lg_err_set(err, EPIPE, "agent channel is closed");
 	return 0;
-}
-
-int lg_agent_ping(struct lg_agent *a, struct lg_err **err)
-{
-	struct fields f;
-	uint32_t id = a->next_id++;
-	size_t start;
-	int r;
-
-	if ((r = check_usable(a, err)) < 0)
-		return r;
-	start = lg_frame_begin(&a->out, LG_MSG_PING, id);
-	lg_frame_end(&a->out, start);
-	r = roundtrip(a, id, "ping", &f, err);
-	if (r == 0)
-		lg_reader_pop(&a->rd);
-	return r;
 }
 
 static int simple_request(struct lg_agent *a, size_t start, uint32_t id, const char *what,
@@ -356,6 +342,33 @@ static int simple_request(struct lg_agent *a, size_t start, uint32_t id, const c
 	return r;
 }
 
+/*
+ * Starts a request frame of `type` in the output queue, with a PATH field
+ * when path is non-NULL; the caller adds fields and ends the frame.
+ */
+static size_t begin_request(struct lg_agent *a, uint16_t type, const char *path, uint32_t *id)
+{
+	size_t start;
+
+	*id = a->next_id++;
+	start = lg_frame_begin(&a->out, type, *id);
+	if (path != NULL)
+		lg_tlv_put_str(&a->out, LG_TAG_PATH, path);
+	return start;
+}
+
+int lg_agent_ping(struct lg_agent *a, struct lg_err **err)
+{
+	uint32_t id;
+	size_t start;
+	int r;
+
+	if ((r = check_usable(a, err)) < 0)
+		return r;
+	start = begin_request(a, LG_MSG_PING, NULL, &id);
+	return simple_request(a, start, id, "ping", err);
+}
+
 int lg_agent_write_file(struct lg_agent *a, const char *path, const void *data, size_t len,
 			uint32_t mode, uint32_t flags, struct lg_err **err)
 {
@@ -368,10 +381,9 @@ int lg_agent_write_file(struct lg_agent *a, const char *path, const void *data, 
 		return r;
 	do {
 		size_t n = len - off < chunk ? len - off : chunk;
-		uint32_t id = a->next_id++;
-		size_t start = lg_frame_begin(&a->out, LG_MSG_FILE_WRITE, id);
+		uint32_t id;
+		size_t start = begin_request(a, LG_MSG_FILE_WRITE, path, &id);
 
-		lg_tlv_put_str(&a->out, LG_TAG_PATH, path);
 		lg_tlv_put_u32(&a->out, LG_TAG_MODE, mode);
 		lg_tlv_put_u64(&a->out, LG_TAG_OFFSET, off);
 		lg_tlv_put(&a->out, LG_TAG_DATA, (const uint8_t *)data + off, n);
@@ -396,11 +408,10 @@ int lg_agent_read_file(struct lg_agent *a, const char *path, size_t max, uint8_t
 		return r;
 	for (;;) {
 		struct fields f;
-		uint32_t id = a->next_id++;
-		size_t start = lg_frame_begin(&a->out, LG_MSG_FILE_READ, id);
+		uint32_t id;
+		size_t start = begin_request(a, LG_MSG_FILE_READ, path, &id);
 		uint32_t rflags;
 
-		lg_tlv_put_str(&a->out, LG_TAG_PATH, path);
 		lg_tlv_put_u64(&a->out, LG_TAG_OFFSET, data.len);
 		lg_tlv_put_u32(&a->out, LG_TAG_LENGTH, chunk);
 		lg_frame_end(&a->out, start);
@@ -443,8 +454,8 @@ static uint32_t le32(const uint8_t *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-int lg_agent_list_dir(struct lg_agent *a, const char *path, struct lg_dirent **out,
-		      size_t *count, struct lg_err **err)
+int lg_agent_list_dir(struct lg_agent *a, const char *path, struct lg_dirent **out, size_t *count,
+		      struct lg_err **err)
 {
 	cleanup_free char *what = xasprintf("list %s", path);
 	struct lg_dirent *ents = NULL;
@@ -460,9 +471,7 @@ int lg_agent_list_dir(struct lg_agent *a, const char *path, struct lg_dirent **o
 
 	if ((r = check_usable(a, err)) < 0)
 		return r;
-	id = a->next_id++;
-	start = lg_frame_begin(&a->out, LG_MSG_LIST_DIR, id);
-	lg_tlv_put_str(&a->out, LG_TAG_PATH, path);
+	start = begin_request(a, LG_MSG_LIST_DIR, path, &id);
 	lg_frame_end(&a->out, start);
 	r = roundtrip(a, id, what, &f, err);
 	if (r < 0)
@@ -474,8 +483,8 @@ int lg_agent_list_dir(struct lg_agent *a, const char *path, struct lg_dirent **o
 	while ((r = lg_tlv_next(&it, &t)) == 1) {
 		if (t.tag != LG_TAG_DIRENT)
 			continue;
-		if (t.len <= LG_DIRENT_FIXED || memchr(t.val + LG_DIRENT_FIXED, '\0',
-						       t.len - LG_DIRENT_FIXED) != NULL) {
+		if (t.len <= LG_DIRENT_FIXED ||
+		    memchr(t.val + LG_DIRENT_FIXED, '\0', t.len - LG_DIRENT_FIXED) != NULL) {
 			r = -EPROTO;
 			break;
 		}
@@ -508,9 +517,7 @@ int lg_agent_stat(struct lg_agent *a, const char *path, struct lg_stat *st, stru
 
 	if ((r = check_usable(a, err)) < 0)
 		return r;
-	id = a->next_id++;
-	start = lg_frame_begin(&a->out, LG_MSG_STAT, id);
-	lg_tlv_put_str(&a->out, LG_TAG_PATH, path);
+	start = begin_request(a, LG_MSG_STAT, path, &id);
 	lg_frame_end(&a->out, start);
 	r = roundtrip(a, id, what, &f, err);
 	if (r < 0)
@@ -533,9 +540,7 @@ int lg_agent_mkdir(struct lg_agent *a, const char *path, uint32_t mode, bool par
 
 	if ((r = check_usable(a, err)) < 0)
 		return r;
-	id = a->next_id++;
-	start = lg_frame_begin(&a->out, LG_MSG_MKDIR, id);
-	lg_tlv_put_str(&a->out, LG_TAG_PATH, path);
+	start = begin_request(a, LG_MSG_MKDIR, path, &id);
 	lg_tlv_put_u32(&a->out, LG_TAG_MODE, mode);
 	lg_tlv_put_u32(&a->out, LG_TAG_FLAGS, parents ? LG_MKDIR_PARENTS : 0);
 	return simple_request(a, start, id, what, err);
@@ -550,9 +555,7 @@ int lg_agent_remove(struct lg_agent *a, const char *path, bool recursive, struct
 
 	if ((r = check_usable(a, err)) < 0)
 		return r;
-	id = a->next_id++;
-	start = lg_frame_begin(&a->out, LG_MSG_REMOVE, id);
-	lg_tlv_put_str(&a->out, LG_TAG_PATH, path);
+	start = begin_request(a, LG_MSG_REMOVE, path, &id);
 	lg_tlv_put_u32(&a->out, LG_TAG_FLAGS, recursive ? LG_REMOVE_RECURSIVE : 0);
 	return simple_request(a, start, id, what, err);
 }
@@ -565,8 +568,7 @@ int lg_agent_shutdown(struct lg_agent *a, struct lg_err **err)
 
 	if ((r = check_usable(a, err)) < 0)
 		return r;
-	id = a->next_id++;
-	start = lg_frame_begin(&a->out, LG_MSG_SHUTDOWN, id);
+	start = begin_request(a, LG_MSG_SHUTDOWN, NULL, &id);
 	/* Shutdown runs on teardown paths: a guest that does not answer soon gets killed. */
 	a->request_timeout_ms = SHUTDOWN_TIMEOUT_MS;
 	r = simple_request(a, start, id, "shutdown", err);
@@ -655,12 +657,11 @@ int lg_agent_exec(struct lg_agent *a, const struct lg_exec_opts *o, struct lg_ex
 	if (o->argv == NULL || o->argv[0] == NULL)
 		return lg_err_set(err, EINVAL, "exec: empty command");
 	memset(res, 0, sizeof(*res));
-	s.id = a->next_id++;
 	s.in.fd = o->stdin_fd;
 	bool has_stdin = o->stdin_fd >= 0 || o->stdin_data != NULL;
 	s.stdin_done = !has_stdin;
 
-	start = lg_frame_begin(&a->out, LG_MSG_EXEC, s.id);
+	start = begin_request(a, LG_MSG_EXEC, NULL, &s.id);
 	for (size_t i = 0; o->argv[i] != NULL; i++)
 		lg_tlv_put_str(&a->out, LG_TAG_ARGV, o->argv[i]);
 	for (size_t i = 0; o->env != NULL && o->env[i] != NULL; i++)
@@ -680,8 +681,8 @@ int lg_agent_exec(struct lg_agent *a, const struct lg_exec_opts *o, struct lg_ex
 
 		if (!s.stdin_done && o->stdin_fd < 0)
 			queue_stdin(&s);
-		s.in.want = !s.stdin_done && o->stdin_fd >= 0 &&
-			    lg_buf_pending(&a->out) < OUT_HIGH_WATER;
+		s.in.want =
+		    !s.stdin_done && o->stdin_fd >= 0 && lg_buf_pending(&a->out) < OUT_HIGH_WATER;
 		r = wait_event(a, deadline, &s.in, &h, &payload, err);
 		if (r < 0) {
 			if (r == -ETIMEDOUT)

@@ -31,11 +31,11 @@ const char *lg_agent_name(const struct lg_agent *a);
 enum lg_stream { LG_STREAM_STDOUT = 1, LG_STREAM_STDERR = 2 };
 
 struct lg_exec_opts {
-	char *const *argv;  /* NULL-terminated, at least one word */
-	char *const *env;   /* "K=V", NULL-terminated, may be NULL */
-	const char *cwd;    /* may be NULL */
-	uint32_t timeout_ms; /* enforced in the guest; 0 = none */
-	int stdin_fd;       /* copied to the command until EOF; -1 = /dev/null */
+	char *const *argv;	/* NULL-terminated, at least one word */
+	char *const *env;	/* "K=V", NULL-terminated, may be NULL */
+	const char *cwd;	/* may be NULL */
+	uint32_t timeout_ms;	/* enforced in the guest; 0 = none */
+	int stdin_fd;		/* copied to the command until EOF; -1 = /dev/null */
 	const void *stdin_data; /* used when stdin_fd < 0 and this is non-NULL */
 	size_t stdin_len;
 	/* Output as it arrives.  A negative return aborts the exec. */
@@ -44,8 +44,8 @@ struct lg_exec_opts {
 };
 
 struct lg_exec_result {
-	int exit_code;  /* valid when signal == 0 */
-	int signal;     /* killed by this signal, else 0 */
+	int exit_code;	/* valid when signal == 0 */
+	int signal;	/* killed by this signal, else 0 */
 	bool timed_out; /* killed by the guest timeout */
 };
 
@@ -70,8 +70,8 @@ struct lg_dirent {
 	uint32_t mode;
 	uint64_t size;
 };
-int lg_agent_list_dir(struct lg_agent *a, const char *path, struct lg_dirent **out,
-		      size_t *count, struct lg_err **err);
+int lg_agent_list_dir(struct lg_agent *a, const char *path, struct lg_dirent **out, size_t *count,
+		      struct lg_err **err);
 void lg_dirents_free(struct lg_dirent *d, size_t count);
 
 struct lg_stat {

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #define DEFAULT_BOOT_TIMEOUT_MS 120000
-#define SHUTDOWN_WAIT_MS        2000
+#define SHUTDOWN_WAIT_MS	2000
 
 static int boot_timeout_ms(const struct lg_sandbox_opts *o)
 {
@@ -43,8 +43,7 @@ static char *last_console_line(struct vm *vm)
 	return xstrdup(start);
 }
 
-int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out,
-		      struct lg_err **err)
+int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, struct lg_err **err)
 {
 	struct lg_image *img = NULL;
 	struct lg_sandbox *sb;
@@ -88,15 +87,14 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out,
 	if (r < 0) {
 		if (r != -EINTR) {
 			cleanup_free char *line = last_console_line(sb->vm);
-			lg_err_wrap(err, "the guest did not start%s%s%s",
-				    line ? " (console: " : "", line ? line : "", line ? ")" : "");
+			lg_err_wrap(err, "the guest did not start%s%s%s", line ? " (console: " : "",
+				    line ? line : "", line ? ")" : "");
 		}
 		goto fail;
 	}
 	sb->boot_ms = lg_now_ms() - t0;
-	lg_debug("sandbox up in %llu ms (%s, accel %s, agent %s)",
-		 (unsigned long long)sb->boot_ms, sb->backend->name, hv_accel_name(sb->accel),
-		 lg_agent_name(sb->agent));
+	lg_debug("sandbox up in %llu ms (%s, accel %s, agent %s)", (unsigned long long)sb->boot_ms,
+		 sb->backend->name, hv_accel_name(sb->accel), lg_agent_name(sb->agent));
 	lg_image_free(img);
 	*out = sb;
 	return 0;

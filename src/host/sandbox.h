@@ -14,10 +14,10 @@ struct lg_sandbox_opts {
 	const char *image;   /* NULL: "default" */
 	const char *backend; /* NULL: the default backend */
 	enum hv_accel accel; /* AUTO resolves per host */
-	unsigned cpus;       /* 0: 1 */
+	unsigned cpus;	     /* 0: 1 */
 	uint64_t memory_mib; /* 0: 256 */
-	int cancel_fd;       /* readable = give up (signal pipe), or -1 */
-	int console_fd;      /* mirror the guest console here, or -1 */
+	int cancel_fd;	     /* readable = give up (signal pipe), or -1 */
+	int console_fd;	     /* mirror the guest console here, or -1 */
 	int boot_timeout_ms; /* 0: $LUMINAGUARD_BOOT_TIMEOUT seconds, else 120 s */
 	/* Called once with a note about the accelerator choice (e.g. PVM -> TCG). */
 	void (*on_note)(const char *note);

@@ -96,7 +96,8 @@ enum hv_kvm_kind hv_kvm_detect(char *why, size_t why_len)
 	int fd;
 
 	if (!path_exists("/dev/kvm")) {
-		say(why, why_len, "/dev/kvm does not exist (no KVM module loaded, or not a KVM host)");
+		say(why, why_len,
+		    "/dev/kvm does not exist (no KVM module loaded, or not a KVM host)");
 		return HV_KVM_NONE;
 	}
 	fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);

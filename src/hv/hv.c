@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 const struct hv_backend *const hv_backends[] = {
-	&hv_backend_qemu,
-	NULL,
+    &hv_backend_qemu,
+    NULL,
 };
 
 int hv_backend_find(const char *name, const struct hv_backend **out, struct lg_err **err)
@@ -55,13 +55,12 @@ int hv_config_check(const struct vm_config *cfg, struct lg_err **err)
 		long pages = sysconf(_SC_PHYS_PAGES);
 		long psize = sysconf(_SC_PAGESIZE);
 		uint64_t host_mib = pages > 0 && psize > 0
-					    ? (uint64_t)pages * (uint64_t)psize / (1024u * 1024u)
-					    : 0;
+					? (uint64_t)pages * (uint64_t)psize / (1024u * 1024u)
+					: 0;
 		if (host_mib > 0 && cfg->memory_mib > host_mib)
-			return lg_err_set(err, 0,
-					  "memory size %llu MiB exceeds this host's %llu MiB",
-					  (unsigned long long)cfg->memory_mib,
-					  (unsigned long long)host_mib);
+			return lg_err_set(
+			    err, 0, "memory size %llu MiB exceeds this host's %llu MiB",
+			    (unsigned long long)cfg->memory_mib, (unsigned long long)host_mib);
 	}
 	if (cfg->kernel == NULL || cfg->initrd == NULL)
 		return lg_err_set(err, 0, "no kernel or initramfs given");

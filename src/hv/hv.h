@@ -29,9 +29,9 @@ int hv_accel_parse(const char *name, enum hv_accel *out);
 
 /* What /dev/kvm offers on this host. */
 enum hv_kvm_kind {
-	HV_KVM_NONE,     /* no /dev/kvm */
+	HV_KVM_NONE,	 /* no /dev/kvm */
 	HV_KVM_NOACCESS, /* present but not openable read-write by us */
-	HV_KVM_PVM,      /* kvm_pvm: pagetable virtualization, stock kernels crawl */
+	HV_KVM_PVM,	 /* kvm_pvm: pagetable virtualization, stock kernels crawl */
 	HV_KVM_HARDWARE, /* VT-x / AMD-V */
 };
 
@@ -58,18 +58,18 @@ enum vm_status {
 const char *vm_status_name(enum vm_status s);
 
 struct vm_config {
-	unsigned cpus;          /* 1..HV_MAX_CPUS */
-	uint64_t memory_mib;    /* HV_MIN_MEMORY_MIB..HV_MAX_MEMORY_MIB */
-	const char *kernel;     /* uncompressed ELF vmlinux (PVH entry) */
-	const char *initrd;     /* newc cpio */
-	const char *cmdline;    /* extra kernel command-line words, may be NULL */
-	enum hv_accel accel;    /* resolved, never AUTO */
-	int console_fd;         /* if >= 0, the guest console is copied here too */
+	unsigned cpus;	     /* 1..HV_MAX_CPUS */
+	uint64_t memory_mib; /* HV_MIN_MEMORY_MIB..HV_MAX_MEMORY_MIB */
+	const char *kernel;  /* uncompressed ELF vmlinux (PVH entry) */
+	const char *initrd;  /* newc cpio */
+	const char *cmdline; /* extra kernel command-line words, may be NULL */
+	enum hv_accel accel; /* resolved, never AUTO */
+	int console_fd;	     /* if >= 0, the guest console is copied here too */
 };
 
-#define HV_MAX_CPUS        64u
-#define HV_MIN_MEMORY_MIB  64u
-#define HV_MAX_MEMORY_MIB  (1024u * 1024u)
+#define HV_MAX_CPUS	  64u
+#define HV_MIN_MEMORY_MIB 64u
+#define HV_MAX_MEMORY_MIB (1024u * 1024u)
 
 /* Backend-private state follows this header in the backend's own struct. */
 struct vm {

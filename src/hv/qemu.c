@@ -38,7 +38,7 @@
 /* The fd numbers the channels have inside QEMU. */
 enum { QEMU_FD_QMP = 3, QEMU_FD_CONSOLE = 4, QEMU_FD_AGENT = 5, QEMU_FD_FIRST_FREE = 6 };
 
-#define CONSOLE_TAIL 8192
+#define CONSOLE_TAIL   8192
 #define QMP_TIMEOUT_MS 10000
 
 struct ring {
@@ -51,9 +51,9 @@ struct qemu_vm {
 	struct vm vm; /* must be first */
 	struct qmp qmp;
 	int agent_fd;
-	int console_fd;  /* our end of the guest serial console */
-	int stderr_fd;   /* QEMU's own stderr */
-	int copy_fd;     /* where to mirror the console, or -1 */
+	int console_fd; /* our end of the guest serial console */
+	int stderr_fd;	/* QEMU's own stderr */
+	int copy_fd;	/* where to mirror the console, or -1 */
 	int pidfd;
 	bool reaped;
 	int wait_status;
@@ -95,8 +95,8 @@ static void *pump_main(void *arg)
 {
 	struct qemu_vm *q = arg;
 	struct pollfd pfd[2] = {
-		{.fd = q->console_fd, .events = POLLIN},
-		{.fd = q->stderr_fd, .events = POLLIN},
+	    {.fd = q->console_fd, .events = POLLIN},
+	    {.fd = q->stderr_fd, .events = POLLIN},
 	};
 	char buf[4096];
 
@@ -136,7 +136,8 @@ static char *find_qemu(void)
 	if (env != NULL && *env != '\0')
 		return access(env, X_OK) == 0 ? xstrdup(env) : NULL;
 	copy = xstrdup(path != NULL ? path : "/usr/local/bin:/usr/bin:/bin");
-	for (char *dir = strtok_r(copy, ":", &save); dir != NULL; dir = strtok_r(NULL, ":", &save)) {
+	for (char *dir = strtok_r(copy, ":", &save); dir != NULL;
+	     dir = strtok_r(NULL, ":", &save)) {
 		char *cand = xasprintf("%s/qemu-system-x86_64", dir);
 		if (access(cand, X_OK) == 0)
 			return cand;
@@ -162,7 +163,7 @@ struct argv_builder {
 };
 
 static void argv_add(struct argv_builder *a, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void argv_add(struct argv_builder *a, const char *fmt, ...)
 {
@@ -519,8 +520,8 @@ static enum vm_status qemu_status(struct vm *vm)
 
 	if (reap(q, false))
 		return WIFEXITED(q->wait_status) && WEXITSTATUS(q->wait_status) == 0
-			       ? VM_STATUS_STOPPED
-			       : VM_STATUS_FAILED;
+			   ? VM_STATUS_STOPPED
+			   : VM_STATUS_FAILED;
 	if (qmp_execute(&q->qmp, "query-status", NULL, &ret, QMP_TIMEOUT_MS, NULL) < 0)
 		return VM_STATUS_FAILED;
 	const char *st = json_string_value(json_object_get(ret, "status"));
@@ -609,13 +610,13 @@ static char *qemu_console_tail(struct vm *vm)
 }
 
 const struct hv_backend hv_backend_qemu = {
-	.name = "qemu",
-	.description = "qemu-system-x86_64 -M microvm over QMP (KVM or TCG)",
-	.probe = qemu_probe,
-	.spawn = qemu_spawn,
-	.agent_fd = qemu_agent_fd,
-	.status = qemu_status,
-	.wait = qemu_wait,
-	.destroy = qemu_destroy,
-	.console_tail = qemu_console_tail,
+    .name = "qemu",
+    .description = "qemu-system-x86_64 -M microvm over QMP (KVM or TCG)",
+    .probe = qemu_probe,
+    .spawn = qemu_spawn,
+    .agent_fd = qemu_agent_fd,
+    .status = qemu_status,
+    .wait = qemu_wait,
+    .destroy = qemu_destroy,
+    .console_tail = qemu_console_tail,
 };

@@ -70,7 +70,8 @@ static int read_msg(struct qmp *q, uint64_t deadline_ms, struct qmp_msg *msg, st
 			size_t n = (size_t)(nl - head);
 			int ret = qmp_parse_line((const char *)head, n, msg, err);
 			lg_buf_consume(&q->in, n + 1);
-			if (ret == 0 && msg->kind == QMP_EVENT && strcmp(msg->event, "SHUTDOWN") == 0)
+			if (ret == 0 && msg->kind == QMP_EVENT &&
+			    strcmp(msg->event, "SHUTDOWN") == 0)
 				q->shutdown_seen = true;
 			return ret;
 		}

@@ -25,8 +25,8 @@ enum qmp_kind {
 
 struct qmp_msg {
 	enum qmp_kind kind;
-	json_t *json;        /* the whole object (owned) */
-	const char *event;   /* QMP_EVENT: name */
+	json_t *json;	       /* the whole object (owned) */
+	const char *event;     /* QMP_EVENT: name */
 	const char *err_class; /* QMP_ERROR: class */
 	const char *err_desc;  /* QMP_ERROR: desc */
 };

@@ -150,20 +150,6 @@ static void progress(const struct lg_image_build_opts *o, const char *fmt, ...)
 
 /* ---- ELF executables for the initramfs ---- */
 
-static int pread_full(int fd, void *buf, size_t n, uint64_t off, uint64_t fsize)
-{
-	ssize_t r;
-
-	if (off > fsize || n > fsize - off)
-		return -EINVAL;
-	do
-		r = pread(fd, buf, n, (off_t)off);
-	while (r < 0 && errno == EINTR);
-	if (r < 0)
-		return -errno;
-	return (size_t)r == n ? 0 : -EIO;
-}
-
 /*
  * The initramfs has no libc and no dynamic loader, so every program in it
  * must be a static x86-64 executable: no PT_INTERP.
@@ -181,7 +167,7 @@ static int check_static_exec(const char *path, const char *what, const char *fix
 		return lg_err_sys(err, "stat %s `%s`", what, path);
 	if (!S_ISREG(st.st_mode))
 		return fail(err, EINVAL, "%s `%s` is not a regular file", what, path);
-	if (pread_full(fd, &eh, sizeof(eh), 0, (uint64_t)st.st_size) < 0 ||
+	if (lg_pread_exact(fd, &eh, sizeof(eh), 0, (uint64_t)st.st_size) < 0 ||
 	    memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
 		return fail(err, EINVAL, "%s `%s` is not an ELF executable", what, path);
 	if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB ||
@@ -192,7 +178,7 @@ static int check_static_exec(const char *path, const char *what, const char *fix
 	for (unsigned i = 0; i < eh.e_phnum; i++) {
 		Elf64_Phdr ph;
 
-		if (pread_full(fd, &ph, sizeof(ph), eh.e_phoff + (uint64_t)i * sizeof(ph),
+		if (lg_pread_exact(fd, &ph, sizeof(ph), eh.e_phoff + (uint64_t)i * sizeof(ph),
 			       (uint64_t)st.st_size) < 0)
 			return fail(err, EINVAL, "%s `%s` has truncated program headers", what,
 				    path);

@@ -363,20 +363,6 @@ int lg_vmlinux_extract(const char *vmlinuz_path, const char *out_path, struct lg
 	return 0;
 }
 
-static int read_at(int fd, void *buf, size_t n, uint64_t off, uint64_t file_size)
-{
-	ssize_t r;
-
-	if (off > file_size || n > file_size - off)
-		return -EINVAL;
-	do
-		r = pread(fd, buf, n, (off_t)off);
-	while (r < 0 && errno == EINTR);
-	if (r < 0)
-		return -errno;
-	return (size_t)r == n ? 0 : -EIO;
-}
-
 /* Looks for a "Xen" note of type PHYS32_ENTRY in notes[0..len). */
 static bool has_pvh_note(const uint8_t *notes, size_t len)
 {
@@ -412,7 +398,7 @@ int lg_vmlinux_check(const char *path, struct lg_err **err)
 	if (fstat(fd, &st) < 0)
 		return lg_err_sys(err, "stat `%s`", path);
 	fsize = (uint64_t)st.st_size;
-	if (read_at(fd, &eh, sizeof(eh), 0, fsize) < 0 || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
+	if (lg_pread_exact(fd, &eh, sizeof(eh), 0, fsize) < 0 || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
 		return lg_err_set(err, 0, "`%s` is not an ELF file", path);
 	if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB ||
 	    eh.e_machine != EM_X86_64)
@@ -423,12 +409,12 @@ int lg_vmlinux_check(const char *path, struct lg_err **err)
 		cleanup_free uint8_t *notes = NULL;
 		Elf64_Phdr ph;
 
-		if (read_at(fd, &ph, sizeof(ph), eh.e_phoff + (uint64_t)i * sizeof(ph), fsize) < 0)
+		if (lg_pread_exact(fd, &ph, sizeof(ph), eh.e_phoff + (uint64_t)i * sizeof(ph), fsize) < 0)
 			return lg_err_set(err, 0, "`%s` has truncated program headers", path);
 		if (ph.p_type != PT_NOTE || ph.p_filesz == 0 || ph.p_filesz > NOTE_SEG_MAX)
 			continue;
 		notes = xmalloc((size_t)ph.p_filesz);
-		if (read_at(fd, notes, (size_t)ph.p_filesz, ph.p_offset, fsize) < 0)
+		if (lg_pread_exact(fd, notes, (size_t)ph.p_filesz, ph.p_offset, fsize) < 0)
 			return lg_err_set(err, 0, "`%s` has a truncated note segment", path);
 		if (has_pvh_note(notes, (size_t)ph.p_filesz))
 			return 0;

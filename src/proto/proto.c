@@ -8,14 +8,22 @@
 #include <string.h>
 
 static const char *const msg_names[] = {
-	[LG_MSG_HELLO] = "HELLO",	    [LG_MSG_PING] = "PING",
-	[LG_MSG_EXEC] = "EXEC",		    [LG_MSG_STDIN] = "STDIN",
-	[LG_MSG_STDOUT] = "STDOUT",	    [LG_MSG_STDERR] = "STDERR",
-	[LG_MSG_EXIT] = "EXIT",		    [LG_MSG_KILL] = "KILL",
-	[LG_MSG_FILE_WRITE] = "FILE_WRITE", [LG_MSG_FILE_READ] = "FILE_READ",
-	[LG_MSG_LIST_DIR] = "LIST_DIR",	    [LG_MSG_STAT] = "STAT",
-	[LG_MSG_MKDIR] = "MKDIR",	    [LG_MSG_REMOVE] = "REMOVE",
-	[LG_MSG_SHUTDOWN] = "SHUTDOWN",	    [LG_MSG_RESULT] = "RESULT",
+    [LG_MSG_HELLO] = "HELLO",
+    [LG_MSG_PING] = "PING",
+    [LG_MSG_EXEC] = "EXEC",
+    [LG_MSG_STDIN] = "STDIN",
+    [LG_MSG_STDOUT] = "STDOUT",
+    [LG_MSG_STDERR] = "STDERR",
+    [LG_MSG_EXIT] = "EXIT",
+    [LG_MSG_KILL] = "KILL",
+    [LG_MSG_FILE_WRITE] = "FILE_WRITE",
+    [LG_MSG_FILE_READ] = "FILE_READ",
+    [LG_MSG_LIST_DIR] = "LIST_DIR",
+    [LG_MSG_STAT] = "STAT",
+    [LG_MSG_MKDIR] = "MKDIR",
+    [LG_MSG_REMOVE] = "REMOVE",
+    [LG_MSG_SHUTDOWN] = "SHUTDOWN",
+    [LG_MSG_RESULT] = "RESULT",
 };
 
 const char *lg_msg_name(uint16_t type)

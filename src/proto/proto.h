@@ -24,32 +24,32 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LG_PROTO_VERSION      1u
-#define LG_FRAME_HDR_SIZE     12u
-#define LG_FRAME_MAX_PAYLOAD  (1u << 20) /* 1 MiB: bounds every buffer on both sides */
-#define LG_DATA_CHUNK         (64u * 1024u) /* data frames are split to this size */
-#define LG_TLV_HDR_SIZE       6u
+#define LG_PROTO_VERSION     1u
+#define LG_FRAME_HDR_SIZE    12u
+#define LG_FRAME_MAX_PAYLOAD (1u << 20)	   /* 1 MiB: bounds every buffer on both sides */
+#define LG_DATA_CHUNK	     (64u * 1024u) /* data frames are split to this size */
+#define LG_TLV_HDR_SIZE	     6u
 
 /* The virtio-serial port name the guest agent looks for. */
 #define LG_AGENT_PORT_NAME "org.luminaguard.agent.0"
 
 enum lg_msg {
-	LG_MSG_HELLO = 1,       /* g->h, id 0: VERSION, AGENT */
-	LG_MSG_PING = 2,        /* h->g -> RESULT */
-	LG_MSG_EXEC = 3,        /* h->g: ARGV*, ENV*, CWD, TIMEOUT_MS, FLAGS -> data..., EXIT */
-	LG_MSG_STDIN = 4,       /* h->g: raw bytes for the exec `id`; empty = EOF */
-	LG_MSG_STDOUT = 5,      /* g->h: raw bytes */
-	LG_MSG_STDERR = 6,      /* g->h: raw bytes */
-	LG_MSG_EXIT = 7,        /* g->h: EXIT_CODE | SIGNAL, TIMED_OUT, ERRNO, MESSAGE */
-	LG_MSG_KILL = 8,        /* h->g: SIGNAL; signals the process group of exec `id` */
-	LG_MSG_FILE_WRITE = 9,  /* h->g: PATH, MODE, OFFSET, DATA, FLAGS -> RESULT */
-	LG_MSG_FILE_READ = 10,  /* h->g: PATH, OFFSET, LENGTH -> RESULT: DATA, SIZE, FLAGS(EOF) */
-	LG_MSG_LIST_DIR = 11,   /* h->g: PATH -> RESULT: DIRENT* */
-	LG_MSG_STAT = 12,       /* h->g: PATH -> RESULT: FTYPE, MODE, SIZE, MTIME */
-	LG_MSG_MKDIR = 13,      /* h->g: PATH, MODE, FLAGS(PARENTS) -> RESULT */
-	LG_MSG_REMOVE = 14,     /* h->g: PATH, FLAGS(RECURSIVE) -> RESULT */
-	LG_MSG_SHUTDOWN = 15,   /* h->g -> RESULT, then the guest powers off */
-	LG_MSG_RESULT = 16,     /* g->h: ERRNO (0 = success), MESSAGE, op-specific fields */
+	LG_MSG_HELLO = 1,      /* g->h, id 0: VERSION, AGENT */
+	LG_MSG_PING = 2,       /* h->g -> RESULT */
+	LG_MSG_EXEC = 3,       /* h->g: ARGV*, ENV*, CWD, TIMEOUT_MS, FLAGS -> data..., EXIT */
+	LG_MSG_STDIN = 4,      /* h->g: raw bytes for the exec `id`; empty = EOF */
+	LG_MSG_STDOUT = 5,     /* g->h: raw bytes */
+	LG_MSG_STDERR = 6,     /* g->h: raw bytes */
+	LG_MSG_EXIT = 7,       /* g->h: EXIT_CODE | SIGNAL, TIMED_OUT, ERRNO, MESSAGE */
+	LG_MSG_KILL = 8,       /* h->g: SIGNAL; signals the process group of exec `id` */
+	LG_MSG_FILE_WRITE = 9, /* h->g: PATH, MODE, OFFSET, DATA, FLAGS -> RESULT */
+	LG_MSG_FILE_READ = 10, /* h->g: PATH, OFFSET, LENGTH -> RESULT: DATA, SIZE, FLAGS(EOF) */
+	LG_MSG_LIST_DIR = 11,  /* h->g: PATH -> RESULT: DIRENT* */
+	LG_MSG_STAT = 12,      /* h->g: PATH -> RESULT: FTYPE, MODE, SIZE, MTIME */
+	LG_MSG_MKDIR = 13,     /* h->g: PATH, MODE, FLAGS(PARENTS) -> RESULT */
+	LG_MSG_REMOVE = 14,    /* h->g: PATH, FLAGS(RECURSIVE) -> RESULT */
+	LG_MSG_SHUTDOWN = 15,  /* h->g -> RESULT, then the guest powers off */
+	LG_MSG_RESULT = 16,    /* g->h: ERRNO (0 = success), MESSAGE, op-specific fields */
 	LG_MSG_MAX_ = 16,
 };
 
@@ -57,8 +57,8 @@ enum lg_tag {
 	LG_TAG_VERSION = 1,    /* u32 */
 	LG_TAG_AGENT = 2,      /* string: agent name and version */
 	LG_TAG_ARGV = 3,       /* string, repeated in order */
-	LG_TAG_ENV = 4,        /* string "KEY=VALUE", repeated */
-	LG_TAG_CWD = 5,        /* string */
+	LG_TAG_ENV = 4,	       /* string "KEY=VALUE", repeated */
+	LG_TAG_CWD = 5,	       /* string */
 	LG_TAG_TIMEOUT_MS = 6, /* u32, 0 = none */
 	LG_TAG_FLAGS = 7,      /* u32, meaning per message */
 	LG_TAG_EXIT_CODE = 8,  /* u32 (0..255) */
@@ -79,11 +79,11 @@ enum lg_tag {
 };
 
 /* LG_TAG_FLAGS values. */
-#define LG_EXEC_STDIN       (1u << 0) /* host will send STDIN frames; else stdin is /dev/null */
-#define LG_WRITE_TRUNC      (1u << 0)
-#define LG_WRITE_APPEND     (1u << 1)
-#define LG_WRITE_MKDIRS     (1u << 2)
-#define LG_READ_EOF         (1u << 0)
+#define LG_EXEC_STDIN	    (1u << 0) /* host will send STDIN frames; else stdin is /dev/null */
+#define LG_WRITE_TRUNC	    (1u << 0)
+#define LG_WRITE_APPEND	    (1u << 1)
+#define LG_WRITE_MKDIRS	    (1u << 2)
+#define LG_READ_EOF	    (1u << 0)
 #define LG_MKDIR_PARENTS    (1u << 0)
 #define LG_REMOVE_RECURSIVE (1u << 0)
 

@@ -62,13 +62,13 @@ static int run(struct lg_sandbox *sb, char *const argv[], const char *in, size_t
 	       uint32_t timeout_ms, struct capture *c, struct lg_exec_result *res)
 {
 	struct lg_exec_opts o = {
-		.argv = argv,
-		.stdin_fd = -1,
-		.stdin_data = in,
-		.stdin_len = in_len,
-		.timeout_ms = timeout_ms,
-		.on_output = capture_cb,
-		.ctx = c,
+	    .argv = argv,
+	    .stdin_fd = -1,
+	    .stdin_data = in,
+	    .stdin_len = in_len,
+	    .timeout_ms = timeout_ms,
+	    .on_output = capture_cb,
+	    .ctx = c,
 	};
 	struct lg_err *err = NULL;
 	int r = lg_agent_exec(sb->agent, &o, res, &err);
@@ -261,8 +261,8 @@ static void test_files(void **state)
 	if (lg_agent_write_file(sb->agent, "/tmp/t/sub/blob.bin", data, n, 0600, LG_WRITE_MKDIRS,
 				&err) < 0)
 		fail_msg("write: %s", err->msg);
-	if (lg_agent_read_file(sb->agent, "/tmp/t/sub/blob.bin", 64 << 20, &back, &back_len,
-			       &err) < 0)
+	if (lg_agent_read_file(sb->agent, "/tmp/t/sub/blob.bin", 64 << 20, &back, &back_len, &err) <
+	    0)
 		fail_msg("read: %s", err->msg);
 	assert_int_equal(back_len, n);
 	assert_memory_equal(back, data, n);
@@ -285,8 +285,7 @@ static void test_files(void **state)
 	lg_dirents_free(ents, count);
 
 	/* reading what is not there: a clean error naming the path */
-	assert_true(lg_agent_read_file(sb->agent, "/tmp/t/nope", 1024, &back, &back_len, &err) <
-		    0);
+	assert_true(lg_agent_read_file(sb->agent, "/tmp/t/nope", 1024, &back, &back_len, &err) < 0);
 	assert_non_null(strstr(err->msg, "/tmp/t/nope"));
 	lg_err_free(&err);
 
@@ -420,21 +419,17 @@ static void test_nothing_left_behind(void **state)
 int main(void)
 {
 	const struct CMUnitTest shared_vm[] = {
-		cmocka_unit_test(test_output_and_exit_codes),
-		cmocka_unit_test(test_signal_exit),
-		cmocka_unit_test(test_missing_command),
-		cmocka_unit_test(test_stdin),
-		cmocka_unit_test(test_large_output),
-		cmocka_unit_test(test_timeout),
-		cmocka_unit_test(test_env_and_cwd),
-		cmocka_unit_test(test_files),
+	    cmocka_unit_test(test_output_and_exit_codes), cmocka_unit_test(test_signal_exit),
+	    cmocka_unit_test(test_missing_command),	  cmocka_unit_test(test_stdin),
+	    cmocka_unit_test(test_large_output),	  cmocka_unit_test(test_timeout),
+	    cmocka_unit_test(test_env_and_cwd),		  cmocka_unit_test(test_files),
 	};
 	const struct CMUnitTest own_vms[] = {
-		cmocka_unit_test(test_four_vms_at_once),
-		cmocka_unit_test(test_nothing_left_behind),
+	    cmocka_unit_test(test_four_vms_at_once),
+	    cmocka_unit_test(test_nothing_left_behind),
 	};
-	int failed = cmocka_run_group_tests_name("shared-vm", shared_vm, group_setup,
-						  group_teardown);
+	int failed =
+	    cmocka_run_group_tests_name("shared-vm", shared_vm, group_setup, group_teardown);
 	failed += cmocka_run_group_tests_name("own-vms", own_vms, NULL, NULL);
 	return failed;
 }

@@ -43,11 +43,11 @@ static void test_defaults_and_command(void **state)
 
 static void test_all_options(void **state)
 {
-	char *argv[] = {"run",	       "--cpus",   "2",	   "--memory",	"512",	  "--timeout",
-			"30",	       "--image",  "img",  "--backend", "qemu",	  "--accel",
-			"tcg",	       "--env",	   "A=1",  "--env",	"B_2=x=y", "--workdir",
-			"/tmp",	       "--no-stdin", "--console", "--", "sh",	  "-c",
-			"echo $A",     NULL};
+	char *argv[] = {"run",	   "--cpus",	 "2",	      "--memory",  "512",     "--timeout",
+			"30",	   "--image",	 "img",	      "--backend", "qemu",    "--accel",
+			"tcg",	   "--env",	 "A=1",	      "--env",	   "B_2=x=y", "--workdir",
+			"/tmp",	   "--no-stdin", "--console", "--",	   "sh",      "-c",
+			"echo $A", NULL};
 	struct run_opts o;
 	char msg[256] = "";
 
@@ -88,22 +88,22 @@ struct bad_case {
 static void test_bad_flags(void **state)
 {
 	static const struct bad_case cases[] = {
-		{{"run", "--cpus", "0", "true", NULL}, "--cpus"},
-		{{"run", "--cpus", "65", "true", NULL}, "--cpus"},
-		{{"run", "--cpus", "two", "true", NULL}, "--cpus"},
-		{{"run", "--memory", "1", "true", NULL}, "--memory"},
-		{{"run", "--memory", "99999999999", "true", NULL}, "--memory"},
-		{{"run", "--memory", "-5", "true", NULL}, "--memory"},
-		{{"run", "--timeout", "1.5x", "true", NULL}, "--timeout"},
-		{{"run", "--accel", "warp", "true", NULL}, "--accel"},
-		{{"run", "--env", "NOEQUALS", "true", NULL}, "--env"},
-		{{"run", "--env", "1A=b", "true", NULL}, "--env"},
-		{{"run", "--env", "=b", "true", NULL}, "--env"},
-		{{"run", "--workdir", "rel/dir", "true", NULL}, "--workdir"},
-		{{"run", "--bogus", "true", NULL}, "unknown option"},
-		{{"run", "--cpus", NULL}, "run:"},
-		{{"run", "--", NULL}, "no command"},
-		{{"run", NULL}, "no command"},
+	    {{"run", "--cpus", "0", "true", NULL}, "--cpus"},
+	    {{"run", "--cpus", "65", "true", NULL}, "--cpus"},
+	    {{"run", "--cpus", "two", "true", NULL}, "--cpus"},
+	    {{"run", "--memory", "1", "true", NULL}, "--memory"},
+	    {{"run", "--memory", "99999999999", "true", NULL}, "--memory"},
+	    {{"run", "--memory", "-5", "true", NULL}, "--memory"},
+	    {{"run", "--timeout", "1.5x", "true", NULL}, "--timeout"},
+	    {{"run", "--accel", "warp", "true", NULL}, "--accel"},
+	    {{"run", "--env", "NOEQUALS", "true", NULL}, "--env"},
+	    {{"run", "--env", "1A=b", "true", NULL}, "--env"},
+	    {{"run", "--env", "=b", "true", NULL}, "--env"},
+	    {{"run", "--workdir", "rel/dir", "true", NULL}, "--workdir"},
+	    {{"run", "--bogus", "true", NULL}, "unknown option"},
+	    {{"run", "--cpus", NULL}, "run:"},
+	    {{"run", "--", NULL}, "no command"},
+	    {{"run", NULL}, "no command"},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -150,11 +150,8 @@ static void test_accel_names(void **state)
 
 static void test_config_check(void **state)
 {
-	struct vm_config cfg = {.cpus = 1,
-				.memory_mib = 256,
-				.kernel = "k",
-				.initrd = "i",
-				.accel = HV_ACCEL_TCG};
+	struct vm_config cfg = {
+	    .cpus = 1, .memory_mib = 256, .kernel = "k", .initrd = "i", .accel = HV_ACCEL_TCG};
 	struct lg_err *err = NULL;
 
 	assert_int_equal(hv_config_check(&cfg, &err), 0);
@@ -175,13 +172,13 @@ static void test_config_check(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_defaults_and_command),
-		cmocka_unit_test(test_all_options),
-		cmocka_unit_test(test_command_without_dashdash),
-		cmocka_unit_test(test_bad_flags),
-		cmocka_unit_test(test_help),
-		cmocka_unit_test(test_accel_names),
-		cmocka_unit_test(test_config_check),
+	    cmocka_unit_test(test_defaults_and_command),
+	    cmocka_unit_test(test_all_options),
+	    cmocka_unit_test(test_command_without_dashdash),
+	    cmocka_unit_test(test_bad_flags),
+	    cmocka_unit_test(test_help),
+	    cmocka_unit_test(test_accel_names),
+	    cmocka_unit_test(test_config_check),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

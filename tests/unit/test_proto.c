@@ -269,15 +269,15 @@ static void test_msg_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_header_roundtrip),
-		cmocka_unit_test(test_header_rejects),
-		cmocka_unit_test(test_tlv_roundtrip),
-		cmocka_unit_test(test_tlv_malformed),
-		cmocka_unit_test(test_reader_byte_by_byte),
-		cmocka_unit_test(test_reader_rejects_garbage),
-		cmocka_unit_test(test_reader_max_frame),
-		cmocka_unit_test(test_frame_end_oversize),
-		cmocka_unit_test(test_msg_names),
+	    cmocka_unit_test(test_header_roundtrip),
+	    cmocka_unit_test(test_header_rejects),
+	    cmocka_unit_test(test_tlv_roundtrip),
+	    cmocka_unit_test(test_tlv_malformed),
+	    cmocka_unit_test(test_reader_byte_by_byte),
+	    cmocka_unit_test(test_reader_rejects_garbage),
+	    cmocka_unit_test(test_reader_max_frame),
+	    cmocka_unit_test(test_frame_end_oversize),
+	    cmocka_unit_test(test_msg_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -42,8 +42,14 @@ static void test_parse_kinds(void **state)
 static void test_parse_bad(void **state)
 {
 	static const char *const bad[] = {
-		"", "{", "[]", "42", "{\"what\": 1}", "{\"event\": 5}", "{\"a\":1,\"a\":2}",
-		"{\"return\": {}} trailing",
+	    "",
+	    "{",
+	    "[]",
+	    "42",
+	    "{\"what\": 1}",
+	    "{\"event\": 5}",
+	    "{\"a\":1,\"a\":2}",
+	    "{\"return\": {}} trailing",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct qmp_msg m;
@@ -135,10 +141,10 @@ static void test_client_timeout(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_kinds),
-		cmocka_unit_test(test_parse_bad),
-		cmocka_unit_test(test_client_session),
-		cmocka_unit_test(test_client_timeout),
+	    cmocka_unit_test(test_parse_kinds),
+	    cmocka_unit_test(test_parse_bad),
+	    cmocka_unit_test(test_client_session),
+	    cmocka_unit_test(test_client_timeout),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
