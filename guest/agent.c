@@ -18,6 +18,7 @@
  * docs/agent-protocol.md describes the protocol and the choices made here.
  */
 #include "guest/agent.h"
+#include "guest/request.h"
 
 #include "common/err.h"
 #include "common/util.h"
@@ -40,8 +41,6 @@
 #include <unistd.h>
 
 #define MAX_EXECS 64
-#define MAX_ARGS  4096
-#define MAX_ENVS  4096
 
 #define OUT_HIGH   (1u << 20) /* stop reading children's output above this */
 #define OUT_HARD   (4u << 20) /* stop taking requests above this */
@@ -134,18 +133,6 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
 static uint32_t ftype_of(mode_t m)
 {
 	if (S_ISREG(m))
@@ -155,170 +142,6 @@ static uint32_t ftype_of(mode_t m)
 	if (S_ISLNK(m))
 		return LG_FTYPE_SYMLINK;
 	return LG_FTYPE_OTHER;
-}
-
-/*
- * lg_tlv_next() rejects tags this build does not know, but a newer host of
- * the same major version may add fields; requests skip those.  Only the
- * structure (header present, length within the payload, tag 0) is an error.
- */
-static int tlv_next(struct lg_tlv_iter *it, struct lg_tlv *t)
-{
-	for (;;) {
-		int r = lg_tlv_next(it, t);
-		size_t left = (size_t)(it->end - it->p);
-		uint16_t tag;
-		uint32_t len;
-
-		if (r != -EPROTO)
-			return r;
-		if (left < LG_TLV_HDR_SIZE)
-			return -EPROTO;
-		tag = (uint16_t)(it->p[0] | it->p[1] << 8);
-		len = (uint32_t)it->p[2] | (uint32_t)it->p[3] << 8 | (uint32_t)it->p[4] << 16 |
-		      (uint32_t)it->p[5] << 24;
-		if (tag <= LG_TAG_MAX_ || len > left - LG_TLV_HDR_SIZE)
-			return -EPROTO;
-		it->p += LG_TLV_HDR_SIZE + len;
-	}
-}
-
-/* ---- requests ---- */
-
-/* Every field a request may carry; each op uses the ones it needs. */
-struct req {
-	char *path;
-	char *cwd;
-	char **argv; /* NULL-terminated when argc > 0 */
-	size_t argc;
-	char **env;
-	size_t envc;
-	uint32_t mode;
-	bool has_mode;
-	uint64_t offset;
-	uint32_t length;
-	bool has_length;
-	uint32_t flags;
-	uint32_t timeout_ms;
-	uint32_t signal;
-	bool has_signal;
-	const uint8_t *data; /* points into the reader: valid during the op */
-	size_t data_len;
-};
-
-static void strv_free(char **v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(v[i]);
-	free(v);
-}
-
-static void req_free(struct req *rq)
-{
-	free(rq->path);
-	free(rq->cwd);
-	strv_free(rq->argv, rq->argc);
-	strv_free(rq->env, rq->envc);
-}
-
-static int strv_push(char ***v, size_t *n, size_t max, const struct lg_tlv *t, const char *what,
-		     struct lg_err **err)
-{
-	char *s;
-
-	if (*n >= max)
-		return lg_err_set(err, E2BIG, "more than %zu %s fields", max, what);
-	if (lg_tlv_strdup(t, &s) < 0)
-		return lg_err_set(err, EPROTO, "%s field contains a NUL byte", what);
-	/* Room for the new string and a NULL terminator (for execvp). */
-	if ((*n & (*n + 1)) == 0 || *n < 7)
-		*v = xrealloc(*v, (*n + 2 < 8 ? 8 : 2 * (*n + 1)) * sizeof(char *));
-	(*v)[(*n)++] = s;
-	(*v)[*n] = NULL;
-	return 0;
-}
-
-static int set_str(char **dst, const struct lg_tlv *t, const char *what, struct lg_err **err)
-{
-	char *s;
-
-	if (lg_tlv_strdup(t, &s) < 0)
-		return lg_err_set(err, EPROTO, "%s field contains a NUL byte", what);
-	free(*dst);
-	*dst = s;
-	return 0;
-}
-
-static int get_u32(const struct lg_tlv *t, uint32_t *out, const char *what, struct lg_err **err)
-{
-	if (lg_tlv_u32(t, out) < 0)
-		return lg_err_set(err, EPROTO, "%s field has length %u, want 4", what, t->len);
-	return 0;
-}
-
-static int get_u64(const struct lg_tlv *t, uint64_t *out, const char *what, struct lg_err **err)
-{
-	if (lg_tlv_u64(t, out) < 0)
-		return lg_err_set(err, EPROTO, "%s field has length %u, want 8", what, t->len);
-	return 0;
-}
-
-/* Fields that repeat where they should not: the last one wins. */
-static int req_parse(struct req *rq, const uint8_t *p, size_t n, struct lg_err **err)
-{
-	struct lg_tlv_iter it;
-	struct lg_tlv t;
-	int r;
-
-	lg_tlv_iter_init(&it, p, n);
-	while ((r = tlv_next(&it, &t)) == 1) {
-		switch (t.tag) {
-		case LG_TAG_PATH:
-			r = set_str(&rq->path, &t, "PATH", err);
-			break;
-		case LG_TAG_CWD:
-			r = set_str(&rq->cwd, &t, "CWD", err);
-			break;
-		case LG_TAG_ARGV:
-			r = strv_push(&rq->argv, &rq->argc, MAX_ARGS, &t, "ARGV", err);
-			break;
-		case LG_TAG_ENV:
-			r = strv_push(&rq->env, &rq->envc, MAX_ENVS, &t, "ENV", err);
-			break;
-		case LG_TAG_MODE:
-			r = get_u32(&t, &rq->mode, "MODE", err);
-			rq->has_mode = true;
-			break;
-		case LG_TAG_OFFSET:
-			r = get_u64(&t, &rq->offset, "OFFSET", err);
-			break;
-		case LG_TAG_LENGTH:
-			r = get_u32(&t, &rq->length, "LENGTH", err);
-			rq->has_length = true;
-			break;
-		case LG_TAG_FLAGS:
-			r = get_u32(&t, &rq->flags, "FLAGS", err);
-			break;
-		case LG_TAG_TIMEOUT_MS:
-			r = get_u32(&t, &rq->timeout_ms, "TIMEOUT_MS", err);
-			break;
-		case LG_TAG_SIGNAL:
-			r = get_u32(&t, &rq->signal, "SIGNAL", err);
-			rq->has_signal = true;
-			break;
-		case LG_TAG_DATA:
-			rq->data = t.val;
-			rq->data_len = t.len;
-			break;
-		default:
-			break; /* a field of another message: not ours to judge */
-		}
-		if (r < 0)
-			return r;
-	}
-	if (r < 0)
-		return lg_err_set(err, EPROTO, "malformed TLV field");
-	return 0;
 }
 
 static int need_path(const struct req *rq, struct lg_err **err)
@@ -1042,9 +865,9 @@ static int op_list_dir(struct agent *a, uint32_t id, struct req *rq, struct lg_b
 		} else {
 			ftype = ftype_of_dtype(de->d_type); /* it went away meanwhile */
 		}
-		put_le32(ent, ftype);
-		put_le32(ent + 4, mode);
-		put_le64(ent + 8, size);
+		lg_put_le32(ent, ftype);
+		lg_put_le32(ent + 4, mode);
+		lg_put_le64(ent + 8, size);
 		memcpy(ent + LG_DIRENT_FIXED, de->d_name, nlen);
 		lg_tlv_put(fields, LG_TAG_DIRENT, ent, LG_DIRENT_FIXED + nlen);
 	}

@@ -184,9 +184,13 @@ int lg_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 
 int lg_mkdir_p(const char *path, mode_t mode)
 {
-	cleanup_free char *copy = xstrdup(path);
+	cleanup_free char *copy = NULL;
+	struct stat st;
 	char *p;
 
+	if (path == NULL || *path == '\0')
+		return -EINVAL;
+	copy = xstrdup(path);
 	for (p = copy + 1; *p; p++) {
 		if (*p != '/')
 			continue;
@@ -195,8 +199,15 @@ int lg_mkdir_p(const char *path, mode_t mode)
 			return -errno;
 		*p = '/';
 	}
-	if (mkdir(copy, mode) < 0 && errno != EEXIST)
-		return -errno;
+	if (mkdir(copy, mode) < 0) {
+		if (errno != EEXIST)
+			return -errno;
+		/* EEXIST is success only if what exists is a directory. */
+		if (stat(copy, &st) < 0)
+			return -errno;
+		if (!S_ISDIR(st.st_mode))
+			return -ENOTDIR;
+	}
 	return 0;
 }
 

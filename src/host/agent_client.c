@@ -42,6 +42,8 @@ static int collect(const uint8_t *payload, size_t len, struct fields *out)
 	memset(out, 0, sizeof(*out));
 	lg_tlv_iter_init(&it, payload, len);
 	while ((r = lg_tlv_next(&it, &t)) == 1) {
+		if (t.tag > LG_TAG_MAX_)
+			continue; /* a newer guest's field */
 		if (!out->have[t.tag]) {
 			out->f[t.tag] = t;
 			out->have[t.tag] = true;
@@ -449,11 +451,6 @@ void lg_dirents_free(struct lg_dirent *d, size_t count)
 	free(d);
 }
 
-static uint32_t le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 int lg_agent_list_dir(struct lg_agent *a, const char *path, struct lg_dirent **out, size_t *count,
 		      struct lg_err **err)
 {
@@ -489,9 +486,9 @@ int lg_agent_list_dir(struct lg_agent *a, const char *path, struct lg_dirent **o
 			break;
 		}
 		ents = xrealloc(ents, (n + 1) * sizeof(*ents));
-		ents[n].ftype = le32(t.val);
-		ents[n].mode = le32(t.val + 4);
-		ents[n].size = (uint64_t)le32(t.val + 8) | (uint64_t)le32(t.val + 12) << 32;
+		ents[n].ftype = lg_get_le32(t.val);
+		ents[n].mode = lg_get_le32(t.val + 4);
+		ents[n].size = lg_get_le64(t.val + 8);
 		ents[n].name = xmalloc(t.len - LG_DIRENT_FIXED + 1);
 		memcpy(ents[n].name, t.val + LG_DIRENT_FIXED, t.len - LG_DIRENT_FIXED);
 		ents[n].name[t.len - LG_DIRENT_FIXED] = '\0';

@@ -33,54 +33,54 @@ const char *lg_msg_name(uint16_t type)
 	return msg_names[type];
 }
 
-static void put_le16(uint8_t *p, uint16_t v)
+void lg_put_le16(uint8_t *p, uint16_t v)
 {
 	p[0] = (uint8_t)v;
 	p[1] = (uint8_t)(v >> 8);
 }
 
-static void put_le32(uint8_t *p, uint32_t v)
+void lg_put_le32(uint8_t *p, uint32_t v)
 {
 	for (int i = 0; i < 4; i++)
 		p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static void put_le64(uint8_t *p, uint64_t v)
+void lg_put_le64(uint8_t *p, uint64_t v)
 {
 	for (int i = 0; i < 8; i++)
 		p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static uint16_t get_le16(const uint8_t *p)
+uint16_t lg_get_le16(const uint8_t *p)
 {
 	return (uint16_t)(p[0] | (p[1] << 8));
 }
 
-static uint32_t get_le32(const uint8_t *p)
+uint32_t lg_get_le32(const uint8_t *p)
 {
 	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
 	       ((uint32_t)p[3] << 24);
 }
 
-static uint64_t get_le64(const uint8_t *p)
+uint64_t lg_get_le64(const uint8_t *p)
 {
-	return (uint64_t)get_le32(p) | ((uint64_t)get_le32(p + 4) << 32);
+	return (uint64_t)lg_get_le32(p) | ((uint64_t)lg_get_le32(p + 4) << 32);
 }
 
 void lg_frame_hdr_encode(uint8_t out[LG_FRAME_HDR_SIZE], const struct lg_frame_hdr *h)
 {
-	put_le32(out, h->len);
-	put_le16(out + 4, h->type);
-	put_le16(out + 6, h->flags);
-	put_le32(out + 8, h->id);
+	lg_put_le32(out, h->len);
+	lg_put_le16(out + 4, h->type);
+	lg_put_le16(out + 6, h->flags);
+	lg_put_le32(out + 8, h->id);
 }
 
 int lg_frame_hdr_decode(const uint8_t in[LG_FRAME_HDR_SIZE], struct lg_frame_hdr *h)
 {
-	h->len = get_le32(in);
-	h->type = get_le16(in + 4);
-	h->flags = get_le16(in + 6);
-	h->id = get_le32(in + 8);
+	h->len = lg_get_le32(in);
+	h->type = lg_get_le16(in + 4);
+	h->flags = lg_get_le16(in + 6);
+	h->id = lg_get_le32(in + 8);
 	if (h->len > LG_FRAME_MAX_PAYLOAD)
 		return -EMSGSIZE;
 	if (h->type == 0 || h->type > LG_MSG_MAX_ || h->flags != 0)
@@ -163,7 +163,7 @@ int lg_frame_end(struct lg_buf *b, size_t start)
 		b->len = b->off + start; /* drop the oversized frame whole, never send half */
 		return -EMSGSIZE;
 	}
-	put_le32(b->data + b->off + start, (uint32_t)len);
+	lg_put_le32(b->data + b->off + start, (uint32_t)len);
 	return 0;
 }
 
@@ -178,8 +178,8 @@ void lg_tlv_put(struct lg_buf *b, uint16_t tag, const void *p, size_t n)
 {
 	uint8_t hdr[LG_TLV_HDR_SIZE];
 
-	put_le16(hdr, tag);
-	put_le32(hdr + 2, (uint32_t)n);
+	lg_put_le16(hdr, tag);
+	lg_put_le32(hdr + 2, (uint32_t)n);
 	lg_buf_append(b, hdr, sizeof(hdr));
 	lg_buf_append(b, p, n);
 }
@@ -187,14 +187,14 @@ void lg_tlv_put(struct lg_buf *b, uint16_t tag, const void *p, size_t n)
 void lg_tlv_put_u32(struct lg_buf *b, uint16_t tag, uint32_t v)
 {
 	uint8_t raw[4];
-	put_le32(raw, v);
+	lg_put_le32(raw, v);
 	lg_tlv_put(b, tag, raw, sizeof(raw));
 }
 
 void lg_tlv_put_u64(struct lg_buf *b, uint16_t tag, uint64_t v)
 {
 	uint8_t raw[8];
-	put_le64(raw, v);
+	lg_put_le64(raw, v);
 	lg_tlv_put(b, tag, raw, sizeof(raw));
 }
 
@@ -220,12 +220,16 @@ int lg_tlv_next(struct lg_tlv_iter *it, struct lg_tlv *out)
 		return 0;
 	if (left < LG_TLV_HDR_SIZE)
 		return -EPROTO;
-	out->tag = get_le16(it->p);
-	len = get_le32(it->p + 2);
+	out->tag = lg_get_le16(it->p);
+	len = lg_get_le32(it->p + 2);
 	/* Compare against what is left, never compute p + len first: no overflow. */
 	if (len > left - LG_TLV_HDR_SIZE)
 		return -EPROTO;
-	if (out->tag == 0 || out->tag > LG_TAG_MAX_)
+	/*
+	 * Tag 0 is never valid.  Tags above LG_TAG_MAX_ come from a newer peer
+	 * of the same protocol version; readers skip what they do not know.
+	 */
+	if (out->tag == 0)
 		return -EPROTO;
 	out->len = len;
 	out->val = it->p + LG_TLV_HDR_SIZE;
@@ -237,7 +241,7 @@ int lg_tlv_u32(const struct lg_tlv *t, uint32_t *out)
 {
 	if (t->len != 4)
 		return -EPROTO;
-	*out = get_le32(t->val);
+	*out = lg_get_le32(t->val);
 	return 0;
 }
 
@@ -245,7 +249,7 @@ int lg_tlv_u64(const struct lg_tlv *t, uint64_t *out)
 {
 	if (t->len != 8)
 		return -EPROTO;
-	*out = get_le64(t->val);
+	*out = lg_get_le64(t->val);
 	return 0;
 }
 

@@ -105,6 +105,14 @@ struct lg_frame_hdr {
 
 const char *lg_msg_name(uint16_t type);
 
+/* Little-endian field access, byte by byte: no alignment assumptions. */
+void lg_put_le16(uint8_t *p, uint16_t v);
+void lg_put_le32(uint8_t *p, uint32_t v);
+void lg_put_le64(uint8_t *p, uint64_t v);
+uint16_t lg_get_le16(const uint8_t *p);
+uint32_t lg_get_le32(const uint8_t *p);
+uint64_t lg_get_le64(const uint8_t *p);
+
 void lg_frame_hdr_encode(uint8_t out[LG_FRAME_HDR_SIZE], const struct lg_frame_hdr *h);
 
 /*
@@ -166,7 +174,11 @@ struct lg_tlv {
 };
 
 void lg_tlv_iter_init(struct lg_tlv_iter *it, const uint8_t *payload, size_t len);
-/* 1: *out holds the next field; 0: end of payload; -EPROTO: malformed. */
+/*
+ * 1: *out holds the next field; 0: end of payload; -EPROTO: malformed.
+ * Tags above LG_TAG_MAX_ are returned too (a newer peer's fields): callers
+ * skip tags they do not know.
+ */
 int lg_tlv_next(struct lg_tlv_iter *it, struct lg_tlv *out);
 /* Typed accessors: -EPROTO if the length does not match the type. */
 int lg_tlv_u32(const struct lg_tlv *t, uint32_t *out);

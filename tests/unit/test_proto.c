@@ -131,9 +131,9 @@ static void test_tlv_malformed(void **state)
 	uint8_t bad1[] = {LG_TAG_PATH, 0, 10, 0, 0, 0, 'a', 'b'};
 	/* header cut short */
 	uint8_t bad2[] = {LG_TAG_PATH, 0, 1};
-	/* tag 0 and unknown tag */
+	/* tag 0; an unknown tag is not malformed (a newer peer's field) */
 	uint8_t bad3[] = {0, 0, 0, 0, 0, 0};
-	uint8_t bad4[] = {0xff, 0x7f, 0, 0, 0, 0};
+	uint8_t unknown[] = {0xff, 0x7f, 1, 0, 0, 0, 'x', LG_TAG_PATH, 0, 0, 0, 0, 0};
 	/* a huge length that would overflow a naive pointer check */
 	uint8_t bad5[] = {LG_TAG_PATH, 0, 0xff, 0xff, 0xff, 0xff, 'x'};
 	/* an embedded NUL in a string */
@@ -148,8 +148,13 @@ static void test_tlv_malformed(void **state)
 	assert_int_equal(lg_tlv_next(&it, &t), -EPROTO);
 	lg_tlv_iter_init(&it, bad3, sizeof(bad3));
 	assert_int_equal(lg_tlv_next(&it, &t), -EPROTO);
-	lg_tlv_iter_init(&it, bad4, sizeof(bad4));
-	assert_int_equal(lg_tlv_next(&it, &t), -EPROTO);
+	lg_tlv_iter_init(&it, unknown, sizeof(unknown));
+	assert_int_equal(lg_tlv_next(&it, &t), 1);
+	assert_int_equal(t.tag, 0x7fff);
+	assert_int_equal(t.len, 1);
+	assert_int_equal(lg_tlv_next(&it, &t), 1);
+	assert_int_equal(t.tag, LG_TAG_PATH);
+	assert_int_equal(lg_tlv_next(&it, &t), 0);
 	lg_tlv_iter_init(&it, bad5, sizeof(bad5));
 	assert_int_equal(lg_tlv_next(&it, &t), -EPROTO);
 	lg_tlv_iter_init(&it, nul, sizeof(nul));

@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests of the shared utilities and error type. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "common/err.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void test_parse_u64(void **state)
+{
+	uint64_t v = 0;
+
+	assert_int_equal(lg_parse_u64("42", 0, 100, &v), 0);
+	assert_int_equal(v, 42);
+	assert_int_equal(lg_parse_u64("101", 0, 100, &v), -ERANGE);
+	assert_int_equal(lg_parse_u64("", 0, 100, &v), -EINVAL);
+	assert_int_equal(lg_parse_u64("-1", 0, 100, &v), -EINVAL);
+	assert_int_equal(lg_parse_u64(" 1", 0, 100, &v), -EINVAL);
+	assert_int_equal(lg_parse_u64("1x", 0, 100, &v), -EINVAL);
+	assert_int_equal(lg_parse_u64("99999999999999999999999", 0, UINT64_MAX, &v), -EINVAL);
+	assert_int_equal(lg_parse_u64(NULL, 0, 100, &v), -EINVAL);
+}
+
+static void test_mkdir_p_and_rm_rf(void **state)
+{
+	char tmpl[] = "/tmp/lg-test-util-XXXXXX";
+	char *dir = mkdtemp(tmpl);
+	cleanup_free char *deep = NULL;
+	cleanup_free char *file = NULL;
+	struct stat st;
+	int fd;
+
+	assert_non_null(dir);
+	deep = xasprintf("%s/a/b/c", dir);
+	assert_int_equal(lg_mkdir_p(deep, 0700), 0);
+	assert_int_equal(stat(deep, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(lg_mkdir_p(deep, 0700), 0); /* exists: fine */
+
+	file = xasprintf("%s/a/file", dir);
+	fd = open(file, O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(lg_mkdir_p(file, 0700), -ENOTDIR); /* a file is not a directory */
+	assert_int_equal(lg_mkdir_p("", 0700), -EINVAL);
+
+	/* a symlink out of the tree is removed, never followed */
+	cleanup_free char *outside = xasprintf("%s-outside", dir);
+	cleanup_free char *link = xasprintf("%s/a/link", dir);
+	assert_int_equal(mkdir(outside, 0700), 0);
+	assert_int_equal(symlink(outside, link), 0);
+	assert_int_equal(lg_rm_rf(dir), 0);
+	assert_int_equal(stat(dir, &st), -1);
+	assert_int_equal(stat(outside, &st), 0);
+	rmdir(outside);
+}
+
+static void test_pread_exact(void **state)
+{
+	char tmpl[] = "/tmp/lg-test-pread-XXXXXX";
+	int fd = mkstemp(tmpl);
+	char buf[8];
+
+	assert_true(fd >= 0);
+	unlink(tmpl);
+	assert_int_equal(write(fd, "abcdef", 6), 6);
+	assert_int_equal(lg_pread_exact(fd, buf, 3, 2, 6), 0);
+	assert_memory_equal(buf, "cde", 3);
+	assert_int_equal(lg_pread_exact(fd, buf, 5, 2, 6), -EINVAL);
+	assert_int_equal(lg_pread_exact(fd, buf, 1, UINT64_MAX, 6), -EINVAL);
+	/* a size that claims more than the file holds: short read is an error */
+	assert_int_equal(lg_pread_exact(fd, buf, 8, 0, 100), -EIO);
+	close(fd);
+}
+
+static void test_err_chain(void **state)
+{
+	struct lg_err *err = NULL;
+
+	assert_int_equal(lg_err_set(&err, ENOENT, "open `%s`", "/x"), -ENOENT);
+	/* the first error wins; later ones do not overwrite it */
+	assert_int_equal(lg_err_set(&err, EINVAL, "other"), -EINVAL);
+	assert_int_equal(lg_err_wrap(&err, "image '%s'", "default"), -ENOENT);
+	assert_string_equal(err->msg, "image 'default': open `/x`: No such file or directory");
+	assert_int_equal(lg_err_code(err), -ENOENT);
+	lg_err_free(&err);
+	assert_null(err);
+	assert_int_equal(lg_err_set(&err, 0, "plain"), -1);
+	assert_string_equal(err->msg, "plain");
+	lg_err_free(&err);
+	assert_int_equal(lg_err_set(NULL, EIO, "ignored"), -EIO);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_u64),
+		cmocka_unit_test(test_mkdir_p_and_rm_rf),
+		cmocka_unit_test(test_pread_exact),
+		cmocka_unit_test(test_err_chain),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
