@@ -18,7 +18,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 PKGS=(gcc libc6-dev meson ninja-build pkg-config libjansson-dev liblzma-dev
-	qemu-system-x86 busybox-static xz-utils cpio kmod libcmocka-dev)
+	qemu-system-x86 busybox-static xz-utils cpio kmod libcmocka-dev libmicrohttpd-dev)
 if [ "${SETUP_TEST_DEPS:-0}" = 1 ]; then
 	PKGS+=(clang libclang-rt-14-dev procps)
 fi

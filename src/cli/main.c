@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The `luminaguard` command: one table of subcommands, one file each. */
 #include "cli/commands.h"
+#include "cli/commands_approval.h"
+#include "cli/commands_approvals.h"
 
 #include "common/log.h"
 #include "lg-config.h"
@@ -20,6 +22,10 @@ static int cmd_help(int argc, char **argv);
 static const struct command commands[] = {
     {"run", cmd_run, "run a command in a throw-away micro-VM"},
     {"image", cmd_image, "build, list, verify and remove guest images"},
+    {"mcp", cmd_mcp, "serve MCP (stdio or Streamable HTTP) with the approval cliff"},
+    {"approvals", cmd_approvals, "list, approve or deny actions waiting for a human"},
+    {"audit", cmd_audit, "verify the audit log's hash chain"},
+    {"policy", cmd_policy, "check a policy file, or show the default policy"},
     {"doctor", cmd_doctor, "say what this host can run, and why"},
     {"version", cmd_version, "print the version"},
     {"help", cmd_help, "help for a command"},

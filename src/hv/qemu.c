@@ -11,6 +11,7 @@
 #include "hv/hv.h"
 #include "hv/qmp.h"
 
+#include "common/keeper.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "proto/proto.h"
@@ -294,7 +295,11 @@ child_exec(char **argv, const int fds[3], int stderr_fd, int status_fd)
 	/* Own process group: the user's ^C reaches luminaguard, which then
 	 * tears the VM down in order, instead of killing QEMU under it. */
 	setpgid(0, 0);
-	/* If luminaguard dies without cleaning up (SIGKILL), QEMU dies too. */
+	/*
+	 * If luminaguard dies without cleaning up (SIGKILL), QEMU dies too.  We
+	 * were forked on the keeper thread (common/keeper.h), which lives as
+	 * long as the process: the death signal is about the thread.
+	 */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() == 1)
 		_exit(127);
@@ -325,6 +330,19 @@ fail:
 		/* nothing left to report to */
 	}
 	_exit(127);
+}
+
+struct child_args {
+	char **argv;
+	int fds[3];
+	int stderr_fd;
+	int status_fd;
+};
+
+static void __attribute__((noreturn)) child_main(void *arg)
+{
+	struct child_args *ca = arg;
+	child_exec(ca->argv, ca->fds, ca->stderr_fd, ca->status_fd);
 }
 
 /* Moves fd to a number >= min (so the child's dup2 targets are free). */
@@ -393,14 +411,16 @@ static int qemu_spawn(const struct vm_config *cfg, struct vm **out, struct lg_er
 			lg_debug("qemu argv[%zu] = %s", i, args.v[i]);
 	}
 
-	pid_t pid = fork();
+	struct child_args ca = {
+	    .argv = args.v,
+	    .fds = {pairs[0][1], pairs[1][1], pairs[2][1]},
+	    .stderr_fd = errpipe[1],
+	    .status_fd = status[1],
+	};
+	pid_t pid = lg_keeper_fork(child_main, &ca);
 	if (pid < 0) {
-		ret = lg_err_sys(err, "fork");
+		ret = lg_err_set(err, -pid, "fork");
 		goto fail;
-	}
-	if (pid == 0) {
-		const int child_fds[3] = {pairs[0][1], pairs[1][1], pairs[2][1]};
-		child_exec(args.v, child_fds, errpipe[1], status[1]);
 	}
 	q->vm.pid = pid;
 	argv_free(&args);

@@ -1,0 +1,475 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The approval broker.  One mutex guards the broker and every request it
+ * filed; each request has its own condition variable, on CLOCK_MONOTONIC so
+ * that setting the wall clock can neither hurry nor stall a timeout.
+ *
+ * Invariants, all under b->mu:
+ *  - a request is on the pending list iff its state is APPROVAL_PENDING,
+ *    and the list holds one reference to it;
+ *  - its state leaves PENDING exactly once (the first decision wins), and the
+ *    decision is written to the audit log before any waiter can see it, so
+ *    the log never shows an outcome before the decision that allowed it;
+ *  - each request holds a reference to its broker, so approval_put() after
+ *    approval_broker_free() is safe (the broker's memory goes with the last
+ *    request).
+ */
+#include "approval/approval.h"
+
+#include "audit/audit.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#define DEFAULT_TIMEOUT_S 300
+/*
+ * A misbehaving agent could file red actions in a loop; each waits up to
+ * the timeout, so without a bound the broker's memory (and the human's
+ * list) would grow without limit.  Beyond it, requests are denied at once.
+ */
+#define MAX_PENDING 1024
+#define ID_HEX	    12
+
+/*
+ * Records an error whose message already says why (lg_err_set() would
+ * append strerror(errnum)) and returns -errnum.
+ */
+static int __attribute__((format(printf, 3, 4)))
+err_msg(struct lg_err **err, int errnum, const char *fmt, ...)
+{
+	cleanup_free char *msg = NULL;
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vasprintf(&msg, fmt, ap);
+	va_end(ap);
+	lg_err_set(err, 0, "%s", r >= 0 ? msg : fmt);
+	return -errnum;
+}
+
+struct approval {
+	struct approval_broker *b;
+	unsigned refs;
+	char id[3 + ID_HEX + 1];
+	json_t *card;
+	enum approval_state state;
+	char *decider;
+	char *reason;
+	time_t created_wall; /* for people: `approvals list` shows the age */
+	uint64_t deadline_ms;
+	pthread_cond_t cond;
+	struct approval *prev, *next; /* pending list */
+};
+
+struct approval_broker {
+	pthread_mutex_t mu;
+	unsigned refs; /* the owner's, plus one per live request */
+	unsigned timeout_s;
+	struct audit_log *audit;
+	struct approval *head;
+	size_t npending;
+};
+
+const char *approval_state_name(enum approval_state s)
+{
+	switch (s) {
+	case APPROVAL_PENDING:
+		return "pending";
+	case APPROVAL_APPROVED:
+		return "approved";
+	case APPROVAL_DENIED:
+		return "denied";
+	case APPROVAL_TIMED_OUT:
+		return "timeout";
+	case APPROVAL_CANCELLED:
+		return "cancelled";
+	}
+	return "unknown";
+}
+
+struct approval_broker *approval_broker_new(unsigned timeout_s, struct audit_log *audit)
+{
+	struct approval_broker *b = xzalloc(sizeof(*b));
+
+	pthread_mutex_init(&b->mu, NULL);
+	b->refs = 1;
+	b->timeout_s = timeout_s != 0 ? timeout_s : DEFAULT_TIMEOUT_S;
+	b->audit = audit;
+	return b;
+}
+
+unsigned approval_broker_timeout(const struct approval_broker *b)
+{
+	return b->timeout_s;
+}
+
+static void broker_destroy(struct approval_broker *b)
+{
+	pthread_mutex_destroy(&b->mu);
+	free(b);
+}
+
+/* Called with b->mu held. */
+static void audit_locked(struct approval_broker *b, json_t *event, struct lg_err **err)
+{
+	struct lg_err *e = NULL;
+
+	if (b->audit == NULL) {
+		json_decref(event);
+		return;
+	}
+	if (event == NULL)
+		err_msg(&e, EINVAL, "cannot encode the audit entry");
+	else
+		audit_append(b->audit, event, &e);
+	if (e != NULL) {
+		if (err != NULL) {
+			*err = steal_pointer(&e);
+		} else {
+			lg_error("audit: %s", e->msg);
+			lg_err_free(&e);
+		}
+	}
+	json_decref(event);
+}
+
+static void list_remove_locked(struct approval_broker *b, struct approval *a)
+{
+	if (a->prev != NULL)
+		a->prev->next = a->next;
+	else
+		b->head = a->next;
+	if (a->next != NULL)
+		a->next->prev = a->prev;
+	a->prev = a->next = NULL;
+	b->npending--;
+}
+
+/* Drops one reference; frees a (and maybe its broker) at zero.  b->mu held. */
+static bool put_locked(struct approval *a)
+{
+	struct approval_broker *b = a->b;
+
+	if (--a->refs > 0)
+		return false;
+	pthread_cond_destroy(&a->cond);
+	json_decref(a->card);
+	free(a->decider);
+	free(a->reason);
+	free(a);
+	return --b->refs == 0;
+}
+
+static json_t *decision_event(const struct approval *a, enum approval_state s, const char *decider,
+			      const char *reason)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:s?}", "type", "decision", "approval", a->id,
+			 "decision", approval_state_name(s), "decider", decider, "reason", reason);
+}
+
+/*
+ * Moves a pending request to its final state, records the decision, wakes
+ * every waiter and drops the list's reference.  b->mu held; a is PENDING.
+ *
+ * Approving is the one decision that must not happen unrecorded: if the
+ * audit write fails, the request stays pending and -EIO comes back (it will
+ * time out, which is a deny).  Every other decision is a "no" and stands
+ * even if it cannot be recorded (the failure is logged): refusing to deny
+ * would be worse.
+ */
+static int finish_locked(struct approval *a, enum approval_state s, const char *decider,
+			 const char *reason, struct lg_err **err)
+{
+	struct approval_broker *b = a->b;
+	struct lg_err *aerr = NULL;
+
+	audit_locked(b, decision_event(a, s, decider, reason),
+		     s == APPROVAL_APPROVED ? &aerr : NULL);
+	if (aerr != NULL) {
+		lg_err_wrap(&aerr, "cannot record the approval of %s, so it is not granted", a->id);
+		if (err != NULL) {
+			*err = steal_pointer(&aerr);
+		} else {
+			lg_error("%s", aerr->msg);
+			lg_err_free(&aerr);
+		}
+		return -EIO;
+	}
+	a->state = s;
+	a->decider = xstrdup(decider);
+	a->reason = reason != NULL ? xstrdup(reason) : NULL;
+	list_remove_locked(b, a);
+	pthread_cond_broadcast(&a->cond);
+	/*
+	 * Never the broker's last reference: every caller holds another one
+	 * (the owner's, or that of a request it holds).
+	 */
+	put_locked(a);
+	return 0;
+}
+
+/* Times out every pending request past its deadline, waiter or not.  b->mu held. */
+static void expire_locked(struct approval_broker *b, uint64_t now)
+{
+	struct approval *a = b->head;
+
+	while (a != NULL) {
+		struct approval *next = a->next;
+
+		if (now >= a->deadline_ms)
+			finish_locked(a, APPROVAL_TIMED_OUT, "timeout", NULL, NULL);
+		a = next;
+	}
+}
+
+static void random_id(char out[3 + ID_HEX + 1])
+{
+	unsigned char raw[ID_HEX / 2];
+	size_t got = 0;
+
+	while (got < sizeof(raw)) {
+		ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		/*
+		 * Ids are bearer names for a decision over the control socket;
+		 * without the kernel's randomness there is no safe fallback.
+		 */
+		if (n < 0) {
+			lg_error("getrandom: %s", strerror(errno));
+			abort();
+		}
+		got += (size_t)n;
+	}
+	memcpy(out, "ap-", 3);
+	for (size_t i = 0; i < sizeof(raw); i++)
+		snprintf(out + 3 + 2 * i, 3, "%02x", raw[i]);
+}
+
+static struct approval *find_locked(struct approval_broker *b, const char *id)
+{
+	for (struct approval *a = b->head; a != NULL; a = a->next)
+		if (strcmp(a->id, id) == 0)
+			return a;
+	return NULL;
+}
+
+struct approval *approval_file(struct approval_broker *b, const json_t *card)
+{
+	struct approval *a = xzalloc(sizeof(*a));
+	pthread_condattr_t attr;
+	struct lg_err *aerr = NULL;
+
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&a->cond, &attr);
+	pthread_condattr_destroy(&attr);
+	/* A deep copy: the card is read from other threads (list, audit). */
+	a->card = card != NULL && json_is_object(card) ? json_deep_copy(card) : json_object();
+	if (a->card == NULL)
+		abort();
+	a->state = APPROVAL_PENDING;
+	a->created_wall = time(NULL);
+	a->b = b;
+	a->refs = 2; /* the caller's and the pending list's */
+
+	pthread_mutex_lock(&b->mu);
+	b->refs++;
+	do
+		random_id(a->id);
+	while (find_locked(b, a->id) != NULL);
+	a->deadline_ms = lg_now_ms() + (uint64_t)b->timeout_s * 1000;
+	expire_locked(b, lg_now_ms());
+
+	/*
+	 * The request is recorded before anyone can learn its id, so a
+	 * decision can never precede its request in the log.  A request that
+	 * cannot be recorded is denied: nothing unrecorded may be approved.
+	 */
+	audit_locked(b,
+		     json_pack("{s:s, s:s, s:O}", "type", "approval_request", "approval", a->id,
+			       "card", a->card),
+		     &aerr);
+
+	a->next = b->head;
+	if (b->head != NULL)
+		b->head->prev = a;
+	b->head = a;
+	b->npending++;
+	if (aerr != NULL) {
+		lg_error("approval %s: %s; denied", a->id, aerr->msg);
+		lg_err_free(&aerr);
+		finish_locked(a, APPROVAL_DENIED, "broker", "the audit log cannot be written",
+			      NULL);
+	} else if (b->npending > MAX_PENDING) {
+		finish_locked(a, APPROVAL_DENIED, "broker", "too many pending approvals", NULL);
+	}
+	pthread_mutex_unlock(&b->mu);
+	return a;
+}
+
+const char *approval_id(const struct approval *a)
+{
+	return a->id;
+}
+
+enum approval_state approval_wait(struct approval *a, char **decider, char **reason)
+{
+	struct approval_broker *b = a->b;
+	struct timespec ts = {.tv_sec = (time_t)(a->deadline_ms / 1000),
+			      .tv_nsec = (long)(a->deadline_ms % 1000) * 1000000L};
+	enum approval_state s;
+
+	pthread_mutex_lock(&b->mu);
+	while (a->state == APPROVAL_PENDING) {
+		int r = pthread_cond_timedwait(&a->cond, &b->mu, &ts);
+
+		/*
+		 * Check the clock rather than trusting ETIMEDOUT alone: the
+		 * deadline is what decides, however the wait ended.
+		 */
+		if (a->state == APPROVAL_PENDING &&
+		    (r == ETIMEDOUT || lg_now_ms() >= a->deadline_ms))
+			finish_locked(a, APPROVAL_TIMED_OUT, "timeout", NULL, NULL);
+	}
+	s = a->state;
+	if (decider != NULL)
+		*decider = a->decider != NULL ? xstrdup(a->decider) : NULL;
+	if (reason != NULL)
+		*reason = a->reason != NULL ? xstrdup(a->reason) : NULL;
+	pthread_mutex_unlock(&b->mu);
+	return s;
+}
+
+void approval_put(struct approval *a)
+{
+	struct approval_broker *b;
+	bool last;
+
+	if (a == NULL)
+		return;
+	b = a->b;
+	pthread_mutex_lock(&b->mu);
+	last = put_locked(a);
+	pthread_mutex_unlock(&b->mu);
+	if (last)
+		broker_destroy(b);
+}
+
+/*
+ * Decides a request known to be on b's list.  b->mu held.  A request past
+ * its deadline is timed out first, so a decision that arrives late loses to
+ * the timeout even when no waiter has woken up yet to notice.
+ */
+static int decide_locked(struct approval *a, bool approve, const char *decider, const char *reason,
+			 struct lg_err **err)
+{
+	json_t *probe;
+
+	/* The decision goes to the audit log as JSON, which holds only UTF-8. */
+	if (decider == NULL)
+		decider = "unknown";
+	probe = json_pack("[s, s?]", decider, reason);
+	if (probe == NULL)
+		return err_msg(err, EINVAL, "the decider or reason is not valid UTF-8");
+	json_decref(probe);
+	if (lg_now_ms() >= a->deadline_ms) {
+		finish_locked(a, APPROVAL_TIMED_OUT, "timeout", NULL, NULL);
+		return err_msg(err, ENOENT, "approval %s is not pending (it timed out)", a->id);
+	}
+	return finish_locked(a, approve ? APPROVAL_APPROVED : APPROVAL_DENIED, decider, reason,
+			     err);
+}
+
+int approval_decide(struct approval_broker *b, const char *id, bool approve, const char *decider,
+		    const char *reason, struct lg_err **err)
+{
+	struct approval *a;
+	int r;
+
+	if (id == NULL)
+		return err_msg(err, EINVAL, "no approval id");
+	pthread_mutex_lock(&b->mu);
+	a = find_locked(b, id);
+	if (a == NULL) {
+		pthread_mutex_unlock(&b->mu);
+		return err_msg(err, ENOENT, "approval %s is not pending", id);
+	}
+	r = decide_locked(a, approve, decider, reason, err);
+	pthread_mutex_unlock(&b->mu);
+	return r;
+}
+
+int approval_decide_ref(struct approval *a, bool approve, const char *decider, const char *reason)
+{
+	struct approval_broker *b = a->b;
+	int r = -ENOENT;
+
+	pthread_mutex_lock(&b->mu);
+	if (a->state == APPROVAL_PENDING)
+		r = decide_locked(a, approve, decider, reason, NULL);
+	pthread_mutex_unlock(&b->mu);
+	return r;
+}
+
+void approval_cancel(struct approval *a)
+{
+	struct approval_broker *b = a->b;
+
+	pthread_mutex_lock(&b->mu);
+	if (a->state == APPROVAL_PENDING)
+		finish_locked(a, APPROVAL_CANCELLED, "session", "the session that asked went away",
+			      NULL);
+	pthread_mutex_unlock(&b->mu);
+}
+
+json_t *approval_list_pending(struct approval_broker *b)
+{
+	json_t *arr = json_array();
+	struct approval *a;
+	uint64_t now;
+
+	pthread_mutex_lock(&b->mu);
+	now = lg_now_ms();
+	expire_locked(b, now);
+	/* The list is newest first; people read oldest first. */
+	a = b->head;
+	while (a != NULL && a->next != NULL)
+		a = a->next;
+	for (; a != NULL; a = a->prev) {
+		json_array_append_new(arr,
+				      json_pack("{s:s, s:o, s:I, s:I}", "id", a->id, "card",
+						json_deep_copy(a->card), "created",
+						(json_int_t)a->created_wall, "expires_in_s",
+						(json_int_t)((a->deadline_ms - now + 999) / 1000)));
+	}
+	pthread_mutex_unlock(&b->mu);
+	return arr;
+}
+
+void approval_broker_free(struct approval_broker *b)
+{
+	bool last;
+
+	if (b == NULL)
+		return;
+	pthread_mutex_lock(&b->mu);
+	while (b->head != NULL)
+		finish_locked(b->head, APPROVAL_CANCELLED, "shutdown",
+			      "the server is shutting down", NULL);
+	b->audit = NULL; /* the owner may close it as soon as we return */
+	last = --b->refs == 0;
+	pthread_mutex_unlock(&b->mu);
+	if (last)
+		broker_destroy(b);
+}

@@ -1,0 +1,426 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The control socket: out-of-band decisions from `luminaguard approvals`.
+ *
+ * Who may decide is the whole point, so access is checked three times over:
+ * the directory is 0700, the socket is 0600 from the moment it exists, and
+ * every connection's peer uid (SO_PEERCRED, which the kernel fills in at
+ * connect time and the client cannot forge) must be ours or root's.
+ *
+ * One thread serves one connection at a time: a request is one line, read
+ * with a deadline, so a client that connects and says nothing holds the
+ * thread for at most READ_TIMEOUT_MS, and a stop request interrupts even
+ * that.
+ */
+#include "approval/approval.h"
+
+#include "common/log.h"
+#include "common/paths.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define MAX_LINE	 (64 * 1024)
+#define READ_TIMEOUT_MS	 5000
+#define WRITE_TIMEOUT_MS 5000
+
+/*
+ * Records an error whose message already says why (lg_err_set() would
+ * append strerror(errnum)) and returns -errnum.
+ */
+static int __attribute__((format(printf, 3, 4)))
+err_msg(struct lg_err **err, int errnum, const char *fmt, ...)
+{
+	cleanup_free char *msg = NULL;
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vasprintf(&msg, fmt, ap);
+	va_end(ap);
+	lg_err_set(err, 0, "%s", r >= 0 ? msg : fmt);
+	return -errnum;
+}
+
+struct approval_control {
+	struct approval_broker *b;
+	char *path;
+	int listen_fd;
+	int stop_pipe[2];
+	dev_t dev; /* of our socket file, so stop removes ours and nobody else's */
+	ino_t ino;
+	pthread_t thread;
+};
+
+char *approval_control_default_path(void)
+{
+	cleanup_free char *home = lg_home_dir();
+	return xasprintf("%s/control.sock", home);
+}
+
+static bool stop_requested(struct approval_control *c)
+{
+	struct pollfd p = {.fd = c->stop_pipe[0], .events = POLLIN};
+	return poll(&p, 1, 0) > 0;
+}
+
+/* Writes all of buf within WRITE_TIMEOUT_MS.  A client that does not read is dropped. */
+static void send_all(int fd, const char *buf, size_t n)
+{
+	uint64_t deadline = lg_now_ms() + WRITE_TIMEOUT_MS;
+
+	while (n > 0) {
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		uint64_t now = lg_now_ms();
+		ssize_t w;
+
+		if (now >= deadline || poll(&p, 1, (int)(deadline - now)) <= 0)
+			return;
+		/* MSG_NOSIGNAL: a client that hung up must not kill the server with SIGPIPE. */
+		w = send(fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			return;
+		}
+		buf += w;
+		n -= (size_t)w;
+	}
+}
+
+static void reply(int fd, json_t *resp)
+{
+	cleanup_free char *text = json_dumps(resp, JSON_COMPACT);
+
+	json_decref(resp);
+	if (text == NULL)
+		return;
+	send_all(fd, text, strlen(text));
+	send_all(fd, "\n", 1);
+}
+
+static void reply_error(int fd, const char *msg)
+{
+	reply(fd, json_pack("{s:b, s:s}", "ok", 0, "error", msg));
+}
+
+/*
+ * Reads one line (without its newline) into a new string.  Returns its
+ * length, -E2BIG when longer than MAX_LINE, -ETIMEDOUT, -ECANCELED when
+ * the server is stopping, or another -errno.  A line may also end at EOF.
+ */
+static ssize_t read_line(struct approval_control *c, int fd, char **out)
+{
+	cleanup_free char *buf = xmalloc(MAX_LINE + 1);
+	uint64_t deadline = lg_now_ms() + READ_TIMEOUT_MS;
+	size_t len = 0;
+
+	for (;;) {
+		struct pollfd p[2] = {{.fd = fd, .events = POLLIN},
+				      {.fd = c->stop_pipe[0], .events = POLLIN}};
+		uint64_t now = lg_now_ms();
+		char *nl;
+		ssize_t n;
+		int r;
+
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		r = poll(p, 2, (int)(deadline - now));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (p[1].revents != 0)
+			return -ECANCELED;
+		if (r == 0)
+			continue;
+		n = recv(fd, buf + len, MAX_LINE + 1 - len, MSG_DONTWAIT);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0)
+			return -errno;
+		nl = memchr(buf + len, '\n', (size_t)n);
+		if (nl != NULL) {
+			len = (size_t)(nl - buf);
+			break;
+		}
+		len += (size_t)n;
+		if (len > MAX_LINE)
+			return -E2BIG;
+		if (n == 0 && len == 0)
+			return -ECONNRESET; /* connected and left: nothing to answer */
+		if (n == 0)
+			break;
+	}
+	if (len > MAX_LINE)
+		return -E2BIG;
+	buf[len] = '\0';
+	*out = steal_pointer(&buf);
+	return (ssize_t)len;
+}
+
+static json_t *handle_request(struct approval_control *c, const char *line, size_t len, uid_t uid)
+{
+	json_error_t jerr;
+	json_t *req = json_loadb(line, len, 0, &jerr);
+	json_t *resp;
+	const char *op;
+	const char *id;
+	json_t *reason;
+	struct lg_err *err = NULL;
+	cleanup_free char *decider = NULL;
+	bool approve;
+
+	if (req == NULL || !json_is_object(req)) {
+		resp =
+		    json_pack("{s:b, s:s+}", "ok", 0, "error",
+			      "malformed request: ", req == NULL ? jerr.text : "not a JSON object");
+		json_decref(req);
+		return resp;
+	}
+	op = json_string_value(json_object_get(req, "op"));
+	if (op == NULL) {
+		resp = json_pack("{s:b, s:s}", "ok", 0, "error", "missing \"op\"");
+	} else if (strcmp(op, "list") == 0) {
+		resp = json_pack("{s:b, s:o}", "ok", 1, "pending", approval_list_pending(c->b));
+	} else if (strcmp(op, "approve") == 0 || strcmp(op, "deny") == 0) {
+		approve = strcmp(op, "approve") == 0;
+		id = json_string_value(json_object_get(req, "id"));
+		reason = json_object_get(req, "reason");
+		if (id == NULL) {
+			resp = json_pack("{s:b, s:s}", "ok", 0, "error", "missing \"id\"");
+		} else if (reason != NULL && !json_is_string(reason) && !json_is_null(reason)) {
+			resp = json_pack("{s:b, s:s}", "ok", 0, "error",
+					 "\"reason\" must be a string");
+		} else {
+			/* The uid comes from the kernel, not from the request. */
+			decider = xasprintf("cli:uid=%u", (unsigned)uid);
+			if (approval_decide(c->b, id, approve, decider, json_string_value(reason),
+					    &err) < 0) {
+				resp = json_pack("{s:b, s:s}", "ok", 0, "error", err->msg);
+				lg_err_free(&err);
+			} else {
+				lg_info("approval %s %s by %s", id, approve ? "approved" : "denied",
+					decider);
+				resp = json_pack("{s:b}", "ok", 1);
+			}
+		}
+	} else {
+		resp = json_pack("{s:b, s:s+}", "ok", 0, "error", "unknown op: ", op);
+	}
+	json_decref(req);
+	if (resp == NULL)
+		resp = json_pack("{s:b, s:s}", "ok", 0, "error", "internal error");
+	return resp;
+}
+
+static void serve_connection(struct approval_control *c, int fd)
+{
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	cleanup_free char *line = NULL;
+	ssize_t n;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 || clen != sizeof(cred)) {
+		reply_error(fd, "permission denied");
+		return;
+	}
+	/*
+	 * Root may decide because root can anyway (it can ptrace us); any
+	 * other user who got a connection through (a too-open directory, a
+	 * socket passed on) must not.
+	 */
+	if (cred.uid != geteuid() && cred.uid != 0) {
+		lg_warn("control socket: refused a connection from uid %u", (unsigned)cred.uid);
+		reply_error(fd, "permission denied");
+		return;
+	}
+	n = read_line(c, fd, &line);
+	if (n == -E2BIG) {
+		reply_error(fd, "request too long (the limit is 65536 bytes)");
+		return;
+	}
+	if (n == -ETIMEDOUT) {
+		reply_error(fd, "timed out waiting for the request");
+		return;
+	}
+	if (n < 0)
+		return;
+	reply(fd, handle_request(c, line, (size_t)n, cred.uid));
+}
+
+static void *control_thread(void *arg)
+{
+	struct approval_control *c = arg;
+
+	for (;;) {
+		struct pollfd p[2] = {{.fd = c->listen_fd, .events = POLLIN},
+				      {.fd = c->stop_pipe[0], .events = POLLIN}};
+		int fd;
+
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			lg_error("control socket: poll: %s", strerror(errno));
+			break;
+		}
+		if (p[1].revents != 0)
+			break;
+		if (p[0].revents == 0)
+			continue;
+		fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0)
+			continue; /* EAGAIN, ECONNABORTED, or out of fds: keep serving */
+		serve_connection(c, fd);
+		close(fd);
+		if (stop_requested(c))
+			break;
+	}
+	return NULL;
+}
+
+/*
+ * Makes room for our socket at path: nothing there, or a socket that nobody
+ * answers on (a server that died without cleaning up), which is removed.  A
+ * live server's socket is never taken over, and a file that is not a socket
+ * is never removed.
+ */
+static int clear_stale(const char *path, const struct sockaddr_un *addr, struct lg_err **err)
+{
+	struct stat st;
+	cleanup_close int fd = -1;
+
+	if (lstat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		return lg_err_sys(err, "stat `%s`", path);
+	}
+	if (!S_ISSOCK(st.st_mode))
+		return err_msg(err, EEXIST, "`%s` exists and is not a socket", path);
+	/* Non-blocking: a live server with a full backlog must not hang us (EAGAIN). */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return lg_err_sys(err, "socket");
+	if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0 || errno == EAGAIN)
+		return err_msg(err, EADDRINUSE, "another luminaguard server is using %s", path);
+	if (errno != ECONNREFUSED)
+		return lg_err_sys(err, "connect to the existing socket `%s`", path);
+	if (unlink(path) < 0 && errno != ENOENT)
+		return lg_err_sys(err, "remove the stale socket `%s`", path);
+	lg_info("removed the stale control socket %s", path);
+	return 0;
+}
+
+int approval_control_start(struct approval_broker *b, const char *path,
+			   struct approval_control **out, struct lg_err **err)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	cleanup_free char *dir = NULL;
+	cleanup_close int fd = -1;
+	struct approval_control *c;
+	struct stat st;
+	char *slash;
+	mode_t old_umask;
+	int r;
+
+	if (path == NULL || *path == '\0')
+		return err_msg(err, EINVAL, "no control socket path");
+	if (strlen(path) >= sizeof(addr.sun_path))
+		return err_msg(err, ENAMETOOLONG,
+			       "control socket path `%s` is longer than %zu bytes", path,
+			       sizeof(addr.sun_path) - 1);
+	memcpy(addr.sun_path, path, strlen(path) + 1);
+
+	dir = xstrdup(path);
+	slash = strrchr(dir, '/');
+	if (slash != NULL && slash != dir) {
+		*slash = '\0';
+		r = lg_mkdir_p(dir, 0700);
+		if (r < 0)
+			return lg_err_set(err, -r, "create the directory `%s`", dir);
+	}
+	r = clear_stale(path, &addr, err);
+	if (r < 0)
+		return r;
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return lg_err_sys(err, "socket");
+	/*
+	 * bind() creates the socket file with mode 0777 & ~umask, and Linux
+	 * ignores fchmod() on a socket before bind: a chmod afterwards would
+	 * leave a window in which anyone could connect.  So the umask makes it
+	 * 0600 from birth.  The umask is process-wide; another thread creating
+	 * a file in this instant gets stricter permissions, never looser.
+	 */
+	old_umask = umask(0177);
+	r = bind(fd, (const struct sockaddr *)&addr, sizeof(addr));
+	umask(old_umask);
+	if (r < 0) {
+		if (errno == EADDRINUSE)
+			return err_msg(err, EADDRINUSE, "another luminaguard server is using %s",
+				       path);
+		return lg_err_sys(err, "bind `%s`", path);
+	}
+	if (listen(fd, 16) < 0 || stat(path, &st) < 0) {
+		lg_err_sys(err, "listen on `%s`", path);
+		unlink(path);
+		return lg_err_code(*err);
+	}
+	lg_set_nonblock(fd, true);
+
+	c = xzalloc(sizeof(*c));
+	c->b = b;
+	c->path = xstrdup(path);
+	c->dev = st.st_dev;
+	c->ino = st.st_ino;
+	if (pipe2(c->stop_pipe, O_CLOEXEC) < 0) {
+		lg_err_sys(err, "pipe");
+		goto fail;
+	}
+	c->listen_fd = steal_fd(&fd);
+	r = pthread_create(&c->thread, NULL, control_thread, c);
+	if (r != 0) {
+		lg_err_set(err, r, "start the control socket thread");
+		fd = c->listen_fd;
+		close(c->stop_pipe[0]);
+		close(c->stop_pipe[1]);
+		goto fail;
+	}
+	*out = c;
+	return 0;
+fail:
+	unlink(path);
+	free(c->path);
+	free(c);
+	return lg_err_code(*err);
+}
+
+void approval_control_stop(struct approval_control *c)
+{
+	struct stat st;
+
+	if (c == NULL)
+		return;
+	if (write(c->stop_pipe[1], "x", 1) < 0)
+		lg_warn("control socket: stop: %s", strerror(errno));
+	pthread_join(c->thread, NULL);
+	close(c->listen_fd);
+	close(c->stop_pipe[0]);
+	close(c->stop_pipe[1]);
+	/* Remove the socket only if it is still ours: a newer server may own the path. */
+	if (lstat(c->path, &st) == 0 && st.st_dev == c->dev && st.st_ino == c->ino)
+		unlink(c->path);
+	free(c->path);
+	free(c);
+}

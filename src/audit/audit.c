@@ -1,0 +1,489 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The audit log.  Every line is one entry, the canonical JSON of the entry
+ * (keys sorted, compact, ASCII), whose "hash" is the SHA-256 of the same
+ * entry without "hash", and whose "prev" is the hash of the line before.
+ * Changing, removing or reordering a line therefore breaks the chain at
+ * that line; docs/policy.md says what this does and does not protect
+ * against.
+ */
+#include "audit/audit.h"
+
+#include "common/sha256.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* a longer line cannot be verified (the reader is bounded), so none is written */
+#define AUDIT_MAX_LINE (1024 * 1024)
+#define DUMP_FLAGS     (JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII)
+#define LOAD_FLAGS     (JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL)
+
+static const char zero_hash[LG_SHA256_HEX_LEN + 1] =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+struct audit_log {
+	pthread_mutex_t lock;
+	int fd;
+	char *path;
+	uint64_t seq;			  /* of the last entry; 0 when empty */
+	char prev[LG_SHA256_HEX_LEN + 1]; /* hash of the last entry */
+	off_t size;			  /* bytes of whole entries */
+	bool broken;			  /* a failed fsync: the file's state is unknown */
+};
+
+static bool is_hex64(const json_t *v)
+{
+	const char *s;
+
+	if (!json_is_string(v) || json_string_length(v) != LG_SHA256_HEX_LEN)
+		return false;
+	s = json_string_value(v);
+	for (size_t i = 0; i < LG_SHA256_HEX_LEN; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}
+
+/* "2024-05-01T12:00:00.123456Z" */
+static bool is_timestamp(const json_t *v)
+{
+	static const char shape[] = "dddd-dd-ddTdd:dd:dd.ddddddZ";
+	const char *s;
+
+	if (!json_is_string(v) || json_string_length(v) != sizeof(shape) - 1)
+		return false;
+	s = json_string_value(v);
+	for (size_t i = 0; i < sizeof(shape) - 1; i++)
+		if (shape[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != shape[i])
+			return false;
+	return true;
+}
+
+/*
+ * Checks one line (without its '\n') as entry number `seq` following
+ * `prev`; on success copies its hash to hash_out.  Returns NULL or what is
+ * wrong, in a buffer of why_len bytes.
+ */
+static const char *check_line(const char *line, size_t len, uint64_t seq, const char *prev,
+			      char hash_out[LG_SHA256_HEX_LEN + 1], char *why, size_t why_len)
+{
+	json_error_t jerr;
+	json_t *e;
+	json_t *v;
+	char *canon = NULL;
+	char *full = NULL;
+	uint8_t d[LG_SHA256_LEN];
+	char hex[LG_SHA256_HEX_LEN + 1];
+	const char *res = why;
+
+	if (len == 0)
+		return "empty line";
+	e = json_loadb(line, len, LOAD_FLAGS, &jerr);
+	if (e == NULL) {
+		snprintf(why, why_len, "not valid JSON (%s)", jerr.text);
+		return why;
+	}
+	if (!json_is_object(e)) {
+		res = "not a JSON object";
+		goto out;
+	}
+	v = json_object_get(e, "seq");
+	if (!json_is_integer(v) || json_integer_value(v) < 1) {
+		res = "\"seq\" missing or not a positive integer";
+		goto out;
+	}
+	if ((uint64_t)json_integer_value(v) != seq) {
+		snprintf(why, why_len,
+			 "seq is %" JSON_INTEGER_FORMAT ", expected %llu (an entry "
+			 "was removed, inserted or moved)",
+			 json_integer_value(v), (unsigned long long)seq);
+		goto out;
+	}
+	if (!is_timestamp(json_object_get(e, "ts"))) {
+		res = "\"ts\" missing or not an RFC 3339 UTC time";
+		goto out;
+	}
+	if (!json_is_string(json_object_get(e, "type"))) {
+		res = "\"type\" missing or not a string";
+		goto out;
+	}
+	v = json_object_get(e, "prev");
+	if (!is_hex64(v)) {
+		res = "\"prev\" missing or not a SHA-256 in hex";
+		goto out;
+	}
+	if (strcmp(json_string_value(v), prev) != 0) {
+		res = "\"prev\" is not the hash of the entry before (an entry was removed, "
+		      "inserted or changed)";
+		goto out;
+	}
+	v = json_object_get(e, "hash");
+	if (!is_hex64(v)) {
+		res = "\"hash\" missing or not a SHA-256 in hex";
+		goto out;
+	}
+	memcpy(hash_out, json_string_value(v), LG_SHA256_HEX_LEN + 1);
+	/* byte for byte what audit_append writes, so no edit hides in the formatting */
+	full = json_dumps(e, DUMP_FLAGS);
+	if (full == NULL || strlen(full) != len || memcmp(full, line, len) != 0) {
+		res = "not in canonical form (the line was edited)";
+		goto out;
+	}
+	json_object_del(e, "hash");
+	canon = json_dumps(e, DUMP_FLAGS);
+	if (canon == NULL) {
+		res = "cannot re-encode the entry";
+		goto out;
+	}
+	lg_sha256(canon, strlen(canon), d);
+	lg_sha256_hex(d, hex);
+	if (strcmp(hex, hash_out) != 0) {
+		res = "\"hash\" does not match the entry (the entry was changed)";
+		goto out;
+	}
+	res = NULL;
+out:
+	free(canon);
+	free(full);
+	json_decref(e);
+	return res;
+}
+
+/* ---- append ------------------------------------------------------------------- */
+
+/*
+ * Reads the last line of a log of `size` bytes, which must end in '\n'.
+ * Scans back from the end a chunk at a time, never further than a line can
+ * be long, so opening a large log costs no more than one line.
+ */
+static int read_last_line(int fd, off_t size, char **line, size_t *len, struct lg_err **err)
+{
+	size_t cap = AUDIT_MAX_LINE + 1;
+	size_t span = (uint64_t)size < cap ? (size_t)size : cap;
+	cleanup_free char *buf = xmalloc(span);
+	off_t start = size - (off_t)span;
+	size_t i;
+	int r;
+
+	r = lg_pread_exact(fd, buf, span, (uint64_t)start, (uint64_t)size);
+	if (r < 0)
+		return lg_err_set(err, -r, "read");
+	if (buf[span - 1] != '\n')
+		return lg_err_set(err, 0,
+				  "the last line is incomplete (a write was cut short; "
+				  "see `luminaguard audit verify`)");
+	for (i = span - 1; i > 0 && buf[i - 1] != '\n'; i--)
+		;
+	if (i == 0 && start > 0)
+		return lg_err_set(err, 0, "the last line is longer than %d bytes", AUDIT_MAX_LINE);
+	*len = span - 1 - i;
+	*line = xmalloc(*len + 1);
+	memcpy(*line, buf + i, *len);
+	(*line)[*len] = '\0';
+	return 0;
+}
+
+/* The last entry's seq and hash, checked on their own (the chain is not). */
+static int load_tail(struct audit_log *a, struct lg_err **err)
+{
+	cleanup_free char *line = NULL;
+	json_t *e, *seq, *prev;
+	char prev_hex[LG_SHA256_HEX_LEN + 1];
+	size_t len = 0;
+	char why[256];
+	const char *bad;
+	int r;
+
+	if (a->size == 0) {
+		a->seq = 0;
+		memcpy(a->prev, zero_hash, sizeof(a->prev));
+		return 0;
+	}
+	r = read_last_line(a->fd, a->size, &line, &len, err);
+	if (r < 0)
+		return r;
+	e = json_loadb(line, len, LOAD_FLAGS, NULL);
+	seq = json_object_get(e, "seq");
+	prev = json_object_get(e, "prev");
+	if (!json_is_integer(seq) || json_integer_value(seq) < 1 || !is_hex64(prev)) {
+		json_decref(e);
+		return lg_err_set(err, 0,
+				  "the last line is not an audit entry (run `luminaguard "
+				  "audit verify`)");
+	}
+	a->seq = (uint64_t)json_integer_value(seq);
+	/* its prev is taken on trust here (verify checks the chain); its hash must be right */
+	memcpy(prev_hex, json_string_value(prev), sizeof(prev_hex));
+	json_decref(e);
+	bad = check_line(line, len, a->seq, prev_hex, a->prev, why, sizeof(why));
+	if (bad != NULL)
+		return lg_err_set(err, 0,
+				  "the last line is not a valid entry: %s (run "
+				  "`luminaguard audit verify`)",
+				  bad);
+	return 0;
+}
+
+int audit_open(const char *path, struct audit_log **out, struct lg_err **err)
+{
+	struct audit_log *a;
+	struct stat st;
+	int fd, r;
+
+	*out = NULL;
+	/* 0600: the log records what agents asked for, arguments included */
+	fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return lg_err_sys(err, "open audit log `%s`", path);
+	if (fstat(fd, &st) < 0) {
+		r = lg_err_sys(err, "stat audit log `%s`", path);
+		close(fd);
+		return r;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return lg_err_set(err, 0, "audit log `%s` is not a regular file", path);
+	}
+	/*
+	 * Two writers would each continue the chain from the same last entry
+	 * and fork it; the lock keeps a second server off the same log.  It is
+	 * released when the fd is closed, also when the process dies.
+	 */
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			r = lg_err_set(err, 0, "audit log `%s` is in use by another process", path);
+		else
+			r = lg_err_sys(err, "lock audit log `%s`", path);
+		close(fd);
+		return r;
+	}
+	a = xzalloc(sizeof(*a));
+	pthread_mutex_init(&a->lock, NULL);
+	a->fd = fd;
+	a->path = xstrdup(path);
+	a->size = st.st_size;
+	r = load_tail(a, err);
+	if (r < 0) {
+		lg_err_wrap(err, "audit log `%s`", path);
+		audit_close(a);
+		return r;
+	}
+	*out = a;
+	return 0;
+}
+
+static void now_rfc3339(char buf[32])
+{
+	struct timespec ts;
+	struct tm tm;
+	size_t n;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, 32 - n, ".%06ldZ", ts.tv_nsec / 1000);
+}
+
+int audit_append(struct audit_log *a, const json_t *event, struct lg_err **err)
+{
+	static const char *const reserved[] = {"seq", "ts", "prev", "hash"};
+	json_t *e;
+	char *canon = NULL;
+	char *line = NULL;
+	char ts[32];
+	uint8_t d[LG_SHA256_LEN];
+	char hex[LG_SHA256_HEX_LEN + 1];
+	size_t len;
+	ssize_t w;
+	int r = 0;
+
+	if (!json_is_object(event))
+		return lg_err_set(err, EINVAL, "audit: event is not a JSON object");
+	if (!json_is_string(json_object_get(event, "type")))
+		return lg_err_set(err, EINVAL, "audit: event has no \"type\" string");
+	for (size_t i = 0; i < ARRAY_SIZE(reserved); i++)
+		if (json_object_get(event, reserved[i]) != NULL)
+			return lg_err_set(err, EINVAL,
+					  "audit: event carries \"%s\", which the log sets",
+					  reserved[i]);
+	/* a deep copy: the caller's event is borrowed and may be shared */
+	e = json_deep_copy(event);
+	if (e == NULL)
+		return lg_err_set(err, ENOMEM, "audit: copy event");
+
+	pthread_mutex_lock(&a->lock);
+	if (a->broken) {
+		r = lg_err_set(err, EIO, "audit log `%s`: an earlier write failed", a->path);
+		goto out;
+	}
+	now_rfc3339(ts);
+	json_object_set_new(e, "seq", json_integer((json_int_t)(a->seq + 1)));
+	json_object_set_new(e, "ts", json_string(ts));
+	json_object_set_new(e, "prev", json_string(a->prev));
+	canon = json_dumps(e, DUMP_FLAGS);
+	if (canon == NULL) {
+		r = lg_err_set(err, EINVAL, "audit: cannot encode event");
+		goto out;
+	}
+	lg_sha256(canon, strlen(canon), d);
+	lg_sha256_hex(d, hex);
+	json_object_set_new(e, "hash", json_string(hex));
+	line = json_dumps(e, DUMP_FLAGS);
+	if (line == NULL) {
+		r = lg_err_set(err, EINVAL, "audit: cannot encode event");
+		goto out;
+	}
+	len = strlen(line);
+	if (len > AUDIT_MAX_LINE) {
+		r = lg_err_set(err, E2BIG, "audit: entry of %zu bytes is larger than %d", len,
+			       AUDIT_MAX_LINE);
+		goto out;
+	}
+	line[len] = '\n'; /* json_dumps' NUL is replaced; the line is not a C string now */
+	/* one write(2) of the whole line, so a reader never sees half an entry */
+	w = lg_write_all(a->fd, line, len + 1);
+	if (w < 0) {
+		r = lg_err_set(err, (int)-w, "write audit log `%s`", a->path);
+		/* drop a partial line so the next entry does not land after garbage */
+		if (ftruncate(a->fd, a->size) < 0)
+			a->broken = true;
+		goto out;
+	}
+	if (fsync(a->fd) < 0) {
+		/* after a failed fsync the page cache may no longer say what is on disk */
+		r = lg_err_sys(err, "fsync audit log `%s`", a->path);
+		a->broken = true;
+		goto out;
+	}
+	a->seq++;
+	a->size += (off_t)(len + 1);
+	memcpy(a->prev, hex, sizeof(a->prev));
+out:
+	pthread_mutex_unlock(&a->lock);
+	free(canon);
+	free(line);
+	json_decref(e);
+	return r;
+}
+
+void audit_close(struct audit_log *a)
+{
+	if (a == NULL)
+		return;
+	close(a->fd);
+	pthread_mutex_destroy(&a->lock);
+	free(a->path);
+	free(a);
+}
+
+/* ---- verify ------------------------------------------------------------------- */
+
+/* A bounded line reader: a line longer than AUDIT_MAX_LINE is an error, not a malloc. */
+struct line_reader {
+	int fd;
+	char *buf;
+	size_t cap, start, end;
+	bool eof;
+};
+
+/* 1: a line in line and len; 0: end of file; -1: *why says what is wrong. */
+static int next_line(struct line_reader *lr, const char **line, size_t *len, const char **why,
+		     int *errnum)
+{
+	for (;;) {
+		char *nl = memchr(lr->buf + lr->start, '\n', lr->end - lr->start);
+		ssize_t n;
+
+		if (nl != NULL) {
+			*line = lr->buf + lr->start;
+			*len = (size_t)(nl - *line);
+			lr->start += *len + 1;
+			return 1;
+		}
+		if (lr->eof) {
+			if (lr->start == lr->end)
+				return 0;
+			*why = "incomplete last line (no newline at the end: a write was cut short "
+			       "or the file was truncated)";
+			return -1;
+		}
+		if (lr->end - lr->start > AUDIT_MAX_LINE) {
+			*why = "line longer than 1 MiB";
+			return -1;
+		}
+		memmove(lr->buf, lr->buf + lr->start, lr->end - lr->start);
+		lr->end -= lr->start;
+		lr->start = 0;
+		n = read(lr->fd, lr->buf + lr->end, lr->cap - lr->end);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			*errnum = errno;
+			*why = "read";
+			return -1;
+		}
+		if (n == 0)
+			lr->eof = true;
+		lr->end += (size_t)n;
+	}
+}
+
+int audit_verify_last(const char *path, size_t *entries, char last_hash[LG_SHA256_HEX_LEN + 1],
+		      struct lg_err **err)
+{
+	cleanup_close int fd = -1;
+	cleanup_free char *buf = NULL;
+	struct line_reader lr = {0};
+	char prev[LG_SHA256_HEX_LEN + 1];
+	char hash[LG_SHA256_HEX_LEN + 1];
+	char why[256];
+	size_t n = 0;
+
+	*entries = 0;
+	memcpy(prev, zero_hash, sizeof(prev));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return lg_err_sys(err, "audit log %s: open", path);
+	/* room for a longest line, its newline, and a read's worth more */
+	lr.cap = AUDIT_MAX_LINE + 1 + 65536;
+	buf = xmalloc(lr.cap);
+	lr.fd = fd;
+	lr.buf = buf;
+	for (;;) {
+		const char *line = NULL, *bad = NULL;
+		size_t len = 0;
+		int errnum = 0;
+		int r = next_line(&lr, &line, &len, &bad, &errnum);
+
+		if (r == 0)
+			break;
+		if (r < 0)
+			return lg_err_set(err, errnum, "audit log %s: line %zu: %s", path, n + 1,
+					  bad);
+		bad = check_line(line, len, n + 1, prev, hash, why, sizeof(why));
+		if (bad != NULL)
+			return lg_err_set(err, 0, "audit log %s: line %zu: %s", path, n + 1, bad);
+		memcpy(prev, hash, sizeof(prev));
+		n++;
+	}
+	*entries = n;
+	if (last_hash != NULL)
+		memcpy(last_hash, prev, sizeof(prev));
+	return 0;
+}
+
+int audit_verify(const char *path, size_t *entries, struct lg_err **err)
+{
+	return audit_verify_last(path, entries, NULL, err);
+}

@@ -1,0 +1,268 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* `luminaguard mcp`: the MCP server, over stdio or Streamable HTTP. */
+#include "cli/commands.h"
+#include "cli/signals.h"
+
+#include "approval/approval.h"
+#include "audit/audit.h"
+#include "common/log.h"
+#include "common/paths.h"
+#include "common/util.h"
+#include "mcp/http.h"
+#include "mcp/mcp.h"
+#include "mcp/stdio.h"
+#include "policy/policy.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_ORIGINS 16
+
+static const char usage[] =
+    "Usage: luminaguard mcp [OPTIONS]\n"
+    "\n"
+    "Serves the Model Context Protocol: sandbox tools for any MCP client, with\n"
+    "the approval cliff in front of every call.  stdio by default; stdout\n"
+    "carries only protocol messages, logs go to stderr.\n"
+    "\n"
+    "Options:\n"
+    "  --http HOST:PORT        serve Streamable HTTP at http://HOST:PORT/mcp instead\n"
+    "  --token-file FILE       require 'Authorization: Bearer <contents of FILE>'\n"
+    "                          (needed for any non-loopback --http address)\n"
+    "  --allow-origin ORIGIN   a browser Origin to accept (repeatable; default:\n"
+    "                          localhost, 127.0.0.1 and [::1] on any port)\n"
+    "  --policy FILE           the approval policy (default: built in, see\n"
+    "                          `luminaguard policy show`)\n"
+    "  --audit-log FILE        the audit log (default: DATA/audit.jsonl)\n"
+    "  --approval-timeout S    seconds a red action waits for a human (default 300;\n"
+    "                          then it is denied)\n"
+    "  --control-socket PATH   where `luminaguard approvals` reaches this server\n"
+    "                          (default: DATA/control.sock)\n"
+    "  --idle-timeout S        destroy sandboxes idle this long (default 600, 0: never)\n"
+    "  --max-sandboxes N       at most N sandboxes at once (default 16)\n"
+    "  --image NAME            default guest image (default: default)\n"
+    "  --accel NAME            auto, kvm or tcg\n"
+    "  -h, --help              this text\n"
+    "\n"
+    "DATA is $LUMINAGUARD_HOME or ~/.local/share/luminaguard.\n";
+
+enum {
+	OPT_HTTP = 256,
+	OPT_TOKEN_FILE,
+	OPT_ALLOW_ORIGIN,
+	OPT_POLICY,
+	OPT_AUDIT_LOG,
+	OPT_APPROVAL_TIMEOUT,
+	OPT_CONTROL_SOCKET,
+	OPT_IDLE_TIMEOUT,
+	OPT_MAX_SANDBOXES,
+	OPT_IMAGE,
+	OPT_ACCEL,
+};
+
+static const struct option long_opts[] = {
+    {"http", required_argument, NULL, OPT_HTTP},
+    {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+    {"allow-origin", required_argument, NULL, OPT_ALLOW_ORIGIN},
+    {"policy", required_argument, NULL, OPT_POLICY},
+    {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
+    {"approval-timeout", required_argument, NULL, OPT_APPROVAL_TIMEOUT},
+    {"control-socket", required_argument, NULL, OPT_CONTROL_SOCKET},
+    {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+    {"max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES},
+    {"image", required_argument, NULL, OPT_IMAGE},
+    {"accel", required_argument, NULL, OPT_ACCEL},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* The token: the file's first line, which must not be empty. */
+static int read_token(const char *path, char **out, struct lg_err **err)
+{
+	cleanup_file FILE *f = fopen(path, "re");
+	char buf[1024];
+
+	if (f == NULL)
+		return lg_err_sys(err, "--token-file `%s`", path);
+	if (fgets(buf, sizeof(buf), f) == NULL)
+		buf[0] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (strlen(buf) < 16)
+		return lg_err_set(
+		    err, 0, "--token-file `%s`: the token must be at least 16 characters", path);
+	*out = xstrdup(buf);
+	return 0;
+}
+
+int cmd_mcp(int argc, char **argv)
+{
+	const char *http = NULL, *token_file = NULL, *policy_file = NULL, *audit_file = NULL;
+	const char *control = NULL, *origins[MAX_ORIGINS + 1] = {NULL};
+	size_t n_origins = 0;
+	uint64_t approval_timeout = 300, idle = 600, max_sb = 16;
+	struct mcp_server_opts so = {.accel = HV_ACCEL_AUTO};
+	cleanup_free char *token = NULL, *default_audit = NULL, *default_control = NULL;
+	struct policy *policy = NULL;
+	struct audit_log *audit = NULL;
+	struct approval_broker *broker = NULL;
+	struct approval_control *ctl = NULL;
+	struct mcp_server *srv = NULL;
+	struct mcp_http *h = NULL;
+	struct lg_err *err = NULL;
+	int c, status = 1;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+h", long_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_HTTP:
+			http = optarg;
+			break;
+		case OPT_TOKEN_FILE:
+			token_file = optarg;
+			break;
+		case OPT_ALLOW_ORIGIN:
+			if (n_origins >= MAX_ORIGINS) {
+				fprintf(stderr, "luminaguard: mcp: at most %d --allow-origin\n",
+					MAX_ORIGINS);
+				return 2;
+			}
+			origins[n_origins++] = optarg;
+			break;
+		case OPT_POLICY:
+			policy_file = optarg;
+			break;
+		case OPT_AUDIT_LOG:
+			audit_file = optarg;
+			break;
+		case OPT_APPROVAL_TIMEOUT:
+			if (lg_parse_u64(optarg, 1, 86400, &approval_timeout) < 0) {
+				fprintf(
+				    stderr,
+				    "luminaguard: mcp: --approval-timeout: '%s' is not 1..86400\n",
+				    optarg);
+				return 2;
+			}
+			break;
+		case OPT_CONTROL_SOCKET:
+			control = optarg;
+			break;
+		case OPT_IDLE_TIMEOUT:
+			if (lg_parse_u64(optarg, 0, 86400 * 7, &idle) < 0) {
+				fprintf(stderr,
+					"luminaguard: mcp: --idle-timeout: '%s' is not a number "
+					"of seconds\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case OPT_MAX_SANDBOXES:
+			if (lg_parse_u64(optarg, 1, 1024, &max_sb) < 0) {
+				fprintf(stderr,
+					"luminaguard: mcp: --max-sandboxes: '%s' is not 1..1024\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case OPT_IMAGE:
+			so.default_image = optarg;
+			break;
+		case OPT_ACCEL:
+			if (hv_accel_parse(optarg, &so.accel) < 0) {
+				fprintf(stderr,
+					"luminaguard: mcp: --accel: unknown accelerator '%s'\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			return 0;
+		default:
+			fprintf(stderr, "luminaguard: mcp: unknown option or missing value: '%s'\n",
+				argv[optind - 1]);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "luminaguard: mcp: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	if (token_file != NULL && http == NULL) {
+		fprintf(stderr, "luminaguard: mcp: --token-file needs --http\n");
+		return 2;
+	}
+
+	if (lg_signals_install(&err) < 0)
+		goto out;
+	if (policy_file != NULL) {
+		if (policy_load_file(policy_file, &policy, &err) < 0)
+			goto out;
+	} else {
+		policy = policy_default();
+	}
+	if (audit_file == NULL) {
+		cleanup_free char *home = lg_home_dir();
+		if (lg_mkdir_p(home, 0700) < 0) {
+			lg_err_sys(&err, "create `%s`", home);
+			goto out;
+		}
+		default_audit = xasprintf("%s/audit.jsonl", home);
+		audit_file = default_audit;
+	}
+	if (audit_open(audit_file, &audit, &err) < 0)
+		goto out;
+	broker = approval_broker_new((unsigned)approval_timeout, audit);
+	if (control == NULL) {
+		default_control = approval_control_default_path();
+		control = default_control;
+	}
+	if (approval_control_start(broker, control, &ctl, &err) < 0)
+		goto out;
+
+	so.policy = policy;
+	so.audit = audit;
+	so.broker = broker;
+	so.idle_timeout_s = (unsigned)idle;
+	so.max_sandboxes = (unsigned)max_sb;
+	if (mcp_server_new(&so, &srv, &err) < 0)
+		goto out;
+
+	if (http == NULL) {
+		if (mcp_stdio_serve(srv, STDIN_FILENO, STDOUT_FILENO, lg_signals_fd(), &err) < 0)
+			goto out;
+	} else {
+		struct mcp_http_opts ho = {.bind = http,
+					   .allowed_origins = n_origins ? origins : NULL};
+		struct pollfd pfd = {.fd = lg_signals_fd(), .events = POLLIN};
+
+		if (token_file != NULL && read_token(token_file, &token, &err) < 0)
+			goto out;
+		ho.token = token;
+		if (mcp_http_start(srv, &ho, &h, &err) < 0)
+			goto out;
+		/* The one line a script waits for: where to connect. */
+		fprintf(stderr, "luminaguard: mcp: listening on http://%s/mcp (port %u)\n", http,
+			mcp_http_port(h));
+		while (poll(&pfd, 1, -1) < 0 && errno == EINTR)
+			;
+	}
+	status = 0;
+out:
+	if (err != NULL)
+		lg_err_report("luminaguard", &err);
+	mcp_http_stop(h);
+	mcp_server_free(srv);
+	approval_control_stop(ctl);
+	approval_broker_free(broker);
+	audit_close(audit);
+	policy_free(policy);
+	if (lg_signals_caught() != 0)
+		return 0; /* asked to stop: a clean stop */
+	return status;
+}

@@ -1,0 +1,1311 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * MCP Streamable HTTP on libmicrohttpd, with one thread per connection.
+ *
+ * Why threads: a POST that starts a tools/call keeps its SSE stream open
+ * until the call (a VM boot, a command) ends, and a GET stream stays open
+ * for the session's life.  With MHD_USE_THREAD_PER_CONNECTION the content
+ * reader of such a stream simply blocks on a condition variable until the
+ * session sends something, and only its own connection waits.  (Suspend
+ * and resume would save the threads but turn every send() into a
+ * cross-thread resume; an MCP server has few connections.)
+ *
+ * Locking: one mutex, h->lock, guards the session table, every session's
+ * transport state and every stream's queue; each stream has a condition
+ * variable of its own on it.  The core is never called with h->lock held:
+ * the core calls send() (which takes h->lock) with its own locks held.
+ *
+ * The core never sees our pointers as its `stream`: it gets a number that
+ * is never reused, which send() looks up.  A stream whose connection is
+ * gone is simply not found, so no stream memory has to outlive its
+ * connection however long a tool call runs.
+ */
+#include "mcp/http.h"
+
+#include "common/log.h"
+#include "common/util.h"
+#include "mcp/mcp.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#define MCP_PATH	"/mcp"
+#define ALLOWED_METHODS "GET, POST, DELETE"
+#define DEFAULT_IDLE_S	3600u
+/* Idle streams get a keep-alive this often (see stream_read). */
+#define PING_MS 15000u
+/* How often a blocked stream looks whether its client hung up. */
+#define PEER_CHECK_MS 1000u
+#define STREAM_BLOCK  (64u << 10)
+/* A client that reads nothing while we queue this much is dropped. */
+#define MAX_QUEUED (8u * MCP_MAX_MESSAGE)
+/* Each connection is a thread; bounds them. */
+#define CONN_LIMIT 256u
+/* Idle keep-alive connections and stalled uploads are closed after this. */
+#define CONN_TIMEOUT_S 120u
+
+enum msg_kind { MSG_REQUEST, MSG_NOTIFICATION, MSG_RESPONSE };
+
+/* A message waiting for its stream; SSE framing is added as it goes out. */
+struct out_msg {
+	struct out_msg *next;
+	char *text;
+	size_t len;
+};
+
+/* An HTTP response body that carries messages of one session. */
+struct hstream {
+	struct hstream *next; /* in hs->streams */
+	struct hsess *hs;
+	uintptr_t token; /* what the core sees as `stream`; 0 until attached */
+	bool is_get;	 /* the standalone stream; else a POST's */
+	bool sse;	 /* text/event-stream; else one application/json body */
+	int fd;		 /* the connection's socket, polled for hang-ups */
+	pthread_cond_t cond;
+	struct out_msg *head, **tail;
+	size_t queued; /* bytes in the queue */
+	int expected;  /* responses this POST gets; -1 until the core said */
+	int answered;  /* responses queued so far */
+	int others;    /* requests and notifications queued so far */
+	bool ended;    /* session closed or server stopping: end now */
+	bool overflow; /* the client stopped reading */
+	char *cur;     /* the chunk being written, cur_off bytes of it done */
+	size_t cur_len, cur_off;
+	uint64_t last_write_ms;
+};
+
+/* The transport's side of one MCP session. */
+struct hsess {
+	struct hsess *next; /* in h->sessions while not closing */
+	struct mcp_http *h;
+	struct mcp_session *ss; /* NULL once closed */
+	char id[72];
+	int refs;     /* the table, and each request that looked it up */
+	int users;    /* threads inside a call on ss: closing waits for them */
+	bool closing; /* out of the table; no new users or streams */
+	uint64_t last_ms;
+	uint64_t next_event; /* SSE event ids, unique within the session */
+	int orphans;	     /* responses still owed to POST streams whose client left */
+	struct hstream *streams;
+	struct hstream *get;
+};
+
+struct mcp_http {
+	struct mcp_server *srv;
+	struct MHD_Daemon *d;
+	unsigned port;
+	char *token;
+	char **origins; /* NULL: the local ones */
+	size_t max_body;
+	uint64_t idle_ms;
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* session users leaving; the reaper's clock */
+	struct hsess *sessions;
+	uintptr_t next_token;
+	bool stopping;
+	pthread_t reaper;
+	bool reaper_started;
+};
+
+/* One HTTP request (MHD's con_cls). */
+struct hreq {
+	char *body;
+	size_t len, cap;
+	bool too_large;
+	size_t discarded;
+	struct hsess *hs;   /* a reference, once the session is known */
+	struct hstream *st; /* the stream MHD is reading, if any */
+	bool close_session; /* a failed initialize: its session goes when done */
+};
+
+static void cond_init_mono(pthread_cond_t *c)
+{
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(c, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+static void cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, unsigned ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(c, m, &ts);
+}
+
+/*
+ * Compares a secret with what a client sent in time that depends only on
+ * the secret's length, so timing tells nothing about how much matched.
+ */
+static bool secret_equal(const char *given, const char *secret)
+{
+	size_t lg = strlen(given), ls = strlen(secret);
+	unsigned char diff = lg != ls;
+
+	for (size_t i = 0; i < ls; i++)
+		diff |= (unsigned char)secret[i] ^ (unsigned char)(i < lg ? given[i] : 0);
+	return diff == 0;
+}
+
+/* ---- request checks ---- */
+
+static const char *header(struct MHD_Connection *c, const char *name)
+{
+	return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+}
+
+/*
+ * The default origins: a page served from this machine.  Anything else a
+ * browser sends came from a site that may have re-pointed a DNS name at
+ * 127.0.0.1 to reach us (DNS rebinding), so it is refused.
+ */
+static bool origin_is_local(const char *o)
+{
+	static const char *const schemes[] = {"http://", "https://"};
+	static const char *const hosts[] = {"localhost", "127.0.0.1", "[::1]"};
+	const char *p = NULL;
+
+	for (size_t i = 0; i < ARRAY_SIZE(schemes) && p == NULL; i++)
+		if (strncasecmp(o, schemes[i], strlen(schemes[i])) == 0)
+			p = o + strlen(schemes[i]);
+	if (p == NULL)
+		return false;
+	for (size_t i = 0; i < ARRAY_SIZE(hosts); i++) {
+		size_t n = strlen(hosts[i]), digits = 0;
+		const char *q = p + n;
+
+		if (strncasecmp(p, hosts[i], n) != 0)
+			continue;
+		if (*q == '\0')
+			return true;
+		if (*q++ != ':')
+			return false;
+		while (q[digits] >= '0' && q[digits] <= '9')
+			digits++;
+		return digits > 0 && digits <= 5 && q[digits] == '\0';
+	}
+	return false;
+}
+
+static bool origin_allowed(const struct mcp_http *h, const char *origin)
+{
+	if (h->origins == NULL)
+		return origin_is_local(origin);
+	for (char **o = h->origins; *o != NULL; o++)
+		if (strcasecmp(*o, origin) == 0)
+			return true;
+	return false;
+}
+
+static bool authorized(const struct mcp_http *h, const char *auth)
+{
+	if (h->token == NULL)
+		return true;
+	if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
+		return false;
+	auth += 7;
+	while (*auth == ' ')
+		auth++;
+	return secret_equal(auth, h->token);
+}
+
+static bool accepts(struct MHD_Connection *c, const char *type)
+{
+	const char *a = header(c, MHD_HTTP_HEADER_ACCEPT);
+	return a != NULL && strcasestr(a, type) != NULL;
+}
+
+static bool content_type_json(struct MHD_Connection *c)
+{
+	const char *t = header(c, MHD_HTTP_HEADER_CONTENT_TYPE);
+	static const char json[] = "application/json";
+
+	return t != NULL && strncasecmp(t, json, sizeof(json) - 1) == 0 &&
+	       strchr("; \t", t[sizeof(json) - 1]) != NULL; /* strchr finds the NUL too */
+}
+
+/*
+ * A present MCP-Protocol-Version must be one we speak; without it the
+ * spec says to assume 2025-03-26, which we speak.
+ */
+static bool protocol_header_ok(struct MHD_Connection *c)
+{
+	const char *v = header(c, "MCP-Protocol-Version");
+	return v == NULL || mcp_protocol_supported(v);
+}
+
+static int conn_fd(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	return ci != NULL ? ci->connect_fd : -1;
+}
+
+/* ---- responses ---- */
+
+static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r)
+{
+	enum MHD_Result ret;
+
+	if (r == NULL)
+		return MHD_NO;
+	ret = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static struct MHD_Response *json_body(char *text)
+{
+	struct MHD_Response *r =
+	    MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+
+	if (r == NULL) {
+		free(text);
+		return NULL;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	return r;
+}
+
+/*
+ * An HTTP error with a JSON-RPC error body (id null), as the official SDKs
+ * answer, so a client can show the message whatever the status.
+ */
+static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned status, int code,
+				   const char *hname, const char *hvalue, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned status, int code,
+				   const char *hname, const char *hvalue, const char *fmt, ...)
+{
+	struct MHD_Response *r;
+	char msg[256];
+	json_t *e;
+	char *text;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	e = json_pack("{s:s, s:n, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", "error", "code", code,
+		      "message", msg);
+	text = e != NULL ? json_dumps(e, JSON_COMPACT) : NULL;
+	json_decref(e);
+	if (text == NULL)
+		return MHD_NO;
+	r = json_body(text);
+	if (r != NULL && hname != NULL)
+		MHD_add_response_header(r, hname, hvalue);
+	return queue(c, status, r);
+}
+
+static enum MHD_Result reply_empty(struct MHD_Connection *c, unsigned status)
+{
+	return queue(c, status, MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT));
+}
+
+/* ---- streams ---- */
+
+static struct hstream *stream_new(struct hsess *hs, bool is_get, bool sse, int fd)
+{
+	struct hstream *st = xzalloc(sizeof(*st));
+
+	st->hs = hs;
+	st->is_get = is_get;
+	st->sse = sse;
+	st->fd = fd;
+	st->tail = &st->head;
+	st->expected = -1;
+	st->last_write_ms = lg_now_ms();
+	cond_init_mono(&st->cond);
+	return st;
+}
+
+static void stream_free(struct hstream *st)
+{
+	struct out_msg *m;
+
+	while ((m = st->head) != NULL) {
+		st->head = m->next;
+		free(m->text);
+		free(m);
+	}
+	free(st->cur);
+	pthread_cond_destroy(&st->cond);
+	free(st);
+}
+
+/* Makes st reachable by send(). */
+static int stream_attach(struct hstream *st)
+{
+	struct hsess *hs = st->hs;
+	struct mcp_http *h = hs->h;
+	int ret = 0;
+
+	pthread_mutex_lock(&h->lock);
+	if (h->stopping)
+		ret = -ESHUTDOWN;
+	else if (hs->closing)
+		ret = -ENOENT;
+	else if (st->is_get && hs->get != NULL)
+		ret = -EBUSY;
+	if (ret == 0) {
+		st->token = ++h->next_token;
+		st->next = hs->streams;
+		hs->streams = st;
+		if (st->is_get)
+			hs->get = st;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return ret;
+}
+
+static void stream_detach_locked(struct hstream *st)
+{
+	struct hsess *hs = st->hs;
+
+	for (struct hstream **pp = &hs->streams; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == st) {
+			*pp = st->next;
+			break;
+		}
+	if (hs->get == st)
+		hs->get = NULL;
+}
+
+static bool stream_complete(const struct hstream *st)
+{
+	return st->expected >= 0 && st->answered >= st->expected;
+}
+
+/* The queued responses as one JSON text: the response, or an array of them. */
+static char *stream_join(struct hstream *st)
+{
+	struct out_msg *m;
+	size_t n = 0, total = 2;
+	char *out, *p;
+
+	for (m = st->head; m != NULL; m = m->next, n++)
+		total += m->len + 1;
+	if (n == 1) {
+		out = st->head->text;
+		st->head->text = NULL;
+	} else {
+		p = out = xmalloc(total + 1);
+		*p++ = '[';
+		for (m = st->head; m != NULL; m = m->next) {
+			if (m != st->head)
+				*p++ = ',';
+			memcpy(p, m->text, m->len);
+			p += m->len;
+		}
+		*p++ = ']';
+		*p = '\0';
+	}
+	while ((m = st->head) != NULL) {
+		st->head = m->next;
+		free(m->text);
+		free(m);
+	}
+	st->tail = &st->head;
+	st->queued = 0;
+	return out;
+}
+
+static bool peer_gone(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+
+	return fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+/*
+ * MHD's content reader: blocks (this connection's thread only) until there
+ * is something to write, the stream is complete, or the client is gone.
+ */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct hstream *st = cls;
+	struct mcp_http *h = st->hs->h;
+	ssize_t ret;
+
+	pthread_mutex_lock(&h->lock);
+	for (;;) {
+		if (st->cur != NULL) {
+			size_t n = st->cur_len - st->cur_off;
+
+			if (n > max)
+				n = max;
+			memcpy(buf, st->cur + st->cur_off, n);
+			st->cur_off += n;
+			if (st->cur_off == st->cur_len) {
+				free(st->cur);
+				st->cur = NULL;
+			}
+			st->last_write_ms = lg_now_ms();
+			ret = (ssize_t)n;
+			break;
+		}
+		if (st->overflow) {
+			ret = MHD_CONTENT_READER_END_WITH_ERROR;
+			break;
+		}
+		if (st->ended || h->stopping) {
+			ret = MHD_CONTENT_READER_END_OF_STREAM;
+			break;
+		}
+		if (st->head != NULL && (st->sse || stream_complete(st))) {
+			struct out_msg *m = st->head;
+
+			if (st->sse) {
+				st->head = m->next;
+				if (st->head == NULL)
+					st->tail = &st->head;
+				st->queued -= m->len;
+				st->cur =
+				    xasprintf("id: %llu\nevent: message\ndata: %s\n\n",
+					      (unsigned long long)++st->hs->next_event, m->text);
+				free(m->text);
+				free(m);
+			} else {
+				st->cur = stream_join(st);
+			}
+			st->cur_len = strlen(st->cur);
+			st->cur_off = 0;
+			continue;
+		}
+		if (!st->is_get && stream_complete(st)) {
+			ret = MHD_CONTENT_READER_END_OF_STREAM;
+			break;
+		}
+		cond_wait_ms(&st->cond, &h->lock, PEER_CHECK_MS);
+		if (st->cur != NULL || st->head != NULL || st->ended || h->stopping ||
+		    stream_complete(st))
+			continue;
+		if (peer_gone(st->fd)) {
+			ret = MHD_CONTENT_READER_END_WITH_ERROR;
+			break;
+		}
+		if (lg_now_ms() - st->last_write_ms >= PING_MS) {
+			/*
+			 * Clients time out reads (httpx: 30 s) during a long
+			 * call.  An SSE comment is ignored by every parser;
+			 * whitespace before a JSON value is valid JSON.
+			 */
+			st->cur = xstrdup(st->sse ? ": ping\n\n" : "\n");
+			st->cur_len = strlen(st->cur);
+			st->cur_off = 0;
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	return ret;
+}
+
+/* ---- sessions ---- */
+
+static struct hsess *session_find(struct mcp_http *h, const char *id)
+{
+	struct hsess *hs;
+
+	pthread_mutex_lock(&h->lock);
+	for (hs = h->sessions; hs != NULL; hs = hs->next)
+		if (secret_equal(id, hs->id))
+			break;
+	if (hs != NULL) {
+		hs->refs++;
+		hs->last_ms = lg_now_ms();
+	}
+	pthread_mutex_unlock(&h->lock);
+	return hs;
+}
+
+static void session_put(struct hsess *hs)
+{
+	struct mcp_http *h = hs->h;
+	bool last;
+
+	pthread_mutex_lock(&h->lock);
+	last = --hs->refs == 0;
+	pthread_mutex_unlock(&h->lock);
+	/* The table's reference goes last, after mcp_session_close(). */
+	if (last)
+		free(hs);
+}
+
+static int http_send(void *transport, void *stream, const char *json);
+
+/* A new session with a reference for the caller; NULL when stopping. */
+static struct hsess *session_create(struct mcp_http *h)
+{
+	struct hsess *hs = xzalloc(sizeof(*hs));
+
+	hs->h = h;
+	hs->refs = 2; /* the table and the caller */
+	hs->last_ms = lg_now_ms();
+	hs->ss = mcp_session_new(h->srv, http_send, hs);
+	snprintf(hs->id, sizeof(hs->id), "%s", mcp_session_id(hs->ss));
+	pthread_mutex_lock(&h->lock);
+	if (h->stopping) {
+		pthread_mutex_unlock(&h->lock);
+		mcp_session_close(hs->ss);
+		free(hs);
+		return NULL;
+	}
+	hs->next = h->sessions;
+	h->sessions = hs;
+	pthread_mutex_unlock(&h->lock);
+	lg_debug("mcp http: session %s opened", hs->id);
+	return hs;
+}
+
+/* The session for a call into the core, or NULL if it is closing. */
+static struct mcp_session *session_use(struct hsess *hs)
+{
+	struct mcp_http *h = hs->h;
+	struct mcp_session *ss;
+
+	pthread_mutex_lock(&h->lock);
+	ss = hs->closing ? NULL : hs->ss;
+	if (ss != NULL)
+		hs->users++;
+	pthread_mutex_unlock(&h->lock);
+	return ss;
+}
+
+static void session_unuse(struct hsess *hs)
+{
+	struct mcp_http *h = hs->h;
+
+	pthread_mutex_lock(&h->lock);
+	if (--hs->users == 0 && hs->closing)
+		pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+}
+
+/*
+ * Ends the session: out of the table (new requests get 404), its streams
+ * end, and mcp_session_close() destroys its sandboxes.  The caller holds a
+ * reference.  Blocks until the core is done; a second caller returns at once.
+ */
+static void session_close(struct hsess *hs, const char *why)
+{
+	struct mcp_http *h = hs->h;
+	struct mcp_session *ss;
+
+	pthread_mutex_lock(&h->lock);
+	if (hs->closing) {
+		pthread_mutex_unlock(&h->lock);
+		return;
+	}
+	hs->closing = true;
+	for (struct hsess **pp = &h->sessions; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == hs) {
+			*pp = hs->next;
+			break;
+		}
+	for (struct hstream *st = hs->streams; st != NULL; st = st->next) {
+		st->ended = true;
+		pthread_cond_broadcast(&st->cond);
+	}
+	while (hs->users > 0)
+		pthread_cond_wait(&h->cond, &h->lock);
+	ss = hs->ss;
+	pthread_mutex_unlock(&h->lock);
+
+	lg_info("mcp http: closing session %s: %s", hs->id, why);
+	mcp_session_close(ss);
+
+	pthread_mutex_lock(&h->lock);
+	hs->ss = NULL;
+	pthread_mutex_unlock(&h->lock);
+	session_put(hs); /* the table's */
+}
+
+/* ---- the core's send() ---- */
+
+static enum msg_kind classify(const json_t *msg)
+{
+	if (json_is_array(msg))
+		return MSG_RESPONSE; /* the only batches a server sends */
+	if (json_object_get(msg, "method") == NULL)
+		return json_is_object(msg) ? MSG_RESPONSE : MSG_NOTIFICATION;
+	return json_object_get(msg, "id") != NULL ? MSG_REQUEST : MSG_NOTIFICATION;
+}
+
+static int enqueue_locked(struct hstream *st, enum msg_kind kind, const char *json)
+{
+	struct out_msg *m;
+
+	if (st->queued > MAX_QUEUED) {
+		st->overflow = true;
+		pthread_cond_broadcast(&st->cond);
+		return -ENOBUFS;
+	}
+	m = xzalloc(sizeof(*m));
+	m->text = xstrdup(json);
+	m->len = strlen(m->text);
+	*st->tail = m;
+	st->tail = &m->next;
+	st->queued += m->len;
+	if (kind == MSG_RESPONSE)
+		st->answered++;
+	else
+		st->others++;
+	pthread_cond_broadcast(&st->cond);
+	return 0;
+}
+
+/*
+ * Where a message goes: to the POST stream it belongs to (a JSON-mode POST
+ * takes only its responses); requests and notifications without a stream
+ * that takes them go to the GET stream.  The spec forbids responses on the
+ * GET stream, so a response whose POST stream is gone is dropped.
+ */
+static int http_send(void *transport, void *stream, const char *json)
+{
+	struct hsess *hs = transport;
+	struct mcp_http *h = hs->h;
+	uintptr_t token = (uintptr_t)stream;
+	json_t *msg = json_loads(json, JSON_DECODE_ANY, NULL);
+	enum msg_kind kind = classify(msg);
+	char *flat = NULL;
+	struct hstream *st = NULL;
+	int ret;
+
+	/* An SSE data line ends at a newline: a message must be one line. */
+	if (msg != NULL && strpbrk(json, "\r\n") != NULL)
+		json = flat = json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY);
+	json_decref(msg);
+	if (json == NULL)
+		return -ENOMEM;
+
+	pthread_mutex_lock(&h->lock);
+	if (token != 0)
+		for (st = hs->streams; st != NULL && st->token != token; st = st->next)
+			;
+	if (st != NULL && !st->ended && (st->sse || kind == MSG_RESPONSE)) {
+		ret = enqueue_locked(st, kind, json);
+	} else if (kind == MSG_RESPONSE) {
+		if (st == NULL && token != 0 && hs->orphans > 0)
+			hs->orphans--;
+		ret = -EPIPE;
+	} else if (hs->get != NULL && !hs->get->ended) {
+		ret = enqueue_locked(hs->get, kind, json);
+	} else {
+		/*
+		 * A notification nobody listens for is lost, as the spec
+		 * allows; a request fails, so the core can ask elsewhere.
+		 */
+		ret = kind == MSG_REQUEST ? -ENOTCONN : 0;
+	}
+	pthread_mutex_unlock(&h->lock);
+	free(flat);
+	return ret;
+}
+
+/* ---- methods ---- */
+
+static struct hsess *require_session(struct mcp_http *h, struct MHD_Connection *c,
+				     enum MHD_Result *ret)
+{
+	const char *sid = header(c, "Mcp-Session-Id");
+	struct hsess *hs;
+
+	if (sid == NULL) {
+		*ret = reply_error(c, MHD_HTTP_BAD_REQUEST, MCP_INVALID_REQUEST, NULL, NULL,
+				   "Bad Request: Mcp-Session-Id header is required");
+		return NULL;
+	}
+	hs = session_find(h, sid);
+	if (hs == NULL) {
+		*ret = reply_error(c, MHD_HTTP_NOT_FOUND, MCP_INVALID_REQUEST, NULL, NULL,
+				   "Session not found");
+		return NULL;
+	}
+	if (!protocol_header_ok(c)) {
+		session_put(hs);
+		*ret = reply_error(c, MHD_HTTP_BAD_REQUEST, MCP_INVALID_REQUEST, NULL, NULL,
+				   "Bad Request: unsupported MCP-Protocol-Version");
+		return NULL;
+	}
+	return hs;
+}
+
+static enum MHD_Result attach_failed(struct MHD_Connection *c, int err)
+{
+	if (err == -EBUSY)
+		return reply_error(c, MHD_HTTP_CONFLICT, MCP_INVALID_REQUEST, NULL, NULL,
+				   "Conflict: this session already has a GET stream");
+	if (err == -ENOENT)
+		return reply_error(c, MHD_HTTP_NOT_FOUND, MCP_INVALID_REQUEST, NULL, NULL,
+				   "Session not found");
+	return reply_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, MCP_INTERNAL_ERROR, NULL, NULL,
+			   "the server is stopping");
+}
+
+static struct MHD_Response *stream_response(struct hstream *st)
+{
+	struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK,
+								   stream_read, st, NULL);
+	if (r == NULL)
+		return NULL;
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+				st->sse ? "text/event-stream" : "application/json");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+	return r;
+}
+
+static enum MHD_Result do_post(struct mcp_http *h, struct hreq *req, struct MHD_Connection *c)
+{
+	json_error_t jerr;
+	json_t *msg = json_loadb(req->body != NULL ? req->body : "", req->len,
+				 JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	const char *method = json_string_value(json_object_get(msg, "method"));
+	bool is_init = method != NULL && strcmp(method, "initialize") == 0 &&
+		       json_object_get(msg, "id") != NULL;
+	bool created = false, init_ok = true, complete;
+	struct mcp_session *ss;
+	struct MHD_Response *r;
+	struct hstream *st;
+	enum MHD_Result ret;
+	int n, others, err;
+
+	if (msg == NULL)
+		return reply_error(c, MHD_HTTP_BAD_REQUEST, MCP_PARSE_ERROR, NULL, NULL,
+				   "Parse error: %s", jerr.text);
+	if (header(c, "Mcp-Session-Id") == NULL && is_init) {
+		/* A version header on initialize says nothing yet: the body negotiates. */
+		req->hs = session_create(h);
+		if (req->hs == NULL) {
+			json_decref(msg);
+			return attach_failed(c, -ESHUTDOWN);
+		}
+		created = true;
+	} else {
+		req->hs = require_session(h, c, &ret);
+		if (req->hs == NULL) {
+			json_decref(msg);
+			return ret;
+		}
+	}
+
+	st = stream_new(req->hs, false, accepts(c, "text/event-stream"), conn_fd(c));
+	err = stream_attach(st);
+	ss = err == 0 ? session_use(req->hs) : NULL;
+	if (ss == NULL) {
+		if (err == 0) {
+			pthread_mutex_lock(&h->lock);
+			stream_detach_locked(st);
+			pthread_mutex_unlock(&h->lock);
+		}
+		stream_free(st);
+		json_decref(msg);
+		return attach_failed(c, err != 0 ? err : -ENOENT);
+	}
+	n = mcp_session_handle(ss, msg, (void *)st->token);
+	if (created)
+		init_ok = mcp_session_protocol(ss) != NULL;
+	session_unuse(req->hs);
+	json_decref(msg);
+	/* An initialize that failed leaves a session nobody can name: drop it. */
+	req->close_session = created && !init_ok;
+
+	pthread_mutex_lock(&h->lock);
+	st->expected = n > 0 ? n : 0;
+	complete = stream_complete(st);
+	others = st->others;
+	if (n <= 0 || (complete && (!st->sse || others == 0)))
+		stream_detach_locked(st);
+	pthread_cond_broadcast(&st->cond);
+	pthread_mutex_unlock(&h->lock);
+
+	if (n < 0) {
+		stream_free(st);
+		return reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, MCP_INTERNAL_ERROR, NULL,
+				   NULL, "the message could not be handled");
+	}
+	if (n == 0) {
+		/* Notifications and responses: nothing to answer. */
+		stream_free(st);
+		return reply_empty(c, MHD_HTTP_ACCEPTED);
+	}
+	if (complete && (!st->sse || others == 0)) {
+		/* Answered already (every method but tools/call): one plain JSON body. */
+		r = json_body(stream_join(st));
+		stream_free(st);
+	} else {
+		r = stream_response(st);
+		if (r != NULL) {
+			req->st = st; /* freed when the request completes */
+		} else {
+			pthread_mutex_lock(&h->lock);
+			stream_detach_locked(st);
+			pthread_mutex_unlock(&h->lock);
+			stream_free(st);
+		}
+	}
+	if (r != NULL && created && init_ok)
+		MHD_add_response_header(r, "Mcp-Session-Id", req->hs->id);
+	return queue(c, MHD_HTTP_OK, r);
+}
+
+static enum MHD_Result do_get(struct mcp_http *h, struct hreq *req, struct MHD_Connection *c)
+{
+	struct MHD_Response *r;
+	struct hstream *st;
+	enum MHD_Result ret;
+	int err;
+
+	/* The spec's answer for a GET that cannot be an SSE stream. */
+	if (!accepts(c, "text/event-stream"))
+		return reply_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, MCP_INVALID_REQUEST,
+				   MHD_HTTP_HEADER_ALLOW, ALLOWED_METHODS,
+				   "Method Not Allowed: GET needs Accept: text/event-stream");
+	req->hs = require_session(h, c, &ret);
+	if (req->hs == NULL)
+		return ret;
+	st = stream_new(req->hs, true, true, conn_fd(c));
+	err = stream_attach(st);
+	if (err < 0) {
+		stream_free(st);
+		return attach_failed(c, err);
+	}
+	r = stream_response(st);
+	if (r == NULL) {
+		pthread_mutex_lock(&h->lock);
+		stream_detach_locked(st);
+		pthread_mutex_unlock(&h->lock);
+		stream_free(st);
+		return MHD_NO;
+	}
+	req->st = st;
+	return queue(c, MHD_HTTP_OK, r);
+}
+
+static enum MHD_Result do_delete(struct mcp_http *h, struct hreq *req, struct MHD_Connection *c)
+{
+	enum MHD_Result ret;
+
+	req->hs = require_session(h, c, &ret);
+	if (req->hs == NULL)
+		return ret;
+	/* Answers after the sandboxes are gone, so a 200 means they are. */
+	session_close(req->hs, "deleted by the client");
+	return reply_empty(c, MHD_HTTP_OK);
+}
+
+/* Checks that need only the headers; the POST body comes later. */
+static enum MHD_Result on_headers(struct mcp_http *h, struct hreq *req, struct MHD_Connection *c,
+				  const char *url, const char *method)
+{
+	const char *origin = header(c, "Origin");
+	const char *len = header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	uint64_t n;
+
+	if (strcmp(url, MCP_PATH) != 0)
+		return reply_error(c, MHD_HTTP_NOT_FOUND, MCP_INVALID_REQUEST, NULL, NULL,
+				   "Not Found: the MCP endpoint is " MCP_PATH);
+	if (origin != NULL && !origin_allowed(h, origin)) {
+		lg_warn("mcp http: refused a request from origin %.100s", origin);
+		return reply_error(c, MHD_HTTP_FORBIDDEN, MCP_INVALID_REQUEST, NULL, NULL,
+				   "Forbidden: origin not allowed");
+	}
+	if (!authorized(h, header(c, MHD_HTTP_HEADER_AUTHORIZATION)))
+		return reply_error(c, MHD_HTTP_UNAUTHORIZED, MCP_INVALID_REQUEST,
+				   MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer",
+				   "Unauthorized: a valid bearer token is required");
+	if (strcmp(method, MHD_HTTP_METHOD_GET) == 0)
+		return do_get(h, req, c);
+	if (strcmp(method, MHD_HTTP_METHOD_DELETE) == 0)
+		return do_delete(h, req, c);
+	if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+		return reply_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, MCP_INVALID_REQUEST,
+				   MHD_HTTP_HEADER_ALLOW, ALLOWED_METHODS, "Method Not Allowed");
+	if (!content_type_json(c))
+		return reply_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, MCP_INVALID_REQUEST, NULL,
+				   NULL,
+				   "Unsupported Media Type: Content-Type must be application/json");
+	/* Refused before a byte of it is read. */
+	if (len != NULL && (lg_parse_u64(len, 0, UINT64_MAX, &n) < 0 || n > h->max_body))
+		return reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, MCP_INVALID_REQUEST, NULL, NULL,
+				   "Payload Too Large: at most %zu bytes", h->max_body);
+	return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+				  const char *method, const char *version, const char *upload,
+				  size_t *upload_size, void **con_cls)
+{
+	struct mcp_http *h = cls;
+	struct hreq *req = *con_cls;
+
+	if (req == NULL) {
+		*con_cls = req = xzalloc(sizeof(*req));
+		return on_headers(h, req, c, url, method);
+	}
+	if (*upload_size > 0) {
+		size_t n = *upload_size;
+
+		*upload_size = 0;
+		if (req->too_large || n > h->max_body - req->len) {
+			/*
+			 * A chunked body grew past the limit: the rest is read
+			 * and dropped so the 413 reaches the client, up to a
+			 * point where the connection is just cut.
+			 */
+			req->too_large = true;
+			req->discarded += n;
+			free(req->body);
+			req->body = NULL;
+			req->len = req->cap = 0;
+			return req->discarded > h->max_body ? MHD_NO : MHD_YES;
+		}
+		if (req->len + n > req->cap) {
+			size_t cap = req->cap ? req->cap : 16384;
+			while (cap < req->len + n)
+				cap *= 2;
+			req->cap = cap < h->max_body ? cap : h->max_body;
+			req->body = xrealloc(req->body, req->cap);
+		}
+		memcpy(req->body + req->len, upload, n);
+		req->len += n;
+		return MHD_YES;
+	}
+	if (req->too_large)
+		return reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, MCP_INVALID_REQUEST, NULL, NULL,
+				   "Payload Too Large: at most %zu bytes", h->max_body);
+	return do_post(h, req, c);
+}
+
+/*
+ * A request is done.  A POST stream that ended before all its responses
+ * were written, or a GET stream, means the client hung up; see
+ * docs/mcp-http.md ("Disconnects") for when that ends the session.
+ */
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct mcp_http *h = cls;
+	struct hreq *req = *con_cls;
+	struct hsess *hs;
+	bool vanished = false;
+
+	if (req == NULL)
+		return;
+	*con_cls = NULL;
+	hs = req->hs;
+	if (req->st != NULL) {
+		struct hstream *st = req->st;
+
+		pthread_mutex_lock(&h->lock);
+		stream_detach_locked(st);
+		bool dropped = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK &&
+			       toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN && !st->ended &&
+			       !h->stopping;
+		if (!st->is_get) {
+			int owed = st->expected - st->answered;
+
+			if (dropped && owed > 0) {
+				hs->orphans += owed;
+				vanished = hs->get == NULL;
+			}
+		} else {
+			vanished = dropped && hs->orphans > 0;
+		}
+		pthread_mutex_unlock(&h->lock);
+		stream_free(st);
+	}
+	if (hs != NULL) {
+		if (vanished)
+			session_close(hs, "the client disconnected during a call");
+		else if (req->close_session)
+			session_close(hs, "initialize failed");
+		pthread_mutex_lock(&h->lock);
+		hs->last_ms = lg_now_ms();
+		pthread_mutex_unlock(&h->lock);
+		session_put(hs);
+	}
+	free(req->body);
+	free(req);
+}
+
+/* ---- the idle reaper ---- */
+
+static void *reaper_main(void *arg)
+{
+	struct mcp_http *h = arg;
+
+	pthread_mutex_lock(&h->lock);
+	while (!h->stopping) {
+		uint64_t now = lg_now_ms();
+		struct hsess *hs;
+
+		/* refs == 1: only the table holds it, so no request or stream is open. */
+		for (hs = h->sessions; hs != NULL; hs = hs->next)
+			if (hs->refs == 1 && now - hs->last_ms >= h->idle_ms)
+				break;
+		if (hs == NULL) {
+			cond_wait_ms(&h->cond, &h->lock, 1000);
+			continue;
+		}
+		hs->refs++;
+		pthread_mutex_unlock(&h->lock);
+		session_close(hs, "idle");
+		session_put(hs);
+		pthread_mutex_lock(&h->lock);
+	}
+	pthread_mutex_unlock(&h->lock);
+	return NULL;
+}
+
+/* ---- start and stop ---- */
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	size_t n;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n > 0 && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	lg_debug("libmicrohttpd: %s", msg);
+}
+
+static bool is_loopback(const struct sockaddr_storage *sa)
+{
+	if (sa->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	}
+	const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+	return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
+/* "HOST:PORT", "[V6]:PORT" or "localhost:PORT"; numeric only, so no DNS. */
+static int parse_bind(const char *spec, struct sockaddr_storage *sa, socklen_t *salen,
+		      struct lg_err **err)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *start = spec, *port, *end;
+	uint64_t p;
+	size_t n;
+
+	memset(sa, 0, sizeof(*sa));
+	if (spec == NULL || *spec == '\0')
+		return lg_err_set(err, EINVAL, "no address to serve HTTP on");
+	if (spec[0] == '[') {
+		end = strchr(spec, ']');
+		if (end == NULL || end[1] != ':')
+			return lg_err_set(err, EINVAL, "`%s`: expected [IPV6]:PORT", spec);
+		start = spec + 1;
+		n = (size_t)(end - start);
+		port = end + 2;
+	} else {
+		end = strrchr(spec, ':');
+		if (end == NULL)
+			return lg_err_set(err, EINVAL, "`%s`: expected HOST:PORT", spec);
+		n = (size_t)(end - spec);
+		port = end + 1;
+	}
+	if (n == 0 || n >= sizeof(host))
+		return lg_err_set(err, EINVAL, "`%s`: bad host", spec);
+	memcpy(host, start, n);
+	host[n] = '\0';
+	/* "::1:80" could mean two things: IPv6 goes in brackets. */
+	if (start == spec && strchr(host, ':') != NULL)
+		return lg_err_set(err, EINVAL, "`%s`: write an IPv6 address as [ADDR]:PORT", spec);
+	if (lg_parse_u64(port, 0, 65535, &p) < 0)
+		return lg_err_set(err, EINVAL, "`%s`: bad port", port);
+	if (strcmp(host, "localhost") == 0)
+		snprintf(host, sizeof(host), "127.0.0.1");
+
+	struct sockaddr_in *in = (struct sockaddr_in *)sa;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
+	if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+		in->sin_family = AF_INET;
+		in->sin_port = htons((uint16_t)p);
+		*salen = sizeof(*in);
+	} else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)p);
+		*salen = sizeof(*in6);
+	} else {
+		return lg_err_set(err, EINVAL,
+				  "`%s`: not an IP address (IPv6 goes in brackets: [::1]:PORT)",
+				  host);
+	}
+	return 0;
+}
+
+static int listen_on(const char *where, const struct sockaddr_storage *sa, socklen_t salen,
+		     unsigned *port, struct lg_err **err)
+{
+	cleanup_close int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_storage got;
+	socklen_t gotlen = sizeof(got);
+	int one = 1;
+
+	if (fd < 0)
+		return lg_err_sys(err, "socket");
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* [::] means IPv6 only: serve exactly the address that was asked for. */
+	if (sa->ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)sa, salen) < 0)
+		return lg_err_sys(err, "bind %s", where);
+	if (listen(fd, 64) < 0)
+		return lg_err_sys(err, "listen on %s", where);
+	if (getsockname(fd, (struct sockaddr *)&got, &gotlen) < 0)
+		return lg_err_sys(err, "getsockname");
+	*port = ntohs(got.ss_family == AF_INET ? ((struct sockaddr_in *)&got)->sin_port
+					       : ((struct sockaddr_in6 *)&got)->sin6_port);
+	return steal_fd(&fd);
+}
+
+static void http_free(struct mcp_http *h)
+{
+	if (h->origins != NULL)
+		for (char **o = h->origins; *o != NULL; o++)
+			free(*o);
+	free(h->origins);
+	if (h->token != NULL)
+		explicit_bzero(h->token, strlen(h->token));
+	free(h->token);
+	pthread_mutex_destroy(&h->lock);
+	pthread_cond_destroy(&h->cond);
+	free(h);
+}
+
+int mcp_http_start(struct mcp_server *srv, const struct mcp_http_opts *o, struct mcp_http **out,
+		   struct lg_err **err)
+{
+	struct sockaddr_storage sa;
+	socklen_t salen = 0;
+	struct mcp_http *h;
+	unsigned port = 0;
+	int fd;
+
+	*out = NULL;
+	if (parse_bind(o->bind, &sa, &salen, err) < 0)
+		return lg_err_wrap(err, "--http");
+	/*
+	 * Off loopback anyone on the network can reach the endpoint, and the
+	 * tools run commands: never without a secret.
+	 */
+	if (!is_loopback(&sa) && (o->token == NULL || *o->token == '\0'))
+		return lg_err_set(err, EPERM,
+				  "refusing to serve MCP on %s without a bearer token: a "
+				  "non-loopback address needs --token-file",
+				  o->bind);
+	fd = listen_on(o->bind, &sa, salen, &port, err);
+	if (fd < 0)
+		return fd;
+
+	h = xzalloc(sizeof(*h));
+	h->srv = srv;
+	h->port = port;
+	h->token = o->token != NULL && *o->token != '\0' ? xstrdup(o->token) : NULL;
+	if (o->allowed_origins != NULL) {
+		size_t n = 0;
+		while (o->allowed_origins[n] != NULL)
+			n++;
+		h->origins = xzalloc((n + 1) * sizeof(*h->origins));
+		for (size_t i = 0; i < n; i++)
+			h->origins[i] = xstrdup(o->allowed_origins[i]);
+	}
+	h->max_body = o->max_body ? o->max_body : MCP_MAX_MESSAGE;
+	h->idle_ms = (uint64_t)(o->session_idle_s ? o->session_idle_s : DEFAULT_IDLE_S) * 1000u;
+	pthread_mutex_init(&h->lock, NULL);
+	cond_init_mono(&h->cond);
+
+	h->d = MHD_start_daemon(MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD |
+				    MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG,
+				0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+				h, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED,
+				on_completed, h, MHD_OPTION_CONNECTION_LIMIT, CONN_LIMIT,
+				MHD_OPTION_CONNECTION_TIMEOUT, CONN_TIMEOUT_S, MHD_OPTION_END);
+	if (h->d == NULL) {
+		/* Whether a failed start closed the socket it was given depends on where it failed.
+		 */
+		if (fcntl(fd, F_GETFD) >= 0)
+			close(fd);
+		http_free(h);
+		return lg_err_set(err, EIO, "cannot start the HTTP server on %s (libmicrohttpd)",
+				  o->bind);
+	}
+	if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0) {
+		MHD_stop_daemon(h->d);
+		http_free(h);
+		return lg_err_set(err, EAGAIN, "cannot start the session reaper thread");
+	}
+	h->reaper_started = true;
+	lg_debug("mcp http: serving on %s port %u, endpoint " MCP_PATH "%s", o->bind, port,
+		 h->token != NULL ? " (bearer token required)" : "");
+	*out = h;
+	return 0;
+}
+
+unsigned mcp_http_port(const struct mcp_http *h)
+{
+	return h->port;
+}
+
+void mcp_http_stop(struct mcp_http *h)
+{
+	if (h == NULL)
+		return;
+	pthread_mutex_lock(&h->lock);
+	h->stopping = true;
+	for (struct hsess *hs = h->sessions; hs != NULL; hs = hs->next)
+		for (struct hstream *st = hs->streams; st != NULL; st = st->next)
+			pthread_cond_broadcast(&st->cond);
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+	if (h->reaper_started)
+		pthread_join(h->reaper, NULL);
+	/* Joins every connection thread: the streams have ended, so none blocks for long. */
+	MHD_stop_daemon(h->d);
+
+	for (;;) {
+		struct hsess *hs;
+
+		pthread_mutex_lock(&h->lock);
+		hs = h->sessions;
+		if (hs != NULL)
+			hs->refs++;
+		pthread_mutex_unlock(&h->lock);
+		if (hs == NULL)
+			break;
+		session_close(hs, "the server is stopping");
+		session_put(hs);
+	}
+	http_free(h);
+}

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Shared between the MCP core's files; not for transports. */
+#ifndef LG_MCP_INTERNAL_H
+#define LG_MCP_INTERNAL_H
+
+#include "mcp/mcp.h"
+
+#include "approval/approval.h"
+#include "host/sandbox.h"
+
+#include <pthread.h>
+
+#define MCP_SANDBOX_ID_LEN 16 /* "sb-" + 12 hex + NUL */
+
+struct mcp_sandbox {
+	struct mcp_sandbox *next;
+	char id[MCP_SANDBOX_ID_LEN];
+	struct mcp_session *owner;
+	struct lg_sandbox *sb;
+	pthread_mutex_t op_lock; /* one agent request at a time */
+	uint64_t created_ms;	 /* CLOCK_REALTIME, for display */
+	uint64_t last_used_ms;	 /* monotonic */
+	unsigned idle_timeout_s;
+	unsigned cpus;
+	uint64_t memory_mib;
+	char *image;
+	bool dirty; /* had an exec or a write: holds unsaved work */
+	int busy;   /* operations in flight; the reaper leaves it alone */
+	bool doomed;
+};
+
+/* A server-to-client request waiting for its response (elicitation). */
+struct mcp_outreq {
+	struct mcp_outreq *next;
+	int64_t id;
+	struct approval *approval; /* the decision the answer feeds */
+};
+
+struct mcp_stream_count {
+	struct mcp_stream_count *next;
+	void *stream;
+	int running;
+};
+
+struct mcp_session {
+	struct mcp_session *next; /* in the server's list */
+	struct mcp_server *srv;
+	char id[33];
+	mcp_send_fn send;
+	void *transport;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	char *protocol;
+	char *client_name;
+	bool client_elicitation;
+	bool closing;
+	int running; /* tool calls on worker threads */
+	struct mcp_outreq *outreqs;
+	int64_t next_out_id;
+	struct mcp_stream_count *streams;
+};
+
+struct mcp_server {
+	struct mcp_server_opts o;
+	pthread_mutex_t lock;
+	struct mcp_sandbox *sandboxes;
+	unsigned n_sandboxes;
+	struct mcp_session *sessions;
+	pthread_t reaper;
+	bool reaper_started;
+	int stop_pipe[2];
+};
+
+/* ---- session.c ---- */
+
+/* Sends a message (steals the reference). */
+int mcp_send(struct mcp_session *ss, void *stream, json_t *msg);
+/*
+ * Tracks approval a (borrowed: the caller keeps its reference until it has
+ * called mcp_forget_elicitation) so that closing the session cancels the
+ * wait, and if params is non-NULL (stolen) sends an elicitation/create
+ * whose answer decides it.  Returns the tracking id, or -1 if the session
+ * is closing.
+ */
+int64_t mcp_send_elicitation(struct mcp_session *ss, void *stream, json_t *params,
+			     struct approval *a);
+/* Forgets an elicitation that was decided elsewhere and tells the client. */
+void mcp_forget_elicitation(struct mcp_session *ss, void *stream, int64_t id);
+
+/* ---- sandboxes (session.c) ---- */
+
+/* Looks up a sandbox of this session and marks it busy; NULL if none. */
+struct mcp_sandbox *mcp_sandbox_get(struct mcp_session *ss, const char *id);
+void mcp_sandbox_put(struct mcp_server *s, struct mcp_sandbox *sb);
+/* Registers a booted sandbox; fails (and destroys it) when over the limit. */
+struct mcp_sandbox *mcp_sandbox_add(struct mcp_session *ss, struct lg_sandbox *lsb, unsigned cpus,
+				    uint64_t memory_mib, const char *image,
+				    unsigned idle_timeout_s);
+void mcp_sandbox_mark_dirty(struct mcp_server *s, struct mcp_sandbox *sb);
+/* Unregisters and destroys; false if this session has no such sandbox. */
+bool mcp_sandbox_destroy(struct mcp_session *ss, const char *id);
+/* A JSON array describing this session's sandboxes.  New reference. */
+json_t *mcp_sandbox_list(struct mcp_session *ss);
+/* A free slot for one more sandbox?  (checked again when it is added) */
+bool mcp_sandbox_room(struct mcp_server *s);
+
+/* ---- tools.c ---- */
+
+/* tools/list: every tool with schema and annotations.  New reference. */
+json_t *mcp_tools_list(void);
+bool mcp_tool_exists(const char *name);
+/*
+ * tools/call on a worker thread: classify, ask a human if red, run, audit.
+ * Returns the CallToolResult (new reference); never NULL.
+ */
+json_t *mcp_tools_call(struct mcp_session *ss, void *stream, const char *name, const json_t *args);
+
+#endif

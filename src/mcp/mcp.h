@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The MCP server core, independent of transport: JSON-RPC 2.0 dispatch,
+ * protocol-version negotiation, the sandbox tools, and the approval cliff
+ * in the path of every tools/call.  Transports (stdio in mcp/stdio.c,
+ * Streamable HTTP in mcp/http.c) parse bytes into JSON, hand messages to a
+ * session, and deliver what the session sends back.
+ */
+#ifndef LG_MCP_MCP_H
+#define LG_MCP_MCP_H
+
+#include "common/err.h"
+#include "hv/hv.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct policy;
+struct audit_log;
+struct approval_broker;
+
+#define MCP_MAX_MESSAGE (4u << 20) /* bytes of one JSON-RPC message */
+
+/* JSON-RPC error codes. */
+enum {
+	MCP_PARSE_ERROR = -32700,
+	MCP_INVALID_REQUEST = -32600,
+	MCP_METHOD_NOT_FOUND = -32601,
+	MCP_INVALID_PARAMS = -32602,
+	MCP_INTERNAL_ERROR = -32603,
+};
+
+struct mcp_server_opts {
+	const struct policy *policy;	/* borrowed, required */
+	struct audit_log *audit;	/* borrowed, may be NULL (no audit) */
+	struct approval_broker *broker; /* borrowed, required */
+	unsigned idle_timeout_s;	/* reap sandboxes idle this long; 0 = never */
+	unsigned max_sandboxes;		/* per server; 0 = 16 */
+	const char *default_image;	/* NULL: "default" */
+	enum hv_accel accel;
+};
+
+struct mcp_server;
+struct mcp_session;
+
+int mcp_server_new(const struct mcp_server_opts *o, struct mcp_server **out, struct lg_err **err);
+/* Destroys every sandbox of every session, then frees the server. */
+void mcp_server_free(struct mcp_server *s);
+
+/*
+ * How a session talks back: `send` delivers one JSON-RPC message (a
+ * response, or a request/notification from the server).  `stream` is the
+ * transport's context of the client request the message belongs to (as
+ * passed to mcp_session_handle), or NULL for messages that belong to no
+ * request.  Called from any thread; the transport serializes.  Returns 0,
+ * or <0 if the client is gone.
+ */
+typedef int (*mcp_send_fn)(void *transport, void *stream, const char *json);
+
+struct mcp_session *mcp_session_new(struct mcp_server *s, mcp_send_fn send, void *transport);
+/* The session id (a random hex string; HTTP's Mcp-Session-Id). */
+const char *mcp_session_id(const struct mcp_session *ss);
+/* The negotiated protocol version, or NULL before initialize. */
+const char *mcp_session_protocol(const struct mcp_session *ss);
+
+/*
+ * Handles one incoming message (any JSON value: a request, notification,
+ * response or a batch), borrowed.  Quick methods answer before this
+ * returns; tools/call runs on a worker thread and answers later, through
+ * send() with the same stream.  Returns the number of responses that will
+ * be sent for it (0 for notifications and responses), so an HTTP transport
+ * knows whether to answer 202 or open a stream.
+ */
+int mcp_session_handle(struct mcp_session *ss, const json_t *msg, void *stream);
+
+/*
+ * Handles raw bytes of one message: parse errors answer -32700.  Same
+ * return as mcp_session_handle.
+ */
+int mcp_session_handle_text(struct mcp_session *ss, const char *text, size_t len, void *stream);
+
+/* Waits until no request of this stream is still running (HTTP closes its stream then). */
+void mcp_session_wait_stream(struct mcp_session *ss, void *stream);
+
+/*
+ * Ends the session: cancels waits, lets running calls finish, destroys the
+ * session's sandboxes, frees it.
+ */
+void mcp_session_close(struct mcp_session *ss);
+
+/* The MCP protocol versions this server speaks, newest first, NULL-terminated. */
+extern const char *const mcp_protocol_versions[];
+bool mcp_protocol_supported(const char *version);
+
+#endif

@@ -1,0 +1,871 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * MCP sessions: JSON-RPC 2.0 validation and dispatch, version negotiation,
+ * server-to-client requests, worker threads for tool calls, and the
+ * registry of sandboxes each session owns.
+ */
+#include "mcp/internal.h"
+
+#include "common/log.h"
+#include "common/util.h"
+#include "lg-config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *const mcp_protocol_versions[] = {"2025-11-25", "2025-06-18", "2025-03-26", NULL};
+
+#define TOOLS_PAGE_SIZE	      50
+#define MAX_RUNNING_PER_SESS  32
+#define DEFAULT_MAX_SANDBOXES 16
+
+bool mcp_protocol_supported(const char *version)
+{
+	for (size_t i = 0; version != NULL && mcp_protocol_versions[i] != NULL; i++)
+		if (strcmp(version, mcp_protocol_versions[i]) == 0)
+			return true;
+	return false;
+}
+
+static void random_hex(char *out, size_t nbytes)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t raw[32];
+
+	if (nbytes > sizeof(raw))
+		nbytes = sizeof(raw);
+	if (getrandom(raw, nbytes, 0) != (ssize_t)nbytes) {
+		/* getrandom cannot fail for <= 256 bytes once the pool is ready; be safe. */
+		for (size_t i = 0; i < nbytes; i++)
+			raw[i] = (uint8_t)(lg_now_ns() >> (i % 8));
+	}
+	for (size_t i = 0; i < nbytes; i++) {
+		out[2 * i] = hex[raw[i] >> 4];
+		out[2 * i + 1] = hex[raw[i] & 15];
+	}
+	out[2 * nbytes] = '\0';
+}
+
+/* ---- sending ---- */
+
+int mcp_send(struct mcp_session *ss, void *stream, json_t *msg)
+{
+	char *text = json_dumps(msg, JSON_COMPACT);
+	int r;
+
+	json_decref(msg);
+	if (text == NULL)
+		return -ENOMEM;
+	r = ss->send(ss->transport, stream, text);
+	free(text);
+	return r;
+}
+
+static void send_result(struct mcp_session *ss, void *stream, const json_t *id, json_t *result)
+{
+	mcp_send(ss, stream,
+		 json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "result", result));
+}
+
+static void send_error(struct mcp_session *ss, void *stream, const json_t *id, int code,
+		       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void send_error(struct mcp_session *ss, void *stream, const json_t *id, int code,
+		       const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	mcp_send(ss, stream,
+		 json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id",
+			   id != NULL ? id : json_null(), "error", "code", code, "message", msg));
+}
+
+/* ---- streams: how many requests of each transport stream are still running ---- */
+
+static void stream_add(struct mcp_session *ss, void *stream, int delta)
+{
+	struct mcp_stream_count **pp, *c;
+
+	if (stream == NULL)
+		return;
+	for (pp = &ss->streams; *pp != NULL; pp = &(*pp)->next)
+		if ((*pp)->stream == stream)
+			break;
+	if (*pp == NULL) {
+		if (delta <= 0)
+			return;
+		*pp = xzalloc(sizeof(**pp));
+		(*pp)->stream = stream;
+	}
+	c = *pp;
+	c->running += delta;
+	if (c->running <= 0) {
+		*pp = c->next;
+		free(c);
+		pthread_cond_broadcast(&ss->cond);
+	}
+}
+
+void mcp_session_wait_stream(struct mcp_session *ss, void *stream)
+{
+	pthread_mutex_lock(&ss->lock);
+	for (;;) {
+		struct mcp_stream_count *c = ss->streams;
+		while (c != NULL && c->stream != stream)
+			c = c->next;
+		if (c == NULL)
+			break;
+		pthread_cond_wait(&ss->cond, &ss->lock);
+	}
+	pthread_mutex_unlock(&ss->lock);
+}
+
+/* ---- server-to-client requests ---- */
+
+int64_t mcp_send_elicitation(struct mcp_session *ss, void *stream, json_t *params,
+			     struct approval *a)
+{
+	struct mcp_outreq *o;
+	int64_t id;
+
+	pthread_mutex_lock(&ss->lock);
+	if (ss->closing) {
+		pthread_mutex_unlock(&ss->lock);
+		json_decref(params);
+		approval_cancel(a);
+		return -1;
+	}
+	id = ++ss->next_out_id;
+	o = xzalloc(sizeof(*o));
+	o->id = id;
+	o->approval = a;
+	o->next = ss->outreqs;
+	ss->outreqs = o;
+	pthread_mutex_unlock(&ss->lock);
+
+	if (params == NULL)
+		return id;
+	if (mcp_send(ss, stream,
+		     json_pack("{s:s, s:I, s:s, s:o}", "jsonrpc", "2.0", "id", (json_int_t)id,
+			       "method", "elicitation/create", "params", params)) < 0) {
+		mcp_forget_elicitation(ss, NULL, id);
+		return -1;
+	}
+	return id;
+}
+
+static struct mcp_outreq *take_outreq(struct mcp_session *ss, int64_t id)
+{
+	struct mcp_outreq **pp, *o = NULL;
+
+	pthread_mutex_lock(&ss->lock);
+	for (pp = &ss->outreqs; *pp != NULL; pp = &(*pp)->next) {
+		if ((*pp)->id == id) {
+			o = *pp;
+			*pp = o->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ss->lock);
+	return o;
+}
+
+void mcp_forget_elicitation(struct mcp_session *ss, void *stream, int64_t id)
+{
+	struct mcp_outreq *o = take_outreq(ss, id);
+
+	if (o == NULL)
+		return;
+	free(o);
+	if (stream != NULL)
+		mcp_send(ss, stream,
+			 json_pack("{s:s, s:s, s:{s:I, s:s}}", "jsonrpc", "2.0", "method",
+				   "notifications/cancelled", "params", "requestId", (json_int_t)id,
+				   "reason", "decided through another channel"));
+}
+
+/*
+ * A response from the client to one of our requests.  The outreq is taken
+ * and its approval decided under ss->lock: the worker that owns the
+ * approval takes the same lock to forget the outreq before it drops its
+ * reference, so the approval cannot be freed under us.
+ */
+static void handle_response(struct mcp_session *ss, const json_t *msg)
+{
+	const json_t *id = json_object_get(msg, "id");
+	const json_t *result = json_object_get(msg, "result");
+	const json_t *content = json_object_get(result, "content");
+	const char *action = json_string_value(json_object_get(result, "action"));
+	const char *why = json_string_value(json_object_get(content, "reason"));
+	struct mcp_outreq **pp, *o = NULL;
+	char reason[256];
+	char decider[96];
+	bool approve;
+
+	if (!json_is_integer(id))
+		return; /* not one of ours: we only use integer ids */
+	/* Anything but an explicit accept with approve=true is a no. */
+	approve = action != NULL && strcmp(action, "accept") == 0 &&
+		  json_is_true(json_object_get(content, "approve"));
+	if (why != NULL && *why != '\0')
+		snprintf(reason, sizeof(reason), "%s", why);
+	else
+		snprintf(reason, sizeof(reason), "the user chose %s",
+			 action != NULL ? action : "nothing");
+
+	pthread_mutex_lock(&ss->lock);
+	for (pp = &ss->outreqs; *pp != NULL; pp = &(*pp)->next) {
+		if ((*pp)->id == json_integer_value(id)) {
+			o = *pp;
+			*pp = o->next;
+			break;
+		}
+	}
+	if (o != NULL && json_is_object(result)) {
+		snprintf(decider, sizeof(decider), "elicitation:%s",
+			 ss->client_name != NULL ? ss->client_name : "client");
+		approval_decide_ref(o->approval, approve, decider, reason);
+	} else if (o != NULL) {
+		/* The client could not ask its user: other channels still can. */
+		lg_info("session %s: elicitation %lld failed; waiting for another channel", ss->id,
+			(long long)o->id);
+	}
+	pthread_mutex_unlock(&ss->lock);
+	free(o);
+}
+
+/* ---- tool calls on worker threads ---- */
+
+struct call {
+	struct mcp_session *ss;
+	void *stream;
+	json_t *id;
+	char *name;
+	json_t *args;
+};
+
+static void *call_main(void *arg)
+{
+	struct call *c = arg;
+	struct mcp_session *ss = c->ss;
+	json_t *result = mcp_tools_call(ss, c->stream, c->name, c->args);
+
+	send_result(ss, c->stream, c->id, result);
+	pthread_mutex_lock(&ss->lock);
+	ss->running--;
+	stream_add(ss, c->stream, -1);
+	pthread_cond_broadcast(&ss->cond);
+	pthread_mutex_unlock(&ss->lock);
+	json_decref(c->id);
+	json_decref(c->args);
+	free(c->name);
+	free(c);
+	return NULL;
+}
+
+static int start_call(struct mcp_session *ss, void *stream, const json_t *id, const json_t *params)
+{
+	const char *name = json_string_value(json_object_get(params, "name"));
+	const json_t *args = json_object_get(params, "arguments");
+	pthread_attr_t attr;
+	pthread_t t;
+	struct call *c;
+
+	if (name == NULL) {
+		send_error(ss, stream, id, MCP_INVALID_PARAMS,
+			   "tools/call: params.name must be a string");
+		return 1;
+	}
+	if (!mcp_tool_exists(name)) {
+		send_error(ss, stream, id, MCP_INVALID_PARAMS, "Unknown tool: %s", name);
+		return 1;
+	}
+	if (args != NULL && !json_is_object(args)) {
+		send_error(ss, stream, id, MCP_INVALID_PARAMS,
+			   "tools/call: params.arguments must be an object");
+		return 1;
+	}
+	pthread_mutex_lock(&ss->lock);
+	if (ss->closing || ss->running >= MAX_RUNNING_PER_SESS) {
+		pthread_mutex_unlock(&ss->lock);
+		send_error(ss, stream, id, MCP_INTERNAL_ERROR,
+			   "too many tool calls in flight (at most %d)", MAX_RUNNING_PER_SESS);
+		return 1;
+	}
+	ss->running++;
+	stream_add(ss, stream, 1);
+	pthread_mutex_unlock(&ss->lock);
+
+	c = xzalloc(sizeof(*c));
+	c->ss = ss;
+	c->stream = stream;
+	c->id = json_deep_copy(id);
+	c->name = xstrdup(name);
+	c->args = args != NULL ? json_deep_copy(args) : json_object();
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, call_main, c) != 0) {
+		pthread_attr_destroy(&attr);
+		pthread_mutex_lock(&ss->lock);
+		ss->running--;
+		stream_add(ss, stream, -1);
+		pthread_mutex_unlock(&ss->lock);
+		send_error(ss, stream, id, MCP_INTERNAL_ERROR, "cannot start a worker thread");
+		json_decref(c->id);
+		json_decref(c->args);
+		free(c->name);
+		free(c);
+		return 1;
+	}
+	pthread_attr_destroy(&attr);
+	return 1;
+}
+
+/* ---- methods ---- */
+
+static void do_initialize(struct mcp_session *ss, void *stream, const json_t *id,
+			  const json_t *params)
+{
+	const char *asked = json_string_value(json_object_get(params, "protocolVersion"));
+	const json_t *caps = json_object_get(params, "capabilities");
+	const json_t *info = json_object_get(params, "clientInfo");
+	const char *version;
+
+	if (asked == NULL || !json_is_object(caps)) {
+		send_error(ss, stream, id, MCP_INVALID_PARAMS,
+			   "initialize: protocolVersion (string) and capabilities (object) are "
+			   "required");
+		return;
+	}
+	/* The client's version if we speak it, else our newest (the client decides). */
+	version = mcp_protocol_supported(asked) ? asked : mcp_protocol_versions[0];
+	pthread_mutex_lock(&ss->lock);
+	free(ss->protocol);
+	ss->protocol = xstrdup(version);
+	/* Elicitation exists from 2025-06-18 on; an older session never gets it. */
+	ss->client_elicitation = json_is_object(json_object_get(caps, "elicitation")) &&
+				 strcmp(version, "2025-03-26") != 0;
+	free(ss->client_name);
+	ss->client_name = NULL;
+	if (json_is_string(json_object_get(info, "name"))) {
+		char name[64];
+		snprintf(name, sizeof(name), "%s",
+			 json_string_value(json_object_get(info, "name")));
+		for (char *p = name; *p; p++)
+			if (*p < 0x20 || *p == 0x7f)
+				*p = '?';
+		ss->client_name = xstrdup(name);
+	}
+	pthread_mutex_unlock(&ss->lock);
+
+	send_result(ss, stream, id,
+		    json_pack("{s:s, s:{s:{s:b}}, s:{s:s, s:s}, s:s}", "protocolVersion", version,
+			      "capabilities", "tools", "listChanged", 0, "serverInfo", "name",
+			      "luminaguard", "version", LG_VERSION, "instructions",
+			      "LuminaGuard runs commands in throw-away micro-VMs. Create a "
+			      "sandbox with sandbox_create, run commands with sandbox_exec, move "
+			      "files with sandbox_fs_*, and destroy it with sandbox_destroy; or "
+			      "use sandbox_run for one command in a fresh VM. Actions the "
+			      "policy marks red wait for a human's approval."));
+}
+
+static void do_tools_list(struct mcp_session *ss, void *stream, const json_t *id,
+			  const json_t *params)
+{
+	json_t *all = mcp_tools_list();
+	const char *cursor = json_string_value(json_object_get(params, "cursor"));
+	size_t start = 0, n = json_array_size(all);
+	json_t *page, *result;
+
+	if (json_object_get(params, "cursor") != NULL) {
+		uint64_t v;
+		/* Our cursors are "o:" and an offset; anything else was not ours. */
+		if (cursor == NULL || strncmp(cursor, "o:", 2) != 0 ||
+		    lg_parse_u64(cursor + 2, 0, n, &v) < 0) {
+			json_decref(all);
+			send_error(ss, stream, id, MCP_INVALID_PARAMS,
+				   "tools/list: invalid cursor");
+			return;
+		}
+		start = (size_t)v;
+	}
+	page = json_array();
+	for (size_t i = start; i < n && i < start + TOOLS_PAGE_SIZE; i++)
+		json_array_append(page, json_array_get(all, i));
+	result = json_pack("{s:o}", "tools", page);
+	if (start + TOOLS_PAGE_SIZE < n) {
+		char next[32];
+		snprintf(next, sizeof(next), "o:%zu", start + TOOLS_PAGE_SIZE);
+		json_object_set_new(result, "nextCursor", json_string(next));
+	}
+	json_decref(all);
+	send_result(ss, stream, id, result);
+}
+
+/* Validates one message; returns the number of responses it will produce. */
+static int handle_one(struct mcp_session *ss, const json_t *msg, void *stream)
+{
+	const json_t *id, *params;
+	const char *method;
+	bool initialized;
+
+	if (!json_is_object(msg)) {
+		send_error(ss, stream, NULL, MCP_INVALID_REQUEST,
+			   "a JSON-RPC message must be an object");
+		return 1;
+	}
+	id = json_object_get(msg, "id");
+	if (!json_is_string(json_object_get(msg, "jsonrpc")) ||
+	    strcmp(json_string_value(json_object_get(msg, "jsonrpc")), "2.0") != 0) {
+		send_error(ss, stream, json_is_string(id) || json_is_integer(id) ? id : NULL,
+			   MCP_INVALID_REQUEST, "jsonrpc must be \"2.0\"");
+		return 1;
+	}
+	if (json_object_get(msg, "method") == NULL) {
+		if (json_object_get(msg, "result") != NULL ||
+		    json_object_get(msg, "error") != NULL) {
+			handle_response(ss, msg);
+			return 0;
+		}
+		send_error(ss, stream, NULL, MCP_INVALID_REQUEST,
+			   "neither a request nor a response");
+		return 1;
+	}
+	method = json_string_value(json_object_get(msg, "method"));
+	params = json_object_get(msg, "params");
+	if (id != NULL && !json_is_string(id) && !json_is_integer(id)) {
+		send_error(ss, stream, NULL, MCP_INVALID_REQUEST,
+			   "id must be a string or an integer");
+		return 1;
+	}
+	if (method == NULL) {
+		if (id == NULL)
+			return 0;
+		send_error(ss, stream, id, MCP_INVALID_REQUEST, "method must be a string");
+		return 1;
+	}
+	if (params != NULL && !json_is_object(params)) {
+		if (id == NULL)
+			return 0;
+		send_error(ss, stream, id, MCP_INVALID_PARAMS, "params must be an object");
+		return 1;
+	}
+	if (id == NULL) {
+		/* Notifications: nothing to answer, whatever they say. */
+		if (strcmp(method, "notifications/initialized") == 0)
+			lg_debug("session %s: client initialized", ss->id);
+		return 0;
+	}
+
+	pthread_mutex_lock(&ss->lock);
+	initialized = ss->protocol != NULL;
+	pthread_mutex_unlock(&ss->lock);
+
+	if (strcmp(method, "initialize") == 0) {
+		do_initialize(ss, stream, id, params);
+		return 1;
+	}
+	if (strcmp(method, "ping") == 0) {
+		send_result(ss, stream, id, json_object());
+		return 1;
+	}
+	if (strcmp(method, "tools/list") == 0 || strcmp(method, "tools/call") == 0) {
+		if (!initialized) {
+			send_error(ss, stream, id, MCP_INVALID_REQUEST, "%s before initialize",
+				   method);
+			return 1;
+		}
+		if (method[6] == 'l')
+			do_tools_list(ss, stream, id, params);
+		else
+			start_call(ss, stream, id, params);
+		return 1;
+	}
+	send_error(ss, stream, id, MCP_METHOD_NOT_FOUND, "Method not found: %s", method);
+	return 1;
+}
+
+int mcp_session_handle(struct mcp_session *ss, const json_t *msg, void *stream)
+{
+	if (json_is_array(msg)) {
+		/* JSON-RPC batches were dropped from MCP in 2025-06-18; refuse them whole. */
+		send_error(ss, stream, NULL, MCP_INVALID_REQUEST,
+			   "batched messages are not supported");
+		return 1;
+	}
+	return handle_one(ss, msg, stream);
+}
+
+int mcp_session_handle_text(struct mcp_session *ss, const char *text, size_t len, void *stream)
+{
+	json_error_t jerr;
+	json_t *msg;
+	int n;
+
+	if (len > MCP_MAX_MESSAGE) {
+		send_error(ss, stream, NULL, MCP_INVALID_REQUEST, "message larger than %u bytes",
+			   MCP_MAX_MESSAGE);
+		return 1;
+	}
+	msg = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (msg == NULL) {
+		send_error(ss, stream, NULL, MCP_PARSE_ERROR, "Parse error: %s", jerr.text);
+		return 1;
+	}
+	n = mcp_session_handle(ss, msg, stream);
+	json_decref(msg);
+	return n;
+}
+
+/* ---- sessions ---- */
+
+struct mcp_session *mcp_session_new(struct mcp_server *s, mcp_send_fn send, void *transport)
+{
+	struct mcp_session *ss = xzalloc(sizeof(*ss));
+	pthread_condattr_t ca;
+
+	ss->srv = s;
+	ss->send = send;
+	ss->transport = transport;
+	random_hex(ss->id, 16);
+	pthread_mutex_init(&ss->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&ss->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_lock(&s->lock);
+	ss->next = s->sessions;
+	s->sessions = ss;
+	pthread_mutex_unlock(&s->lock);
+	return ss;
+}
+
+const char *mcp_session_id(const struct mcp_session *ss)
+{
+	return ss->id;
+}
+
+const char *mcp_session_protocol(const struct mcp_session *ss)
+{
+	return ss->protocol;
+}
+
+/* Destroys every sandbox owned by ss (or all, for ss == NULL). */
+static void destroy_owned(struct mcp_server *s, struct mcp_session *ss)
+{
+	for (;;) {
+		struct mcp_sandbox *sb = NULL;
+
+		pthread_mutex_lock(&s->lock);
+		for (struct mcp_sandbox *it = s->sandboxes; it != NULL; it = it->next)
+			if (!it->doomed && (ss == NULL || it->owner == ss)) {
+				sb = it;
+				break;
+			}
+		if (sb == NULL) {
+			pthread_mutex_unlock(&s->lock);
+			return;
+		}
+		char id[MCP_SANDBOX_ID_LEN];
+		memcpy(id, sb->id, sizeof(id));
+		struct mcp_session *owner = sb->owner;
+		pthread_mutex_unlock(&s->lock);
+		mcp_sandbox_destroy(owner, id);
+	}
+}
+
+void mcp_session_close(struct mcp_session *ss)
+{
+	struct mcp_server *s;
+	struct mcp_outreq *o;
+
+	if (ss == NULL)
+		return;
+	s = ss->srv;
+	pthread_mutex_lock(&ss->lock);
+	ss->closing = true;
+	/* Nobody will answer our questions now: waits on them end as cancelled. */
+	while ((o = ss->outreqs) != NULL) {
+		ss->outreqs = o->next;
+		approval_cancel(o->approval);
+		free(o);
+	}
+	pthread_mutex_unlock(&ss->lock);
+
+	/*
+	 * The client is gone: a command still running in one of its sandboxes
+	 * would hold the close up until it ends.  Kill those VMs; the calls
+	 * then fail at once and the sandboxes are destroyed below.
+	 */
+	pthread_mutex_lock(&s->lock);
+	for (struct mcp_sandbox *sb = s->sandboxes; sb != NULL; sb = sb->next)
+		if (sb->owner == ss && sb->busy > 0 && sb->sb->vm != NULL && sb->sb->vm->pid > 0)
+			kill(sb->sb->vm->pid, SIGKILL);
+	pthread_mutex_unlock(&s->lock);
+
+	pthread_mutex_lock(&ss->lock);
+	while (ss->running > 0)
+		pthread_cond_wait(&ss->cond, &ss->lock);
+	pthread_mutex_unlock(&ss->lock);
+
+	destroy_owned(s, ss);
+
+	pthread_mutex_lock(&s->lock);
+	for (struct mcp_session **pp = &s->sessions; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == ss) {
+			*pp = ss->next;
+			break;
+		}
+	pthread_mutex_unlock(&s->lock);
+
+	while (ss->streams != NULL) {
+		struct mcp_stream_count *c = ss->streams;
+		ss->streams = c->next;
+		free(c);
+	}
+	pthread_mutex_destroy(&ss->lock);
+	pthread_cond_destroy(&ss->cond);
+	free(ss->protocol);
+	free(ss->client_name);
+	free(ss);
+}
+
+/* ---- sandbox registry ---- */
+
+static uint64_t realtime_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static unsigned max_sandboxes(const struct mcp_server *s)
+{
+	return s->o.max_sandboxes ? s->o.max_sandboxes : DEFAULT_MAX_SANDBOXES;
+}
+
+bool mcp_sandbox_room(struct mcp_server *s)
+{
+	bool room;
+
+	pthread_mutex_lock(&s->lock);
+	room = s->n_sandboxes < max_sandboxes(s);
+	pthread_mutex_unlock(&s->lock);
+	return room;
+}
+
+struct mcp_sandbox *mcp_sandbox_add(struct mcp_session *ss, struct lg_sandbox *lsb, unsigned cpus,
+				    uint64_t memory_mib, const char *image, unsigned idle_timeout_s)
+{
+	struct mcp_server *s = ss->srv;
+	struct mcp_sandbox *sb;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->n_sandboxes >= max_sandboxes(s)) {
+		pthread_mutex_unlock(&s->lock);
+		lg_sandbox_destroy(lsb);
+		return NULL;
+	}
+	sb = xzalloc(sizeof(*sb));
+	memcpy(sb->id, "sb-", 3);
+	random_hex(sb->id + 3, 6);
+	sb->owner = ss;
+	sb->sb = lsb;
+	pthread_mutex_init(&sb->op_lock, NULL);
+	sb->created_ms = realtime_ms();
+	sb->last_used_ms = lg_now_ms();
+	sb->idle_timeout_s = idle_timeout_s;
+	sb->cpus = cpus;
+	sb->memory_mib = memory_mib;
+	sb->image = xstrdup(image);
+	sb->next = s->sandboxes;
+	s->sandboxes = sb;
+	s->n_sandboxes++;
+	pthread_mutex_unlock(&s->lock);
+	return sb;
+}
+
+struct mcp_sandbox *mcp_sandbox_get(struct mcp_session *ss, const char *id)
+{
+	struct mcp_server *s = ss->srv;
+	struct mcp_sandbox *sb;
+
+	pthread_mutex_lock(&s->lock);
+	for (sb = s->sandboxes; sb != NULL; sb = sb->next)
+		if (!sb->doomed && sb->owner == ss && strcmp(sb->id, id) == 0)
+			break;
+	if (sb != NULL)
+		sb->busy++;
+	pthread_mutex_unlock(&s->lock);
+	if (sb != NULL)
+		pthread_mutex_lock(&sb->op_lock);
+	return sb;
+}
+
+void mcp_sandbox_mark_dirty(struct mcp_server *s, struct mcp_sandbox *sb)
+{
+	pthread_mutex_lock(&s->lock);
+	sb->dirty = true;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void mcp_sandbox_put(struct mcp_server *s, struct mcp_sandbox *sb)
+{
+	pthread_mutex_unlock(&sb->op_lock);
+	pthread_mutex_lock(&s->lock);
+	sb->busy--;
+	sb->last_used_ms = lg_now_ms();
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void sandbox_free(struct mcp_sandbox *sb)
+{
+	/* Waits for an operation in flight, which holds op_lock, to end first. */
+	pthread_mutex_lock(&sb->op_lock);
+	pthread_mutex_unlock(&sb->op_lock);
+	lg_sandbox_destroy(sb->sb);
+	pthread_mutex_destroy(&sb->op_lock);
+	free(sb->image);
+	free(sb);
+}
+
+/* Unlinks sb from the registry; caller holds s->lock. */
+static void unlink_locked(struct mcp_server *s, struct mcp_sandbox *sb)
+{
+	for (struct mcp_sandbox **pp = &s->sandboxes; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == sb) {
+			*pp = sb->next;
+			s->n_sandboxes--;
+			return;
+		}
+}
+
+bool mcp_sandbox_destroy(struct mcp_session *ss, const char *id)
+{
+	struct mcp_server *s = ss->srv;
+	struct mcp_sandbox *sb;
+
+	pthread_mutex_lock(&s->lock);
+	for (sb = s->sandboxes; sb != NULL; sb = sb->next)
+		if (!sb->doomed && sb->owner == ss && strcmp(sb->id, id) == 0)
+			break;
+	if (sb != NULL) {
+		sb->doomed = true;
+		unlink_locked(s, sb);
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (sb == NULL)
+		return false;
+	sandbox_free(sb);
+	return true;
+}
+
+json_t *mcp_sandbox_list(struct mcp_session *ss)
+{
+	struct mcp_server *s = ss->srv;
+	json_t *arr = json_array();
+	uint64_t now = lg_now_ms();
+
+	pthread_mutex_lock(&s->lock);
+	for (struct mcp_sandbox *sb = s->sandboxes; sb != NULL; sb = sb->next) {
+		if (sb->doomed || sb->owner != ss)
+			continue;
+		json_array_append_new(
+		    arr, json_pack("{s:s, s:i, s:I, s:s, s:I, s:I, s:b, s:b}", "sandbox_id", sb->id,
+				   "cpus", (int)sb->cpus, "memory_mib", (json_int_t)sb->memory_mib,
+				   "image", sb->image, "created_ms", (json_int_t)sb->created_ms,
+				   "idle_s", (json_int_t)((now - sb->last_used_ms) / 1000), "dirty",
+				   sb->dirty, "busy", sb->busy > 0));
+	}
+	pthread_mutex_unlock(&s->lock);
+	return arr;
+}
+
+/* The idle reaper: sandboxes nobody used for their idle timeout are destroyed. */
+static void *reaper_main(void *arg)
+{
+	struct mcp_server *s = arg;
+
+	for (;;) {
+		struct pollfd pfd = {.fd = s->stop_pipe[0], .events = POLLIN};
+		struct mcp_sandbox *victim = NULL;
+		uint64_t now;
+
+		if (poll(&pfd, 1, 1000) > 0)
+			return NULL;
+		now = lg_now_ms();
+		pthread_mutex_lock(&s->lock);
+		for (struct mcp_sandbox *sb = s->sandboxes; sb != NULL; sb = sb->next) {
+			if (sb->doomed || sb->busy > 0 || sb->idle_timeout_s == 0)
+				continue;
+			if (now - sb->last_used_ms >= (uint64_t)sb->idle_timeout_s * 1000u) {
+				victim = sb;
+				victim->doomed = true;
+				unlink_locked(s, victim);
+				break;
+			}
+		}
+		pthread_mutex_unlock(&s->lock);
+		if (victim != NULL) {
+			lg_info("sandbox %s idle for %u s: destroyed", victim->id,
+				victim->idle_timeout_s);
+			sandbox_free(victim);
+		}
+	}
+}
+
+int mcp_server_new(const struct mcp_server_opts *o, struct mcp_server **out, struct lg_err **err)
+{
+	struct mcp_server *s;
+
+	if (o->policy == NULL || o->broker == NULL)
+		return lg_err_set(err, EINVAL, "mcp server: a policy and a broker are required");
+	s = xzalloc(sizeof(*s));
+	s->o = *o;
+	pthread_mutex_init(&s->lock, NULL);
+	if (pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
+		int r = lg_err_sys(err, "pipe");
+		free(s);
+		return r;
+	}
+	if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
+		close(s->stop_pipe[0]);
+		close(s->stop_pipe[1]);
+		free(s);
+		return lg_err_set(err, EAGAIN, "cannot start the reaper thread");
+	}
+	s->reaper_started = true;
+	*out = s;
+	return 0;
+}
+
+void mcp_server_free(struct mcp_server *s)
+{
+	if (s == NULL)
+		return;
+	if (s->reaper_started) {
+		if (write(s->stop_pipe[1], "x", 1) < 0) {
+		}
+		pthread_join(s->reaper, NULL);
+	}
+	close(s->stop_pipe[0]);
+	close(s->stop_pipe[1]);
+	while (s->sessions != NULL)
+		mcp_session_close(s->sessions);
+	destroy_owned(s, NULL);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
