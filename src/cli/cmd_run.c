@@ -8,6 +8,8 @@
 #include "common/paths.h"
 #include "common/util.h"
 #include "host/sandbox.h"
+#include "approval/tty.h"
+#include "policy/policy.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -47,6 +49,70 @@ static void note_once(const char *note)
 	}
 }
 
+/* The cliff for `run`: the command is classified as the MCP tool sandbox_run would be. */
+static int cliff(const struct run_opts *o, struct lg_err **err)
+{
+	struct policy *p = NULL;
+	struct policy_decision d;
+	json_t *args, *argv_json = json_array();
+	bool approved = false;
+	int r;
+
+	if (o->policy != NULL) {
+		if (policy_load_file(o->policy, &p, err) < 0)
+			return -1;
+	} else {
+		p = policy_default();
+	}
+	for (size_t i = 0; o->command[i] != NULL; i++)
+		json_array_append_new(argv_json, json_string(o->command[i]));
+	args = json_pack("{s:o, s:i, s:I}", "argv", argv_json, "cpus", (int)o->cpus, "memory",
+			 (json_int_t)o->memory_mib);
+	if (o->workdir != NULL)
+		json_object_set_new(args, "cwd", json_string(o->workdir));
+	if (o->image != NULL)
+		json_object_set_new(args, "image", json_string(o->image));
+	policy_classify(p, "sandbox_run", args, NULL, &d);
+	if (d.verdict == POLICY_GREEN) {
+		r = 0;
+		goto out;
+	}
+	if (!o->approve_tty) {
+		r = lg_err_set(
+		    err, 0,
+		    "the policy needs a human's approval for this command (risk %s, rule "
+		    "%s: %s); rerun with --approve tty to be asked",
+		    policy_risk_name(d.risk), d.rule, d.reason);
+		goto out;
+	}
+	{
+		char *argv_text = json_dumps(argv_json, JSON_COMPACT);
+		json_t *card =
+		    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "tool", "sandbox_run", "summary",
+			      argv_text ? argv_text : "?", "where", "a new sandbox", "risk",
+			      policy_risk_name(d.risk), "rule", d.rule, "reason", d.reason);
+		free(argv_text);
+		/* A human at a terminal, or no one: piped stdin is not a person's answer. */
+		if (!isatty(STDIN_FILENO))
+			r = lg_err_set(err, 0, "--approve tty needs stdin to be a terminal");
+		else
+			r = approval_tty_prompt_fds(card, o->approval_timeout_s, STDIN_FILENO,
+						    STDERR_FILENO, lg_signals_fd(), &approved, err);
+		json_decref(card);
+	}
+	if (r >= 0 && !approved)
+		r = lg_err_set(err, 0, "%s",
+			       r == 1 ? "not approved in time; the command did not run"
+				      : "denied; the command did not run");
+	else if (r >= 0)
+		r = 0;
+out:
+	policy_decision_clear(&d);
+	json_decref(args);
+	policy_free(p);
+	return r;
+}
+
 int cmd_run(int argc, char **argv)
 {
 	struct lg_sandbox_opts so = {0};
@@ -72,6 +138,9 @@ int cmd_run(int argc, char **argv)
 		lg_err_report("luminaguard", &err);
 		return EXIT_INTERNAL;
 	}
+
+	if (cliff(&o, &err) < 0)
+		goto out_err;
 
 	so.image = o.image;
 	so.backend = o.backend;

@@ -31,7 +31,8 @@ const char run_usage[] =
     "  -h, --help         this text\n"
     "\n"
     "Exit status: the command's; 128+N if it was killed by signal N; 124 if\n"
-    "--timeout killed it; 125 if LuminaGuard itself failed; 2 for bad usage.\n";
+    "--timeout killed it; 125 if LuminaGuard itself failed or the approval\n"
+    "cliff refused the command; 2 for bad usage.\n";
 
 enum {
 	OPT_CPUS = 256,
@@ -44,6 +45,9 @@ enum {
 	OPT_WORKDIR,
 	OPT_NO_STDIN,
 	OPT_CONSOLE,
+	OPT_POLICY,
+	OPT_APPROVE,
+	OPT_APPROVAL_TIMEOUT,
 };
 
 static const struct option long_opts[] = {
@@ -57,6 +61,9 @@ static const struct option long_opts[] = {
     {"workdir", required_argument, NULL, OPT_WORKDIR},
     {"no-stdin", no_argument, NULL, OPT_NO_STDIN},
     {"console", no_argument, NULL, OPT_CONSOLE},
+    {"policy", required_argument, NULL, OPT_POLICY},
+    {"approve", required_argument, NULL, OPT_APPROVE},
+    {"approval-timeout", required_argument, NULL, OPT_APPROVAL_TIMEOUT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -80,6 +87,7 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, struct lg_err **er
 	o->cpus = 1;
 	o->memory_mib = LG_DEFAULT_MEMORY_MIB;
 	o->accel = HV_ACCEL_AUTO;
+	o->approval_timeout_s = 300;
 
 	optind = 0; /* full reset, also of GNU getopt's internal state */
 	opterr = 0;
@@ -141,6 +149,21 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, struct lg_err **er
 			break;
 		case OPT_CONSOLE:
 			o->console = true;
+			break;
+		case OPT_POLICY:
+			o->policy = optarg;
+			break;
+		case OPT_APPROVE:
+			if (strcmp(optarg, "tty") != 0 && strcmp(optarg, "none") != 0)
+				return lg_err_set(err, 0, "--approve: '%s' is not tty or none",
+						  optarg);
+			o->approve_tty = strcmp(optarg, "tty") == 0;
+			break;
+		case OPT_APPROVAL_TIMEOUT:
+			if (lg_parse_u64(optarg, 1, 86400, &v) < 0)
+				return lg_err_set(
+				    err, 0, "--approval-timeout: '%s' is not 1..86400", optarg);
+			o->approval_timeout_s = (uint32_t)v;
 			break;
 		case 'h':
 			o->help = true;

@@ -25,6 +25,9 @@ struct run_opts {
 	bool no_stdin;
 	bool console; /* mirror the guest console to stderr */
 	bool help;
+	const char *policy; /* --policy FILE, NULL: the built-in default */
+	bool approve_tty;   /* --approve tty: ask on the terminal for red actions */
+	uint32_t approval_timeout_s;
 	char **command; /* borrowed from argv, NULL-terminated */
 };
 

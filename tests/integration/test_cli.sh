@@ -17,11 +17,6 @@ check() { # check NAME CONDITION-RESULT DETAILS...
 	if [ "$cond" = 0 ]; then ok "$name"; else not_ok "$name" "$@"; fi
 }
 
-# Number of processes with a qemu-system binary that are descendants of this test.
-count_qemu() { pgrep -f "qemu-system-x86_64 .*org.luminaguard.agent" -P "$1" 2>/dev/null | wc -l; }
-count_all_qemu() { pgrep -f "qemu-system-x86_64 .*org.luminaguard.agent" | wc -l; }
-
-QEMU_BEFORE=$(count_all_qemu)
 
 # --- the guest's kernel, not the host's ---
 out=$("$LG" run -- uname -a 2>"$TMP/err"); rc=$?
@@ -81,31 +76,57 @@ check "version" "$?"
 "$LG" doctor >"$TMP/out" 2>&1; rc=$?
 check "doctor finds qemu, the kvm kind and the default image" "$([ $rc = 0 ] && grep -q '^backend qemu' "$TMP/out" && grep -q '^kvm ' "$TMP/out" && grep -q 'default: ok' "$TMP/out"; echo $?)" "rc=$rc" "$(cat "$TMP/out")"
 
+# --- the approval cliff in `run` ---
+cat >"$TMP/red.json" <<'POLICY'
+{"version": 1, "rules": [
+  {"name": "danger", "tool": "sandbox_run", "match": {"command": {"regex": "dangerous"}},
+   "verdict": "red", "risk": "high", "reason": "test rule"},
+  {"name": "rest", "tool": "sandbox_run", "verdict": "green", "risk": "low", "reason": "ok"}]}
+POLICY
+"$LG" run --policy "$TMP/red.json" -- echo dangerous >"$TMP/out" 2>"$TMP/err" </dev/null; rc=$?
+check "a red command is refused without --approve" "$([ $rc = 125 ] && [ ! -s "$TMP/out" ] && grep -q 'approve tty' "$TMP/err"; echo $?)" "rc=$rc" "$(cat "$TMP/err")"
+"$LG" run --policy "$TMP/red.json" -- echo harmless >"$TMP/out" 2>&1 </dev/null; rc=$?
+check "a green command under the same policy runs" "$([ $rc = 0 ] && grep -qx harmless "$TMP/out"; echo $?)" "rc=$rc"
+# script(1) gives the prompt a real terminal; the answer comes after the card appears.
+(sleep 3; echo y) | script -qec "$LG run --policy $TMP/red.json --approve tty -- echo dangerous" /dev/null >"$TMP/out" 2>&1; rc=$?
+check "--approve tty: y runs it" "$([ $rc = 0 ] && grep -q 'needs your approval' "$TMP/out" && tr -d '\r' <"$TMP/out" | grep -qx dangerous; echo $?)" "rc=$rc" "$(cat "$TMP/out")"
+(sleep 3; echo n) | script -qec "$LG run --policy $TMP/red.json --approve tty -- echo dangerous" /dev/null >"$TMP/out" 2>&1; rc=$?
+check "--approve tty: n denies it, and it does not run" "$([ $rc = 125 ] && grep -q 'denied' "$TMP/out" && ! tr -d '\r' <"$TMP/out" | grep -qx dangerous; echo $?)" "rc=$rc" "$(cat "$TMP/out")"
+
 # --- signals: the VM is destroyed, nothing is left ---
+# The QEMU children of a running `luminaguard run`, once its guest command runs.
+vm_pids_of() {
+	local pid=$1 pids=""
+	for _ in $(seq 1 600); do
+		pids=$(pgrep -f "qemu-system-x86_64 .*org.luminaguard.agent" -P "$pid" 2>/dev/null)
+		[ -n "$pids" ] && break
+		sleep 0.1
+	done
+	echo "$pids"
+}
+alive() { for p in "$@"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+
 for sig in INT TERM; do
 	"$LG" run -- sleep 600 </dev/null >/dev/null 2>"$TMP/err" &
 	pid=$!
-	# wait until its VM is up (the guest command is running)
-	for _ in $(seq 1 600); do
-		[ "$(count_qemu $pid)" -ge 1 ] && break
-		sleep 0.1
-	done
+	vms=$(vm_pids_of $pid)
 	sleep 4 # let the guest boot so the signal hits mid-command
 	kill -$sig $pid
 	wait $pid; rc=$?
 	want=$([ $sig = INT ] && echo 130 || echo 143)
-	sleep 0.2
-	left=$(count_all_qemu)
-	check "SIG$sig destroys the VM (exit $want, no qemu left)" "$([ $rc = $want ] && [ "$left" = "$QEMU_BEFORE" ]; echo $?)" "rc=$rc qemu-left=$left (before: $QEMU_BEFORE)" "$(cat "$TMP/err")"
+	# shellcheck disable=SC2086
+	check "SIG$sig destroys the VM (exit $want, its QEMU gone)" "$([ $rc = $want ] && [ -n "$vms" ] && ! alive $vms; echo $?)" "rc=$rc vms=$vms" "$(cat "$TMP/err")"
 done
 
 # SIGKILL of luminaguard: PR_SET_PDEATHSIG takes QEMU down with it.
 "$LG" run -- sleep 600 </dev/null >/dev/null 2>&1 &
 pid=$!
-for _ in $(seq 1 600); do [ "$(count_qemu $pid)" -ge 1 ] && break; sleep 0.1; done
+vms=$(vm_pids_of $pid)
 kill -KILL $pid; wait $pid 2>/dev/null
-for _ in $(seq 1 50); do [ "$(count_all_qemu)" = "$QEMU_BEFORE" ] && break; sleep 0.1; done
-check "SIGKILL of luminaguard takes QEMU down too" "$([ "$(count_all_qemu)" = "$QEMU_BEFORE" ]; echo $?)"
+# shellcheck disable=SC2086
+for _ in $(seq 1 50); do alive $vms || break; sleep 0.1; done
+# shellcheck disable=SC2086
+check "SIGKILL of luminaguard takes QEMU down too" "$([ -n "$vms" ] && ! alive $vms; echo $?)" "vms=$vms"
 
 # --- nothing left behind in /tmp or the data directory ---
 tmp_left=$(find /tmp -maxdepth 1 -newer "$TMP" -name '*luminaguard*' 2>/dev/null | wc -l)

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "common/encoding.h"
 #include "common/err.h"
 #include "common/util.h"
 
@@ -101,13 +102,65 @@ static void test_err_chain(void **state)
 	assert_int_equal(lg_err_set(NULL, EIO, "ignored"), -EIO);
 }
 
+static void test_base64(void **state)
+{
+	static const struct {
+		const char *plain, *b64;
+	} v[] = {{"", ""},
+		 {"f", "Zg=="},
+		 {"fo", "Zm8="},
+		 {"foo", "Zm9v"},
+		 {"foob", "Zm9vYg=="},
+		 {"fooba", "Zm9vYmE="},
+		 {"foobar", "Zm9vYmFy"}};
+	static const char *const bad[] = {"Zg=",      "Zg",	  "Z===", "Zm9v\n",
+					  "Zm9v====", "Zg==Zg==", "Z!==", "=Zg="};
+	uint8_t *out;
+	size_t n;
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		char *e = lg_base64_encode((const uint8_t *)v[i].plain, strlen(v[i].plain));
+		assert_string_equal(e, v[i].b64);
+		free(e);
+		assert_int_equal(lg_base64_decode(v[i].b64, strlen(v[i].b64), &out, &n), 0);
+		assert_int_equal(n, strlen(v[i].plain));
+		assert_memory_equal(out, v[i].plain, n);
+		free(out);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (lg_base64_decode(bad[i], strlen(bad[i]), &out, &n) == 0)
+			fail_msg("'%s' decoded", bad[i]);
+}
+
+static void test_utf8(void **state)
+{
+	size_t n;
+	char *s;
+
+	assert_true(
+	    lg_utf8_valid((const uint8_t *)"h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 15));
+	assert_false(lg_utf8_valid((const uint8_t *)"\xc0\xaf", 2));	     /* overlong '/' */
+	assert_false(lg_utf8_valid((const uint8_t *)"\xed\xa0\x80", 3));     /* surrogate */
+	assert_false(lg_utf8_valid((const uint8_t *)"\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+	assert_false(lg_utf8_valid((const uint8_t *)"a\0b", 3));	     /* NUL */
+	assert_false(lg_utf8_valid((const uint8_t *)"\xe2\x82", 2));	     /* cut short */
+	s = lg_utf8_sanitize((const uint8_t *)"a\xff"
+					      "b\0",
+			     4, &n);
+	assert_int_equal(n, 1 + 3 + 1 + 3);
+	assert_memory_equal(s,
+			    "a\xef\xbf\xbd"
+			    "b\xef\xbf\xbd",
+			    n);
+	free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_u64),
-		cmocka_unit_test(test_mkdir_p_and_rm_rf),
-		cmocka_unit_test(test_pread_exact),
-		cmocka_unit_test(test_err_chain),
+	    cmocka_unit_test(test_parse_u64),	cmocka_unit_test(test_mkdir_p_and_rm_rf),
+	    cmocka_unit_test(test_pread_exact), cmocka_unit_test(test_err_chain),
+	    cmocka_unit_test(test_base64),	cmocka_unit_test(test_utf8),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
