@@ -49,8 +49,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (lg_agent_connect(sv[0], -1, 1000, &a, &err) == 0) {
 		char *argv[] = {(char *)"x", NULL};
-		struct lg_exec_opts o = {
-		    .argv = argv, .stdin_fd = -1, .on_output = sink, .ctx = &total};
+		struct lg_exec_opts o = {.cancel_fd = -1,
+					 .argv = argv,
+					 .stdin_fd = -1,
+					 .on_output = sink,
+					 .ctx = &total};
 		struct lg_exec_result res;
 		uint8_t *buf = NULL;
 		size_t len = 0;

@@ -117,7 +117,7 @@ int cmd_run(int argc, char **argv)
 {
 	struct lg_sandbox_opts so = {0};
 	struct lg_sandbox *sb = NULL;
-	struct lg_exec_opts eo = {0};
+	struct lg_exec_opts eo = {.cancel_fd = -1};
 	struct lg_exec_result res;
 	struct lg_err *err = NULL;
 	struct run_opts o;

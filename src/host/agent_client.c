@@ -137,15 +137,15 @@ struct extra_in {
 
 /*
  * Waits for the next frame (any id) while flushing the output queue.
- * 1: a frame is ready (peek it, then lg_reader_pop); 2: the extra fd is
+ * 1: a frame is ready (peek it, then lg_reader_pop); 2 + i: extra[i].fd is
  * readable; <0: error.  deadline_ms 0 = no deadline.
  */
-static int wait_event(struct lg_agent *a, uint64_t deadline_ms, struct extra_in *extra,
+static int wait_event(struct lg_agent *a, uint64_t deadline_ms, struct extra_in extra[2],
 		      struct lg_frame_hdr *h, const uint8_t **payload, struct lg_err **err)
 {
 	for (;;) {
-		struct pollfd pfd[3];
-		int n = 0, idx_cancel = -1, idx_extra = -1, timeout = -1, r;
+		struct pollfd pfd[4];
+		int n = 0, idx_cancel = -1, idx_extra[2] = {-1, -1}, timeout = -1, r;
 
 		r = lg_reader_peek(&a->rd, h, payload);
 		if (r < 0)
@@ -165,9 +165,11 @@ static int wait_event(struct lg_agent *a, uint64_t deadline_ms, struct extra_in 
 			idx_cancel = n;
 			pfd[n++] = (struct pollfd){.fd = a->cancel_fd, .events = POLLIN};
 		}
-		if (extra != NULL && extra->want && extra->fd >= 0) {
-			idx_extra = n;
-			pfd[n++] = (struct pollfd){.fd = extra->fd, .events = POLLIN};
+		for (int i = 0; extra != NULL && i < 2; i++) {
+			if (extra[i].want && extra[i].fd >= 0) {
+				idx_extra[i] = n;
+				pfd[n++] = (struct pollfd){.fd = extra[i].fd, .events = POLLIN};
+			}
 		}
 		if (deadline_ms != 0) {
 			uint64_t now = lg_now_ms();
@@ -191,8 +193,9 @@ static int wait_event(struct lg_agent *a, uint64_t deadline_ms, struct extra_in 
 			if (r < 0)
 				return broken(a, err, -r, "read from guest");
 		}
-		if (idx_extra >= 0 && pfd[idx_extra].revents)
-			return 2;
+		for (int i = 0; i < 2; i++)
+			if (idx_extra[i] >= 0 && pfd[idx_extra[i]].revents)
+				return 2 + i;
 	}
 }
 
@@ -579,7 +582,8 @@ struct exec_state {
 	struct lg_agent *a;
 	const struct lg_exec_opts *o;
 	uint32_t id;
-	struct extra_in in;
+	struct extra_in in[2]; /* [0]: the command's stdin, [1]: the caller's cancel fd */
+	bool killed;
 	size_t stdin_off; /* progress through stdin_data */
 	bool stdin_done;
 };
@@ -654,7 +658,9 @@ int lg_agent_exec(struct lg_agent *a, const struct lg_exec_opts *o, struct lg_ex
 	if (o->argv == NULL || o->argv[0] == NULL)
 		return lg_err_set(err, EINVAL, "exec: empty command");
 	memset(res, 0, sizeof(*res));
-	s.in.fd = o->stdin_fd;
+	s.in[0].fd = o->stdin_fd;
+	s.in[1].fd = o->cancel_fd;
+	s.in[1].want = o->cancel_fd >= 0;
 	bool has_stdin = o->stdin_fd >= 0 || o->stdin_data != NULL;
 	s.stdin_done = !has_stdin;
 
@@ -678,9 +684,9 @@ int lg_agent_exec(struct lg_agent *a, const struct lg_exec_opts *o, struct lg_ex
 
 		if (!s.stdin_done && o->stdin_fd < 0)
 			queue_stdin(&s);
-		s.in.want =
+		s.in[0].want =
 		    !s.stdin_done && o->stdin_fd >= 0 && lg_buf_pending(&a->out) < OUT_HIGH_WATER;
-		r = wait_event(a, deadline, &s.in, &h, &payload, err);
+		r = wait_event(a, deadline, s.in, &h, &payload, err);
 		if (r < 0) {
 			if (r == -ETIMEDOUT)
 				return lg_err_set(err, ETIMEDOUT,
@@ -690,6 +696,19 @@ int lg_agent_exec(struct lg_agent *a, const struct lg_exec_opts *o, struct lg_ex
 		}
 		if (r == 2) {
 			queue_stdin(&s);
+			continue;
+		}
+		if (r == 3) {
+			/*
+			 * The caller gave up on the command: kill its process group
+			 * in the guest and wait for the EXIT that follows, so the
+			 * channel stays in step and the sandbox stays usable.
+			 */
+			size_t kstart = lg_frame_begin(&a->out, LG_MSG_KILL, s.id);
+			lg_tlv_put_u32(&a->out, LG_TAG_SIGNAL, 9);
+			lg_frame_end(&a->out, kstart);
+			s.killed = true;
+			s.in[1].want = false;
 			continue;
 		}
 		if (h.id != s.id) {
@@ -716,6 +735,11 @@ int lg_agent_exec(struct lg_agent *a, const struct lg_exec_opts *o, struct lg_ex
 			lg_reader_pop(&a->rd);
 			return r;
 		case LG_MSG_RESULT: {
+			if (s.killed) {
+				/* The answer to our KILL; the EXIT is what we wait for. */
+				lg_reader_pop(&a->rd);
+				break;
+			}
 			/* The agent refused the exec outright (e.g. too many running). */
 			struct fields f;
 			char msg[512];

@@ -38,6 +38,11 @@ struct lg_exec_opts {
 	int stdin_fd;		/* copied to the command until EOF; -1 = /dev/null */
 	const void *stdin_data; /* used when stdin_fd < 0 and this is non-NULL */
 	size_t stdin_len;
+	/*
+	 * When this fd (or -1) becomes readable the command is killed (SIGKILL
+	 * to its process group in the guest); the call still returns its EXIT.
+	 */
+	int cancel_fd;
 	/* Output as it arrives.  A negative return aborts the exec. */
 	int (*on_output)(void *ctx, enum lg_stream stream, const uint8_t *p, size_t n);
 	void *ctx;

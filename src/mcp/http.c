@@ -920,6 +920,12 @@ static enum MHD_Result do_delete(struct mcp_http *h, struct hreq *req, struct MH
 }
 
 /* Checks that need only the headers; the POST body comes later. */
+/* How much of an oversized body is read and dropped so that its 413 arrives. */
+static size_t discard_limit(const struct mcp_http *h)
+{
+	return 4 * h->max_body;
+}
+
 static enum MHD_Result on_headers(struct mcp_http *h, struct hreq *req, struct MHD_Connection *c,
 				  const char *url, const char *method)
 {
@@ -950,10 +956,23 @@ static enum MHD_Result on_headers(struct mcp_http *h, struct hreq *req, struct M
 		return reply_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, MCP_INVALID_REQUEST, NULL,
 				   NULL,
 				   "Unsupported Media Type: Content-Type must be application/json");
-	/* Refused before a byte of it is read. */
-	if (len != NULL && (lg_parse_u64(len, 0, UINT64_MAX, &n) < 0 || n > h->max_body))
+	if (len != NULL && (lg_parse_u64(len, 0, UINT64_MAX, &n) < 0 || n > h->max_body)) {
+		/*
+		 * A client that sends its body at once (fetch does) would lose a
+		 * 413 sent now: closing with unread data makes the kernel reset
+		 * the connection, and the reset wipes the response.  So a body
+		 * up to discard_limit() is read and dropped first; beyond that
+		 * the connection is not worth keeping.
+		 */
+		const char *expect = header(c, MHD_HTTP_HEADER_EXPECT);
+		/* A client that waits for 100 Continue gets the 413 instead, at once. */
+		if (len != NULL && n <= discard_limit(h) && expect == NULL) {
+			req->too_large = true;
+			return MHD_YES;
+		}
 		return reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, MCP_INVALID_REQUEST, NULL, NULL,
 				   "Payload Too Large: at most %zu bytes", h->max_body);
+	}
 	return MHD_YES;
 }
 
@@ -983,7 +1002,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			free(req->body);
 			req->body = NULL;
 			req->len = req->cap = 0;
-			return req->discarded > h->max_body ? MHD_NO : MHD_YES;
+			return req->discarded > discard_limit(h) ? MHD_NO : MHD_YES;
 		}
 		if (req->len + n > req->cap) {
 			size_t cap = req->cap ? req->cap : 16384;

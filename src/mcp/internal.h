@@ -29,11 +29,25 @@ struct mcp_sandbox {
 	bool doomed;
 };
 
+/* A tools/call running on a worker thread. */
+struct mcp_call {
+	struct mcp_call *next;
+	struct mcp_session *ss;
+	void *stream;
+	json_t *id;
+	char *name;
+	json_t *args;
+	int cancel_pipe[2]; /* readable once the client sent notifications/cancelled */
+	bool cancelled;
+};
+
 /* A server-to-client request waiting for its response (elicitation). */
 struct mcp_outreq {
 	struct mcp_outreq *next;
 	int64_t id;
+	struct mcp_call *call;	   /* the call that waits on it */
 	struct approval *approval; /* the decision the answer feeds */
+	bool sent;		   /* an elicitation/create went out */
 };
 
 struct mcp_stream_count {
@@ -56,6 +70,7 @@ struct mcp_session {
 	bool closing;
 	int running; /* tool calls on worker threads */
 	struct mcp_outreq *outreqs;
+	struct mcp_call *calls;
 	int64_t next_out_id;
 	struct mcp_stream_count *streams;
 };
@@ -63,6 +78,7 @@ struct mcp_session {
 struct mcp_server {
 	struct mcp_server_opts o;
 	pthread_mutex_t lock;
+	pthread_cond_t idle; /* a sandbox's busy count went down */
 	struct mcp_sandbox *sandboxes;
 	unsigned n_sandboxes;
 	struct mcp_session *sessions;
@@ -82,10 +98,13 @@ int mcp_send(struct mcp_session *ss, void *stream, json_t *msg);
  * whose answer decides it.  Returns the tracking id, or -1 if the session
  * is closing.
  */
-int64_t mcp_send_elicitation(struct mcp_session *ss, void *stream, json_t *params,
+int64_t mcp_send_elicitation(struct mcp_session *ss, struct mcp_call *call, json_t *params,
 			     struct approval *a);
-/* Forgets an elicitation that was decided elsewhere and tells the client. */
-void mcp_forget_elicitation(struct mcp_session *ss, void *stream, int64_t id);
+/*
+ * Forgets a tracked approval; if an elicitation for it is still open at the
+ * client (decided elsewhere), tells the client with notifications/cancelled.
+ */
+void mcp_forget_elicitation(struct mcp_session *ss, struct mcp_call *call, int64_t id);
 
 /* ---- sandboxes (session.c) ---- */
 
@@ -113,6 +132,6 @@ bool mcp_tool_exists(const char *name);
  * tools/call on a worker thread: classify, ask a human if red, run, audit.
  * Returns the CallToolResult (new reference); never NULL.
  */
-json_t *mcp_tools_call(struct mcp_session *ss, void *stream, const char *name, const json_t *args);
+json_t *mcp_tools_call(struct mcp_session *ss, struct mcp_call *call);
 
 #endif

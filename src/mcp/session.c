@@ -135,14 +135,14 @@ void mcp_session_wait_stream(struct mcp_session *ss, void *stream)
 
 /* ---- server-to-client requests ---- */
 
-int64_t mcp_send_elicitation(struct mcp_session *ss, void *stream, json_t *params,
+int64_t mcp_send_elicitation(struct mcp_session *ss, struct mcp_call *call, json_t *params,
 			     struct approval *a)
 {
 	struct mcp_outreq *o;
 	int64_t id;
 
 	pthread_mutex_lock(&ss->lock);
-	if (ss->closing) {
+	if (ss->closing || call->cancelled) {
 		pthread_mutex_unlock(&ss->lock);
 		json_decref(params);
 		approval_cancel(a);
@@ -151,23 +151,27 @@ int64_t mcp_send_elicitation(struct mcp_session *ss, void *stream, json_t *param
 	id = ++ss->next_out_id;
 	o = xzalloc(sizeof(*o));
 	o->id = id;
+	o->call = call;
 	o->approval = a;
+	o->sent = params != NULL;
 	o->next = ss->outreqs;
 	ss->outreqs = o;
 	pthread_mutex_unlock(&ss->lock);
 
 	if (params == NULL)
 		return id;
-	if (mcp_send(ss, stream,
+	if (mcp_send(ss, call->stream,
 		     json_pack("{s:s, s:I, s:s, s:o}", "jsonrpc", "2.0", "id", (json_int_t)id,
 			       "method", "elicitation/create", "params", params)) < 0) {
-		mcp_forget_elicitation(ss, NULL, id);
-		return -1;
+		/* The client cannot be asked; the other channels still can. */
+		pthread_mutex_lock(&ss->lock);
+		o->sent = false;
+		pthread_mutex_unlock(&ss->lock);
 	}
 	return id;
 }
 
-static struct mcp_outreq *take_outreq(struct mcp_session *ss, int64_t id)
+void mcp_forget_elicitation(struct mcp_session *ss, struct mcp_call *call, int64_t id)
 {
 	struct mcp_outreq **pp, *o = NULL;
 
@@ -180,21 +184,15 @@ static struct mcp_outreq *take_outreq(struct mcp_session *ss, int64_t id)
 		}
 	}
 	pthread_mutex_unlock(&ss->lock);
-	return o;
-}
-
-void mcp_forget_elicitation(struct mcp_session *ss, void *stream, int64_t id)
-{
-	struct mcp_outreq *o = take_outreq(ss, id);
-
 	if (o == NULL)
-		return;
-	free(o);
-	if (stream != NULL)
-		mcp_send(ss, stream,
+		return; /* the client answered it */
+	/* Still open at the client: it was decided through another channel. */
+	if (o->sent)
+		mcp_send(ss, call->stream,
 			 json_pack("{s:s, s:s, s:{s:I, s:s}}", "jsonrpc", "2.0", "method",
 				   "notifications/cancelled", "params", "requestId", (json_int_t)id,
 				   "reason", "decided through another channel"));
+	free(o);
 }
 
 /*
@@ -249,31 +247,66 @@ static void handle_response(struct mcp_session *ss, const json_t *msg)
 
 /* ---- tool calls on worker threads ---- */
 
-struct call {
-	struct mcp_session *ss;
-	void *stream;
-	json_t *id;
-	char *name;
-	json_t *args;
-};
+static void call_free(struct mcp_call *c)
+{
+	json_decref(c->id);
+	json_decref(c->args);
+	free(c->name);
+	if (c->cancel_pipe[0] >= 0)
+		close(c->cancel_pipe[0]);
+	if (c->cancel_pipe[1] >= 0)
+		close(c->cancel_pipe[1]);
+	free(c);
+}
 
 static void *call_main(void *arg)
 {
-	struct call *c = arg;
+	struct mcp_call *c = arg;
 	struct mcp_session *ss = c->ss;
-	json_t *result = mcp_tools_call(ss, c->stream, c->name, c->args);
+	json_t *result = mcp_tools_call(ss, c);
 
-	send_result(ss, c->stream, c->id, result);
+	/* A cancelled request gets no response (MCP: cancellation). */
 	pthread_mutex_lock(&ss->lock);
+	bool cancelled = c->cancelled;
+	pthread_mutex_unlock(&ss->lock);
+	if (!cancelled)
+		send_result(ss, c->stream, c->id, result);
+	else
+		json_decref(result);
+	pthread_mutex_lock(&ss->lock);
+	for (struct mcp_call **pp = &ss->calls; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
 	ss->running--;
 	stream_add(ss, c->stream, -1);
 	pthread_cond_broadcast(&ss->cond);
 	pthread_mutex_unlock(&ss->lock);
-	json_decref(c->id);
-	json_decref(c->args);
-	free(c->name);
-	free(c);
+	call_free(c);
 	return NULL;
+}
+
+/*
+ * notifications/cancelled for a running tools/call: a command it runs is
+ * killed, an approval it waits for is cancelled; the call then ends without
+ * a response.
+ */
+static void cancel_call(struct mcp_session *ss, const json_t *request_id)
+{
+	pthread_mutex_lock(&ss->lock);
+	for (struct mcp_call *c = ss->calls; c != NULL; c = c->next) {
+		if (c->cancelled || !json_equal(c->id, (json_t *)request_id))
+			continue;
+		c->cancelled = true;
+		if (write(c->cancel_pipe[1], "x", 1) < 0) {
+			/* a full pipe already says it */
+		}
+		for (struct mcp_outreq *o = ss->outreqs; o != NULL; o = o->next)
+			if (o->call == c)
+				approval_cancel(o->approval);
+	}
+	pthread_mutex_unlock(&ss->lock);
 }
 
 static int start_call(struct mcp_session *ss, void *stream, const json_t *id, const json_t *params)
@@ -282,7 +315,7 @@ static int start_call(struct mcp_session *ss, void *stream, const json_t *id, co
 	const json_t *args = json_object_get(params, "arguments");
 	pthread_attr_t attr;
 	pthread_t t;
-	struct call *c;
+	struct mcp_call *c;
 
 	if (name == NULL) {
 		send_error(ss, stream, id, MCP_INVALID_PARAMS,
@@ -305,16 +338,25 @@ static int start_call(struct mcp_session *ss, void *stream, const json_t *id, co
 			   "too many tool calls in flight (at most %d)", MAX_RUNNING_PER_SESS);
 		return 1;
 	}
-	ss->running++;
-	stream_add(ss, stream, 1);
-	pthread_mutex_unlock(&ss->lock);
-
 	c = xzalloc(sizeof(*c));
 	c->ss = ss;
 	c->stream = stream;
 	c->id = json_deep_copy(id);
 	c->name = xstrdup(name);
 	c->args = args != NULL ? json_deep_copy(args) : json_object();
+	if (pipe2(c->cancel_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+		pthread_mutex_unlock(&ss->lock);
+		c->cancel_pipe[0] = c->cancel_pipe[1] = -1;
+		call_free(c);
+		send_error(ss, stream, id, MCP_INTERNAL_ERROR, "cannot create a pipe");
+		return 1;
+	}
+	ss->running++;
+	stream_add(ss, stream, 1);
+	c->next = ss->calls;
+	ss->calls = c;
+	pthread_mutex_unlock(&ss->lock);
+
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	if (pthread_create(&t, &attr, call_main, c) != 0) {
@@ -322,12 +364,14 @@ static int start_call(struct mcp_session *ss, void *stream, const json_t *id, co
 		pthread_mutex_lock(&ss->lock);
 		ss->running--;
 		stream_add(ss, stream, -1);
+		for (struct mcp_call **pp = &ss->calls; *pp != NULL; pp = &(*pp)->next)
+			if (*pp == c) {
+				*pp = c->next;
+				break;
+			}
 		pthread_mutex_unlock(&ss->lock);
 		send_error(ss, stream, id, MCP_INTERNAL_ERROR, "cannot start a worker thread");
-		json_decref(c->id);
-		json_decref(c->args);
-		free(c->name);
-		free(c);
+		call_free(c);
 		return 1;
 	}
 	pthread_attr_destroy(&attr);
@@ -467,6 +511,9 @@ static int handle_one(struct mcp_session *ss, const json_t *msg, void *stream)
 		/* Notifications: nothing to answer, whatever they say. */
 		if (strcmp(method, "notifications/initialized") == 0)
 			lg_debug("session %s: client initialized", ss->id);
+		else if (strcmp(method, "notifications/cancelled") == 0 &&
+			 json_object_get(params, "requestId") != NULL)
+			cancel_call(ss, json_object_get(params, "requestId"));
 		return 0;
 	}
 
@@ -710,8 +757,17 @@ struct mcp_sandbox *mcp_sandbox_get(struct mcp_session *ss, const char *id)
 	if (sb != NULL)
 		sb->busy++;
 	pthread_mutex_unlock(&s->lock);
-	if (sb != NULL)
-		pthread_mutex_lock(&sb->op_lock);
+	if (sb == NULL)
+		return NULL;
+	pthread_mutex_lock(&sb->op_lock);
+	/* Destroyed while we queued for it: let the destroyer have it. */
+	pthread_mutex_lock(&s->lock);
+	bool doomed = sb->doomed;
+	pthread_mutex_unlock(&s->lock);
+	if (doomed) {
+		mcp_sandbox_put(s, sb);
+		return NULL;
+	}
 	return sb;
 }
 
@@ -728,14 +784,24 @@ void mcp_sandbox_put(struct mcp_server *s, struct mcp_sandbox *sb)
 	pthread_mutex_lock(&s->lock);
 	sb->busy--;
 	sb->last_used_ms = lg_now_ms();
+	pthread_cond_broadcast(&s->idle);
 	pthread_mutex_unlock(&s->lock);
 }
 
-static void sandbox_free(struct mcp_sandbox *sb)
+/*
+ * Frees a sandbox already unlinked and marked doomed.  Nobody may still use
+ * or wait for it: a command running in it is ended by killing its VM (the
+ * call then fails at once), and the threads queued on op_lock see `doomed`
+ * and back off; then we wait for busy to reach 0.
+ */
+static void sandbox_free(struct mcp_server *s, struct mcp_sandbox *sb)
 {
-	/* Waits for an operation in flight, which holds op_lock, to end first. */
-	pthread_mutex_lock(&sb->op_lock);
-	pthread_mutex_unlock(&sb->op_lock);
+	pthread_mutex_lock(&s->lock);
+	if (sb->busy > 0 && sb->sb->vm != NULL && sb->sb->vm->pid > 0)
+		kill(sb->sb->vm->pid, SIGKILL); /* not reaped yet: the pid is still ours */
+	while (sb->busy > 0)
+		pthread_cond_wait(&s->idle, &s->lock);
+	pthread_mutex_unlock(&s->lock);
 	lg_sandbox_destroy(sb->sb);
 	pthread_mutex_destroy(&sb->op_lock);
 	free(sb->image);
@@ -769,7 +835,7 @@ bool mcp_sandbox_destroy(struct mcp_session *ss, const char *id)
 	pthread_mutex_unlock(&s->lock);
 	if (sb == NULL)
 		return false;
-	sandbox_free(sb);
+	sandbox_free(s, sb);
 	return true;
 }
 
@@ -822,7 +888,7 @@ static void *reaper_main(void *arg)
 		if (victim != NULL) {
 			lg_info("sandbox %s idle for %u s: destroyed", victim->id,
 				victim->idle_timeout_s);
-			sandbox_free(victim);
+			sandbox_free(s, victim);
 		}
 	}
 }
@@ -836,6 +902,7 @@ int mcp_server_new(const struct mcp_server_opts *o, struct mcp_server **out, str
 	s = xzalloc(sizeof(*s));
 	s->o = *o;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->idle, NULL);
 	if (pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
 		int r = lg_err_sys(err, "pipe");
 		free(s);
@@ -867,5 +934,6 @@ void mcp_server_free(struct mcp_server *s)
 		mcp_session_close(s->sessions);
 	destroy_owned(s, NULL);
 	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->idle);
 	free(s);
 }

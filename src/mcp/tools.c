@@ -30,7 +30,7 @@ struct tool {
 	const char *description;
 	const char *schema;	 /* JSON Schema of the arguments */
 	const char *annotations; /* MCP tool annotations */
-	json_t *(*run)(struct mcp_session *ss, const json_t *args);
+	json_t *(*run)(struct mcp_session *ss, struct mcp_call *call, const json_t *args);
 };
 
 /* ---- results ---- */
@@ -243,10 +243,12 @@ static json_t *json_text(const struct lg_buf *b)
 }
 
 /* Runs e in lsb; returns the tool result. */
-static json_t *run_exec(struct lg_sandbox *lsb, const struct exec_args *e, bool *broken)
+static json_t *run_exec(struct lg_sandbox *lsb, const struct exec_args *e, int cancel_fd,
+			bool *broken)
 {
 	struct capture c = {0};
 	struct lg_exec_opts o = {
+	    .cancel_fd = cancel_fd,
 	    .argv = e->argv,
 	    .env = e->env,
 	    .cwd = e->cwd,
@@ -330,7 +332,7 @@ static int boot(struct mcp_session *ss, const struct vm_args *v, struct lg_sandb
 	return 0;
 }
 
-static json_t *t_create(struct mcp_session *ss, const json_t *args)
+static json_t *t_create(struct mcp_session *ss, struct mcp_call *call, const json_t *args)
 {
 	char why[512];
 	struct vm_args v;
@@ -379,7 +381,7 @@ static struct mcp_sandbox *get_sandbox(struct mcp_session *ss, const json_t *arg
 	return sb;
 }
 
-static json_t *t_exec(struct mcp_session *ss, const json_t *args)
+static json_t *t_exec(struct mcp_session *ss, struct mcp_call *call, const json_t *args)
 {
 	struct exec_args e;
 	char why[512];
@@ -394,7 +396,7 @@ static json_t *t_exec(struct mcp_session *ss, const json_t *args)
 	sb = get_sandbox(ss, args, "sandbox_exec", &r);
 	if (sb != NULL) {
 		mcp_sandbox_mark_dirty(ss->srv, sb);
-		r = run_exec(sb->sb, &e, &broken);
+		r = run_exec(sb->sb, &e, call->cancel_pipe[0], &broken);
 		mcp_sandbox_put(ss->srv, sb);
 		if (broken) {
 			/* The guest stopped answering: the sandbox is gone for good. */
@@ -406,7 +408,7 @@ static json_t *t_exec(struct mcp_session *ss, const json_t *args)
 	return r;
 }
 
-static json_t *t_run(struct mcp_session *ss, const json_t *args)
+static json_t *t_run(struct mcp_session *ss, struct mcp_call *call, const json_t *args)
 {
 	struct exec_args e;
 	struct vm_args v;
@@ -424,13 +426,13 @@ static json_t *t_run(struct mcp_session *ss, const json_t *args)
 		exec_args_free(&e);
 		return tool_error("sandbox_run: %s", why);
 	}
-	r = run_exec(lsb, &e, &broken);
+	r = run_exec(lsb, &e, call->cancel_pipe[0], &broken);
 	lg_sandbox_destroy(lsb);
 	exec_args_free(&e);
 	return r;
 }
 
-static json_t *t_fs_read(struct mcp_session *ss, const json_t *args)
+static json_t *t_fs_read(struct mcp_session *ss, struct mcp_call *call, const json_t *args)
 {
 	const char *path;
 	char why[512];
@@ -490,7 +492,7 @@ static int write_payload(const json_t *args, uint8_t **out, size_t *len, char *w
 	return -1;
 }
 
-static json_t *t_fs_write(struct mcp_session *ss, const json_t *args)
+static json_t *t_fs_write(struct mcp_session *ss, struct mcp_call *call, const json_t *args)
 {
 	const char *path;
 	char why[512];
@@ -536,7 +538,7 @@ static const char *ftype_name(uint32_t t)
 	}
 }
 
-static json_t *t_fs_list(struct mcp_session *ss, const json_t *args)
+static json_t *t_fs_list(struct mcp_session *ss, struct mcp_call *call, const json_t *args)
 {
 	const char *path;
 	char why[512];
@@ -573,7 +575,7 @@ static json_t *t_fs_list(struct mcp_session *ss, const json_t *args)
 	return r;
 }
 
-static json_t *t_destroy(struct mcp_session *ss, const json_t *args)
+static json_t *t_destroy(struct mcp_session *ss, struct mcp_call *call, const json_t *args)
 {
 	const char *id;
 	char why[512];
@@ -585,7 +587,7 @@ static json_t *t_destroy(struct mcp_session *ss, const json_t *args)
 	return tool_ok(json_pack("{s:s}", "destroyed", id), NULL);
 }
 
-static json_t *t_list(struct mcp_session *ss, const json_t *args)
+static json_t *t_list(struct mcp_session *ss, struct mcp_call *call, const json_t *args)
 {
 	return tool_ok(json_pack("{s:o}", "sandboxes", mcp_sandbox_list(ss)), NULL);
 }
@@ -861,8 +863,8 @@ static json_t *elicitation_params(const json_t *card)
  * and the client is asked too when it can elicit; the first answer wins,
  * and the broker's timeout is a no.
  */
-static bool cliff(struct mcp_session *ss, void *stream, const char *tool, const json_t *args,
-		  const struct policy_decision *d, char **denial)
+static bool cliff(struct mcp_session *ss, struct mcp_call *call, const char *tool,
+		  const json_t *args, const struct policy_decision *d, char **denial)
 {
 	json_t *card;
 	struct approval *a;
@@ -877,21 +879,14 @@ static bool cliff(struct mcp_session *ss, void *stream, const char *tool, const 
 	lg_info("session %s: %s needs approval %s (%s)", ss->id, tool, approval_id(a), d->reason);
 	json_object_set_new(card, "approval", json_string(approval_id(a)));
 	/* Tracked either way, so that a closing session can cancel the wait. */
-	eid = mcp_send_elicitation(ss, stream,
+	eid = mcp_send_elicitation(ss, call,
 				   ss->client_elicitation ? elicitation_params(card) : NULL, a);
 	json_decref(card);
 	st = approval_wait(a, &decider, &reason);
 	if (eid > 0)
-		mcp_forget_elicitation(ss, ss->client_elicitation ? stream : NULL, eid);
+		mcp_forget_elicitation(ss, call, eid);
 
-	if (!audit(ss, json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?}", "type", "decision", "session",
-				 ss->id, "approval", approval_id(a), "decision",
-				 approval_state_name(st), "decider", decider, "reason", reason)) &&
-	    st == APPROVAL_APPROVED) {
-		st = APPROVAL_DENIED;
-		free(reason);
-		reason = xstrdup("the approval could not be recorded in the audit log");
-	}
+	/* The broker has recorded the decision (and refuses a yes it cannot record). */
 	if (st != APPROVAL_APPROVED)
 		*denial = xasprintf("%s (approval %s) %s%s%s%s", tool, approval_id(a),
 				    st == APPROVAL_TIMED_OUT   ? "was not approved in time"
@@ -925,8 +920,10 @@ static json_t *context_for(struct mcp_session *ss, const json_t *args)
 	return ctx;
 }
 
-json_t *mcp_tools_call(struct mcp_session *ss, void *stream, const char *name, const json_t *args)
+json_t *mcp_tools_call(struct mcp_session *ss, struct mcp_call *call)
 {
+	const char *name = call->name;
+	const json_t *args = call->args;
 	const struct tool *t = find_tool(name);
 	struct policy_decision d;
 	json_t *ctx, *result;
@@ -946,7 +943,7 @@ json_t *mcp_tools_call(struct mcp_session *ss, void *stream, const char *name, c
 	}
 	json_decref(ctx);
 
-	if (!cliff(ss, stream, name, args, &d, &denial)) {
+	if (!cliff(ss, call, name, args, &d, &denial)) {
 		result = tool_error("%s; the action did not run", denial);
 		audit(ss, json_pack("{s:s, s:s, s:s, s:s}", "type", "outcome", "session", ss->id,
 				    "tool", name, "outcome", "not run: denied"));
@@ -956,7 +953,7 @@ json_t *mcp_tools_call(struct mcp_session *ss, void *stream, const char *name, c
 	}
 	policy_decision_clear(&d);
 
-	result = t->run(ss, args);
+	result = t->run(ss, call, args);
 	{
 		json_t *st = json_object_get(result, "structuredContent");
 		json_t *ev = json_pack(

@@ -62,6 +62,7 @@ static int run(struct lg_sandbox *sb, char *const argv[], const char *in, size_t
 	       uint32_t timeout_ms, struct capture *c, struct lg_exec_result *res)
 {
 	struct lg_exec_opts o = {
+	    .cancel_fd = -1,
 	    .argv = argv,
 	    .stdin_fd = -1,
 	    .stdin_data = in,
@@ -217,7 +218,8 @@ static void test_env_and_cwd(void **state)
 	struct capture c = {0};
 	char *argv[] = {"sh", "-c", "echo \"$FOO:$(pwd)\"", NULL};
 	char *env[] = {"FOO=bar baz", NULL};
-	struct lg_exec_opts o = {.argv = argv,
+	struct lg_exec_opts o = {.cancel_fd = -1,
+				 .argv = argv,
 				 .env = env,
 				 .cwd = "/tmp",
 				 .stdin_fd = -1,
@@ -357,7 +359,8 @@ static void *par_main(void *arg)
 	struct lg_exec_result res;
 	char script[64];
 	char *argv[] = {"sh", "-c", script, NULL};
-	struct lg_exec_opts eo = {.argv = argv, .stdin_fd = -1, .on_output = capture_cb, .ctx = &c};
+	struct lg_exec_opts eo = {
+	    .cancel_fd = -1, .argv = argv, .stdin_fd = -1, .on_output = capture_cb, .ctx = &c};
 
 	snprintf(script, sizeof(script), "echo vm%d; exit %d", p->idx, p->idx);
 	p->rc = -1;

@@ -563,10 +563,10 @@ static void test_oversized(void **state)
 	struct conn *c;
 	char *h;
 
-	/* Refused on its Content-Length, before the body is sent. */
+	/* A client that waits for 100 Continue is refused on its Content-Length. */
 	c = conn_open(g->port);
 	h = xasprintf("POST /mcp HTTP/1.1\r\nHost: x\r\n" ACCEPT_BOTH JSON_CT
-		      "Content-Length: %u\r\n\r\n",
+		      "Expect: 100-continue\r\nContent-Length: %u\r\n\r\n",
 		      MCP_MAX_MESSAGE + 1);
 	send_raw(c, h, strlen(h));
 	free(h);
