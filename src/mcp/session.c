@@ -650,6 +650,13 @@ void mcp_session_close(struct mcp_session *ss)
 		approval_cancel(o->approval);
 		free(o);
 	}
+	/* And nobody will read the results: commands still running are killed. */
+	for (struct mcp_call *c = ss->calls; c != NULL; c = c->next) {
+		c->cancelled = true;
+		if (write(c->cancel_pipe[1], "x", 1) < 0) {
+			/* a full pipe already says it */
+		}
+	}
 	pthread_mutex_unlock(&ss->lock);
 
 	/*
