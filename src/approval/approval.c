@@ -38,24 +38,6 @@
 #define MAX_PENDING 1024
 #define ID_HEX	    12
 
-/*
- * Records an error whose message already says why (lg_err_set() would
- * append strerror(errnum)) and returns -errnum.
- */
-static int __attribute__((format(printf, 3, 4)))
-err_msg(struct lg_err **err, int errnum, const char *fmt, ...)
-{
-	cleanup_free char *msg = NULL;
-	va_list ap;
-	int r;
-
-	va_start(ap, fmt);
-	r = vasprintf(&msg, fmt, ap);
-	va_end(ap);
-	lg_err_set(err, 0, "%s", r >= 0 ? msg : fmt);
-	return -errnum;
-}
-
 struct approval {
 	struct approval_broker *b;
 	unsigned refs;
@@ -128,7 +110,7 @@ static void audit_locked(struct approval_broker *b, json_t *event, struct lg_err
 		return;
 	}
 	if (event == NULL)
-		err_msg(&e, EINVAL, "cannot encode the audit entry");
+		lg_err_msg(&e, EINVAL, "cannot encode the audit entry");
 	else
 		audit_append(b->audit, event, &e);
 	if (e != NULL) {
@@ -381,11 +363,11 @@ static int decide_locked(struct approval *a, bool approve, const char *decider, 
 		decider = "unknown";
 	probe = json_pack("[s, s?]", decider, reason);
 	if (probe == NULL)
-		return err_msg(err, EINVAL, "the decider or reason is not valid UTF-8");
+		return lg_err_msg(err, EINVAL, "the decider or reason is not valid UTF-8");
 	json_decref(probe);
 	if (lg_now_ms() >= a->deadline_ms) {
 		finish_locked(a, APPROVAL_TIMED_OUT, "timeout", NULL, NULL);
-		return err_msg(err, ENOENT, "approval %s is not pending (it timed out)", a->id);
+		return lg_err_msg(err, ENOENT, "approval %s is not pending (it timed out)", a->id);
 	}
 	return finish_locked(a, approve ? APPROVAL_APPROVED : APPROVAL_DENIED, decider, reason,
 			     err);
@@ -398,12 +380,12 @@ int approval_decide(struct approval_broker *b, const char *id, bool approve, con
 	int r;
 
 	if (id == NULL)
-		return err_msg(err, EINVAL, "no approval id");
+		return lg_err_msg(err, EINVAL, "no approval id");
 	pthread_mutex_lock(&b->mu);
 	a = find_locked(b, id);
 	if (a == NULL) {
 		pthread_mutex_unlock(&b->mu);
-		return err_msg(err, ENOENT, "approval %s is not pending", id);
+		return lg_err_msg(err, ENOENT, "approval %s is not pending", id);
 	}
 	r = decide_locked(a, approve, decider, reason, err);
 	pthread_mutex_unlock(&b->mu);

@@ -34,24 +34,6 @@
 #define READ_TIMEOUT_MS	 5000
 #define WRITE_TIMEOUT_MS 5000
 
-/*
- * Records an error whose message already says why (lg_err_set() would
- * append strerror(errnum)) and returns -errnum.
- */
-static int __attribute__((format(printf, 3, 4)))
-err_msg(struct lg_err **err, int errnum, const char *fmt, ...)
-{
-	cleanup_free char *msg = NULL;
-	va_list ap;
-	int r;
-
-	va_start(ap, fmt);
-	r = vasprintf(&msg, fmt, ap);
-	va_end(ap);
-	lg_err_set(err, 0, "%s", r >= 0 ? msg : fmt);
-	return -errnum;
-}
-
 struct approval_control {
 	struct approval_broker *b;
 	char *path;
@@ -306,13 +288,13 @@ static int clear_stale(const char *path, const struct sockaddr_un *addr, struct 
 		return lg_err_sys(err, "stat `%s`", path);
 	}
 	if (!S_ISSOCK(st.st_mode))
-		return err_msg(err, EEXIST, "`%s` exists and is not a socket", path);
+		return lg_err_msg(err, EEXIST, "`%s` exists and is not a socket", path);
 	/* Non-blocking: a live server with a full backlog must not hang us (EAGAIN). */
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return lg_err_sys(err, "socket");
 	if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0 || errno == EAGAIN)
-		return err_msg(err, EADDRINUSE, "another luminaguard server is using %s", path);
+		return lg_err_msg(err, EADDRINUSE, "another luminaguard server is using %s", path);
 	if (errno != ECONNREFUSED)
 		return lg_err_sys(err, "connect to the existing socket `%s`", path);
 	if (unlink(path) < 0 && errno != ENOENT)
@@ -334,11 +316,11 @@ int approval_control_start(struct approval_broker *b, const char *path,
 	int r;
 
 	if (path == NULL || *path == '\0')
-		return err_msg(err, EINVAL, "no control socket path");
+		return lg_err_msg(err, EINVAL, "no control socket path");
 	if (strlen(path) >= sizeof(addr.sun_path))
-		return err_msg(err, ENAMETOOLONG,
-			       "control socket path `%s` is longer than %zu bytes", path,
-			       sizeof(addr.sun_path) - 1);
+		return lg_err_msg(err, ENAMETOOLONG,
+				  "control socket path `%s` is longer than %zu bytes", path,
+				  sizeof(addr.sun_path) - 1);
 	memcpy(addr.sun_path, path, strlen(path) + 1);
 
 	dir = xstrdup(path);
@@ -368,8 +350,8 @@ int approval_control_start(struct approval_broker *b, const char *path,
 	umask(old_umask);
 	if (r < 0) {
 		if (errno == EADDRINUSE)
-			return err_msg(err, EADDRINUSE, "another luminaguard server is using %s",
-				       path);
+			return lg_err_msg(err, EADDRINUSE, "another luminaguard server is using %s",
+					  path);
 		return lg_err_sys(err, "bind `%s`", path);
 	}
 	if (listen(fd, 16) < 0 || stat(path, &st) < 0) {

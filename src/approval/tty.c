@@ -26,24 +26,6 @@
 #define DIFF_MAX_BYTES	  4000
 #define ANSWER_MAX	  64
 
-/*
- * Records an error whose message already says why (lg_err_set() would
- * append strerror(errnum)) and returns -errnum.
- */
-static int __attribute__((format(printf, 3, 4)))
-err_msg(struct lg_err **err, int errnum, const char *fmt, ...)
-{
-	cleanup_free char *msg = NULL;
-	va_list ap;
-	int r;
-
-	va_start(ap, fmt);
-	r = vasprintf(&msg, fmt, ap);
-	va_end(ap);
-	lg_err_set(err, 0, "%s", r >= 0 ? msg : fmt);
-	return -errnum;
-}
-
 /* Length of the UTF-8 sequence at s and its code point, or 0 if malformed. */
 static size_t utf8_decode(const unsigned char *s, unsigned *cp)
 {
@@ -260,7 +242,7 @@ int approval_tty_prompt_fds(const json_t *card, unsigned timeout_s, int in_fd, i
 			return lg_err_sys(err, "poll the terminal");
 		if (cancel_fd >= 0 && p[1].revents != 0) {
 			say(out_fd, "\ninterrupted: denied\n");
-			return err_msg(err, ECANCELED, "interrupted");
+			return lg_err_msg(err, ECANCELED, "interrupted");
 		}
 		if (r == 0)
 			continue;
@@ -301,6 +283,6 @@ int approval_tty_prompt(const json_t *card, unsigned timeout_s, bool *approved, 
 	/* O_NOCTTY: asking a question must never acquire a controlling terminal. */
 	fd = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
-		return err_msg(err, ENOTTY, "no terminal for --approve tty");
+		return lg_err_msg(err, ENOTTY, "no terminal for --approve tty");
 	return approval_tty_prompt_fds(card, timeout_s, fd, fd, -1, approved, err);
 }

@@ -52,24 +52,6 @@ static const char approvals_usage[] =
 
 enum { OPT_JSON = 256 };
 
-/*
- * Records an error whose message already says why (lg_err_set() would
- * append strerror(errnum)) and returns -errnum.
- */
-static int __attribute__((format(printf, 3, 4)))
-err_msg(struct lg_err **err, int errnum, const char *fmt, ...)
-{
-	cleanup_free char *msg = NULL;
-	va_list ap;
-	int r;
-
-	va_start(ap, fmt);
-	r = vasprintf(&msg, fmt, ap);
-	va_end(ap);
-	lg_err_set(err, 0, "%s", r >= 0 ? msg : fmt);
-	return -errnum;
-}
-
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static int usage_error(const char *fmt, ...)
@@ -103,9 +85,9 @@ static int wait_fd(int fd, short events, uint64_t deadline, const char *path, st
 		int r;
 
 		if (now >= deadline)
-			return err_msg(err, ETIMEDOUT,
-				       "no answer from the server on %s within %d s", path,
-				       TIMEOUT_MS / 1000);
+			return lg_err_msg(err, ETIMEDOUT,
+					  "no answer from the server on %s within %d s", path,
+					  TIMEOUT_MS / 1000);
 		r = poll(&p, 1, (int)(deadline - now));
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -122,19 +104,20 @@ static int connect_server(const char *path, struct lg_err **err)
 	cleanup_close int fd = -1;
 
 	if (strlen(path) >= sizeof(addr.sun_path))
-		return err_msg(err, ENAMETOOLONG, "control socket path `%s` is too long", path);
+		return lg_err_msg(err, ENAMETOOLONG, "control socket path `%s` is too long", path);
 	memcpy(addr.sun_path, path, strlen(path) + 1);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return lg_err_sys(err, "socket");
 	if (connect(fd, (const struct sockaddr *)&addr, sizeof(addr)) < 0) {
 		if (errno == ENOENT || errno == ECONNREFUSED)
-			return err_msg(err, errno,
-				       "no luminaguard server is listening on %s (start one "
-				       "with: luminaguard mcp)",
-				       path);
+			return lg_err_msg(err, errno,
+					  "no luminaguard server is listening on %s (start one "
+					  "with: luminaguard mcp)",
+					  path);
 		if (errno == EAGAIN)
-			return err_msg(err, EAGAIN, "the server on %s is too busy to answer", path);
+			return lg_err_msg(err, EAGAIN, "the server on %s is too busy to answer",
+					  path);
 		return lg_err_sys(err, "connect to %s", path);
 	}
 	return steal_fd(&fd);
@@ -155,8 +138,8 @@ static int request(const char *path, json_t *req, json_t **resp, struct lg_err *
 
 	json_decref(req);
 	if (line == NULL)
-		return err_msg(err, EINVAL,
-			       "cannot encode the request (is the reason valid UTF-8?)");
+		return lg_err_msg(err, EINVAL,
+				  "cannot encode the request (is the reason valid UTF-8?)");
 	fd = connect_server(path, err);
 	if (fd < 0)
 		return fd;
@@ -182,7 +165,8 @@ static int request(const char *path, json_t *req, json_t **resp, struct lg_err *
 
 		if (len == cap) {
 			if (cap >= REPLY_MAX)
-				return err_msg(err, E2BIG, "the reply from %s is too long", path);
+				return lg_err_msg(err, E2BIG, "the reply from %s is too long",
+						  path);
 			cap = cap ? cap * 2 : 4096;
 			buf = xrealloc(buf, cap + 1);
 		}
@@ -201,13 +185,13 @@ static int request(const char *path, json_t *req, json_t **resp, struct lg_err *
 			break;
 	}
 	if (len == 0)
-		return err_msg(err, EPROTO,
-			       "the server on %s closed the connection without answering", path);
+		return lg_err_msg(err, EPROTO,
+				  "the server on %s closed the connection without answering", path);
 	*resp = json_loadb(buf, len, JSON_DISABLE_EOF_CHECK, &jerr);
 	if (*resp == NULL || !json_is_object(*resp)) {
 		json_decref(*resp);
 		*resp = NULL;
-		return err_msg(err, EPROTO, "malformed reply from %s: %s", path, jerr.text);
+		return lg_err_msg(err, EPROTO, "malformed reply from %s: %s", path, jerr.text);
 	}
 	return 0;
 }

@@ -2,6 +2,7 @@
 #include "common/err.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +14,8 @@ static int code_of(int errnum)
 	return errnum > 0 ? -errnum : -1;
 }
 
-static int __attribute__((format(printf, 3, 0)))
-vset(struct lg_err **err, int errnum, const char *fmt, va_list ap)
+static int __attribute__((format(printf, 4, 0)))
+vset(struct lg_err **err, int errnum, bool with_strerror, const char *fmt, va_list ap)
 {
 	char *msg = NULL;
 	char *full = NULL;
@@ -26,7 +27,7 @@ vset(struct lg_err **err, int errnum, const char *fmt, va_list ap)
 		*err = &oom_err;
 		return code_of(errnum);
 	}
-	if (errnum > 0) {
+	if (errnum > 0 && with_strerror) {
 		if (asprintf(&full, "%s: %s", msg, strerror(errnum)) < 0)
 			full = NULL;
 		free(msg);
@@ -51,7 +52,18 @@ int lg_err_set(struct lg_err **err, int errnum, const char *fmt, ...)
 	int ret;
 
 	va_start(ap, fmt);
-	ret = vset(err, errnum, fmt, ap);
+	ret = vset(err, errnum, true, fmt, ap);
+	va_end(ap);
+	return ret;
+}
+
+int lg_err_msg(struct lg_err **err, int errnum, const char *fmt, ...)
+{
+	va_list ap;
+	int ret;
+
+	va_start(ap, fmt);
+	ret = vset(err, errnum, false, fmt, ap);
 	va_end(ap);
 	return ret;
 }
@@ -63,7 +75,7 @@ int lg_err_sys(struct lg_err **err, const char *fmt, ...)
 	int ret;
 
 	va_start(ap, fmt);
-	ret = vset(err, saved, fmt, ap);
+	ret = vset(err, saved, true, fmt, ap);
 	va_end(ap);
 	errno = saved;
 	return ret;

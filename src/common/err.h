@@ -23,6 +23,13 @@ struct lg_err {
 int lg_err_set(struct lg_err **err, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/*
+ * Like lg_err_set(), for messages that already say why: errnum is kept
+ * for callers to test, but its strerror() is not appended.
+ */
+int lg_err_msg(struct lg_err **err, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Like lg_err_set() with errnum = errno at the time of the call. */
 int lg_err_sys(struct lg_err **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
