@@ -12,11 +12,14 @@ SETUP_TEST_DEPS=1 scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 
 passed=0
 failed=0
+skipped=0
 tally() { # tally LOGFILE: adds meson's "Ok:" and "Fail:"/"Timeout:" counts
-	local ok fail to
+	local ok fail to sk
 	ok=$(awk '/^Ok:/ {print $2}' "$1" | tail -1)
 	fail=$(awk '/^Fail:/ {print $2}' "$1" | tail -1)
 	to=$(awk '/^Timeout:/ {print $2}' "$1" | tail -1)
+	sk=$(awk '/^Skipped:/ {print $2}' "$1" | tail -1)
+	skipped=$((skipped + ${sk:-0}))
 	passed=$((passed + ${ok:-0}))
 	failed=$((failed + ${fail:-0} + ${to:-0}))
 	if [ -z "$ok" ]; then failed=$((failed + 1)); fi
@@ -59,5 +62,8 @@ for t in frame agent-client agent-request qmp policy jsonrpc encoding; do
 	fi
 done
 
+if [ "$skipped" != 0 ]; then
+	echo "# $skipped test(s) SKIPPED (see their logs above for why)"
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
