@@ -255,25 +255,19 @@ int audit_open(const char *path, struct audit_log **out, struct lg_err **err)
 		close(fd);
 		return lg_err_set(err, 0, "audit log `%s` is not a regular file", path);
 	}
-	/*
-	 * Two writers would each continue the chain from the same last entry
-	 * and fork it; the lock keeps a second server off the same log.  It is
-	 * released when the fd is closed, also when the process dies.
-	 */
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		if (errno == EWOULDBLOCK)
-			r = lg_err_set(err, 0, "audit log `%s` is in use by another process", path);
-		else
-			r = lg_err_sys(err, "lock audit log `%s`", path);
-		close(fd);
-		return r;
-	}
 	a = xzalloc(sizeof(*a));
 	pthread_mutex_init(&a->lock, NULL);
 	a->fd = fd;
 	a->path = xstrdup(path);
 	a->size = st.st_size;
+	/* Under the writers' lock, so we do not read another writer's half line. */
+	if (flock(fd, LOCK_EX) < 0) {
+		r = lg_err_sys(err, "lock audit log `%s`", path);
+		audit_close(a);
+		return r;
+	}
 	r = load_tail(a, err);
+	flock(fd, LOCK_UN);
 	if (r < 0) {
 		lg_err_wrap(err, "audit log `%s`", path);
 		audit_close(a);
@@ -306,6 +300,7 @@ int audit_append(struct audit_log *a, const json_t *event, struct lg_err **err)
 	char hex[LG_SHA256_HEX_LEN + 1];
 	size_t len;
 	ssize_t w;
+	bool locked = false;
 	int r = 0;
 
 	if (!json_is_object(event))
@@ -326,6 +321,33 @@ int audit_append(struct audit_log *a, const json_t *event, struct lg_err **err)
 	if (a->broken) {
 		r = lg_err_set(err, EIO, "audit log `%s`: an earlier write failed", a->path);
 		goto out;
+	}
+	/*
+	 * Several processes may append to one log (two MCP servers of one
+	 * user, say).  Each append holds an exclusive flock from reading the
+	 * tail to fsync, so the chain continues from the entry that is really
+	 * last and never forks.  The lock goes with the fd, also if we die.
+	 */
+	if (flock(a->fd, LOCK_EX) < 0) {
+		r = lg_err_sys(err, "lock audit log `%s`", a->path);
+		goto out;
+	}
+	locked = true;
+	{
+		struct stat st;
+		if (fstat(a->fd, &st) < 0) {
+			r = lg_err_sys(err, "stat audit log `%s`", a->path);
+			goto out;
+		}
+		if (st.st_size != a->size) {
+			/* Another writer appended since our last entry: continue from its. */
+			a->size = st.st_size;
+			r = load_tail(a, err);
+			if (r < 0) {
+				lg_err_wrap(err, "audit log `%s`", a->path);
+				goto out;
+			}
+		}
 	}
 	now_rfc3339(ts);
 	json_object_set_new(e, "seq", json_integer((json_int_t)(a->seq + 1)));
@@ -370,6 +392,8 @@ int audit_append(struct audit_log *a, const json_t *event, struct lg_err **err)
 	a->size += (off_t)(len + 1);
 	memcpy(a->prev, hex, sizeof(a->prev));
 out:
+	if (locked)
+		flock(a->fd, LOCK_UN);
 	pthread_mutex_unlock(&a->lock);
 	free(canon);
 	free(line);

@@ -222,8 +222,27 @@ int cmd_mcp(int argc, char **argv)
 		default_control = approval_control_default_path();
 		control = default_control;
 	}
-	if (approval_control_start(broker, control, &ctl, &err) < 0)
-		goto out;
+	if (approval_control_start(broker, control, &ctl, &err) < 0) {
+		/*
+		 * Another server of this user (a second MCP client started one)
+		 * holds the default socket: take a socket of our own rather than
+		 * fail, and say where it is.
+		 */
+		if (default_control == NULL || lg_err_code(err) != -EADDRINUSE)
+			goto out;
+		lg_err_free(&err);
+		cleanup_free char *home = lg_home_dir();
+		free(default_control);
+		default_control = xasprintf("%s/control-%d.sock", home, (int)getpid());
+		control = default_control;
+		if (approval_control_start(broker, control, &ctl, &err) < 0)
+			goto out;
+		lg_log(
+		    LG_LOG_ERROR,
+		    "mcp: another server has the default control socket; approvals for this one: "
+		    "luminaguard approvals list --socket %s",
+		    control);
+	}
 
 	so.policy = policy;
 	so.audit = audit;

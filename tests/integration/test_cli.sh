@@ -93,6 +93,18 @@ check "--approve tty: y runs it" "$([ $rc = 0 ] && grep -q 'needs your approval'
 (sleep 3; echo n) | script -qec "$LG run --policy $TMP/red.json --approve tty -- echo dangerous" /dev/null >"$TMP/out" 2>&1; rc=$?
 check "--approve tty: n denies it, and it does not run" "$([ $rc = 125 ] && grep -q 'denied' "$TMP/out" && ! tr -d '\r' <"$TMP/out" | grep -qx dangerous; echo $?)" "rc=$rc" "$(cat "$TMP/out")"
 
+# --- two MCP servers of one user share the data directory ---
+H2=$TMP/home2
+mkdir -p "$H2"
+(sleep 4 | LUMINAGUARD_HOME=$H2 "$LG" mcp >/dev/null 2>"$TMP/s1") &
+sleep 1
+(sleep 2 | LUMINAGUARD_HOME=$H2 "$LG" mcp >/dev/null 2>"$TMP/s2") &
+sleep 1
+socks=$(ls "$H2"/control*.sock 2>/dev/null | wc -l)
+wait
+left=$(ls "$H2"/control*.sock 2>/dev/null | wc -l)
+check "a second mcp server gets its own control socket, and both clean up" "$([ "$socks" = 2 ] && [ "$left" = 0 ] && grep -q -- '--socket' "$TMP/s2" && "$LG" audit verify "$H2/audit.jsonl" >/dev/null; echo $?)" "sockets while running: $socks, after: $left" "$(cat "$TMP/s1" "$TMP/s2")"
+
 # --- signals: the VM is destroyed, nothing is left ---
 # The QEMU children of a running `luminaguard run`, once its guest command runs.
 vm_pids_of() {
