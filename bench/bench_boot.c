@@ -24,8 +24,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "hv/hv.h"
 #include <stdint.h>
-#include <x86intrin.h>
 
 static double now_ms(void)
 {
@@ -105,21 +106,6 @@ static struct sample run(char *const argv[], char *const envp_add[])
 	return s;
 }
 
-/* Same as the qemu backend: the host TSC rate, so the peer boots the same way. */
-static unsigned long host_tsc_khz(void)
-{
-	struct timespec a, b, pause = {0, 10 * 1000 * 1000};
-	uint64_t t0, t1;
-
-	clock_gettime(CLOCK_MONOTONIC_RAW, &a);
-	t0 = __rdtsc();
-	nanosleep(&pause, NULL);
-	t1 = __rdtsc();
-	clock_gettime(CLOCK_MONOTONIC_RAW, &b);
-	double ns = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
-	return (unsigned long)((double)(t1 - t0) / ns * 1e6);
-}
-
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -157,14 +143,9 @@ int main(int argc, char **argv)
 	char *lg_echo[] = {lg, "run", "--accel", (char *)accel, "--", "echo", "x", NULL};
 	char *lg_true[] = {lg, "run", "--accel", (char *)accel, "--", "true", NULL};
 	char *env_debug[] = {"LUMINAGUARD_LOG=debug", NULL};
-	char cmdline[512], tsc[48] = "";
-	if (strcmp(accel, "tcg") == 0)
-		snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu", host_tsc_khz());
-	snprintf(cmdline, sizeof(cmdline),
-		 "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t tsc=reliable "
-		 "no_timer_check i8042.noaux i8042.nokbd 8250.nr_uarts=1 "
-		 "cryptomgr.notests random.trust_cpu=on%s rdinit=/bin/poweroff -- -f",
-		 tsc);
+	/* The backend's own command line, so the peer boots the same way. */
+	char *cmdline = hv_qemu_kernel_cmdline(
+	    strcmp(accel, "kvm") == 0 ? HV_ACCEL_KVM : HV_ACCEL_TCG, "rdinit=/bin/poweroff -- -f");
 	/* Same machine, memory, kernel, initramfs and command line as the qemu backend. */
 	char *qemu[] = {"qemu-system-x86_64",
 			"-M",
@@ -221,5 +202,6 @@ int main(int argc, char **argv)
 	printf("median: plain qemu to /init and exit %.0f ms, peak RSS %.1f MiB\n", mq, mr);
 	printf("ratio:  first-output / plain-qemu %.2f, total / plain-qemu %.2f, RSS %.2f\n",
 	       mf / mq, mt / mq, ml / mr);
+	free(cmdline);
 	return 0;
 }

@@ -5,6 +5,7 @@
  * see docs/approvals.md).  The server knows who we are from the socket
  * itself (SO_PEERCRED); nothing we send can claim to be someone else.
  */
+#include "cli/commands.h"
 #include "cli/commands_approvals.h"
 
 #include "approval/approval.h"
@@ -331,7 +332,7 @@ int cmd_approvals(int argc, char **argv)
 		return 2;
 	}
 	sub = argv[1];
-	if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0 || strcmp(sub, "help") == 0) {
+	if (cli_is_help(sub) || strcmp(sub, "help") == 0) {
 		fputs(approvals_usage, stdout);
 		return 0;
 	}

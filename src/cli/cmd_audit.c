@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* `luminaguard audit`: check the audit log's hash chain. */
+#include "cli/commands.h"
 #include "cli/commands_approval.h"
 
 #include "audit/audit.h"
@@ -20,11 +21,6 @@ static const char audit_usage[] =
     "(keep it elsewhere to detect a log that was cut short or rewritten), or\n"
     "the first bad line, with exit status 1.\n";
 
-static bool is_help(const char *s)
-{
-	return strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0;
-}
-
 int cmd_audit(int argc, char **argv)
 {
 	struct lg_err *err = NULL;
@@ -37,7 +33,7 @@ int cmd_audit(int argc, char **argv)
 		fputs(audit_usage, stderr);
 		return 2;
 	}
-	if (is_help(argv[1]) || (argc > 2 && is_help(argv[2]))) {
+	if (cli_is_help(argv[1]) || (argc > 2 && cli_is_help(argv[2]))) {
 		fputs(audit_usage, stdout);
 		return 0;
 	}

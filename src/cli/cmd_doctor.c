@@ -57,7 +57,7 @@ int cmd_doctor(int argc, char **argv)
 	bool ok = true;
 
 	if (argc > 1) {
-		if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+		if (cli_is_help(argv[1])) {
 			printf("Usage: luminaguard doctor\n\nSays which hypervisor backends and "
 			       "accelerators work here, and why,\nand which guest images are "
 			       "ready.  Exit status 0 when `luminaguard run` can work.\n");

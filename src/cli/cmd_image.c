@@ -281,7 +281,7 @@ int cmd_image(int argc, char **argv)
 			PROG, PROG);
 		return 2;
 	}
-	if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
+	if (cli_is_help(sub) || strcmp(sub, "help") == 0) {
 		fputs(image_usage, stdout);
 		return 0;
 	}

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* `luminaguard policy`: check a policy file, show the default, try an action. */
+#include "cli/commands.h"
 #include "cli/commands_approval.h"
 
 #include "common/err.h"
@@ -21,11 +22,6 @@ static const char policy_usage[] =
     "                                classify one action (ARGS and CONTEXT are\n"
     "                                JSON objects) and print verdict, risk, rule\n"
     "                                and reason\n";
-
-static bool is_help(const char *s)
-{
-	return strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0;
-}
 
 static int policy_check(int argc, char **argv)
 {
@@ -115,7 +111,7 @@ int cmd_policy(int argc, char **argv)
 		fputs(policy_usage, stderr);
 		return 2;
 	}
-	if (is_help(argv[1]) || (argc > 2 && is_help(argv[2]))) {
+	if (cli_is_help(argv[1]) || (argc > 2 && cli_is_help(argv[2]))) {
 		fputs(policy_usage, stdout);
 		return 0;
 	}

@@ -3,6 +3,15 @@
 #ifndef LG_CLI_COMMANDS_H
 #define LG_CLI_COMMANDS_H
 
+#include <stdbool.h>
+#include <string.h>
+
+/* -h or --help. */
+static inline bool cli_is_help(const char *s)
+{
+	return strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0;
+}
+
 /*
  * Each command gets argv with argv[0] being the subcommand name and returns
  * the process exit status.  Usage errors print one line and return 2.

@@ -83,7 +83,7 @@ int main(int argc, char **argv)
 
 	lg_log_init();
 	for (; i < argc && argv[i][0] == '-'; i++) {
-		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+		if (cli_is_help(argv[i])) {
 			usage(stdout);
 			return 0;
 		} else if (strcmp(argv[i], "--version") == 0) {

@@ -104,6 +104,13 @@ struct hv_backend {
 
 extern const struct hv_backend hv_backend_qemu;
 
+/*
+ * The kernel command line the qemu backend boots guests with under accel,
+ * followed by extra (may be NULL).  New string.  Exported for the boot
+ * benchmark, whose plain-QEMU peer must boot exactly the same way.
+ */
+char *hv_qemu_kernel_cmdline(enum hv_accel accel, const char *extra);
+
 /* The registered backends, NULL-terminated. */
 extern const struct hv_backend *const hv_backends[];
 

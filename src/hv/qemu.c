@@ -231,13 +231,19 @@ static unsigned long host_tsc_khz(void)
 #endif
 }
 
-static void build_argv(struct argv_builder *a, const char *bin, const struct vm_config *cfg)
+char *hv_qemu_kernel_cmdline(enum hv_accel accel, const char *extra)
 {
-	unsigned long tsc_khz = cfg->accel == HV_ACCEL_TCG ? host_tsc_khz() : 0;
+	unsigned long tsc_khz = accel == HV_ACCEL_TCG ? host_tsc_khz() : 0;
 	char tsc_arg[48] = "";
 
 	if (tsc_khz != 0)
 		snprintf(tsc_arg, sizeof(tsc_arg), " tsc_early_khz=%lu", tsc_khz);
+	return xasprintf("%s%s%s%s", base_cmdline, tsc_arg, extra ? " " : "", extra ? extra : "");
+}
+
+static void build_argv(struct argv_builder *a, const char *bin, const struct vm_config *cfg)
+{
+	cleanup_free char *cmdline = hv_qemu_kernel_cmdline(cfg->accel, cfg->cmdline);
 
 	argv_add(a, "%s", bin);
 	argv_add(a, "-M");
@@ -263,8 +269,7 @@ static void build_argv(struct argv_builder *a, const char *bin, const struct vm_
 	argv_add(a, "-initrd");
 	argv_add(a, "%s", cfg->initrd);
 	argv_add(a, "-append");
-	argv_add(a, "%s%s%s%s", base_cmdline, tsc_arg, cfg->cmdline ? " " : "",
-		 cfg->cmdline ? cfg->cmdline : "");
+	argv_add(a, "%s", cmdline);
 	argv_add(a, "-chardev");
 	argv_add(a, "socket,id=qmp,fd=%d", QEMU_FD_QMP);
 	argv_add(a, "-mon");

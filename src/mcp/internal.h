@@ -115,6 +115,8 @@ void mcp_sandbox_put(struct mcp_server *s, struct mcp_sandbox *sb);
 struct mcp_sandbox *mcp_sandbox_add(struct mcp_session *ss, struct lg_sandbox *lsb, unsigned cpus,
 				    uint64_t memory_mib, const char *image,
 				    unsigned idle_timeout_s);
+/* 1 if this session's sandbox id holds unsaved work, 0 if not, -1 if there is none. */
+int mcp_sandbox_dirty(struct mcp_session *ss, const char *id);
 void mcp_sandbox_mark_dirty(struct mcp_server *s, struct mcp_sandbox *sb);
 /* Unregisters and destroys; false if this session has no such sandbox. */
 bool mcp_sandbox_destroy(struct mcp_session *ss, const char *id);

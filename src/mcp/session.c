@@ -529,13 +529,14 @@ static int handle_one(struct mcp_session *ss, const json_t *msg, void *stream)
 		send_result(ss, stream, id, json_object());
 		return 1;
 	}
-	if (strcmp(method, "tools/list") == 0 || strcmp(method, "tools/call") == 0) {
+	bool list = strcmp(method, "tools/list") == 0;
+	if (list || strcmp(method, "tools/call") == 0) {
 		if (!initialized) {
 			send_error(ss, stream, id, MCP_INVALID_REQUEST, "%s before initialize",
 				   method);
 			return 1;
 		}
-		if (method[6] == 'l')
+		if (list)
 			do_tools_list(ss, stream, id, params);
 		else
 			start_call(ss, stream, id, params);
@@ -752,15 +753,34 @@ struct mcp_sandbox *mcp_sandbox_add(struct mcp_session *ss, struct lg_sandbox *l
 	return sb;
 }
 
+/* The live sandbox `id` of session ss, or NULL.  Caller holds s->lock. */
+static struct mcp_sandbox *find_locked(struct mcp_server *s, struct mcp_session *ss, const char *id)
+{
+	for (struct mcp_sandbox *sb = s->sandboxes; sb != NULL; sb = sb->next)
+		if (!sb->doomed && sb->owner == ss && strcmp(sb->id, id) == 0)
+			return sb;
+	return NULL;
+}
+
+int mcp_sandbox_dirty(struct mcp_session *ss, const char *id)
+{
+	struct mcp_sandbox *sb;
+	int dirty;
+
+	pthread_mutex_lock(&ss->srv->lock);
+	sb = find_locked(ss->srv, ss, id);
+	dirty = sb == NULL ? -1 : sb->dirty;
+	pthread_mutex_unlock(&ss->srv->lock);
+	return dirty;
+}
+
 struct mcp_sandbox *mcp_sandbox_get(struct mcp_session *ss, const char *id)
 {
 	struct mcp_server *s = ss->srv;
 	struct mcp_sandbox *sb;
 
 	pthread_mutex_lock(&s->lock);
-	for (sb = s->sandboxes; sb != NULL; sb = sb->next)
-		if (!sb->doomed && sb->owner == ss && strcmp(sb->id, id) == 0)
-			break;
+	sb = find_locked(s, ss, id);
 	if (sb != NULL)
 		sb->busy++;
 	pthread_mutex_unlock(&s->lock);
@@ -832,9 +852,7 @@ bool mcp_sandbox_destroy(struct mcp_session *ss, const char *id)
 	struct mcp_sandbox *sb;
 
 	pthread_mutex_lock(&s->lock);
-	for (sb = s->sandboxes; sb != NULL; sb = sb->next)
-		if (!sb->doomed && sb->owner == ss && strcmp(sb->id, id) == 0)
-			break;
+	sb = find_locked(s, ss, id);
 	if (sb != NULL) {
 		sb->doomed = true;
 		unlink_locked(s, sb);

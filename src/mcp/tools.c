@@ -276,17 +276,16 @@ static json_t *run_exec(struct lg_sandbox *lsb, const struct exec_args *e, int c
 		       res.signal, "timed_out", res.timed_out, "stdout", json_text(&c.out),
 		       "stderr", json_text(&c.err), "stdout_truncated", c.out_cut,
 		       "stderr_truncated", c.err_cut);
-	text = xasprintf("%s\n--- stdout ---\n%s\n--- stderr ---\n%s",
-			 res.timed_out	   ? "timed out (killed)"
-			 : res.signal != 0 ? "killed by a signal"
-					   : "exited",
+	char status[32];
+	if (res.timed_out)
+		snprintf(status, sizeof(status), "timed out (killed)");
+	else if (res.signal != 0)
+		snprintf(status, sizeof(status), "killed by a signal");
+	else
+		snprintf(status, sizeof(status), "exit code %d", res.exit_code);
+	text = xasprintf("%s\n--- stdout ---\n%s\n--- stderr ---\n%s", status,
 			 json_string_value(json_object_get(st, "stdout")),
 			 json_string_value(json_object_get(st, "stderr")));
-	if (!res.timed_out && res.signal == 0) {
-		char *t2 = xasprintf("exit code %d%s", res.exit_code, text + strlen("exited"));
-		free(text);
-		text = t2;
-	}
 	json_t *r = tool_ok(st, text);
 	free(text);
 	lg_buf_free(&c.out);
@@ -910,13 +909,11 @@ static json_t *context_for(struct mcp_session *ss, const json_t *args)
 	const char *sid = json_string_value(json_object_get(args, "sandbox_id"));
 	json_t *ctx = json_object();
 
-	if (sid != NULL) {
-		pthread_mutex_lock(&ss->srv->lock);
-		for (struct mcp_sandbox *sb = ss->srv->sandboxes; sb != NULL; sb = sb->next)
-			if (!sb->doomed && sb->owner == ss && strcmp(sb->id, sid) == 0)
-				json_object_set_new(ctx, "sandbox_dirty", json_boolean(sb->dirty));
-		pthread_mutex_unlock(&ss->srv->lock);
-	}
+	int dirty = sid != NULL ? mcp_sandbox_dirty(ss, sid) : -1;
+
+	/* An unknown sandbox gets no fact: the policy then decides on what it knows. */
+	if (dirty >= 0)
+		json_object_set_new(ctx, "sandbox_dirty", json_boolean(dirty));
 	return ctx;
 }
 
