@@ -50,12 +50,6 @@ struct mcp_outreq {
 	bool sent;		   /* an elicitation/create went out */
 };
 
-struct mcp_stream_count {
-	struct mcp_stream_count *next;
-	void *stream;
-	int running;
-};
-
 struct mcp_session {
 	struct mcp_session *next; /* in the server's list */
 	struct mcp_server *srv;
@@ -72,7 +66,6 @@ struct mcp_session {
 	struct mcp_outreq *outreqs;
 	struct mcp_call *calls;
 	int64_t next_out_id;
-	struct mcp_stream_count *streams;
 };
 
 struct mcp_server {

@@ -80,12 +80,10 @@ int mcp_session_handle(struct mcp_session *ss, const json_t *msg, void *stream);
  */
 int mcp_session_handle_text(struct mcp_session *ss, const char *text, size_t len, void *stream);
 
-/* Waits until no request of this stream is still running (HTTP closes its stream then). */
-void mcp_session_wait_stream(struct mcp_session *ss, void *stream);
-
 /*
- * Ends the session: cancels waits, lets running calls finish, destroys the
- * session's sandboxes, frees it.
+ * Ends the session: cancels its approval waits, kills the commands its
+ * calls still run, waits for those calls to end, destroys the session's
+ * sandboxes, frees it.
  */
 void mcp_session_close(struct mcp_session *ss);
 

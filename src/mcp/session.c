@@ -93,46 +93,6 @@ static void send_error(struct mcp_session *ss, void *stream, const json_t *id, i
 			   id != NULL ? id : json_null(), "error", "code", code, "message", msg));
 }
 
-/* ---- streams: how many requests of each transport stream are still running ---- */
-
-static void stream_add(struct mcp_session *ss, void *stream, int delta)
-{
-	struct mcp_stream_count **pp, *c;
-
-	if (stream == NULL)
-		return;
-	for (pp = &ss->streams; *pp != NULL; pp = &(*pp)->next)
-		if ((*pp)->stream == stream)
-			break;
-	if (*pp == NULL) {
-		if (delta <= 0)
-			return;
-		*pp = xzalloc(sizeof(**pp));
-		(*pp)->stream = stream;
-	}
-	c = *pp;
-	c->running += delta;
-	if (c->running <= 0) {
-		*pp = c->next;
-		free(c);
-		pthread_cond_broadcast(&ss->cond);
-	}
-}
-
-void mcp_session_wait_stream(struct mcp_session *ss, void *stream)
-{
-	pthread_mutex_lock(&ss->lock);
-	for (;;) {
-		struct mcp_stream_count *c = ss->streams;
-		while (c != NULL && c->stream != stream)
-			c = c->next;
-		if (c == NULL)
-			break;
-		pthread_cond_wait(&ss->cond, &ss->lock);
-	}
-	pthread_mutex_unlock(&ss->lock);
-}
-
 /* ---- server-to-client requests ---- */
 
 int64_t mcp_send_elicitation(struct mcp_session *ss, struct mcp_call *call, json_t *params,
@@ -280,7 +240,6 @@ static void *call_main(void *arg)
 			break;
 		}
 	ss->running--;
-	stream_add(ss, c->stream, -1);
 	pthread_cond_broadcast(&ss->cond);
 	pthread_mutex_unlock(&ss->lock);
 	call_free(c);
@@ -352,7 +311,6 @@ static int start_call(struct mcp_session *ss, void *stream, const json_t *id, co
 		return 1;
 	}
 	ss->running++;
-	stream_add(ss, stream, 1);
 	c->next = ss->calls;
 	ss->calls = c;
 	pthread_mutex_unlock(&ss->lock);
@@ -363,7 +321,6 @@ static int start_call(struct mcp_session *ss, void *stream, const json_t *id, co
 		pthread_attr_destroy(&attr);
 		pthread_mutex_lock(&ss->lock);
 		ss->running--;
-		stream_add(ss, stream, -1);
 		for (struct mcp_call **pp = &ss->calls; *pp != NULL; pp = &(*pp)->next)
 			if (*pp == c) {
 				*pp = c->next;
@@ -686,11 +643,6 @@ void mcp_session_close(struct mcp_session *ss)
 		}
 	pthread_mutex_unlock(&s->lock);
 
-	while (ss->streams != NULL) {
-		struct mcp_stream_count *c = ss->streams;
-		ss->streams = c->next;
-		free(c);
-	}
 	pthread_mutex_destroy(&ss->lock);
 	pthread_cond_destroy(&ss->cond);
 	free(ss->protocol);
