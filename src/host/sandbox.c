@@ -74,6 +74,8 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, 
 	cfg.initrd = img->initrd;
 	cfg.accel = sb->accel;
 	cfg.console_fd = o->console_fd;
+	cfg.net_fd = -1;
+	cfg.jail = o->jail;
 	r = hv_config_check(&cfg, err);
 	if (r < 0)
 		goto fail;

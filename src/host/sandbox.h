@@ -9,6 +9,7 @@
 #include "common/err.h"
 #include "host/agent_client.h"
 #include "hv/hv.h"
+#include "net/egress.h"
 
 struct lg_sandbox_opts {
 	const char *image;   /* NULL: "default" */
@@ -19,6 +20,14 @@ struct lg_sandbox_opts {
 	int cancel_fd;	     /* readable = give up (signal pipe), or -1 */
 	int console_fd;	     /* mirror the guest console here, or -1 */
 	int boot_timeout_ms; /* 0: $LUMINAGUARD_BOOT_TIMEOUT seconds, else 120 s */
+	/* How to jail the VMM; NULL = the defaults (jailed, seccomp strict). */
+	const struct jail_opts *jail;
+	/*
+	 * Egress: NULL = the guest has no network.  Otherwise the guest gets the
+	 * in-guest proxy and its connections are served by this (owned by the
+	 * caller, must outlive the sandbox).
+	 */
+	struct lg_egress *egress;
 	/* Called once with a note about the accelerator choice (e.g. PVM -> TCG). */
 	void (*on_note)(const char *note);
 };
@@ -29,6 +38,7 @@ struct lg_sandbox {
 	struct lg_agent *agent;
 	enum hv_accel accel;
 	uint64_t boot_ms; /* spawn to agent HELLO */
+	struct lg_netmux *net; /* NULL without network */
 };
 
 #define LG_DEFAULT_MEMORY_MIB 256u

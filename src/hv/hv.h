@@ -9,6 +9,7 @@
 #define LG_HV_HV_H
 
 #include "common/err.h"
+#include "jail/jail.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -65,6 +66,15 @@ struct vm_config {
 	const char *cmdline; /* extra kernel command-line words, may be NULL */
 	enum hv_accel accel; /* resolved, never AUTO */
 	int console_fd;	     /* if >= 0, the guest console is copied here too */
+	/*
+	 * If >= 0, one end of a stream socket that becomes the guest's second
+	 * virtio-serial port (LG_NET_PORT_NAME), carrying its proxied
+	 * connections (net/netmux.h).  The backend closes its copy after spawn.
+	 * -1: the guest has no network at all.
+	 */
+	int net_fd;
+	/* How to jail the VMM; NULL = the defaults (jailed, seccomp strict). */
+	const struct jail_opts *jail;
 };
 
 #define HV_MAX_CPUS	  64u

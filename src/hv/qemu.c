@@ -37,7 +37,13 @@
 #endif
 
 /* The fd numbers the channels have inside QEMU. */
-enum { QEMU_FD_QMP = 3, QEMU_FD_CONSOLE = 4, QEMU_FD_AGENT = 5, QEMU_FD_FIRST_FREE = 6 };
+enum {
+	QEMU_FD_QMP = 3,
+	QEMU_FD_CONSOLE = 4,
+	QEMU_FD_AGENT = 5,
+	QEMU_FD_NET = 6, /* only with cfg->net_fd >= 0 */
+	QEMU_FD_FIRST_FREE = 7,
+};
 
 #define CONSOLE_TAIL   8192
 #define QMP_TIMEOUT_MS 10000
@@ -284,6 +290,13 @@ static void build_argv(struct argv_builder *a, const char *bin, const struct vm_
 	argv_add(a, "socket,id=agent,fd=%d", QEMU_FD_AGENT);
 	argv_add(a, "-device");
 	argv_add(a, "virtserialport,chardev=agent,name=%s", LG_AGENT_PORT_NAME);
+	if (cfg->net_fd >= 0) {
+		/* The guest's only way out: its proxy streams (net/netmux.h). */
+		argv_add(a, "-chardev");
+		argv_add(a, "socket,id=net,fd=%d", QEMU_FD_NET);
+		argv_add(a, "-device");
+		argv_add(a, "virtserialport,chardev=net,name=%s", LG_NET_PORT_NAME);
+	}
 }
 
 /*

@@ -24,6 +24,11 @@ static const char *const msg_names[] = {
     [LG_MSG_REMOVE] = "REMOVE",
     [LG_MSG_SHUTDOWN] = "SHUTDOWN",
     [LG_MSG_RESULT] = "RESULT",
+    [LG_MSG_NET_OPEN] = "NET_OPEN",
+    [LG_MSG_NET_DATA] = "NET_DATA",
+    [LG_MSG_NET_EOF] = "NET_EOF",
+    [LG_MSG_NET_CLOSE] = "NET_CLOSE",
+    [LG_MSG_NET_ACK] = "NET_ACK",
 };
 
 const char *lg_msg_name(uint16_t type)

@@ -32,6 +32,10 @@
 
 /* The virtio-serial port name the guest agent looks for. */
 #define LG_AGENT_PORT_NAME "org.luminaguard.agent.0"
+/* The second port, present only when the sandbox has egress (net/netmux.h). */
+#define LG_NET_PORT_NAME "org.luminaguard.net.0"
+/* Where the in-guest proxy listens (guest loopback). */
+#define LG_NET_PROXY_PORT 3128
 
 enum lg_msg {
 	LG_MSG_HELLO = 1,      /* g->h, id 0: VERSION, AGENT */
@@ -50,7 +54,13 @@ enum lg_msg {
 	LG_MSG_REMOVE = 14,    /* h->g: PATH, FLAGS(RECURSIVE) -> RESULT */
 	LG_MSG_SHUTDOWN = 15,  /* h->g -> RESULT, then the guest powers off */
 	LG_MSG_RESULT = 16,    /* g->h: ERRNO (0 = success), MESSAGE, op-specific fields */
-	LG_MSG_MAX_ = 16,
+	/* Net port only (LG_NET_PORT_NAME); id = stream id, chosen by the guest. */
+	LG_MSG_NET_OPEN = 17,  /* g->h: a guest program connected to the proxy port */
+	LG_MSG_NET_DATA = 18,  /* both: raw bytes of the stream */
+	LG_MSG_NET_EOF = 19,   /* both: no more bytes this way (half close) */
+	LG_MSG_NET_CLOSE = 20, /* both: the stream is gone (reset or both EOFs done) */
+	LG_MSG_NET_ACK = 21,   /* both: payload u32 = bytes consumed, returns send credit */
+	LG_MSG_MAX_ = 21,
 };
 
 enum lg_tag {

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * seccomp allowlists for VMM processes.  One reviewed file per VMM kind
+ * (seccomp_qemu.c) lists the syscalls, grouped, each group saying where
+ * it comes from.  The filter is compiled with libseccomp in the parent
+ * (libseccomp allocates, which a child between fork and exec must not) and
+ * installed by the jailed child with one async-signal-safe syscall.
+ */
+#ifndef LG_JAIL_SECCOMP_H
+#define LG_JAIL_SECCOMP_H
+
+#include "common/err.h"
+#include "jail/jail.h"
+
+#include <linux/filter.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+/* One syscall of an allowlist, with an optional argument condition. */
+struct lg_sc_rule {
+	const char *name; /* as libseccomp knows it */
+	/* If arg >= 0: allowed only when (args[arg] & mask) == value. */
+	int arg;
+	unsigned long long mask, value;
+};
+
+struct lg_sc_profile {
+	const char *vmm_kind;
+	const struct lg_sc_rule *rules;
+	size_t n_rules;
+};
+
+extern const struct lg_sc_profile lg_sc_profile_qemu;
+
+/* The profile of a VMM kind, or NULL.  "none" has no profile. */
+const struct lg_sc_profile *lg_sc_profile_find(const char *vmm_kind);
+
+/*
+ * Compiles the profile at `level` to a BPF program (prog->filter is
+ * malloc'd; free with lg_seccomp_prog_free).  LG_SECCOMP_OFF gives an
+ * empty program (len 0).  The default action is KILL_PROCESS (strict) or
+ * LOG (log).  The program also allows execve, for the jail's own exec.
+ */
+int lg_seccomp_compile(const struct lg_sc_profile *p, enum lg_seccomp_level level,
+		       struct sock_fprog *prog, struct lg_err **err);
+void lg_seccomp_prog_free(struct sock_fprog *prog);
+
+/* In the child, right before exec: async-signal-safe.  0 or -errno.  len 0 = nothing. */
+int lg_seccomp_install(const struct sock_fprog *prog);
+
+/*
+ * The kernel's audit records (/dev/kmsg) name the syscall that seccomp
+ * killed or logged.  Open a watch before the process starts; after it
+ * died, lg_seccomp_watch_killer() finds the record for its pid.
+ */
+struct lg_seccomp_watch;
+/* NULL when /dev/kmsg cannot be read (non-root with dmesg_restrict): then no names. */
+struct lg_seccomp_watch *lg_seccomp_watch_open(void);
+/* The syscall name that killed pid ("ptrace"), or "#NR"; NULL if no record.  New string. */
+char *lg_seccomp_watch_killer(struct lg_seccomp_watch *w, pid_t pid);
+/* Names of the syscalls logged (level log) for pid, ", "-joined; NULL if none.  New string. */
+char *lg_seccomp_watch_logged(struct lg_seccomp_watch *w, pid_t pid);
+void lg_seccomp_watch_close(struct lg_seccomp_watch *w);
+
+#endif

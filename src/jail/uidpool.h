@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Per-VM uids when luminaguard runs as root, so that two VMs are two users
+ * (no signals, ptrace or /proc access between them even if both jails
+ * fail).  A uid is taken by holding an flock on <lockdir>/<uid> for the
+ * VM's life; any number of luminaguard processes share the pool.
+ */
+#ifndef LG_JAIL_UIDPOOL_H
+#define LG_JAIL_UIDPOOL_H
+
+#include "common/err.h"
+
+#include <sys/types.h>
+
+#define LG_UIDPOOL_DIR "/run/luminaguard/uids"
+
+struct lg_uid_lease {
+	uid_t uid; /* used as the gid too */
+	int lock_fd;
+	char *path;
+};
+
+/* Takes a free uid in [first, last] (lockdir NULL = LG_UIDPOOL_DIR). */
+int lg_uid_acquire(const char *lockdir, uid_t first, uid_t last, struct lg_uid_lease *out,
+		   struct lg_err **err);
+/* Gives it back: removes the lock file, closes it.  Safe on a zeroed lease. */
+void lg_uid_release(struct lg_uid_lease *l);
+
+#endif

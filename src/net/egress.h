@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The host-side egress proxy.  A guest has no NIC; its only way out is an
+ * HTTP proxy whose every connection is carried to the host as its own
+ * stream (net/netmux.h) and served here: the host parses the request,
+ * checks the destination against the allowlist, resolves the name itself,
+ * refuses loopback / private / link-local / metadata addresses unless they
+ * were explicitly allowed, dials, and relays.  Raw TCP, UDP and DNS from the
+ * guest have no way out at all.
+ */
+#ifndef LG_NET_EGRESS_H
+#define LG_NET_EGRESS_H
+
+#include "common/err.h"
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* ---- allowlist ---------------------------------------------------------- */
+
+/*
+ * Entries, comma-separated: HOST, HOST:PORT or HOST:*.  HOST is a DNS name
+ * ("pypi.org"), a wildcard ("*.pypi.org": any name below it, not pypi.org
+ * itself), an IPv4/IPv6 address ("10.0.0.5", "[fd00::1]") or a CIDR
+ * ("10.0.0.0/24").  No port means 80 and 443.  Names match case-insensitively
+ * and without a trailing dot.  An address or CIDR entry is the explicit
+ * permission that lets a destination in a private range through.
+ */
+struct lg_allowlist;
+
+int lg_allowlist_parse(const char *spec, struct lg_allowlist **out, struct lg_err **err);
+/* Adds one entry (same syntax) at run time, e.g. after a human approved it. */
+int lg_allowlist_add(struct lg_allowlist *al, const char *entry, struct lg_err **err);
+/* Does the name (or address literal) and port match an entry? */
+bool lg_allowlist_match_host(const struct lg_allowlist *al, const char *host, uint16_t port);
+/* Is this resolved address explicitly allowed by an address/CIDR entry? */
+bool lg_allowlist_match_addr(const struct lg_allowlist *al, const struct sockaddr *sa);
+/* The entries as given, ", "-joined.  New string. */
+char *lg_allowlist_str(const struct lg_allowlist *al);
+void lg_allowlist_free(struct lg_allowlist *al);
+
+/*
+ * Is sa in a range a sandbox must not reach by default: unspecified,
+ * loopback, RFC 1918 private, CGNAT 100.64/10, link-local (incl. the
+ * 169.254.169.254 metadata address), multicast, broadcast, reserved,
+ * IPv6 ULA / link-local / loopback, and IPv4-mapped or -compatible forms of
+ * all of these?  If so, *why names the range.
+ */
+bool lg_addr_forbidden(const struct sockaddr *sa, const char **why);
+
+/* ---- request parsing (untrusted bytes from the guest; fuzzed) ----------- */
+
+enum lg_http_kind { LG_HTTP_CONNECT, LG_HTTP_FORWARD };
+
+#define LG_HTTP_MAX_HEAD 16384 /* request line + headers */
+
+struct lg_http_req {
+	enum lg_http_kind kind;
+	char method[16];
+	char host[256]; /* lower case, no brackets for IPv6 */
+	uint16_t port;
+	char path[4096]; /* origin-form for FORWARD ("/x?y"), "" for CONNECT */
+	size_t head_len; /* bytes of buf the head took, including the blank line */
+};
+
+/*
+ * Parses a proxy request head: "CONNECT host:port HTTP/1.1" or
+ * "METHOD http://host[:port]/path HTTP/1.x" with a Host header that must
+ * agree.  Returns head_len > 0 when complete, 0 when more bytes are needed,
+ * -EINVAL (malformed), -EMSGSIZE (head over LG_HTTP_MAX_HEAD), -ENOTSUP
+ * (not a proxy request, e.g. https:// absolute-form or origin-form).
+ */
+int lg_http_parse_request(const char *buf, size_t len, struct lg_http_req *out);
+
+/*
+ * The SNI host name of a TLS ClientHello at the start of buf.  Returns 1
+ * and fills name (lower case), 0 when more bytes are needed, -ENOENT when
+ * the hello carries no SNI, -EINVAL when it is not a ClientHello.
+ */
+int lg_tls_sni(const uint8_t *buf, size_t len, char *name, size_t name_len);
+
+/* ---- the proxy ---------------------------------------------------------- */
+
+enum lg_egress_verdict { LG_EGRESS_ALLOWED, LG_EGRESS_DENIED, LG_EGRESS_FAILED };
+
+/* One line of the connection log. */
+struct lg_egress_event {
+	const char *host;
+	uint16_t port;
+	const char *method;  /* "CONNECT", "GET", ... */
+	const char *address; /* resolved address dialled, or NULL */
+	enum lg_egress_verdict verdict;
+	const char *reason; /* why denied or failed, or NULL */
+	uint64_t bytes_up, bytes_down;
+};
+
+struct lg_egress {
+	struct lg_allowlist *allow; /* owned by the caller */
+	/*
+	 * A destination not on the allowlist: the approval cliff.  Returns true
+	 * if a human allowed it; the proxy then adds HOST:PORT to the allowlist
+	 * (for this sandbox).  NULL: refused.  Called on the connection's
+	 * thread; may block until the human decides.
+	 */
+	bool (*ask)(void *ctx, const char *host, uint16_t port);
+	void *ask_ctx;
+	/* Each connection ends with one call (logging, audit).  May be NULL. */
+	void (*log)(void *ctx, const struct lg_egress_event *ev);
+	void *log_ctx;
+	int connect_timeout_ms; /* 0 = 10 s */
+	int idle_timeout_ms;	/* relay ends after this long without bytes; 0 = 300 s */
+	pthread_mutex_t lock;	/* serializes allowlist access; lg_egress_init sets it up */
+};
+
+void lg_egress_init(struct lg_egress *eg, struct lg_allowlist *allow);
+void lg_egress_fini(struct lg_egress *eg);
+
+/*
+ * Serves one proxied connection on client_fd (a stream socket whose other
+ * end is the guest program) until either side closes: reads the request
+ * head, decides, answers 403/502 with a one-line reason or
+ * "200 Connection established" / forwards the request, then relays.
+ * Always closes client_fd.  Thread-safe: one thread per connection.
+ */
+void lg_egress_serve(struct lg_egress *eg, int client_fd);
+
+#endif
