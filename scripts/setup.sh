@@ -18,9 +18,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 PKGS=(gcc libc6-dev meson ninja-build pkg-config libjansson-dev liblzma-dev
-	qemu-system-x86 busybox-static xz-utils cpio kmod libcmocka-dev libmicrohttpd-dev)
+	qemu-system-x86 busybox-static xz-utils cpio kmod libcmocka-dev libmicrohttpd-dev
+	libseccomp-dev)
 if [ "${SETUP_TEST_DEPS:-0}" = 1 ]; then
-	PKGS+=(clang libclang-rt-14-dev procps)
+	PKGS+=(clang libclang-rt-14-dev procps iproute2)
 	# The MCP protocol tests (tests/mcp) run the official MCP SDK on node >= 18;
 	# a node that brings its own npm (e.g. nodesource's) is used as it is.
 	command -v npm >/dev/null || PKGS+=(nodejs npm)

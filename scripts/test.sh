@@ -47,7 +47,7 @@ if [ ! -f build-fuzz/build.ninja ]; then
 	CC=clang meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 fi
 ninja -C build-fuzz >/dev/null
-for t in frame agent-client agent-request qmp policy jsonrpc encoding; do
+for t in frame agent-client agent-request qmp policy jsonrpc encoding http netmux; do
 	corpus=fuzz/corpus/${t//-/_}
 	work=$log/corpus-$t
 	mkdir -p "$work"

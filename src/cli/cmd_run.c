@@ -147,6 +147,7 @@ int cmd_run(int argc, char **argv)
 	so.accel = o.accel;
 	so.cpus = o.cpus;
 	so.memory_mib = o.memory_mib;
+	so.jail = &o.jail;
 	so.cancel_fd = lg_signals_fd();
 	so.console_fd = o.console ? STDERR_FILENO : -1;
 	so.on_note = note_once;

@@ -28,6 +28,14 @@ const char run_usage[] =
     "  --workdir DIR      working directory in the guest (absolute)\n"
     "  --no-stdin         give the command an empty stdin\n"
     "  --console          copy the guest's kernel console to stderr\n"
+    "  --net none|allow=HOST[,HOST...]\n"
+    "                     network (default none: no network device at all);\n"
+    "                     allow= gives the guest an HTTP/HTTPS proxy\n"
+    "                     (http_proxy) that reaches only these hosts: names,\n"
+    "                     *.wildcards, addresses or CIDRs, each with an\n"
+    "                     optional :PORT (default 80 and 443) or :*\n"
+    "  --seccomp LEVEL    VMM syscall filter: strict (default), log, off\n"
+    "  --no-jail          run the VMM without the jailer (debugging only)\n"
     "  -h, --help         this text\n"
     "\n"
     "Exit status: the command's; 128+N if it was killed by signal N; 124 if\n"
@@ -48,6 +56,9 @@ enum {
 	OPT_POLICY,
 	OPT_APPROVE,
 	OPT_APPROVAL_TIMEOUT,
+	OPT_NET,
+	OPT_NO_JAIL,
+	OPT_SECCOMP,
 };
 
 static const struct option long_opts[] = {
@@ -64,6 +75,9 @@ static const struct option long_opts[] = {
     {"policy", required_argument, NULL, OPT_POLICY},
     {"approve", required_argument, NULL, OPT_APPROVE},
     {"approval-timeout", required_argument, NULL, OPT_APPROVAL_TIMEOUT},
+    {"net", required_argument, NULL, OPT_NET},
+    {"no-jail", no_argument, NULL, OPT_NO_JAIL},
+    {"seccomp", required_argument, NULL, OPT_SECCOMP},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -164,6 +178,25 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, struct lg_err **er
 				return lg_err_set(
 				    err, 0, "--approval-timeout: '%s' is not 1..86400", optarg);
 			o->approval_timeout_s = (uint32_t)v;
+			break;
+		case OPT_NET:
+			if (strcmp(optarg, "none") == 0) {
+				o->net_allow = NULL;
+				break;
+			}
+			if (strncmp(optarg, "allow=", 6) != 0 || optarg[6] == '\0')
+				return lg_err_set(err, 0,
+						  "--net: '%s' is not none or allow=HOST[,HOST...]",
+						  optarg);
+			o->net_allow = optarg + 6;
+			break;
+		case OPT_NO_JAIL:
+			o->jail.disabled = true;
+			break;
+		case OPT_SECCOMP:
+			if (lg_seccomp_level_parse(optarg, &o->jail.seccomp) < 0)
+				return lg_err_set(err, 0, "--seccomp: '%s' is not strict, log or off",
+						  optarg);
 			break;
 		case 'h':
 			o->help = true;

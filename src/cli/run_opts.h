@@ -5,6 +5,7 @@
 
 #include "common/err.h"
 #include "hv/hv.h"
+#include "jail/jail.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -28,6 +29,8 @@ struct run_opts {
 	const char *policy; /* --policy FILE, NULL: the built-in default */
 	bool approve_tty;   /* --approve tty: ask on the terminal for red actions */
 	uint32_t approval_timeout_s;
+	struct jail_opts jail; /* --no-jail, --seccomp */
+	const char *net_allow; /* --net allow=LIST: the LIST, NULL = no network */
 	char **command; /* borrowed from argv, NULL-terminated */
 };
 
