@@ -7,6 +7,7 @@
 #define LG_GUEST_AGENT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 /* How a session on the port ended. */
 enum agent_end {
@@ -25,6 +26,14 @@ enum agent_end {
  * ordinary process.
  */
 int agent_serve(int fd);
+
+/*
+ * The net port's forwarder (netfwd.c): listens on 127.0.0.1:listen_port
+ * and carries every connection to the host over port_fd (net/netstream.h)
+ * until the port closes.  Takes ownership of port_fd.  Returns 0 when the
+ * host closed the port, -errno otherwise.
+ */
+int netfwd_serve(int port_fd, uint16_t listen_port);
 
 /* "lg-agent: MSG" on stderr (the console when PID 1). */
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -19,13 +19,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <net/if.h>
+#include <signal.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,6 +45,10 @@
 #define PORT_WAIT_MS	 10000 /* for the virtio modules to probe and the port to appear */
 #define HOST_WAIT_MS	 60000 /* for the host to open its end of the port */
 #define POLL_INTERVAL_MS 10
+#define NET_PORT_WAIT_MS 2000 /* for a second port seen in sysfs to get its name */
+#define STR_(x)		 #x
+#define STR(x)		 STR_(x)
+#define PROXY_URL	 "http://127.0.0.1:" STR(LG_NET_PROXY_PORT)
 
 static void sleep_ms(long ms)
 {
@@ -168,7 +176,7 @@ static void load_modules(void)
 	}
 }
 
-static bool port_has_name(const char *dev)
+static bool port_has_name(const char *dev, const char *want)
 {
 	char path[PATH_MAX], name[128];
 	cleanup_close int fd = -1;
@@ -184,7 +192,7 @@ static bool port_has_name(const char *dev)
 	while (n > 0 && (name[n - 1] == '\n' || name[n - 1] == '\0'))
 		n--;
 	name[n] = '\0';
-	return strcmp(name, LG_AGENT_PORT_NAME) == 0;
+	return strcmp(name, want) == 0;
 }
 
 /*
@@ -192,7 +200,7 @@ static bool port_has_name(const char *dev)
  * devtmpfs creates /dev/vportNpM a moment after sysfs shows the port: poll
  * both until they are there.
  */
-static int open_agent_port(int timeout_ms)
+static int open_port(const char *want, int timeout_ms, bool only_if_more)
 {
 	uint64_t deadline = lg_now_ms() + (uint64_t)timeout_ms;
 	int last_err = ENOENT;
@@ -200,12 +208,16 @@ static int open_agent_port(int timeout_ms)
 	for (;;) {
 		DIR *d = opendir(VIRTIO_PORTS_DIR);
 		struct dirent *de;
+		int ports = 0;
 
 		while (d != NULL && (de = readdir(d)) != NULL) {
 			char dev[PATH_MAX];
 			int fd;
 
-			if (de->d_name[0] == '.' || !port_has_name(de->d_name))
+			if (de->d_name[0] == '.')
+				continue;
+			ports++;
+			if (!port_has_name(de->d_name, want))
 				continue;
 			snprintf(dev, sizeof(dev), "/dev/%s", de->d_name);
 			fd = open(dev, O_RDWR | O_CLOEXEC | O_NOCTTY);
@@ -217,6 +229,13 @@ static int open_agent_port(int timeout_ms)
 		}
 		if (d != NULL)
 			closedir(d);
+		/*
+		 * The optional net port: QEMU announces every port before it
+		 * names the first, so once the agent port is there, a lone port
+		 * means there is no other to wait for.
+		 */
+		if (only_if_more && ports < 2)
+			return -ENOENT;
 		if (lg_now_ms() >= deadline)
 			return -last_err;
 		sleep_ms(POLL_INTERVAL_MS);
@@ -246,6 +265,70 @@ static int wait_for_host(int fd, int timeout_ms)
 	}
 }
 
+/* Programs in the guest may use loopback among themselves; the forwarder listens there. */
+static void loopback_up(void)
+{
+	struct ifreq ifr = {0};
+	cleanup_close int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0) {
+		agent_log("loopback: socket: %s", strerror(errno));
+		return;
+	}
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) {
+		agent_log("loopback: get flags: %s", strerror(errno));
+		return;
+	}
+	ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+	if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
+		agent_log("loopback: up: %s", strerror(errno));
+}
+
+/*
+ * When the sandbox has egress, the host adds the net port: start the
+ * forwarder as a child (a crash there costs the network, not PID 1, which
+ * reaps it like any orphan) and point every command at it.  Without the
+ * port the guest has no way out at all, and the proxy variables are unset.
+ */
+static void start_netfwd(int agent_fd)
+{
+	static const char *const proxy_vars[] = {"http_proxy", "https_proxy", "HTTP_PROXY",
+						 "HTTPS_PROXY"};
+	int fd = open_port(LG_NET_PORT_NAME, NET_PORT_WAIT_MS, true);
+	pid_t pid;
+
+	if (fd == -ENOENT)
+		return;
+	if (fd < 0) {
+		agent_log("net port %s: %s; no network", LG_NET_PORT_NAME, strerror(-fd));
+		return;
+	}
+	pid = fork();
+	if (pid < 0) {
+		agent_log("net port: fork: %s; no network", strerror(errno));
+		close(fd);
+		return;
+	}
+	if (pid == 0) {
+		int r;
+
+		close(agent_fd);
+		r = wait_for_host(fd, HOST_WAIT_MS);
+		if (r < 0) {
+			agent_log("the host did not open the net port (%s)", strerror(-r));
+			_exit(1);
+		}
+		_exit(netfwd_serve(fd, LG_NET_PROXY_PORT) < 0 ? 1 : 0);
+	}
+	close(fd);
+	/* EXEC's ENV entries still win: build_env() puts them on top of these. */
+	for (size_t i = 0; i < ARRAY_SIZE(proxy_vars); i++)
+		setenv(proxy_vars[i], PROXY_URL, 1);
+	setenv("no_proxy", "localhost,127.0.0.1", 1);
+	setenv("NO_PROXY", "localhost,127.0.0.1", 1);
+}
+
 static void __attribute__((noreturn)) init_main(void)
 {
 	int fd, r;
@@ -263,8 +346,9 @@ static void __attribute__((noreturn)) init_main(void)
 	if (mkdir("/root", 0700) < 0 && errno != EEXIST)
 		agent_log("mkdir /root: %s", strerror(errno));
 	load_modules();
+	loopback_up();
 
-	fd = open_agent_port(PORT_WAIT_MS);
+	fd = open_port(LG_AGENT_PORT_NAME, PORT_WAIT_MS, false);
 	if (fd < 0) {
 		agent_log("no virtio-serial port named %s after %d ms (%s); powering off",
 			  LG_AGENT_PORT_NAME, PORT_WAIT_MS, strerror(-fd));
@@ -275,6 +359,7 @@ static void __attribute__((noreturn)) init_main(void)
 		agent_log("the host did not open the agent port (%s); powering off", strerror(-r));
 		power_off();
 	}
+	start_netfwd(fd);
 	r = agent_serve(fd);
 	if (r < 0)
 		agent_log("cannot serve the agent port: %s; powering off", strerror(-r));
@@ -284,6 +369,8 @@ static void __attribute__((noreturn)) init_main(void)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: lg-agent --fd N    serve the agent protocol on open fd N\n"
+		   "       lg-agent --netfwd-fd N --listen-port P\n"
+		   "                         run the net port forwarder on open fd N\n"
 		   "       lg-agent --version\n"
 		   "As PID 1 (the guest's /init) it ignores its arguments.\n");
 }
@@ -303,6 +390,17 @@ int main(int argc, char **argv)
 	if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
 		usage(stdout);
 		return 0;
+	}
+	if (argc == 5 && strcmp(argv[1], "--netfwd-fd") == 0 &&
+	    strcmp(argv[3], "--listen-port") == 0) {
+		uint64_t port;
+
+		if (lg_parse_u64(argv[2], 0, INT_MAX, &fd) < 0 ||
+		    lg_parse_u64(argv[4], 1, 65535, &port) < 0) {
+			usage(stderr);
+			return 2;
+		}
+		return netfwd_serve((int)fd, (uint16_t)port) < 0 ? 1 : 0;
 	}
 	if (argc != 3 || strcmp(argv[1], "--fd") != 0 ||
 	    lg_parse_u64(argv[2], 0, INT_MAX, &fd) < 0) {

@@ -6,6 +6,7 @@
 #include "common/util.h"
 #include "hv/hv.h"
 #include "image/image.h"
+#include "jail/jail.h"
 #include "lg-config.h"
 
 #include <stdio.h>
@@ -91,6 +92,20 @@ int cmd_doctor(int argc, char **argv)
 		       note ? note : "");
 	else
 		lg_err_free(&err);
+
+	{
+		/* The jail is not optional: without it VMs start only with --no-jail. */
+		bool usable = false;
+		cleanup_free char *jail = jail_describe_host(&usable);
+		char *save = NULL;
+
+		for (char *line = strtok_r(jail, "\n", &save); line != NULL;
+		     line = strtok_r(NULL, "\n", &save))
+			printf("jail           %s\n",
+			       strncmp(line, "jail: ", 6) == 0 ? line + 6 : line);
+		if (!usable)
+			ok = false;
+	}
 
 	{
 		cleanup_free char *agent = lg_find_helper("lg-agent");

@@ -10,6 +10,8 @@
 #include "common/util.h"
 #include "mcp/http.h"
 #include "mcp/mcp.h"
+#include "net/egress.h"
+#include "jail/jail.h"
 #include "mcp/stdio.h"
 #include "policy/policy.h"
 
@@ -47,6 +49,13 @@ static const char usage[] =
     "  --max-sandboxes N       at most N sandboxes at once (default 16)\n"
     "  --image NAME            default guest image (default: default)\n"
     "  --accel NAME            auto, kvm or tcg\n"
+    "  --net none|allow=HOST[,HOST...]\n"
+    "                          network of every sandbox (default none: no network\n"
+    "                          device); allow= gives each guest an HTTP/HTTPS proxy\n"
+    "                          that reaches only these hosts; any other host is a\n"
+    "                          red action (approve = allowed for that sandbox)\n"
+    "  --seccomp LEVEL         VMM syscall filter: strict (default), log, off\n"
+    "  --no-jail               run VMMs without the jailer (debugging only)\n"
     "  -h, --help              this text\n"
     "\n"
     "DATA is $LUMINAGUARD_HOME or ~/.local/share/luminaguard.\n";
@@ -63,6 +72,9 @@ enum {
 	OPT_MAX_SANDBOXES,
 	OPT_IMAGE,
 	OPT_ACCEL,
+	OPT_NET,
+	OPT_NO_JAIL,
+	OPT_SECCOMP,
 };
 
 static const struct option long_opts[] = {
@@ -77,6 +89,9 @@ static const struct option long_opts[] = {
     {"max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES},
     {"image", required_argument, NULL, OPT_IMAGE},
     {"accel", required_argument, NULL, OPT_ACCEL},
+    {"net", required_argument, NULL, OPT_NET},
+    {"no-jail", no_argument, NULL, OPT_NO_JAIL},
+    {"seccomp", required_argument, NULL, OPT_SECCOMP},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -106,6 +121,7 @@ int cmd_mcp(int argc, char **argv)
 	size_t n_origins = 0;
 	uint64_t approval_timeout = 300, idle = 600, max_sb = 16;
 	struct mcp_server_opts so = {.accel = HV_ACCEL_AUTO};
+	struct jail_opts jail = {0};
 	cleanup_free char *token = NULL, *default_audit = NULL, *default_control = NULL;
 	struct policy *policy = NULL;
 	struct audit_log *audit = NULL;
@@ -180,6 +196,32 @@ int cmd_mcp(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case OPT_NET:
+			if (strcmp(optarg, "none") == 0) {
+				so.net_allow = NULL;
+				break;
+			}
+			if (strncmp(optarg, "allow=", 6) != 0) {
+				fprintf(stderr,
+					"luminaguard: mcp: --net: '%s' is not none or "
+					"allow=HOST[,HOST...]\n",
+					optarg);
+				return 2;
+			}
+			so.net_allow = optarg + 6;
+			break;
+		case OPT_NO_JAIL:
+			jail.disabled = true;
+			break;
+		case OPT_SECCOMP:
+			if (lg_seccomp_level_parse(optarg, &jail.seccomp) < 0) {
+				fprintf(
+				    stderr,
+				    "luminaguard: mcp: --seccomp: '%s' is not strict, log or off\n",
+				    optarg);
+				return 2;
+			}
+			break;
 		case 'h':
 			fputs(usage, stdout);
 			return 0;
@@ -193,6 +235,17 @@ int cmd_mcp(int argc, char **argv)
 		fprintf(stderr, "luminaguard: mcp: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
+	if (so.net_allow != NULL) {
+		/* Checked now, so a typo is a usage error and not a failed sandbox later. */
+		struct lg_allowlist *al = NULL;
+		if (lg_allowlist_parse(so.net_allow, &al, &err) < 0) {
+			fprintf(stderr, "luminaguard: mcp: --net: %s\n", err->msg);
+			lg_err_free(&err);
+			return 2;
+		}
+		lg_allowlist_free(al);
+	}
+	so.jail = &jail;
 	if (token_file != NULL && http == NULL) {
 		fprintf(stderr, "luminaguard: mcp: --token-file needs --http\n");
 		return 2;

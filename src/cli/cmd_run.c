@@ -9,10 +9,12 @@
 #include "common/util.h"
 #include "host/sandbox.h"
 #include "approval/tty.h"
+#include "net/egress.h"
 #include "policy/policy.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -113,6 +115,137 @@ out:
 	return r;
 }
 
+/* ---- --net allow=LIST: the approval cliff and the connection log ---- */
+
+struct net_ask {
+	const struct run_opts *o;
+	/*
+	 * One prompt at a time: the guest may open many connections at once,
+	 * and two cards interleaved on one terminal could get one answer
+	 * meant for the other.
+	 */
+	pthread_mutex_t lock;
+};
+
+/*
+ * A destination not on the allowlist, with --approve tty: a red action.
+ * The human answers on the terminal (stdin when it is one, else
+ * /dev/tty); no terminal, no answer in time, or an interrupt is a no.
+ */
+static bool net_ask_tty(void *ctx, const char *host, uint16_t port)
+{
+	struct net_ask *a = ctx;
+	struct lg_err *err = NULL;
+	bool v6 = strchr(host, ':') != NULL;
+	cleanup_free char *dest = xasprintf(v6 ? "[%s]:%u" : "%s:%u", host, (unsigned)port);
+	cleanup_free char *summary = xasprintf("allow network access to %s?", dest);
+	cleanup_free char *reason = xasprintf("%s is not on the --net allowlist", dest);
+	bool approved = false;
+	int in_fd = STDIN_FILENO, out_fd = STDERR_FILENO, tty = -1;
+	json_t *card;
+	int r;
+
+	/* The host name came from the guest; the card printer escapes it. */
+	card = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "tool", "network", "summary", summary,
+			 "where", "this sandbox", "risk", "high", "rule", "net-allowlist", "reason",
+			 reason);
+	pthread_mutex_lock(&a->lock);
+	if (!isatty(STDIN_FILENO)) {
+		/* O_NOCTTY: asking must never acquire a controlling terminal. */
+		tty = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
+		in_fd = out_fd = tty;
+	}
+	if (in_fd < 0)
+		r = lg_err_set(&err, 0, "no terminal for --approve tty");
+	else
+		r = approval_tty_prompt_fds(card, a->o->approval_timeout_s, in_fd, out_fd,
+					    lg_signals_fd(), &approved, &err);
+	if (tty >= 0)
+		close(tty);
+	pthread_mutex_unlock(&a->lock);
+	json_decref(card);
+	if (r < 0) {
+		lg_warn("net: %s not asked (%s): denied", dest, err ? err->msg : "error");
+		lg_err_free(&err);
+		return false;
+	}
+	lg_info("net: %s %s by the human", dest,
+		r == 1	   ? "not approved in time: denied"
+		: approved ? "approved"
+			   : "denied");
+	return approved;
+}
+
+/* "517 B", "4.0 KiB", "12.3 MiB". */
+static void fmt_bytes(char *buf, size_t len, uint64_t n)
+{
+	if (n < 1024)
+		snprintf(buf, len, "%llu B", (unsigned long long)n);
+	else if (n < 1024 * 1024)
+		snprintf(buf, len, "%.1f KiB", (double)n / 1024);
+	else if (n < 1024ull * 1024 * 1024)
+		snprintf(buf, len, "%.1f MiB", (double)n / (1024 * 1024));
+	else
+		snprintf(buf, len, "%.1f GiB", (double)n / (1024.0 * 1024 * 1024));
+}
+
+/*
+ * A copy of s safe for a one-line log: names and reasons may quote bytes
+ * the guest sent, and a newline or escape sequence there could forge
+ * another log line or repaint the terminal.
+ */
+static void sanitize(char *dst, size_t len, const char *s, bool spaces)
+{
+	size_t i = 0;
+
+	for (; s != NULL && *s != '\0' && i + 1 < len; s++)
+		dst[i++] = ((*s > 0x20 || (spaces && *s == ' ')) && *s < 0x7f) ? *s : '?';
+	dst[i] = '\0';
+}
+
+/*
+ * One line per connection.  Denied and failed connections are warnings,
+ * shown by default: the user should see what the guest tried and could
+ * not do.  Allowed ones are info (LUMINAGUARD_LOG=info).
+ */
+static void net_log(void *ctx, const struct lg_egress_event *ev)
+{
+	char host[300], method[20], addr[64], reason[200], up[32], down[32];
+	bool v6;
+
+	(void)ctx;
+	sanitize(host, sizeof(host), ev->host, false);
+	sanitize(method, sizeof(method), ev->method, false);
+	sanitize(addr, sizeof(addr), ev->address, false);
+	sanitize(reason, sizeof(reason), ev->reason, true);
+	v6 = strchr(host, ':') != NULL;
+	fmt_bytes(up, sizeof(up), ev->bytes_up);
+	fmt_bytes(down, sizeof(down), ev->bytes_down);
+	switch (ev->verdict) {
+	case LG_EGRESS_ALLOWED:
+		lg_info("net: %s %s%s%s:%u -> %s allowed (up %s, down %s)",
+			method[0] ? method : "?", v6 ? "[" : "", host, v6 ? "]" : "",
+			(unsigned)ev->port, addr[0] ? addr : "?", up, down);
+		break;
+	case LG_EGRESS_DENIED:
+	case LG_EGRESS_FAILED:
+		lg_warn("net: %s %s%s%s:%u%s%s %s%s%s", method[0] ? method : "?", v6 ? "[" : "",
+			host, v6 ? "]" : "", (unsigned)ev->port, addr[0] ? " -> " : "", addr,
+			ev->verdict == LG_EGRESS_DENIED ? "denied" : "failed",
+			reason[0] ? ": " : "", reason);
+		break;
+	}
+}
+
+/* Ends the sandbox first: the proxy and its allowlist must outlive the VM's mux. */
+static void net_done(struct lg_sandbox *sb, struct lg_egress *eg, struct lg_allowlist *allow)
+{
+	lg_sandbox_destroy(sb);
+	if (eg != NULL)
+		lg_egress_fini(eg);
+	lg_allowlist_free(allow);
+}
+
 int cmd_run(int argc, char **argv)
 {
 	struct lg_sandbox_opts so = {0};
@@ -120,6 +253,9 @@ int cmd_run(int argc, char **argv)
 	struct lg_exec_opts eo = {.cancel_fd = -1};
 	struct lg_exec_result res;
 	struct lg_err *err = NULL;
+	struct lg_allowlist *allow = NULL;
+	struct lg_egress eg;
+	struct net_ask ask = {.lock = PTHREAD_MUTEX_INITIALIZER};
 	struct run_opts o;
 	int status;
 	int r;
@@ -132,10 +268,17 @@ int cmd_run(int argc, char **argv)
 		fputs(run_usage, stdout);
 		return 0;
 	}
+	/* A bad allowlist is a usage error, found before anything starts. */
+	if (o.net_allow != NULL && lg_allowlist_parse(o.net_allow, &allow, &err) < 0) {
+		lg_err_wrap(&err, "--net");
+		lg_err_report("luminaguard", &err);
+		return EXIT_USAGE;
+	}
 
 	r = lg_signals_install(&err);
 	if (r < 0) {
 		lg_err_report("luminaguard", &err);
+		lg_allowlist_free(allow);
 		return EXIT_INTERNAL;
 	}
 
@@ -151,6 +294,14 @@ int cmd_run(int argc, char **argv)
 	so.cancel_fd = lg_signals_fd();
 	so.console_fd = o.console ? STDERR_FILENO : -1;
 	so.on_note = note_once;
+	if (allow != NULL) {
+		lg_egress_init(&eg, allow);
+		ask.o = &o;
+		eg.ask = o.approve_tty ? net_ask_tty : NULL;
+		eg.ask_ctx = &ask;
+		eg.log = net_log;
+		so.egress = &eg;
+	}
 	r = lg_sandbox_create(&so, &sb, &err);
 	if (r < 0)
 		goto out_err;
@@ -160,12 +311,21 @@ int cmd_run(int argc, char **argv)
 	eo.cwd = o.workdir;
 	eo.timeout_ms = o.timeout_s * 1000u;
 	eo.stdin_fd = o.no_stdin ? -1 : STDIN_FILENO;
+	/*
+	 * Network approvals are answered on the terminal while the command
+	 * runs; if the command's stdin were that terminal too, its reader
+	 * would swallow the answers (or the prompt the command's input).
+	 */
+	if (so.egress != NULL && o.approve_tty && eo.stdin_fd >= 0 && isatty(STDIN_FILENO)) {
+		lg_info("the terminal answers network approvals; the command's stdin is empty");
+		eo.stdin_fd = -1;
+	}
 	eo.on_output = write_output;
 	r = lg_agent_exec(sb->agent, &eo, &res, &err);
 	if (r < 0)
 		goto out_err;
 
-	lg_sandbox_destroy(sb);
+	net_done(sb, so.egress, allow);
 	if (res.timed_out) {
 		lg_error("the command timed out after %u s and was killed", o.timeout_s);
 		return EXIT_TIMEOUT;
@@ -175,7 +335,7 @@ int cmd_run(int argc, char **argv)
 	return res.exit_code;
 
 out_err:
-	lg_sandbox_destroy(sb);
+	net_done(sb, so.egress, allow);
 	status = lg_signals_caught();
 	if (status != 0) {
 		lg_err_free(&err);

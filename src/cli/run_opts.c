@@ -195,8 +195,8 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, struct lg_err **er
 			break;
 		case OPT_SECCOMP:
 			if (lg_seccomp_level_parse(optarg, &o->jail.seccomp) < 0)
-				return lg_err_set(err, 0, "--seccomp: '%s' is not strict, log or off",
-						  optarg);
+				return lg_err_set(
+				    err, 0, "--seccomp: '%s' is not strict, log or off", optarg);
 			break;
 		case 'h':
 			o->help = true;

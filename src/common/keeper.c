@@ -3,12 +3,15 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 struct job {
 	void (*fn)(void *arg);
 	void *arg;
+	unsigned long clone_flags; /* 0: plain fork() */
 	pid_t result;
 	bool done;
 };
@@ -26,7 +29,15 @@ static void *keeper_main(void *unused)
 		while (queued == NULL)
 			pthread_cond_wait(&cond, &lock);
 		struct job *j = queued;
-		pid_t pid = fork();
+		/*
+		 * Namespaces need clone(); raw, with fork semantics (no stack, no
+		 * CLONE_VM).  glibc's atfork handlers do not run, which is fine:
+		 * the child calls only async-signal-safe functions anyway.
+		 */
+		pid_t pid =
+		    j->clone_flags != 0
+			? (pid_t)syscall(SYS_clone, j->clone_flags | SIGCHLD, NULL, NULL, NULL, 0)
+			: fork();
 		if (pid == 0)
 			j->fn(j->arg); /* does not return */
 		j->result = pid < 0 ? -errno : pid;
@@ -50,7 +61,12 @@ static void start_keeper(void)
 
 pid_t lg_keeper_fork(void (*child_fn)(void *arg), void *arg)
 {
-	struct job j = {.fn = child_fn, .arg = arg};
+	return lg_keeper_clone(0, child_fn, arg);
+}
+
+pid_t lg_keeper_clone(unsigned long flags, void (*child_fn)(void *arg), void *arg)
+{
+	struct job j = {.fn = child_fn, .arg = arg, .clone_flags = flags};
 
 	pthread_once(&once, start_keeper);
 	if (start_error != 0)

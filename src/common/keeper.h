@@ -20,4 +20,11 @@
  */
 pid_t lg_keeper_fork(void (*child_fn)(void *arg), void *arg);
 
+/*
+ * Like lg_keeper_fork(), with clone(2) flags (CLONE_NEW*; SIGCHLD is
+ * added): the child starts in new namespaces.  Fork semantics: the child
+ * gets a copy of the address space and of every fd.
+ */
+pid_t lg_keeper_clone(unsigned long flags, void (*child_fn)(void *arg), void *arg);
+
 #endif

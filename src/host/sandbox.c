@@ -4,10 +4,13 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "image/image.h"
+#include "net/netmux.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define DEFAULT_BOOT_TIMEOUT_MS 120000
 #define SHUTDOWN_WAIT_MS	2000
@@ -49,6 +52,7 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, 
 	struct lg_sandbox *sb;
 	const char *note = NULL;
 	struct vm_config cfg = {0};
+	int net[2] = {-1, -1}; /* [0] stays here (the mux), [1] goes to the VMM */
 	uint64_t t0;
 	int r;
 
@@ -79,11 +83,37 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, 
 	r = hv_config_check(&cfg, err);
 	if (r < 0)
 		goto fail;
+	/*
+	 * Without egress the VM gets no network port at all, so there is
+	 * nothing in the guest that could reach out.  With it, the port is a
+	 * socketpair: the guest's connections can only ever arrive at the mux
+	 * and the proxy on this side, never at a host network interface.
+	 */
+	if (o->egress != NULL) {
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, net) < 0) {
+			r = lg_err_sys(err, "cannot create the guest's network channel");
+			goto fail;
+		}
+		cfg.net_fd = net[1];
+	}
 
 	t0 = lg_now_ms();
 	r = sb->backend->spawn(&cfg, &sb->vm, err);
+	/* The VMM has its own copy now (or failed): ours would keep the port open. */
+	if (net[1] >= 0) {
+		close(net[1]);
+		net[1] = -1;
+	}
 	if (r < 0)
 		goto fail;
+	if (net[0] >= 0) {
+		r = lg_netmux_start(net[0], o->egress, &sb->net, err);
+		net[0] = -1; /* the mux owns it, also on failure */
+		if (r < 0) {
+			lg_err_wrap(err, "cannot start the guest's network");
+			goto fail;
+		}
+	}
 	r = lg_agent_connect(sb->backend->agent_fd(sb->vm), o->cancel_fd, boot_timeout_ms(o),
 			     &sb->agent, err);
 	if (r < 0) {
@@ -101,6 +131,10 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, 
 	*out = sb;
 	return 0;
 fail:
+	if (net[0] >= 0)
+		close(net[0]);
+	if (net[1] >= 0)
+		close(net[1]);
 	lg_image_free(img);
 	lg_sandbox_destroy(sb);
 	return r;
@@ -119,6 +153,11 @@ void lg_sandbox_destroy(struct lg_sandbox *sb)
 			sb->backend->wait(sb->vm, SHUTDOWN_WAIT_MS);
 		sb->backend->destroy(sb->vm);
 	}
+	/*
+	 * After the VMM: its end of the port is closed now, so the mux sees
+	 * end-of-stream; stopping it ends every relayed connection.
+	 */
+	lg_netmux_stop(sb->net);
 	lg_agent_free(sb->agent);
 	free(sb);
 }

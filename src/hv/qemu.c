@@ -7,13 +7,18 @@
  * Every channel to QEMU is one end of a socketpair handed over as an
  * inherited fd (-chardev socket,fd=N), so there is no socket path on the
  * host file system to leak, race for or clean up.
+ *
+ * QEMU always starts through the jailer (jail/jail.h): its own namespaces,
+ * a root holding only its binary, libraries, firmware and this VM's kernel
+ * and initramfs, a cgroup, its own uid, no capabilities and a seccomp
+ * allowlist, with QEMU's own -sandbox on top.  --no-jail is for debugging.
  */
 #include "hv/hv.h"
 #include "hv/qmp.h"
 
-#include "common/keeper.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "jail/jail.h"
 #include "proto/proto.h"
 
 #include <errno.h>
@@ -21,11 +26,11 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -42,11 +47,25 @@ enum {
 	QEMU_FD_CONSOLE = 4,
 	QEMU_FD_AGENT = 5,
 	QEMU_FD_NET = 6, /* only with cfg->net_fd >= 0 */
-	QEMU_FD_FIRST_FREE = 7,
 };
 
 #define CONSOLE_TAIL   8192
 #define QMP_TIMEOUT_MS 10000
+
+/*
+ * The VMM's memory beyond guest RAM, for the cgroup limit: TCG's
+ * translation buffer (bounded by tb-size below), QEMU's heap, libraries and
+ * thread stacks.  Measured peak (docs/jail.md): guest 256 MiB fully touched
+ * plus about 110 MiB under TCG with tb-size=64; KVM needs less.  A guest
+ * can only make QEMU allocate so much; past this the VM dies, not the host.
+ */
+#define VMM_OVERHEAD_MIB 192
+/* TCG's translation buffer: QEMU's default is 1 GiB (or RAM/8). */
+#define TCG_TB_SIZE_MIB 64
+/* The VMM's threads: main, RCU, one per vCPU, I/O workers. */
+#define VMM_PIDS_BASE 64
+/* What QEMU's own -sandbox denies, on top of the jail's allowlist. */
+#define QEMU_SANDBOX "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
 struct ring {
 	char data[CONSOLE_TAIL];
@@ -62,9 +81,12 @@ struct qemu_vm {
 	int stderr_fd;	/* QEMU's own stderr */
 	int copy_fd;	/* where to mirror the console, or -1 */
 	int pidfd;
+	struct jail *jail;
 	bool reaped;
 	int wait_status;
-	long peak_rss_kib; /* of the VMM, from wait4() once reaped */
+	char *exit_why;	     /* why the VMM died, from the jail (seccomp, OOM), or NULL */
+	bool exit_why_shown; /* already part of an error message */
+	long peak_rss_kib;   /* of the VMM, from wait4() once reaped */
 	pthread_t pump;
 	bool pump_started;
 	pthread_mutex_t lock; /* protects the rings */
@@ -247,7 +269,8 @@ char *hv_qemu_kernel_cmdline(enum hv_accel accel, const char *extra)
 	return xasprintf("%s%s%s%s", base_cmdline, tsc_arg, extra ? " " : "", extra ? extra : "");
 }
 
-static void build_argv(struct argv_builder *a, const char *bin, const struct vm_config *cfg)
+static void build_argv(struct argv_builder *a, const char *bin, const struct vm_config *cfg,
+		       const struct jail_opts *jo)
 {
 	cleanup_free char *cmdline = hv_qemu_kernel_cmdline(cfg->accel, cfg->cmdline);
 
@@ -259,7 +282,10 @@ static void build_argv(struct argv_builder *a, const char *bin, const struct vm_
 	 */
 	argv_add(a, "microvm,pit=on,pic=on,rtc=on,isa-serial=on");
 	argv_add(a, "-accel");
-	argv_add(a, "%s", hv_accel_name(cfg->accel));
+	if (cfg->accel == HV_ACCEL_TCG)
+		argv_add(a, "tcg,tb-size=%u", TCG_TB_SIZE_MIB);
+	else
+		argv_add(a, "%s", hv_accel_name(cfg->accel));
 	argv_add(a, "-cpu");
 	argv_add(a, "%s", cfg->accel == HV_ACCEL_KVM ? "host" : "max");
 	argv_add(a, "-smp");
@@ -270,6 +296,12 @@ static void build_argv(struct argv_builder *a, const char *bin, const struct vm_
 	argv_add(a, "-no-user-config");
 	argv_add(a, "-nographic");
 	argv_add(a, "-no-reboot");
+	if (jo->seccomp != LG_SECCOMP_OFF) {
+		/* QEMU's own filter, stacked on the jail's: no exec, no setuid, no
+		 * scheduler or affinity games, no obsolete syscalls. */
+		argv_add(a, "-sandbox");
+		argv_add(a, QEMU_SANDBOX);
+	}
 	argv_add(a, "-kernel");
 	argv_add(a, "%s", cfg->kernel);
 	argv_add(a, "-initrd");
@@ -285,7 +317,7 @@ static void build_argv(struct argv_builder *a, const char *bin, const struct vm_
 	argv_add(a, "-serial");
 	argv_add(a, "chardev:con");
 	argv_add(a, "-device");
-	argv_add(a, "virtio-serial-device,max_ports=2");
+	argv_add(a, "virtio-serial-device,max_ports=3");
 	argv_add(a, "-chardev");
 	argv_add(a, "socket,id=agent,fd=%d", QEMU_FD_AGENT);
 	argv_add(a, "-device");
@@ -300,98 +332,90 @@ static void build_argv(struct argv_builder *a, const char *bin, const struct vm_
 }
 
 /*
- * In the child between fork and exec: only async-signal-safe calls.  The
- * exec status pipe carries errno back if anything fails, so the parent can
- * say why instead of seeing QEMU vanish.
+ * Firmware QEMU loads even for a direct kernel boot (the PVH option ROM,
+ * microvm's qboot).  QEMU looks them up next to its binary
+ * (<bindir>/../share/qemu, from realpath(argv[0]) when /proc is absent, as
+ * in the jail), so they are mounted at that path.
  */
-static void __attribute__((noreturn))
-child_exec(char **argv, const int fds[3], int stderr_fd, int status_fd)
+static const char *const qemu_firmware[] = {"pvh.bin", "bios-microvm.bin"};
+
+static char **firmware_files(const char *bin)
 {
-	int err;
-	sigset_t all;
+	cleanup_free char *dir = xstrdup(bin);
+	char **v = xzalloc((ARRAY_SIZE(qemu_firmware) + 1) * sizeof(char *));
+	size_t n = 0;
 
-	/* Own process group: the user's ^C reaches luminaguard, which then
-	 * tears the VM down in order, instead of killing QEMU under it. */
-	setpgid(0, 0);
-	/*
-	 * If luminaguard dies without cleaning up (SIGKILL), QEMU dies too.  We
-	 * were forked on the keeper thread (common/keeper.h), which lives as
-	 * long as the process: the death signal is about the thread.
-	 */
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() == 1)
-		_exit(127);
-
-	sigemptyset(&all);
-	sigprocmask(SIG_SETMASK, &all, NULL);
-	for (int sig = 1; sig < NSIG; sig++)
-		signal(sig, SIG_DFL);
-
-	/*
-	 * Move the channels to 3, 4, 5.  The sources are above 5 (the parent
-	 * made sure), so no dup2 clobbers another source.
-	 */
-	if (dup2(fds[0], QEMU_FD_QMP) < 0 || dup2(fds[1], QEMU_FD_CONSOLE) < 0 ||
-	    dup2(fds[2], QEMU_FD_AGENT) < 0 || dup2(stderr_fd, STDERR_FILENO) < 0)
-		goto fail;
-	int devnull = open("/dev/null", O_RDWR);
-	if (devnull < 0 || dup2(devnull, STDIN_FILENO) < 0 || dup2(devnull, STDOUT_FILENO) < 0)
-		goto fail;
-	/* Nothing else of ours leaks into QEMU except the status pipe (CLOEXEC). */
-	for (int fd = QEMU_FD_FIRST_FREE; fd < 1024; fd++)
-		if (fd != status_fd)
-			close(fd);
-	execv(argv[0], argv);
-fail:
-	err = errno;
-	if (write(status_fd, &err, sizeof(err)) < 0) {
-		/* nothing left to report to */
+	*strrchr(dir, '/') = '\0';
+	for (size_t i = 0; i < ARRAY_SIZE(qemu_firmware); i++) {
+		char *p = xasprintf("%s/../share/qemu/%s", dir, qemu_firmware[i]);
+		if (access(p, R_OK) == 0)
+			v[n++] = p;
+		else
+			free(p);
 	}
-	_exit(127);
+	return v;
 }
 
-struct child_args {
-	char **argv;
-	int fds[3];
-	int stderr_fd;
-	int status_fd;
-};
+/*
+ * Debian builds TCG as a module QEMU dlopen()s from <bindir>/../lib/<...>/qemu
+ * (CONFIG_QEMU_MODDIR, relocated like the firmware).  Where it is not a
+ * module there is nothing to mount.
+ */
+static const char *const qemu_moddirs[] = {"lib/x86_64-linux-gnu/qemu", "lib64/qemu", "lib/qemu"};
 
-static void __attribute__((noreturn)) child_main(void *arg)
+static char *tcg_module(const char *bin)
 {
-	struct child_args *ca = arg;
-	child_exec(ca->argv, ca->fds, ca->stderr_fd, ca->status_fd);
+	cleanup_free char *dir = xstrdup(bin);
+
+	*strrchr(dir, '/') = '\0';
+	for (size_t i = 0; i < ARRAY_SIZE(qemu_moddirs); i++) {
+		char *p = xasprintf("%s/../%s/accel-tcg-x86_64.so", dir, qemu_moddirs[i]);
+		if (access(p, R_OK) == 0)
+			return p;
+		free(p);
+	}
+	return NULL;
 }
 
-/* Moves fd to a number >= min (so the child's dup2 targets are free). */
-static int fd_above(int fd, int min)
+static void warn_no_jail(void)
 {
-	int nfd;
+	static atomic_bool warned;
 
-	if (fd >= min)
-		return fd;
-	nfd = fcntl(fd, F_DUPFD_CLOEXEC, min);
-	close(fd);
-	return nfd;
+	if (!atomic_exchange(&warned, true))
+		lg_warn("--no-jail: QEMU runs without the jailer (no namespaces, cgroup, uid "
+			"switch or private root); for debugging only");
 }
 
 static void qemu_teardown(struct qemu_vm *q);
 
 static int qemu_spawn(const struct vm_config *cfg, struct vm **out, struct lg_err **err)
 {
-	cleanup_free char *bin = find_qemu();
+	static const struct jail_opts default_jail = {0};
+	const struct jail_opts *jo = cfg->jail != NULL ? cfg->jail : &default_jail;
+	cleanup_free char *found = find_qemu();
+	cleanup_free char *bin = NULL;
+	char **firmware = NULL;
+	cleanup_free char *tcg_mod = NULL;
 	struct argv_builder args = {0};
 	int pairs[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
 	int errpipe[2] = {-1, -1};
-	int status[2] = {-1, -1};
 	struct qemu_vm *q;
 	int ret;
 
-	if (bin == NULL)
+	if (found == NULL)
 		return qemu_probe(err);
 	ret = hv_config_check(cfg, err);
 	if (ret < 0)
 		return ret;
+	/*
+	 * The real path: the jail mounts the binary there and QEMU finds its
+	 * firmware relative to it, so no symlink may stand in between.
+	 */
+	bin = realpath(found, NULL);
+	if (bin == NULL)
+		return lg_err_sys(err, "%s", found);
+	if (jo->disabled)
+		warn_no_jail();
 
 	q = xzalloc(sizeof(*q));
 	q->vm.backend = &hv_backend_qemu;
@@ -406,41 +430,55 @@ static int qemu_spawn(const struct vm_config *cfg, struct vm **out, struct lg_er
 			ret = lg_err_sys(err, "socketpair");
 			goto fail;
 		}
-		pairs[i][1] = fd_above(pairs[i][1], QEMU_FD_FIRST_FREE);
-		if (pairs[i][1] < 0) {
-			ret = lg_err_sys(err, "fcntl F_DUPFD");
-			goto fail;
-		}
 	}
-	if (pipe2(errpipe, O_CLOEXEC) < 0 || pipe2(status, O_CLOEXEC) < 0) {
+	if (pipe2(errpipe, O_CLOEXEC) < 0) {
 		ret = lg_err_sys(err, "pipe");
 		goto fail;
 	}
-	errpipe[1] = fd_above(errpipe[1], QEMU_FD_FIRST_FREE);
-	status[1] = fd_above(status[1], QEMU_FD_FIRST_FREE);
-	if (errpipe[1] < 0 || status[1] < 0) {
-		ret = lg_err_sys(err, "fcntl F_DUPFD");
-		goto fail;
-	}
 
-	build_argv(&args, bin, cfg);
+	build_argv(&args, bin, cfg, jo);
 	if (lg_log_get_level() >= LG_LOG_DEBUG) {
 		for (size_t i = 0; i < args.n; i++)
 			lg_debug("qemu argv[%zu] = %s", i, args.v[i]);
 	}
 
-	struct child_args ca = {
-	    .argv = args.v,
-	    .fds = {pairs[0][1], pairs[1][1], pairs[2][1]},
-	    .stderr_fd = errpipe[1],
-	    .status_fd = status[1],
-	};
-	pid_t pid = lg_keeper_fork(child_main, &ca);
-	if (pid < 0) {
-		ret = lg_err_set(err, -pid, "fork");
+	firmware = firmware_files(bin);
+	tcg_mod = cfg->accel == HV_ACCEL_TCG ? tcg_module(bin) : NULL;
+	{
+		const char *modules[] = {tcg_mod, NULL};
+		const char *files[2 + ARRAY_SIZE(qemu_firmware) + 1] = {cfg->kernel, cfg->initrd};
+		int pass[4] = {pairs[0][1], pairs[1][1], pairs[2][1], cfg->net_fd};
+		size_t nf = 2;
+
+		for (size_t i = 0; firmware[i] != NULL; i++)
+			files[nf++] = firmware[i];
+		files[nf] = NULL;
+		struct jail_spec spec = {
+		    .vmm_kind = "qemu",
+		    .binary = bin,
+		    .argv = args.v,
+		    .files = files,
+		    .modules = modules,
+		    .dev_kvm = cfg->accel == HV_ACCEL_KVM,
+		    .pass_fds = pass,
+		    .n_pass_fds = cfg->net_fd >= 0 ? 4 : 3,
+		    .stderr_fd = errpipe[1],
+		    .memory_bytes = (cfg->memory_mib + VMM_OVERHEAD_MIB) << 20,
+		    .pids_max = VMM_PIDS_BASE + cfg->cpus,
+		    .cpus = cfg->cpus + 1,
+		    .fsize_bytes = 16u << 20,
+		    .opts = jo,
+		};
+		ret = jail_spawn(&spec, &q->jail, err);
+	}
+	for (size_t i = 0; firmware[i] != NULL; i++)
+		free(firmware[i]);
+	free(firmware);
+	if (ret < 0) {
+		lg_err_wrap(err, "cannot start %s", bin);
 		goto fail;
 	}
-	q->vm.pid = pid;
+	q->vm.pid = jail_pid(q->jail);
 	argv_free(&args);
 	args = (struct argv_builder){0};
 	for (int i = 0; i < 3; i++) {
@@ -449,21 +487,8 @@ static int qemu_spawn(const struct vm_config *cfg, struct vm **out, struct lg_er
 	}
 	close(errpipe[1]);
 	errpipe[1] = -1;
-	close(status[1]);
-	status[1] = -1;
 
-	q->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-
-	/* The status pipe closes on a successful exec; data means exec failed. */
-	int child_errno = 0;
-	ssize_t r = lg_read_all(status[0], &child_errno, sizeof(child_errno));
-	close(status[0]);
-	status[0] = -1;
-	if (r == (ssize_t)sizeof(child_errno)) {
-		ret = lg_err_set(err, child_errno, "cannot execute %s", bin);
-		goto fail_started;
-	}
-
+	q->pidfd = (int)syscall(SYS_pidfd_open, q->vm.pid, 0);
 	q->console_fd = pairs[1][0];
 	q->agent_fd = pairs[2][0];
 	q->stderr_fd = errpipe[0];
@@ -490,8 +515,12 @@ fail_started:
 	if (errpipe[0] >= 0)
 		close(errpipe[0]);
 	/* Tear down first: then the pump has read all QEMU said before dying. */
+	q->exit_why_shown = true; /* in the error below, not as a warning */
 	qemu_teardown(q);
-	{
+	if (q->exit_why != NULL) {
+		/* The jail knows better than QEMU's last words (it had none). */
+		lg_err_wrap(err, "QEMU failed to start (%s)", q->exit_why);
+	} else {
 		cleanup_free char *why = ring_str(&q->qemu_err);
 		char *nl;
 
@@ -503,6 +532,7 @@ fail_started:
 		else
 			lg_err_wrap(err, "QEMU failed to start");
 	}
+	free(q->exit_why);
 	pthread_mutex_destroy(&q->lock);
 	free(q);
 	return ret;
@@ -513,12 +543,9 @@ fail:
 		for (int j = 0; j < 2; j++)
 			if (pairs[i][j] >= 0)
 				close(pairs[i][j]);
-	for (int j = 0; j < 2; j++) {
+	for (int j = 0; j < 2; j++)
 		if (errpipe[j] >= 0)
 			close(errpipe[j]);
-		if (status[j] >= 0)
-			close(status[j]);
-	}
 	pthread_mutex_destroy(&q->lock);
 	free(q);
 	return ret;
@@ -546,6 +573,12 @@ static bool reap(struct qemu_vm *q, bool block)
 		q->peak_rss_kib = ru.ru_maxrss;
 		lg_debug("vmm pid %d ended (status 0x%x), peak rss %ld KiB", (int)q->vm.pid,
 			 q->wait_status, q->peak_rss_kib);
+		if (r == q->vm.pid && q->jail != NULL) {
+			char *why = jail_explain_exit(q->jail, st);
+			pthread_mutex_lock(&q->lock);
+			q->exit_why = why;
+			pthread_mutex_unlock(&q->lock);
+		}
 	}
 	return q->reaped;
 }
@@ -619,6 +652,13 @@ static void qemu_teardown(struct qemu_vm *q)
 	if (q->pidfd >= 0)
 		close(q->pidfd);
 	q->console_fd = q->stderr_fd = q->pidfd = -1;
+	/* Reaped: now the jail can go (cgroup, uid). */
+	jail_release(q->jail);
+	q->jail = NULL;
+	if (q->exit_why != NULL && !q->exit_why_shown) {
+		lg_warn("%s", q->exit_why);
+		q->exit_why_shown = true;
+	}
 }
 
 static void qemu_destroy(struct vm *vm)
@@ -628,6 +668,7 @@ static void qemu_destroy(struct vm *vm)
 	if (vm == NULL)
 		return;
 	qemu_teardown(q);
+	free(q->exit_why);
 	pthread_mutex_destroy(&q->lock);
 	free(q);
 }
@@ -637,9 +678,23 @@ static char *qemu_console_tail(struct vm *vm)
 	struct qemu_vm *q = (struct qemu_vm *)vm;
 	char *con, *qerr, *s;
 
+	/*
+	 * Asked for because something went wrong.  If the VMM is dying (its
+	 * sockets close a moment before it can be reaped), wait for it: the
+	 * jail's explanation (seccomp, OOM) is the most useful last line.
+	 */
+	if (!q->reaped && q->vm.pid > 0 && kill(q->vm.pid, 0) == 0)
+		qemu_wait(vm, 300);
 	pthread_mutex_lock(&q->lock);
 	con = ring_str(&q->console);
 	qerr = ring_str(&q->qemu_err);
+	if (q->exit_why != NULL) {
+		char *both =
+		    xasprintf("%s%s[luminaguard] %s", qerr, *qerr ? "\n" : "", q->exit_why);
+		free(qerr);
+		qerr = both;
+		q->exit_why_shown = true;
+	}
 	pthread_mutex_unlock(&q->lock);
 	s = xasprintf("%s%s%s", con, *qerr ? "\n[qemu] " : "", qerr);
 	free(con);

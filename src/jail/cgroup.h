@@ -32,9 +32,13 @@ struct lg_cgroup;
 enum lg_cgroup_version lg_cgroup_detect(const char *mountinfo);
 
 /*
- * Creates the cgroup `name` and sets the limits.  mountinfo: NULL for the
- * real host; tests pass a mountinfo whose cgroup mount points are ordinary
- * directories, to check what gets written.  On failure nothing is left.
+ * Creates the cgroup `name` ([A-Za-z0-9._-], at most 64, no "..", not
+ * starting with '.' or '-') and sets the limits; a limit whose controller
+ * is missing is an error.  An existing cgroup of that name is refused
+ * (EEXIST).  mountinfo: NULL for the real host; tests pass a mountinfo
+ * whose cgroup mount points are ordinary directories, to check what gets
+ * written (interface files are then created as plain files).  On failure
+ * nothing is left.
  */
 int lg_cgroup_create(const char *mountinfo, const char *name, const struct lg_cgroup_limits *l,
 		     struct lg_cgroup **out, struct lg_err **err);
@@ -47,6 +51,12 @@ size_t lg_cgroup_procs_fds(const struct lg_cgroup *cg, int *fds, size_t max);
 
 /* Did the memory controller kill something in this cgroup? */
 bool lg_cgroup_oom_killed(const struct lg_cgroup *cg);
+
+/*
+ * Removes empty cgroups that a SIGKILLed luminaguard left behind (named
+ * vm-<pid>-<n>, <pid> dead).  Best effort, quiet.
+ */
+void lg_cgroup_sweep(const char *mountinfo);
 
 /* Kills anything left inside, removes the directories, frees.  NULL ok. */
 void lg_cgroup_destroy(struct lg_cgroup *cg);

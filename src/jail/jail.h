@@ -54,18 +54,25 @@ struct jail_spec {
 	const char *vmm_kind; /* seccomp profile: "qemu", or "none" for tests */
 	const char *binary;   /* host path of the program; it and its libraries are mounted */
 	char *const *argv;    /* argv[0] included; paths in it are jail paths = host paths */
-	const char *const *files; /* extra host files, read-only at the same path; NULL-terminated */
-	bool dev_kvm;		  /* expose /dev/kvm (accelerator KVM) */
+	const char *const
+	    *files; /* extra host files, read-only at the same path; NULL-terminated */
+	/*
+	 * Shared objects the program dlopen()s (QEMU's accel-tcg module):
+	 * mounted like files but executable, and their libraries too.
+	 * NULL-terminated; NULL = none.
+	 */
+	const char *const *modules;
+	bool dev_kvm; /* expose /dev/kvm (accelerator KVM) */
 	/* Passed fds: pass_fds[i] becomes fd 3 + i in the jailed program. */
 	const int *pass_fds;
 	size_t n_pass_fds;
 	int stderr_fd; /* becomes fd 2; -1 = /dev/null.  fds 0 and 1 are /dev/null. */
 	/* Limits (0 = none). */
-	uint64_t memory_bytes; /* cgroup memory limit */
-	unsigned pids_max;     /* cgroup pids limit */
-	unsigned cpus;	       /* CPU quota in whole CPUs */
-	uint64_t fsize_bytes;  /* RLIMIT_FSIZE */
-	unsigned nofile;       /* RLIMIT_NOFILE; 0 = 1024 */
+	uint64_t memory_bytes;	      /* cgroup memory limit */
+	unsigned pids_max;	      /* cgroup pids limit */
+	unsigned cpus;		      /* CPU quota in whole CPUs */
+	uint64_t fsize_bytes;	      /* RLIMIT_FSIZE */
+	unsigned nofile;	      /* RLIMIT_NOFILE; 0 = 1024 */
 	const struct jail_opts *opts; /* NULL = defaults */
 };
 
@@ -97,8 +104,12 @@ char *jail_explain_exit(struct jail *j, int wait_status);
  */
 void jail_release(struct jail *j);
 
-/* What the jail can do here, one line per fact, for `luminaguard doctor`. */
-char *jail_describe_host(void);
+/*
+ * What the jail can do here, one line per fact ("jail: ..."), for
+ * `luminaguard doctor`; runs /bin/true jailed to prove it.  *usable: can a
+ * VMM start jailed here?  New string.
+ */
+char *jail_describe_host(bool *usable);
 
 int lg_seccomp_level_parse(const char *s, enum lg_seccomp_level *out);
 const char *lg_seccomp_level_name(enum lg_seccomp_level l);

@@ -14,12 +14,18 @@
 
 #include <linux/filter.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
-/* One syscall of an allowlist, with an optional argument condition. */
+/*
+ * One entry of an allowlist.  Several entries may name the same syscall
+ * with different conditions: any one that matches applies.
+ */
 struct lg_sc_rule {
 	const char *name; /* as libseccomp knows it */
-	/* If arg >= 0: allowed only when (args[arg] & mask) == value. */
+	/* 0: allow.  >0: the call fails with this errno (it does not kill). */
+	int err;
+	/* -1: any arguments.  0..5: only when (args[arg] & mask) == value. */
 	int arg;
 	unsigned long long mask, value;
 };
@@ -61,5 +67,22 @@ char *lg_seccomp_watch_killer(struct lg_seccomp_watch *w, pid_t pid);
 /* Names of the syscalls logged (level log) for pid, ", "-joined; NULL if none.  New string. */
 char *lg_seccomp_watch_logged(struct lg_seccomp_watch *w, pid_t pid);
 void lg_seccomp_watch_close(struct lg_seccomp_watch *w);
+
+/* One seccomp audit record (type 1326) from the kernel. */
+struct lg_sc_record {
+	pid_t pid;	 /* host-visible thread group id */
+	uint32_t arch;	 /* AUDIT_ARCH_* */
+	int nr;		 /* syscall number in arch */
+	uint32_t action; /* SECCOMP_RET_ACTION_FULL part of code= */
+};
+
+/*
+ * Parses one /dev/kmsg record ("PRI,SEQ,TS,FLAGS;audit: type=1326 ...").
+ * Only records the kernel itself wrote count (facility 0: userspace writes
+ * to /dev/kmsg cannot claim it), and fields are taken from positions an
+ * unprivileged process cannot shift (see seccomp.c).  0, or -EINVAL when
+ * the record is not a well-formed seccomp record.
+ */
+int lg_seccomp_record_parse(const char *rec, size_t len, struct lg_sc_record *out);
 
 #endif

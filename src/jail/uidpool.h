@@ -15,12 +15,17 @@
 #define LG_UIDPOOL_DIR "/run/luminaguard/uids"
 
 struct lg_uid_lease {
-	uid_t uid; /* used as the gid too */
-	int lock_fd;
-	char *path;
+	uid_t uid;   /* used as the gid too */
+	int lock_fd; /* O_CLOEXEC, holds the flock */
+	char *path;  /* NULL: no lease */
 };
 
-/* Takes a free uid in [first, last] (lockdir NULL = LG_UIDPOOL_DIR). */
+/*
+ * Takes a free uid in [first, last] (lockdir NULL = LG_UIDPOOL_DIR, created
+ * 0700 if missing; refused unless a real directory owned by root and
+ * writable by nobody else).  Range 0 or (uid_t)-1: EINVAL; all taken:
+ * EAGAIN with a one-line message.
+ */
 int lg_uid_acquire(const char *lockdir, uid_t first, uid_t last, struct lg_uid_lease *out,
 		   struct lg_err **err);
 /* Gives it back: removes the lock file, closes it.  Safe on a zeroed lease. */

@@ -27,6 +27,7 @@ struct mcp_sandbox {
 	bool dirty; /* had an exec or a write: holds unsaved work */
 	int busy;   /* operations in flight; the reaper leaves it alone */
 	bool doomed;
+	struct mcp_net *net; /* its egress, or NULL without network */
 };
 
 /* A tools/call running on a worker thread. */
@@ -85,7 +86,8 @@ struct mcp_server {
 /* Sends a message (steals the reference). */
 int mcp_send(struct mcp_session *ss, void *stream, json_t *msg);
 /*
- * Tracks approval a (borrowed: the caller keeps its reference until it has
+ * Tracks approval a (borrowed; call may be NULL for a question that belongs
+ * to no tool call, such as a sandbox's network request: the caller keeps its reference until it has
  * called mcp_forget_elicitation) so that closing the session cancels the
  * wait, and if params is non-NULL (stolen) sends an elicitation/create
  * whose answer decides it.  Returns the tracking id, or -1 if the session
@@ -105,9 +107,9 @@ void mcp_forget_elicitation(struct mcp_session *ss, struct mcp_call *call, int64
 struct mcp_sandbox *mcp_sandbox_get(struct mcp_session *ss, const char *id);
 void mcp_sandbox_put(struct mcp_server *s, struct mcp_sandbox *sb);
 /* Registers a booted sandbox; fails (and destroys it) when over the limit. */
-struct mcp_sandbox *mcp_sandbox_add(struct mcp_session *ss, struct lg_sandbox *lsb, unsigned cpus,
-				    uint64_t memory_mib, const char *image,
-				    unsigned idle_timeout_s);
+struct mcp_sandbox *mcp_sandbox_add(struct mcp_session *ss, struct lg_sandbox *lsb,
+				    struct mcp_net *net, unsigned cpus, uint64_t memory_mib,
+				    const char *image, unsigned idle_timeout_s);
 /* 1 if this session's sandbox id holds unsaved work, 0 if not, -1 if there is none. */
 int mcp_sandbox_dirty(struct mcp_session *ss, const char *id);
 void mcp_sandbox_mark_dirty(struct mcp_server *s, struct mcp_sandbox *sb);
@@ -117,6 +119,24 @@ bool mcp_sandbox_destroy(struct mcp_session *ss, const char *id);
 json_t *mcp_sandbox_list(struct mcp_session *ss);
 /* A free slot for one more sandbox?  (checked again when it is added) */
 bool mcp_sandbox_room(struct mcp_server *s);
+
+/* ---- net.c: a sandbox's egress, when the server has --net allow= ---- */
+
+struct mcp_net;
+struct lg_egress;
+
+/*
+ * The egress of one sandbox of session ss: its own copy of the server's
+ * allowlist (a human's approval widens only this sandbox's), connections
+ * to other hosts as red actions through the broker and elicitation, and
+ * one audit event per connection.
+ */
+struct mcp_net *mcp_net_new(struct mcp_session *ss, const char *allow, struct lg_err **err);
+struct lg_egress *mcp_net_egress(struct mcp_net *n);
+void mcp_net_set_sandbox(struct mcp_net *n, const char *sandbox_id);
+/* Ends approvals still waiting: the sandbox is going away.  NULL ok. */
+void mcp_net_close(struct mcp_net *n);
+void mcp_net_free(struct mcp_net *n);
 
 /* ---- tools.c ---- */
 

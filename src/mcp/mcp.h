@@ -39,6 +39,9 @@ struct mcp_server_opts {
 	unsigned max_sandboxes;		/* per server; 0 = 16 */
 	const char *default_image;	/* NULL: "default" */
 	enum hv_accel accel;
+	const struct jail_opts *jail; /* NULL: jailed, seccomp strict */
+	/* The network allowlist of every sandbox (--net allow=); NULL: no network. */
+	const char *net_allow;
 };
 
 struct mcp_server;

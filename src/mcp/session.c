@@ -102,7 +102,7 @@ int64_t mcp_send_elicitation(struct mcp_session *ss, struct mcp_call *call, json
 	int64_t id;
 
 	pthread_mutex_lock(&ss->lock);
-	if (ss->closing || call->cancelled) {
+	if (ss->closing || (call != NULL && call->cancelled)) {
 		pthread_mutex_unlock(&ss->lock);
 		json_decref(params);
 		approval_cancel(a);
@@ -120,7 +120,7 @@ int64_t mcp_send_elicitation(struct mcp_session *ss, struct mcp_call *call, json
 
 	if (params == NULL)
 		return id;
-	if (mcp_send(ss, call->stream,
+	if (mcp_send(ss, call != NULL ? call->stream : NULL,
 		     json_pack("{s:s, s:I, s:s, s:o}", "jsonrpc", "2.0", "id", (json_int_t)id,
 			       "method", "elicitation/create", "params", params)) < 0) {
 		/* The client cannot be asked; the other channels still can. */
@@ -148,7 +148,7 @@ void mcp_forget_elicitation(struct mcp_session *ss, struct mcp_call *call, int64
 		return; /* the client answered it */
 	/* Still open at the client: it was decided through another channel. */
 	if (o->sent)
-		mcp_send(ss, call->stream,
+		mcp_send(ss, call != NULL ? call->stream : NULL,
 			 json_pack("{s:s, s:s, s:{s:I, s:s}}", "jsonrpc", "2.0", "method",
 				   "notifications/cancelled", "params", "requestId", (json_int_t)id,
 				   "reason", "decided through another channel"));
@@ -674,8 +674,9 @@ bool mcp_sandbox_room(struct mcp_server *s)
 	return room;
 }
 
-struct mcp_sandbox *mcp_sandbox_add(struct mcp_session *ss, struct lg_sandbox *lsb, unsigned cpus,
-				    uint64_t memory_mib, const char *image, unsigned idle_timeout_s)
+struct mcp_sandbox *mcp_sandbox_add(struct mcp_session *ss, struct lg_sandbox *lsb,
+				    struct mcp_net *net, unsigned cpus, uint64_t memory_mib,
+				    const char *image, unsigned idle_timeout_s)
 {
 	struct mcp_server *s = ss->srv;
 	struct mcp_sandbox *sb;
@@ -683,7 +684,9 @@ struct mcp_sandbox *mcp_sandbox_add(struct mcp_session *ss, struct lg_sandbox *l
 	pthread_mutex_lock(&s->lock);
 	if (s->n_sandboxes >= max_sandboxes(s)) {
 		pthread_mutex_unlock(&s->lock);
+		mcp_net_close(net);
 		lg_sandbox_destroy(lsb);
+		mcp_net_free(net);
 		return NULL;
 	}
 	sb = xzalloc(sizeof(*sb));
@@ -698,6 +701,9 @@ struct mcp_sandbox *mcp_sandbox_add(struct mcp_session *ss, struct lg_sandbox *l
 	sb->cpus = cpus;
 	sb->memory_mib = memory_mib;
 	sb->image = xstrdup(image);
+	sb->net = net;
+	if (net != NULL)
+		mcp_net_set_sandbox(net, sb->id);
 	sb->next = s->sandboxes;
 	s->sandboxes = sb;
 	s->n_sandboxes++;
@@ -781,7 +787,10 @@ static void sandbox_free(struct mcp_server *s, struct mcp_sandbox *sb)
 	while (sb->busy > 0)
 		pthread_cond_wait(&s->idle, &s->lock);
 	pthread_mutex_unlock(&s->lock);
+	/* A connection waiting for a human would hold the teardown up: end it. */
+	mcp_net_close(sb->net);
 	lg_sandbox_destroy(sb->sb);
+	mcp_net_free(sb->net);
 	pthread_mutex_destroy(&sb->op_lock);
 	free(sb->image);
 	free(sb);

@@ -310,8 +310,13 @@ static int parse_vm_args(const json_t *args, struct vm_args *v, char *why, size_
 		   : 0;
 }
 
-static int boot(struct mcp_session *ss, const struct vm_args *v, struct lg_sandbox **out, char *why,
-		size_t whylen)
+/*
+ * Boots a sandbox; *net gets its egress when the server allows network
+ * (NULL otherwise), which must outlive the sandbox: mcp_net_close() before
+ * lg_sandbox_destroy(), mcp_net_free() after.
+ */
+static int boot(struct mcp_session *ss, const struct vm_args *v, struct lg_sandbox **out,
+		struct mcp_net **net, char *why, size_t whylen)
 {
 	struct lg_sandbox_opts so = {
 	    .image = v->image != NULL ? v->image : ss->srv->o.default_image,
@@ -320,15 +325,26 @@ static int boot(struct mcp_session *ss, const struct vm_args *v, struct lg_sandb
 	    .memory_mib = v->memory,
 	    .cancel_fd = -1,
 	    .console_fd = -1,
+	    .jail = ss->srv->o.jail,
 	};
 	struct lg_err *err = NULL;
 
-	if (lg_sandbox_create(&so, out, &err) < 0) {
-		snprintf(why, whylen, "%s", err->msg);
-		lg_err_free(&err);
-		return -1;
+	*net = NULL;
+	if (ss->srv->o.net_allow != NULL) {
+		*net = mcp_net_new(ss, ss->srv->o.net_allow, &err);
+		if (*net == NULL)
+			goto fail;
+		so.egress = mcp_net_egress(*net);
 	}
+	if (lg_sandbox_create(&so, out, &err) < 0)
+		goto fail;
 	return 0;
+fail:
+	snprintf(why, whylen, "%s", err->msg);
+	lg_err_free(&err);
+	mcp_net_free(*net);
+	*net = NULL;
+	return -1;
 }
 
 static json_t *t_create(struct mcp_session *ss, struct mcp_call *call, const json_t *args)
@@ -337,6 +353,7 @@ static json_t *t_create(struct mcp_session *ss, struct mcp_call *call, const jso
 	struct vm_args v;
 	struct lg_sandbox *lsb;
 	struct mcp_sandbox *sb;
+	struct mcp_net *net;
 
 	if (parse_vm_args(args, &v, why, sizeof(why)) < 0 ||
 	    arg_uint(args, "timeout", 0, MAX_TIMEOUT_S, ss->srv->o.idle_timeout_s, &v.idle, why,
@@ -345,10 +362,10 @@ static json_t *t_create(struct mcp_session *ss, struct mcp_call *call, const jso
 	if (!mcp_sandbox_room(ss->srv))
 		return tool_error("sandbox_create: the server's sandbox limit is reached; destroy "
 				  "one first");
-	if (boot(ss, &v, &lsb, why, sizeof(why)) < 0)
+	if (boot(ss, &v, &lsb, &net, why, sizeof(why)) < 0)
 		return tool_error("sandbox_create: %s", why);
 	uint64_t boot_ms = lsb->boot_ms;
-	sb = mcp_sandbox_add(ss, lsb, (unsigned)v.cpus, v.memory,
+	sb = mcp_sandbox_add(ss, lsb, net, (unsigned)v.cpus, v.memory,
 			     v.image != NULL		? v.image
 			     : ss->srv->o.default_image ? ss->srv->o.default_image
 							: "default",
@@ -413,6 +430,7 @@ static json_t *t_run(struct mcp_session *ss, struct mcp_call *call, const json_t
 	struct vm_args v;
 	char why[512];
 	struct lg_sandbox *lsb;
+	struct mcp_net *net;
 	bool broken = false;
 	json_t *r;
 
@@ -421,12 +439,16 @@ static json_t *t_run(struct mcp_session *ss, struct mcp_call *call, const json_t
 		exec_args_free(&e);
 		return tool_error("sandbox_run: %s", why);
 	}
-	if (boot(ss, &v, &lsb, why, sizeof(why)) < 0) {
+	if (boot(ss, &v, &lsb, &net, why, sizeof(why)) < 0) {
 		exec_args_free(&e);
 		return tool_error("sandbox_run: %s", why);
 	}
+	if (net != NULL)
+		mcp_net_set_sandbox(net, "(sandbox_run)");
 	r = run_exec(lsb, &e, call->cancel_pipe[0], &broken);
+	mcp_net_close(net);
 	lg_sandbox_destroy(lsb);
+	mcp_net_free(net);
 	exec_args_free(&e);
 	return r;
 }

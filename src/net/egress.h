@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 /* ---- allowlist ---------------------------------------------------------- */
 
@@ -37,7 +38,10 @@ int lg_allowlist_parse(const char *spec, struct lg_allowlist **out, struct lg_er
 int lg_allowlist_add(struct lg_allowlist *al, const char *entry, struct lg_err **err);
 /* Does the name (or address literal) and port match an entry? */
 bool lg_allowlist_match_host(const struct lg_allowlist *al, const char *host, uint16_t port);
-/* Is this resolved address explicitly allowed by an address/CIDR entry? */
+/*
+ * Is this resolved address (and its port: sa is a sockaddr_in or
+ * sockaddr_in6) explicitly allowed by an address/CIDR entry?
+ */
 bool lg_allowlist_match_addr(const struct lg_allowlist *al, const struct sockaddr *sa);
 /* The entries as given, ", "-joined.  New string. */
 char *lg_allowlist_str(const struct lg_allowlist *al);
@@ -56,15 +60,23 @@ bool lg_addr_forbidden(const struct sockaddr *sa, const char **why);
 
 enum lg_http_kind { LG_HTTP_CONNECT, LG_HTTP_FORWARD };
 
-#define LG_HTTP_MAX_HEAD 16384 /* request line + headers */
+#define LG_HTTP_MAX_HEAD    16384 /* request line + headers */
+#define LG_HTTP_MAX_HEADERS 100
+#define LG_HTTP_MAX_LINE    8192
 
 struct lg_http_req {
 	enum lg_http_kind kind;
 	char method[16];
-	char host[256]; /* lower case, no brackets for IPv6 */
+	char host[256]; /* lower case, no brackets for IPv6, no trailing dot */
 	uint16_t port;
 	char path[4096]; /* origin-form for FORWARD ("/x?y"), "" for CONNECT */
 	size_t head_len; /* bytes of buf the head took, including the blank line */
+	int http_minor;	 /* HTTP/1.0 or HTTP/1.1 */
+	/* Request body framing (FORWARD): Content-Length, or -1; chunked. */
+	int64_t content_length;
+	bool chunked;
+	bool has_host;	   /* a Host header was given (and agreed) */
+	const char *error; /* on failure: why, for the 400 answer (static) */
 };
 
 /*
@@ -72,14 +84,48 @@ struct lg_http_req {
  * "METHOD http://host[:port]/path HTTP/1.x" with a Host header that must
  * agree.  Returns head_len > 0 when complete, 0 when more bytes are needed,
  * -EINVAL (malformed), -EMSGSIZE (head over LG_HTTP_MAX_HEAD), -ENOTSUP
- * (not a proxy request, e.g. https:// absolute-form or origin-form).
+ * (not a proxy request, e.g. https:// absolute-form or origin-form, or a
+ * Transfer-Encoding other than chunked).  Every line must end in CRLF: a
+ * bare CR or LF, a NUL, obsolete line folding or whitespace before a
+ * header's colon is -EINVAL (each is a request-smuggling or header-injection
+ * vector when two parsers disagree about where a line ends).
  */
 int lg_http_parse_request(const char *buf, size_t len, struct lg_http_req *out);
 
 /*
- * The SNI host name of a TLS ClientHello at the start of buf.  Returns 1
- * and fills name (lower case), 0 when more bytes are needed, -ENOENT when
- * the hello carries no SNI, -EINVAL when it is not a ClientHello.
+ * The head to send upstream for a FORWARD request that
+ * lg_http_parse_request() accepted from buf: origin-form request line,
+ * hop-by-hop and proxy headers dropped (Connection and what it lists,
+ * Proxy-Connection, Proxy-Authorization, Keep-Alive, TE, Trailer, Upgrade),
+ * Host added when missing, and "Connection: close".  New string; *len set.
+ */
+char *lg_http_forward_head(const char *buf, const struct lg_http_req *req, size_t *len);
+
+/*
+ * Tracks where a request body ends (Content-Length or chunked), so that
+ * bytes after it (a second, pipelined request, perhaps for another virtual
+ * host) are never passed upstream.
+ */
+struct lg_http_body {
+	int state;
+	uint64_t left;
+	unsigned count;
+};
+void lg_http_body_init(struct lg_http_body *b, const struct lg_http_req *req);
+/* How many of the n bytes at p belong to the body (the rest are after it); -EINVAL if malformed. */
+ssize_t lg_http_body_feed(struct lg_http_body *b, const uint8_t *p, size_t n);
+bool lg_http_body_done(const struct lg_http_body *b);
+
+/* A ClientHello larger than this (in all its records) is refused. */
+#define LG_TLS_MAX_HELLO 32768
+
+/*
+ * The SNI host name of a TLS ClientHello at the start of buf (possibly in
+ * several handshake records).  Returns 1 and fills name (lower case, no
+ * trailing dot), 0 when more bytes are needed, -ENOENT when the hello
+ * carries no SNI, -EINVAL when buf does not start with a TLS handshake
+ * record (not TLS at all), -EPROTO when it does but is malformed, not a
+ * ClientHello, or over LG_TLS_MAX_HELLO, or the name does not fit.
  */
 int lg_tls_sni(const uint8_t *buf, size_t len, char *name, size_t name_len);
 
@@ -99,7 +145,11 @@ struct lg_egress_event {
 };
 
 struct lg_egress {
-	struct lg_allowlist *allow; /* owned by the caller */
+	/*
+	 * Owned by the caller.  While connections are served, the proxy adds
+	 * approved entries to it: read or change it only under lock.
+	 */
+	struct lg_allowlist *allow;
 	/*
 	 * A destination not on the allowlist: the approval cliff.  Returns true
 	 * if a human allowed it; the proxy then adds HOST:PORT to the allowlist
@@ -113,9 +163,11 @@ struct lg_egress {
 	void *log_ctx;
 	int connect_timeout_ms; /* 0 = 10 s */
 	int idle_timeout_ms;	/* relay ends after this long without bytes; 0 = 300 s */
+	int head_timeout_ms;	/* the request head must arrive within; 0 = 30 s */
 	pthread_mutex_t lock;	/* serializes allowlist access; lg_egress_init sets it up */
 };
 
+/* Zeroes *eg, sets allow and the lock; set ask, log and timeouts after. */
 void lg_egress_init(struct lg_egress *eg, struct lg_allowlist *allow);
 void lg_egress_fini(struct lg_egress *eg);
 

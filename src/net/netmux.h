@@ -21,9 +21,13 @@
 struct lg_netmux;
 
 /* Takes ownership of port_fd.  eg must outlive the mux. */
-int lg_netmux_start(int port_fd, struct lg_egress *eg, struct lg_netmux **out,
-		    struct lg_err **err);
-/* Closes every stream, joins every thread, frees.  NULL ok. */
+int lg_netmux_start(int port_fd, struct lg_egress *eg, struct lg_netmux **out, struct lg_err **err);
+/*
+ * Closes every stream, joins every thread, frees.  NULL ok.  Closing a
+ * stream makes its lg_egress_serve() see EOF, but a proxy thread waiting in
+ * eg->ask or in a connect is joined only once that returns: answer or
+ * cancel pending approvals first.
+ */
 void lg_netmux_stop(struct lg_netmux *m);
 
 #endif

@@ -51,7 +51,7 @@ if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt
 fi
 
 if [ $# -eq 0 ]; then
-	set -- protocol.test.mjs lifecycle.test.mjs approval.test.mjs disconnect.test.mjs
+	set -- protocol.test.mjs lifecycle.test.mjs approval.test.mjs disconnect.test.mjs net.test.mjs
 fi
 
 export LUMINAGUARD="$lg"

@@ -150,9 +150,12 @@ static void test_accel_names(void **state)
 
 static void test_config_check(void **state)
 {
-	struct vm_config cfg = {
-	    .cpus = 1, .memory_mib = 256, .kernel = "k", .initrd = "i", .accel = HV_ACCEL_TCG,
-	    .net_fd = -1};
+	struct vm_config cfg = {.cpus = 1,
+				.memory_mib = 256,
+				.kernel = "k",
+				.initrd = "i",
+				.accel = HV_ACCEL_TCG,
+				.net_fd = -1};
 	struct lg_err *err = NULL;
 
 	assert_int_equal(hv_config_check(&cfg, &err), 0);
