@@ -183,6 +183,7 @@ struct jail {
 	bool have_lease;
 	uint64_t memory_bytes;
 	struct lg_seccomp_watch *watch;
+	bool seccomp_log; /* level log: report what was logged at release */
 };
 
 /* ---- child: async-signal-safe only ---- */
@@ -836,6 +837,7 @@ int jail_spawn(const struct jail_spec *spec, struct jail **out, struct lg_err **
 	p.sync_wfd = sync[1];
 	if (o->seccomp != LG_SECCOMP_OFF)
 		j->watch = lg_seccomp_watch_open();
+	j->seccomp_log = o->seccomp == LG_SECCOMP_LOG;
 
 	if (p.jailed)
 		flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET |
@@ -912,6 +914,15 @@ void jail_release(struct jail *j)
 	/* Kills what might be left (nothing, normally: the VMM was PID 1 of
 	 * its namespace, so its end took every process in it along). */
 	lg_cgroup_destroy(j->cg);
+	if (j->seccomp_log && j->watch != NULL && j->pid > 0) {
+		/* Level log exists to build the list: say what it would have killed. */
+		cleanup_free char *names = lg_seccomp_watch_logged(j->watch, j->pid);
+		if (names != NULL)
+			lg_warn("seccomp log: the VMM made syscalls outside its allowlist: %s",
+				names);
+		else
+			lg_info("seccomp log: the VMM stayed inside its allowlist");
+	}
 	if (j->have_lease)
 		lg_uid_release(&j->lease);
 	lg_seccomp_watch_close(j->watch);

@@ -140,6 +140,15 @@ for _ in $(seq 1 50); do alive $vms || break; sleep 0.1; done
 # shellcheck disable=SC2086
 check "SIGKILL of luminaguard takes QEMU down too" "$([ -n "$vms" ] && ! alive $vms; echo $?)" "vms=$vms"
 
+# --- nothing of the jail left: the next run sweeps what the SIGKILL left ---
+if [ "$(id -u)" = 0 ]; then
+	"$LG" run -- true </dev/null >/dev/null 2>&1
+	cg_left=$(ls -d /sys/fs/cgroup/*/luminaguard/vm-* /sys/fs/cgroup/luminaguard/vm-* 2>/dev/null | wc -l)
+	uid_procs=$(awk '/^Uid:/ { if ($2 >= 2100000000 && $2 <= 2100065535) n++ } END { print n + 0 }' /proc/[0-9]*/status 2>/dev/null)
+	mnt_left=$(grep -c luminaguard /proc/self/mountinfo)
+	check "no cgroup, pool-uid process or mount of a VM is left" "$([ "$cg_left" = 0 ] && [ "$uid_procs" = 0 ] && [ "$mnt_left" = 0 ]; echo $?)" "cgroups: $cg_left, processes: $uid_procs, mounts: $mnt_left"
+fi
+
 # --- nothing left behind in /tmp or the data directory ---
 tmp_left=$(find /tmp -maxdepth 1 -newer "$TMP" -name '*luminaguard*' 2>/dev/null | wc -l)
 check "no temp files left" "$([ "$tmp_left" = 0 ]; echo $?)" "left: $tmp_left"
