@@ -21,6 +21,7 @@
 #include "jail/uidpool.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
@@ -47,7 +48,6 @@
  * namespace (bubblewrap's trick): nothing is created on the host's disk,
  * and when the namespace dies with the VMM, so does the root.
  */
-#define NEWROOT	       "/tmp"
 #define ROOT_TMPFS_OPT "mode=0755,size=1m,nr_inodes=4096"
 #define DEV_TMPFS_OPT  "mode=0755,size=64k,nr_inodes=64"
 #define RUN_TMPFS_SIZE "size=16m,nr_inodes=1024"
@@ -135,7 +135,7 @@ struct child_status {
 
 struct mnt {
 	char *src;  /* host path, opened O_PATH before the root changes */
-	char *dst;  /* NEWROOT + jail path */
+	char *dst;  /* new root + jail path */
 	bool data;  /* not code: also noexec */
 	bool dev;   /* a device node: no nodev */
 	int src_fd; /* the child's */
@@ -144,7 +144,7 @@ struct mnt {
 struct plan {
 	bool jailed, userns;
 	/* mounts */
-	char **dirs; /* NEWROOT + dir, parents first */
+	char **dirs; /* new root + dir, parents first */
 	size_t n_dirs;
 	struct mnt *m;
 	size_t n_m;
@@ -185,6 +185,48 @@ struct jail {
 	struct lg_seccomp_watch *watch;
 	bool seccomp_log; /* level log: report what was logged at release */
 };
+
+/*
+ * Where the child builds the new root, and how it enters it.  Normally a
+ * tmpfs on /tmp of the child's private mount namespace, entered with
+ * pivot_root.  When luminaguard itself runs chroot'ed (a build chroot, a
+ * "fresh machine" test), "/" is not a mount point: neither the propagation
+ * of "/" can be changed nor pivot_root used (both EINVAL; bubblewrap stops
+ * there).  Then the new root is a tmpfs over /proc/sys after /proc (a
+ * mount point we can name) was made private, so nothing propagates to the
+ * host, and it is entered with chroot.  That leaves the host's mounts in
+ * the namespace but out of reach: the VMM has no capabilities (no
+ * CAP_SYS_CHROOT), seccomp has no chroot, and no fd leads outside.
+ * Decided once per process: chroot-ness does not change.
+ */
+static const char *newroot = "/tmp";
+static bool chrooted;
+static pthread_once_t root_once = PTHREAD_ONCE_INIT;
+
+static void detect_root(void)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL;
+	size_t cap = 0;
+	bool root_mounted = false;
+
+	if (f == NULL)
+		return; /* no /proc: the binds fail later with a clear step */
+	while (!root_mounted && getline(&line, &cap, f) > 0) {
+		char mnt[8];
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT ... */
+		if (sscanf(line, "%*s %*s %*s %*s %7s", mnt) == 1 && strcmp(mnt, "/") == 0)
+			root_mounted = true;
+	}
+	free(line);
+	fclose(f);
+	if (!root_mounted) {
+		chrooted = true;
+		newroot = "/proc/sys";
+		lg_debug("jail: running chroot'ed: the new root goes over /proc/sys, entered "
+			 "with chroot");
+	}
+}
 
 /* ---- child: async-signal-safe only ---- */
 
@@ -288,14 +330,15 @@ static void child_mounts(struct plan *p)
 	char fdpath[32];
 
 	/* Nothing we mount may propagate back to the host's namespace. */
-	CHECK(p, mount("", "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0, STEP_MAKE_PRIVATE, -1);
+	CHECK(p, mount("", chrooted ? "/proc" : "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0,
+	      STEP_MAKE_PRIVATE, -1);
 	/* Before the tmpfs hides it: a source may live under /tmp. */
 	for (size_t i = 0; i < p->n_m; i++) {
 		p->m[i].src_fd = open(p->m[i].src, O_PATH | O_CLOEXEC);
 		CHECK(p, p->m[i].src_fd >= 0, STEP_OPEN_SOURCE, (int)i);
 	}
 	CHECK(p,
-	      mount("tmpfs", NEWROOT, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, ROOT_TMPFS_OPT) ==
+	      mount("tmpfs", newroot, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, ROOT_TMPFS_OPT) ==
 		  0,
 	      STEP_MOUNT_ROOT, -1);
 	for (size_t i = 0; i < p->n_dirs; i++)
@@ -334,14 +377,18 @@ static void child_mounts(struct plan *p)
 	      mount("tmpfs", p->run_dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, p->run_opts) ==
 		  0,
 	      STEP_MOUNT_RUN, -1);
-	CHECK(p, chdir(NEWROOT) == 0, STEP_CHDIR, -1);
+	CHECK(p, chdir(newroot) == 0, STEP_CHDIR, -1);
 	/*
 	 * pivot_root(".", ".") stacks the old root under the new one; the
 	 * detach then drops every host mount from this namespace, so no path
 	 * leads back to the host's file system.
 	 */
-	CHECK(p, syscall(SYS_pivot_root, ".", ".") == 0, STEP_PIVOT_ROOT, -1);
-	CHECK(p, umount2(".", MNT_DETACH) == 0, STEP_UMOUNT_OLD, -1);
+	if (chrooted) {
+		CHECK(p, chroot(".") == 0, STEP_PIVOT_ROOT, -1);
+	} else {
+		CHECK(p, syscall(SYS_pivot_root, ".", ".") == 0, STEP_PIVOT_ROOT, -1);
+		CHECK(p, umount2(".", MNT_DETACH) == 0, STEP_UMOUNT_OLD, -1);
+	}
 	CHECK(p, chdir("/") == 0, STEP_CHDIR, -1);
 	CHECK(p,
 	      mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
@@ -523,7 +570,7 @@ static char *normalize(const char *path)
 
 static void plan_add_dir(struct plan *p, const char *jail_dir)
 {
-	char *d = xasprintf(NEWROOT "%s", jail_dir);
+	char *d = xasprintf("%s%s", newroot, jail_dir);
 
 	for (size_t i = 0; i < p->n_dirs; i++) {
 		if (strcmp(p->dirs[i], d) == 0) {
@@ -559,7 +606,7 @@ static int plan_add_mount(struct plan *p, const char *src, const char *jail_path
 	    strncmp(norm, JAIL_RUN_DIR, strlen(JAIL_RUN_DIR)) == 0 ||
 	    (!dev && strncmp(norm, "/dev/", 5) == 0))
 		return lg_err_msg(err, EINVAL, "jail: %s: a path the jail reserves", jail_path);
-	dst = xasprintf(NEWROOT "%s", norm);
+	dst = xasprintf("%s%s", newroot, norm);
 	for (size_t i = 0; i < p->n_m; i++) {
 		if (strcmp(p->m[i].dst, dst) == 0) {
 			free(dst);
@@ -723,8 +770,8 @@ static int plan_build(const struct jail_spec *spec, const struct jail_opts *o, s
 	plan_add_dir(p, "/dev");
 	plan_add_dir(p, "/run");
 	plan_add_dir(p, JAIL_RUN_DIR);
-	p->dev_dir = xstrdup(NEWROOT "/dev");
-	p->run_dir = xstrdup(NEWROOT JAIL_RUN_DIR);
+	p->dev_dir = xasprintf("%s/dev", newroot);
+	p->run_dir = xasprintf("%s" JAIL_RUN_DIR, newroot);
 	p->run_opts = xasprintf("mode=0700,uid=%u,gid=%u," RUN_TMPFS_SIZE, (unsigned)p->uid,
 				(unsigned)p->gid);
 	r = plan_add_mount(p, "/dev/null", "/dev/null", false, true, err);
@@ -750,11 +797,11 @@ static char *describe_failure(const struct plan *p, const struct child_status *s
 	case STEP_BIND:
 	case STEP_REMOUNT_RO:
 		if (st->index >= 0 && (size_t)st->index < p->n_m)
-			what = p->m[st->index].dst + strlen(NEWROOT);
+			what = p->m[st->index].dst + strlen(newroot);
 		break;
 	case STEP_MKDIR:
 		if (st->index >= 0 && (size_t)st->index < p->n_dirs)
-			what = p->dirs[st->index] + strlen(NEWROOT);
+			what = p->dirs[st->index] + strlen(newroot);
 		break;
 	case STEP_EXEC:
 		what = p->exec_path;
@@ -767,6 +814,7 @@ static atomic_uint name_counter;
 
 int jail_spawn(const struct jail_spec *spec, struct jail **out, struct lg_err **err)
 {
+	pthread_once(&root_once, detect_root);
 	static const struct jail_opts defaults = {0};
 	const struct jail_opts *o = spec->opts ? spec->opts : &defaults;
 	struct plan p = {.status_fd = -1, .sync_fd = -1, .sync_wfd = -1};
