@@ -53,7 +53,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (!eof) {
 		struct pollfd pfd = {.fd = sv[0], .events = POLLIN | (!shut ? POLLOUT : 0)};
 
-		if (poll(&pfd, 1, 5000) <= 0)
+		int r = poll(&pfd, 1, 5000);
+
+		/* libFuzzer's -timeout ticks with SIGALRM: an interrupted poll is no hang. */
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
 			abort(); /* the mux neither took the input nor closed: a hang */
 		if (!shut && (pfd.revents & POLLOUT)) {
 			ssize_t w = off < size ? write(sv[0], data + off, size - off) : 0;
