@@ -197,18 +197,11 @@ int cmd_mcp(int argc, char **argv)
 			}
 			break;
 		case OPT_NET:
-			if (strcmp(optarg, "none") == 0) {
-				so.net_allow = NULL;
-				break;
-			}
-			if (strncmp(optarg, "allow=", 6) != 0) {
-				fprintf(stderr,
-					"luminaguard: mcp: --net: '%s' is not none or "
-					"allow=HOST[,HOST...]\n",
-					optarg);
+			if (lg_net_opt_parse(optarg, &so.net_allow, &err) < 0) {
+				fprintf(stderr, "luminaguard: mcp: %s\n", err->msg);
+				lg_err_free(&err);
 				return 2;
 			}
-			so.net_allow = optarg + 6;
 			break;
 		case OPT_NO_JAIL:
 			jail.disabled = true;

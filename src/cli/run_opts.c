@@ -3,6 +3,7 @@
 
 #include "common/util.h"
 #include "host/sandbox.h"
+#include "net/egress.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -187,15 +188,8 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, struct lg_err **er
 			o->approval_timeout_s = (uint32_t)v;
 			break;
 		case OPT_NET:
-			if (strcmp(optarg, "none") == 0) {
-				o->net_allow = NULL;
-				break;
-			}
-			if (strncmp(optarg, "allow=", 6) != 0 || optarg[6] == '\0')
-				return lg_err_set(err, 0,
-						  "--net: '%s' is not none or allow=HOST[,HOST...]",
-						  optarg);
-			o->net_allow = optarg + 6;
+			if (lg_net_opt_parse(optarg, &o->net_allow, err) < 0)
+				return -EINVAL;
 			break;
 		case OPT_NO_JAIL:
 			o->jail.disabled = true;

@@ -65,39 +65,6 @@ static bool port_ok(int entry_port, uint16_t port)
 	return entry_port == port;
 }
 
-/* Lower case, one trailing dot dropped, labels of name characters. */
-static int canon_name(const char *s, size_t n, char *out, size_t out_len)
-{
-	size_t label = 0;
-
-	if (n > 0 && s[n - 1] == '.')
-		n--;
-	if (n == 0 || n > 253 || n >= out_len)
-		return -EINVAL;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (c >= 'A' && c <= 'Z')
-			c += 'a' - 'A';
-		if (c == '.') {
-			if (label == 0)
-				return -EINVAL;
-			label = 0;
-		} else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-			   c == '_') {
-			if (++label > 63)
-				return -EINVAL;
-		} else {
-			return -EINVAL;
-		}
-		out[i] = c;
-	}
-	if (label == 0)
-		return -EINVAL;
-	out[n] = '\0';
-	return 0;
-}
-
 /* "ADDR" or "ADDR/LEN" (v4 or v6, no brackets) into e. */
 static int parse_addr(const char *s, struct entry *e)
 {
@@ -179,8 +146,8 @@ static int parse_entry(const char *text, struct entry *e, struct lg_err **err)
 							  text);
 			} else if (strncmp(host, "*.", 2) == 0) {
 				e->kind = E_WILD;
-				if (canon_name(host + 2, strlen(host + 2), e->name,
-					       sizeof(e->name)) < 0 ||
+				if (lg_dns_name_canon(host + 2, strlen(host + 2), e->name,
+						      sizeof(e->name)) < 0 ||
 				    strchr(e->name, '.') == NULL)
 					return lg_err_msg(err, EINVAL,
 							  "allowlist entry '%s': a wildcard is "
@@ -189,7 +156,8 @@ static int parse_entry(const char *text, struct entry *e, struct lg_err **err)
 							  text);
 			} else {
 				e->kind = E_NAME;
-				if (canon_name(host, strlen(host), e->name, sizeof(e->name)) < 0)
+				if (lg_dns_name_canon(host, strlen(host), e->name,
+						      sizeof(e->name)) < 0)
 					return lg_err_msg(
 					    err, EINVAL,
 					    "allowlist entry '%s': '%s' is not a host name "
@@ -237,6 +205,19 @@ int lg_allowlist_add(struct lg_allowlist *al, const char *entry, struct lg_err *
 		al->e = xrealloc(al->e, al->cap * sizeof(*al->e));
 	}
 	al->e[al->n++] = e;
+	return 0;
+}
+
+int lg_net_opt_parse(const char *arg, const char **allow, struct lg_err **err)
+{
+	if (strcmp(arg, "none") == 0) {
+		*allow = NULL;
+		return 0;
+	}
+	if (strncmp(arg, "allow=", 6) != 0 || arg[6] == '\0')
+		return lg_err_msg(err, EINVAL, "--net: '%s' is not none or allow=HOST[,HOST...]",
+				  arg);
+	*allow = arg + 6;
 	return 0;
 }
 
@@ -306,7 +287,7 @@ bool lg_allowlist_match_host(const struct lg_allowlist *al, const char *host, ui
 		return match_addr(al, AF_INET, a, port);
 	if (inet_pton(AF_INET6, host, a) == 1)
 		return match_addr(al, AF_INET6, a, port);
-	if (canon_name(host, strlen(host), name, sizeof(name)) < 0)
+	if (lg_dns_name_canon(host, strlen(host), name, sizeof(name)) < 0)
 		return false;
 	for (size_t i = 0; i < al->n; i++) {
 		const struct entry *e = &al->e[i];
@@ -531,15 +512,20 @@ struct conn {
 static void set_reason(struct conn *c, enum lg_egress_verdict v, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+static void set_reasonv(struct conn *c, enum lg_egress_verdict v, const char *fmt, va_list ap)
+{
+	c->verdict = v;
+	vsnprintf(c->reason, sizeof(c->reason), fmt, ap);
+	c->has_reason = true;
+}
+
 static void set_reason(struct conn *c, enum lg_egress_verdict v, const char *fmt, ...)
 {
 	va_list ap;
 
-	c->verdict = v;
 	va_start(ap, fmt);
-	vsnprintf(c->reason, sizeof(c->reason), fmt, ap);
+	set_reasonv(c, v, fmt, ap);
 	va_end(ap);
-	c->has_reason = true;
 }
 
 static int send_all(int fd, const void *buf, size_t n)
@@ -585,11 +571,9 @@ static void deny(struct conn *c, const char *status, enum lg_egress_verdict v, c
 	cleanup_free char *body = NULL;
 	va_list ap;
 
-	c->verdict = v;
 	va_start(ap, fmt);
-	vsnprintf(c->reason, sizeof(c->reason), fmt, ap);
+	set_reasonv(c, v, fmt, ap);
 	va_end(ap);
-	c->has_reason = true;
 	body = xasprintf("luminaguard: %s", c->reason);
 	reply(c, status, body);
 }

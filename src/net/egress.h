@@ -33,6 +33,20 @@
  */
 struct lg_allowlist;
 
+/*
+ * Copies a DNS name of n bytes into out (lower case, one trailing dot
+ * dropped) after checking it: labels of 1..63 characters of [A-Za-z0-9_-],
+ * 253 in all.  0 or -EINVAL.  One definition for the allowlist and the
+ * request parser, so both agree on what a name is.
+ */
+int lg_dns_name_canon(const char *s, size_t n, char *out, size_t out_len);
+
+/*
+ * The --net option: "none" (*allow = NULL) or "allow=LIST" (*allow points
+ * into arg).  Only the syntax; lg_allowlist_parse() checks LIST.
+ */
+int lg_net_opt_parse(const char *arg, const char **allow, struct lg_err **err);
+
 int lg_allowlist_parse(const char *spec, struct lg_allowlist **out, struct lg_err **err);
 /* Adds one entry (same syntax) at run time, e.g. after a human approved it. */
 int lg_allowlist_add(struct lg_allowlist *al, const char *entry, struct lg_err **err);

@@ -35,11 +35,7 @@ static bool is_name_char(unsigned char c)
 	       c == '-' || c == '_' || c == '.';
 }
 
-/*
- * Copies a DNS name of n bytes into out (lower case, one trailing dot
- * dropped) after checking it: labels of 1..63 name characters, 253 in all.
- */
-static int copy_name(const char *s, size_t n, char *out, size_t out_len)
+int lg_dns_name_canon(const char *s, size_t n, char *out, size_t out_len)
 {
 	size_t label = 0;
 
@@ -133,7 +129,7 @@ static int parse_authority(const char *s, size_t n, char host[256], uint16_t *po
 			return -EINVAL;
 		n = hlen;
 	}
-	return copy_name(s, n, host, 256);
+	return lg_dns_name_canon(s, n, host, 256);
 }
 
 static bool prefix_ci(const char *s, size_t n, const char *prefix)
@@ -694,7 +690,7 @@ static int hello_sni(struct rd r, char *name, size_t name_len)
 			/* RFC 6066: at most one host_name. */
 			if (found)
 				return -EPROTO;
-			if (copy_name((const char *)nm, nlen, name, name_len) < 0)
+			if (lg_dns_name_canon((const char *)nm, nlen, name, name_len) < 0)
 				return -EPROTO;
 			found = true;
 		}

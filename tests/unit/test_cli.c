@@ -69,6 +69,26 @@ static void test_all_options(void **state)
 }
 
 /* The command may start without "--"; its own flags are not ours. */
+static void test_jail_and_net_options(void **state)
+{
+	char *on[] = {"run",	   "--net", "allow=pypi.org,*.pythonhosted.org",
+		      "--seccomp", "log",   "--no-jail",
+		      "--",	   "true",  NULL};
+	char *off[] = {"run", "--net", "allow=x.org", "--net", "none", "--", "true", NULL};
+	struct run_opts o;
+	char msg[256] = "";
+
+	assert_int_equal(parse(ARGC(on), on, &o, msg, sizeof(msg)), 0);
+	assert_string_equal(o.net_allow, "pypi.org,*.pythonhosted.org");
+	assert_int_equal(o.jail.seccomp, LG_SECCOMP_LOG);
+	assert_true(o.jail.disabled);
+	/* the last --net wins; the defaults are no network, jailed, strict */
+	assert_int_equal(parse(ARGC(off), off, &o, msg, sizeof(msg)), 0);
+	assert_null(o.net_allow);
+	assert_int_equal(o.jail.seccomp, LG_SECCOMP_STRICT);
+	assert_false(o.jail.disabled);
+}
+
 static void test_command_without_dashdash(void **state)
 {
 	char *argv[] = {"run", "--cpus", "1", "ls", "--cpus", "-l", NULL};
@@ -100,6 +120,9 @@ static void test_bad_flags(void **state)
 	    {{"run", "--env", "1A=b", "true", NULL}, "--env"},
 	    {{"run", "--env", "=b", "true", NULL}, "--env"},
 	    {{"run", "--workdir", "rel/dir", "true", NULL}, "--workdir"},
+	    {{"run", "--net", "allow=", "true", NULL}, "--net"},
+	    {{"run", "--net", "pypi.org", "true", NULL}, "--net"},
+	    {{"run", "--seccomp", "loud", "true", NULL}, "--seccomp"},
 	    {{"run", "--bogus", "true", NULL}, "unknown option"},
 	    {{"run", "--cpus", NULL}, "run:"},
 	    {{"run", "--", NULL}, "no command"},
@@ -180,6 +203,7 @@ int main(void)
 	    cmocka_unit_test(test_all_options),
 	    cmocka_unit_test(test_command_without_dashdash),
 	    cmocka_unit_test(test_bad_flags),
+	    cmocka_unit_test(test_jail_and_net_options),
 	    cmocka_unit_test(test_help),
 	    cmocka_unit_test(test_accel_names),
 	    cmocka_unit_test(test_config_check),
