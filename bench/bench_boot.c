@@ -26,14 +26,8 @@
 #include <unistd.h>
 
 #include "hv/hv.h"
+#include "stats.h"
 #include <stdint.h>
-
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 struct sample {
 	double first_ms; /* first byte on stdout, or -1 */
@@ -50,7 +44,7 @@ static struct sample run(char *const argv[], char *const envp_add[])
 	int out[2], err[2];
 	char errbuf[65536];
 	size_t errlen = 0;
-	double t0 = now_ms();
+	double t0 = bench_now_ms();
 	struct rusage ru;
 	pid_t pid;
 
@@ -86,7 +80,7 @@ static struct sample run(char *const argv[], char *const envp_add[])
 				continue;
 			}
 			if (i == 0 && s.first_ms < 0)
-				s.first_ms = now_ms() - t0;
+				s.first_ms = bench_now_ms() - t0;
 			if (i == 1 && errlen + (size_t)n < sizeof(errbuf) - 1) {
 				memcpy(errbuf + errlen, buf, (size_t)n);
 				errlen += (size_t)n;
@@ -94,7 +88,7 @@ static struct sample run(char *const argv[], char *const envp_add[])
 		}
 	}
 	wait4(pid, &s.status, 0, &ru);
-	s.total_ms = now_ms() - t0;
+	s.total_ms = bench_now_ms() - t0;
 	s.maxrss_kib = ru.ru_maxrss;
 	errbuf[errlen] = '\0';
 	const char *p = strstr(errbuf, "peak rss ");
@@ -104,18 +98,6 @@ static struct sample run(char *const argv[], char *const envp_add[])
 		fprintf(stderr, "bench: %s exited with status 0x%x: %s\n", argv[0], s.status,
 			errbuf);
 	return s;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(double), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 int main(int argc, char **argv)
@@ -194,8 +176,9 @@ int main(int argc, char **argv)
 		printf("%4d %8.0fms %8.0fms %8.1fMB %8.0fms %8.1fMB\n", i + 1, first[i], total[i],
 		       lrss[i], qinit[i], qrss[i]);
 	}
-	double mf = median(first, runs), mt = median(total, runs), ml = median(lrss, runs);
-	double mq = median(qinit, runs), mr = median(qrss, runs);
+	double mf = bench_median(first, runs), mt = bench_median(total, runs),
+	       ml = bench_median(lrss, runs);
+	double mq = bench_median(qinit, runs), mr = bench_median(qrss, runs);
 	printf(
 	    "median: luminaguard run first output %.0f ms, total %.0f ms, VMM peak RSS %.1f MiB\n",
 	    mf, mt, ml);

@@ -22,6 +22,7 @@
  */
 #include "common/log.h"
 #include "jail/jail.h"
+#include "stats.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,28 +33,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* Sorts v in place. */
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(double), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 struct config {
 	const char *name;
@@ -106,19 +85,19 @@ static double spawn_once(const char *probe, const struct config *c, int i, doubl
 	    .opts = &opts,
 	};
 
-	t0 = now_ms();
+	t0 = bench_now_ms();
 	if (jail_spawn(&spec, &j, &err) < 0) {
 		fprintf(stderr, "bench-jail: %s: %s\n", c->name, err ? err->msg : "failed");
 		exit(1);
 	}
-	t1 = now_ms();
+	t1 = bench_now_ms();
 	close(p[1]);
 	pfd = (struct pollfd){.fd = p[0], .events = POLLIN};
 	if (poll(&pfd, 1, 10000) != 1 || read(p[0], &b, 1) != 1) {
 		fprintf(stderr, "bench-jail: %s: the probe never ran\n", c->name);
 		exit(1);
 	}
-	t2 = now_ms();
+	t2 = bench_now_ms();
 	close(p[0]);
 	while (waitpid(jail_pid(j), &status, 0) < 0 && errno == EINTR)
 		;
@@ -136,7 +115,7 @@ static double spawn_once(const char *probe, const struct config *c, int i, doubl
 /* Runs argv with stdin, stdout and stderr on /dev/null; ms from fork to exit. */
 static double run_cmd(char *const argv[])
 {
-	double t0 = now_ms();
+	double t0 = bench_now_ms();
 	int status;
 	pid_t pid = fork();
 
@@ -155,7 +134,7 @@ static double run_cmd(char *const argv[])
 			status);
 		exit(1);
 	}
-	return now_ms() - t0;
+	return bench_now_ms() - t0;
 }
 
 static void bench_spawn(const char *probe, int runs)
@@ -177,8 +156,8 @@ static void bench_spawn(const char *probe, int runs)
 
 	printf("spawn to program running, median of %d (jail_spawn() returned):\n", runs);
 	for (size_t c = 0; c < N_CONFIGS; c++) {
-		med[c] = median(run_ms[c], runs);
-		med_ret[c] = median(ret_ms[c], runs);
+		med[c] = bench_median(run_ms[c], runs);
+		med_ret[c] = bench_median(ret_ms[c], runs);
 		printf("  %-8s %8.2f ms  (%.2f ms)   min %.2f, max %.2f\n", configs[c].name, med[c],
 		       med_ret[c], run_ms[c][0], run_ms[c][runs - 1]);
 	}
@@ -210,7 +189,7 @@ static void bench_run(char *lg, int runs)
 			ms[v][i] = run_cmd(variants[v]);
 	printf("`luminaguard run -- true`, start to exit, median of %d:\n", runs);
 	for (int v = 0; v < 3; v++) {
-		med[v] = median(ms[v], runs);
+		med[v] = bench_median(ms[v], runs);
 		printf("  %-34s %8.0f ms   min %.0f, max %.0f\n", names[v], med[v], ms[v][0],
 		       ms[v][runs - 1]);
 	}
