@@ -190,49 +190,32 @@ static void fmt_bytes(char *buf, size_t len, uint64_t n)
 }
 
 /*
- * A copy of s safe for a one-line log: names and reasons may quote bytes
- * the guest sent, and a newline or escape sequence there could forge
- * another log line or repaint the terminal.
- */
-static void sanitize(char *dst, size_t len, const char *s, bool spaces)
-{
-	size_t i = 0;
-
-	for (; s != NULL && *s != '\0' && i + 1 < len; s++)
-		dst[i++] = ((*s > 0x20 || (spaces && *s == ' ')) && *s < 0x7f) ? *s : '?';
-	dst[i] = '\0';
-}
-
-/*
  * One line per connection.  Denied and failed connections are warnings,
  * shown by default: the user should see what the guest tried and could
  * not do.  Allowed ones are info (LUMINAGUARD_LOG=info).
  */
 static void net_log(void *ctx, const struct lg_egress_event *ev)
 {
-	char host[300], method[20], addr[64], reason[200], up[32], down[32];
-	bool v6;
+	const char *host = ev->host ? ev->host : "?", *method = ev->method ? ev->method : "?";
+	const char *addr = ev->address ? ev->address : "";
+	bool v6 = strchr(host, ':') != NULL;
+	char up[32], down[32];
 
 	(void)ctx;
-	sanitize(host, sizeof(host), ev->host, false);
-	sanitize(method, sizeof(method), ev->method, false);
-	sanitize(addr, sizeof(addr), ev->address, false);
-	sanitize(reason, sizeof(reason), ev->reason, true);
-	v6 = strchr(host, ':') != NULL;
 	fmt_bytes(up, sizeof(up), ev->bytes_up);
 	fmt_bytes(down, sizeof(down), ev->bytes_down);
+	/* The log makes each line one line: the guest's bytes cannot forge another. */
 	switch (ev->verdict) {
 	case LG_EGRESS_ALLOWED:
-		lg_info("net: %s %s%s%s:%u -> %s allowed (up %s, down %s)",
-			method[0] ? method : "?", v6 ? "[" : "", host, v6 ? "]" : "",
-			(unsigned)ev->port, addr[0] ? addr : "?", up, down);
+		lg_info("net: %s %s%s%s:%u -> %s allowed (up %s, down %s)", method, v6 ? "[" : "",
+			host, v6 ? "]" : "", (unsigned)ev->port, addr[0] ? addr : "?", up, down);
 		break;
 	case LG_EGRESS_DENIED:
 	case LG_EGRESS_FAILED:
-		lg_warn("net: %s %s%s%s:%u%s%s %s%s%s", method[0] ? method : "?", v6 ? "[" : "",
-			host, v6 ? "]" : "", (unsigned)ev->port, addr[0] ? " -> " : "", addr,
+		lg_warn("net: %s %s%s%s:%u%s%s %s%s%s", method, v6 ? "[" : "", host, v6 ? "]" : "",
+			(unsigned)ev->port, addr[0] ? " -> " : "", addr,
 			ev->verdict == LG_EGRESS_DENIED ? "denied" : "failed",
-			reason[0] ? ": " : "", reason);
+			ev->reason ? ": " : "", ev->reason ? ev->reason : "");
 		break;
 	}
 }

@@ -67,6 +67,15 @@ void lg_log(enum lg_log_level level, const char *fmt, ...)
 		json_decref(o);
 		return;
 	}
+	/*
+	 * One message, one line: messages quote what guests and clients sent
+	 * (host names, reasons, paths), and a newline or an escape sequence
+	 * there could forge a log line or repaint the terminal.  (JSON lines
+	 * are escaped by the encoder.)
+	 */
+	for (char *p = msg; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	fprintf(stderr, "luminaguard: %s%s\n",
 		level == LG_LOG_WARN	? "warning: "
 		: level == LG_LOG_DEBUG ? "debug: "

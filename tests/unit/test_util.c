@@ -8,10 +8,12 @@
 
 #include "common/encoding.h"
 #include "common/err.h"
+#include "common/log.h"
 #include "common/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -155,12 +157,33 @@ static void test_utf8(void **state)
 	free(s);
 }
 
+/* A log line stays one line whatever the message quotes (plain text mode). */
+static void test_log_one_line(void **state)
+{
+	char path[] = "/tmp/lg-test-log-XXXXXX";
+	int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+	char buf[256] = "";
+
+	assert_true(fd >= 0 && saved >= 0);
+	unlink(path);
+	fflush(stderr);
+	dup2(fd, STDERR_FILENO);
+	lg_warn("host %s done", "a\nluminaguard: forged\x1b[2J\x7f");
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	assert_true(pread(fd, buf, sizeof(buf) - 1, 0) > 0);
+	close(fd);
+	assert_string_equal(buf, "luminaguard: warning: host a?luminaguard: forged?[2J? done\n");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_parse_u64),	cmocka_unit_test(test_mkdir_p_and_rm_rf),
-	    cmocka_unit_test(test_pread_exact), cmocka_unit_test(test_err_chain),
-	    cmocka_unit_test(test_base64),	cmocka_unit_test(test_utf8),
+	    cmocka_unit_test(test_parse_u64),	 cmocka_unit_test(test_mkdir_p_and_rm_rf),
+	    cmocka_unit_test(test_pread_exact),	 cmocka_unit_test(test_err_chain),
+	    cmocka_unit_test(test_base64),	 cmocka_unit_test(test_utf8),
+	    cmocka_unit_test(test_log_one_line),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
