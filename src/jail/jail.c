@@ -621,6 +621,28 @@ static int plan_add_mount(struct plan *p, const char *src, const char *jail_path
 	return 0;
 }
 
+/*
+ * Mounts an ELF program or shared object and everything it loads, each at
+ * the path ld.so looks for it.  For the program, *env gets the
+ * LD_LIBRARY_PATH= entry those paths need (env NULL: not wanted).
+ */
+static int plan_add_elf(struct plan *p, const char *path, char **env, struct lg_err **err)
+{
+	struct lg_elf_deps deps = {0};
+	int r = lg_elf_deps_resolve(path, NULL, &deps, err);
+
+	if (r < 0)
+		return lg_err_wrap(err, "jail: dependencies of %s", path);
+	r = plan_add_mount(p, path, path, false, false, err);
+	for (size_t i = 0; r == 0 && i < deps.n; i++)
+		r = plan_add_mount(p, deps.files[i].host_path, deps.files[i].jail_path, false,
+				   false, err);
+	if (r == 0 && env != NULL && deps.library_path != NULL && deps.library_path[0] != '\0')
+		*env = xasprintf("LD_LIBRARY_PATH=%s", deps.library_path);
+	lg_elf_deps_free(&deps);
+	return r;
+}
+
 static void plan_free(struct plan *p)
 {
 	for (size_t i = 0; i < p->n_dirs; i++)
@@ -693,7 +715,6 @@ static int plan_build(const struct jail_spec *spec, const struct jail_opts *o, s
 		      struct plan *p, struct lg_err **err)
 {
 	bool root = geteuid() == 0;
-	struct lg_elf_deps deps = {0};
 	int r;
 
 	p->jailed = !o->disabled;
@@ -736,29 +757,14 @@ static int plan_build(const struct jail_spec *spec, const struct jail_opts *o, s
 	if (spec->binary[0] != '/')
 		return lg_err_msg(err, EINVAL, "jail: %s: the program path must be absolute",
 				  spec->binary);
-	r = lg_elf_deps_resolve(spec->binary, NULL, &deps, err);
-	if (r < 0)
-		return lg_err_wrap(err, "jail: dependencies of %s", spec->binary);
-	r = plan_add_mount(p, spec->binary, spec->binary, false, false, err);
-	for (size_t i = 0; r == 0 && i < deps.n; i++)
-		r = plan_add_mount(p, deps.files[i].host_path, deps.files[i].jail_path, false,
-				   false, err);
-	if (deps.library_path != NULL && deps.library_path[0] != '\0')
-		p->envp[0] = xasprintf("LD_LIBRARY_PATH=%s", deps.library_path);
-	lg_elf_deps_free(&deps);
-	for (size_t i = 0; r == 0 && spec->modules != NULL && spec->modules[i] != NULL; i++) {
-		/* Its libraries are found through the program's LD_LIBRARY_PATH
-		 * or the default directories; the resolver puts them at the
-		 * same places. */
-		r = lg_elf_deps_resolve(spec->modules[i], NULL, &deps, err);
-		if (r < 0)
-			return lg_err_wrap(err, "jail: dependencies of %s", spec->modules[i]);
-		r = plan_add_mount(p, spec->modules[i], spec->modules[i], false, false, err);
-		for (size_t k = 0; r == 0 && k < deps.n; k++)
-			r = plan_add_mount(p, deps.files[k].host_path, deps.files[k].jail_path,
-					   false, false, err);
-		lg_elf_deps_free(&deps);
-	}
+	r = plan_add_elf(p, spec->binary, &p->envp[0], err);
+	/*
+	 * Modules' libraries are found through the program's LD_LIBRARY_PATH
+	 * or the default directories; the resolver puts them at the same
+	 * places.
+	 */
+	for (size_t i = 0; r == 0 && spec->modules != NULL && spec->modules[i] != NULL; i++)
+		r = plan_add_elf(p, spec->modules[i], NULL, err);
 	for (size_t i = 0; r == 0 && spec->files != NULL && spec->files[i] != NULL; i++) {
 		r = check_readable(spec->files[i], j->have_lease, err);
 		if (r == 0)
