@@ -339,19 +339,30 @@ static void build_argv(struct argv_builder *a, const char *bin, const struct vm_
  */
 static const char *const qemu_firmware[] = {"pvh.bin", "bios-microvm.bin"};
 
-static char **firmware_files(const char *bin)
+/* <bindir>/../rel, if it is there and readable; else NULL.  New string. */
+static char *beside_bin(const char *bin, const char *rel)
 {
 	cleanup_free char *dir = xstrdup(bin);
+	char *p;
+
+	*strrchr(dir, '/') = '\0';
+	p = xasprintf("%s/../%s", dir, rel);
+	if (access(p, R_OK) == 0)
+		return p;
+	free(p);
+	return NULL;
+}
+
+static char **firmware_files(const char *bin)
+{
 	char **v = xzalloc((ARRAY_SIZE(qemu_firmware) + 1) * sizeof(char *));
 	size_t n = 0;
 
-	*strrchr(dir, '/') = '\0';
 	for (size_t i = 0; i < ARRAY_SIZE(qemu_firmware); i++) {
-		char *p = xasprintf("%s/../share/qemu/%s", dir, qemu_firmware[i]);
-		if (access(p, R_OK) == 0)
+		cleanup_free char *rel = xasprintf("share/qemu/%s", qemu_firmware[i]);
+		char *p = beside_bin(bin, rel);
+		if (p != NULL)
 			v[n++] = p;
-		else
-			free(p);
 	}
 	return v;
 }
@@ -365,14 +376,11 @@ static const char *const qemu_moddirs[] = {"lib/x86_64-linux-gnu/qemu", "lib64/q
 
 static char *tcg_module(const char *bin)
 {
-	cleanup_free char *dir = xstrdup(bin);
-
-	*strrchr(dir, '/') = '\0';
 	for (size_t i = 0; i < ARRAY_SIZE(qemu_moddirs); i++) {
-		char *p = xasprintf("%s/../%s/accel-tcg-x86_64.so", dir, qemu_moddirs[i]);
-		if (access(p, R_OK) == 0)
+		cleanup_free char *rel = xasprintf("%s/accel-tcg-x86_64.so", qemu_moddirs[i]);
+		char *p = beside_bin(bin, rel);
+		if (p != NULL)
 			return p;
-		free(p);
 	}
 	return NULL;
 }
