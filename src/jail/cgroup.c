@@ -416,6 +416,41 @@ static int set_limits_v2(struct lg_cgroup *cg, const struct lg_cgroup_limits *l,
 	return 0;
 }
 
+/*
+ * Removes what a luminaguard that died by SIGKILL left: empty cgroups
+ * named vm-<pid>-<n> whose <pid> is no longer alive.  A live pid (even a
+ * reused one) or a cgroup with processes in it is left alone: sweeping is
+ * only ever allowed to remove what nobody can be using.
+ */
+static void sweep_dir(const char *parent)
+{
+	DIR *d = opendir(parent);
+	struct dirent *e;
+
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		char *end;
+		long pid;
+
+		if (strncmp(e->d_name, "vm-", 3) != 0)
+			continue;
+		pid = strtol(e->d_name + 3, &end, 10);
+		if (end == e->d_name + 3 || *end != '-' || pid <= 0)
+			continue;
+		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		cleanup_free char *dir = xasprintf("%s/%s", parent, e->d_name);
+		cleanup_free char *procs = read_file(dir, "cgroup.procs");
+		if (procs == NULL || procs[strspn(procs, " \n")] != '\0')
+			continue;
+		if (rmdir(dir) == 0)
+			lg_debug("cgroup: removed %s, left by a luminaguard that died", dir);
+	}
+	closedir(d);
+	/* The shared parent stays: another process may be about to create in it. */
+}
+
 int lg_cgroup_create(const char *mountinfo, const char *name, const struct lg_cgroup_limits *l,
 		     struct lg_cgroup **out, struct lg_err **err)
 {
@@ -494,6 +529,7 @@ int lg_cgroup_create(const char *mountinfo, const char *name, const struct lg_cg
 	}
 
 	for (made = 0; made < cg->ndirs; made++) {
+		sweep_dir(cg->parents[made]);
 		if (make_dir(cg->parents[made], true, err) < 0)
 			goto fail;
 		if (cg->version == LG_CGROUP_V2 && enable_v2(cg->parents[made], need, err) < 0)
@@ -642,61 +678,4 @@ void lg_cgroup_destroy(struct lg_cgroup *cg)
 		free(cg->parents[i]);
 	}
 	free(cg);
-}
-
-/*
- * Removes what a luminaguard that died by SIGKILL left: empty cgroups
- * named vm-<pid>-<n> whose <pid> is no longer alive.  A live pid (even a
- * reused one) or a cgroup with processes in it is left alone: sweeping is
- * only ever allowed to remove what nobody can be using.
- */
-static void sweep_dir(const char *parent)
-{
-	DIR *d = opendir(parent);
-	struct dirent *e;
-
-	if (d == NULL)
-		return;
-	while ((e = readdir(d)) != NULL) {
-		char *end;
-		long pid;
-
-		if (strncmp(e->d_name, "vm-", 3) != 0)
-			continue;
-		pid = strtol(e->d_name + 3, &end, 10);
-		if (end == e->d_name + 3 || *end != '-' || pid <= 0)
-			continue;
-		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
-			continue;
-		cleanup_free char *dir = xasprintf("%s/%s", parent, e->d_name);
-		cleanup_free char *procs = read_file(dir, "cgroup.procs");
-		if (procs == NULL || procs[strspn(procs, " \n")] != '\0')
-			continue;
-		if (rmdir(dir) == 0)
-			lg_debug("cgroup: removed %s, left by a luminaguard that died", dir);
-	}
-	closedir(d);
-	/* The shared parent stays: another process may be about to create in it. */
-}
-
-void lg_cgroup_sweep(const char *mountinfo)
-{
-	struct cg_mounts m;
-	struct lg_err *err = NULL;
-
-	if (read_mounts(mountinfo, &m, &err) < 0) {
-		lg_err_free(&err);
-		return;
-	}
-	for (int i = 0; i < N_CTL; i++) {
-		if (m.v1[i] != NULL) {
-			cleanup_free char *parent = xasprintf("%s/luminaguard", m.v1[i]);
-			sweep_dir(parent);
-		}
-	}
-	if (m.v2 != NULL) {
-		cleanup_free char *parent = xasprintf("%s/luminaguard", m.v2);
-		sweep_dir(parent);
-	}
-	mounts_free(&m);
 }

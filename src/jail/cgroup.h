@@ -52,12 +52,6 @@ size_t lg_cgroup_procs_fds(const struct lg_cgroup *cg, int *fds, size_t max);
 /* Did the memory controller kill something in this cgroup? */
 bool lg_cgroup_oom_killed(const struct lg_cgroup *cg);
 
-/*
- * Removes empty cgroups that a SIGKILLed luminaguard left behind (named
- * vm-<pid>-<n>, <pid> dead).  Best effort, quiet.
- */
-void lg_cgroup_sweep(const char *mountinfo);
-
 /* Kills anything left inside, removes the directories, frees.  NULL ok. */
 void lg_cgroup_destroy(struct lg_cgroup *cg);
 

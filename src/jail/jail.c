@@ -858,7 +858,6 @@ int jail_spawn(const struct jail_spec *spec, struct jail **out, struct lg_err **
 		}
 		j->have_lease = true;
 		if (lg_cgroup_detect(NULL) != LG_CGROUP_NONE) {
-			lg_cgroup_sweep(NULL);
 			r = lg_cgroup_create(NULL, j->name, &lim, &j->cg, err);
 			/*
 			 * A luminaguard that was SIGKILLed cannot remove its
