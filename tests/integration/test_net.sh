@@ -193,9 +193,16 @@ rc=$?
 check "by default the log shows denials, not allowed connections" "$(grep -qx "$A" "$TMP/out" && grep -q 'warning: net: GET 10\.231\.2\.2:8080.* denied' "$TMP/err" && ! grep -q 'allowed' "$TMP/err"; echo $?)" "rc=$rc" "$(cat "$TMP/out" "$TMP/err")"
 
 # --- a name that resolves to loopback is still refused ---
-lg --net "allow=localhost:$LPORT" -- sh -c "timeout 20 wget -q -O- http://localhost:$LPORT/l.txt; echo \"rc=\$?\"" >"$TMP/out" 2>"$TMP/err"
-rc=$?
-check "allow=localhost:PORT does not reach the host's loopback" "$(grep -q 'rc=[1-9]' "$TMP/out" && ! grep -q "$L" "$TMP/out" && grep -q "net: GET localhost:$LPORT.* denied" "$TMP/err"; echo $?)" "rc=$rc" "$(cat "$TMP/out" "$TMP/err")"
+# Needs "localhost" in the host's /etc/hosts, as every installed system has
+# (a bare debootstrap chroot has none: then the check says it skips).
+if getent ahostsv4 localhost | grep -q '^127\.0\.0\.1 '; then
+	lg --net "allow=localhost:$LPORT" -- sh -c "timeout 20 wget -q -O- http://localhost:$LPORT/l.txt; echo \"rc=\$?\"" >"$TMP/out" 2>"$TMP/err"
+	rc=$?
+	check "allow=localhost:PORT does not reach the host's loopback" "$(grep -q 'rc=[1-9]' "$TMP/out" && ! grep -q "$L" "$TMP/out" && grep -q "net: GET localhost:$LPORT.* denied" "$TMP/err"; echo $?)" "rc=$rc" "$(cat "$TMP/out" "$TMP/err")"
+else
+	N=$((N + 1))
+	echo "ok $N - allow=localhost:PORT does not reach the host's loopback # SKIP 'localhost' does not resolve here (no /etc/hosts)"
+fi
 
 # --- a bad allowlist is a usage error, before any VM ---
 "$LG" run --net 'allow=bad host!' -- true >"$TMP/out" 2>"$TMP/err" </dev/null

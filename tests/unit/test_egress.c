@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netdb.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
@@ -1180,8 +1181,31 @@ static void connect_ok(struct px *p, const char *req)
 	px_join(&t, fd);
 }
 
+/*
+ * Whether "localhost" resolves to 127.0.0.1 here.  It does wherever
+ * /etc/hosts says so (every installed system); a bare debootstrap chroot
+ * has no /etc/hosts, and the cases that need the name say they skip.
+ */
+static bool localhost_resolves(void)
+{
+	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+	bool ok = getaddrinfo("localhost", NULL, &hints, &res) == 0 && res != NULL &&
+		  ((struct sockaddr_in *)res->ai_addr)->sin_addr.s_addr == htonl(INADDR_LOOPBACK);
+
+	if (res != NULL)
+		freeaddrinfo(res);
+	if (!ok)
+		fprintf(stderr,
+			"# 'localhost' does not resolve to 127.0.0.1 here (no /etc/hosts?): "
+			"the cases that need it are skipped\n");
+	return ok;
+}
+
 static void test_localhost_by_name_refused(void **state)
 {
+	if (!localhost_resolves())
+		skip(); /* before anything is allocated: skip() longjmps */
+
 	struct srv *s = srv_start(SRV_ECHO);
 	cleanup_free char *spec = xasprintf("localhost:%u", s->port);
 	cleanup_free char *req = xasprintf("CONNECT localhost:%u HTTP/1.1\r\n\r\n", s->port);
@@ -1284,16 +1308,18 @@ static void test_ask(void **state)
 	 * proxy: this one has 127.0.0.1:PORT allowed now.)
 	 */
 	px_free(p);
-	p = px_new("pypi.org");
-	p->eg.ask = px_ask;
-	p->eg.ask_ctx = p;
-	p->answer = true;
-	one_request(p, req_name, buf, sizeof(buf));
-	assert_int_equal(p->nask, 1);
-	assert_non_null(strstr(buf, "HTTP/1.1 403 Forbidden"));
-	assert_non_null(strstr(buf, "loopback"));
-	assert_int_equal(srv_conns(s, 2), 2);
-	px_free(p);
+	if (localhost_resolves()) {
+		p = px_new("pypi.org");
+		p->eg.ask = px_ask;
+		p->eg.ask_ctx = p;
+		p->answer = true;
+		one_request(p, req_name, buf, sizeof(buf));
+		assert_int_equal(p->nask, 1);
+		assert_non_null(strstr(buf, "HTTP/1.1 403 Forbidden"));
+		assert_non_null(strstr(buf, "loopback"));
+		assert_int_equal(srv_conns(s, 2), 2);
+		px_free(p);
+	}
 	srv_stop(s);
 }
 
@@ -1351,6 +1377,10 @@ static void test_sni(void **state)
 	pthread_mutex_unlock(&s->mu);
 	px_free(p);
 
+	if (!localhost_resolves()) {
+		srv_stop(s);
+		return;
+	}
 	/* A matching SNI passes, with the hello sent along with the CONNECT. */
 	free(spec);
 	spec = xasprintf("localhost:%u, 127.0.0.1:%u", s->port, s->port);
