@@ -28,6 +28,16 @@ tally() { # tally LOGFILE: adds meson's "Ok:" and "Fail:"/"Timeout:" counts
 log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT
 
+# build DIR: ninja, quiet when it works; its errors (ninja prints them on
+# stdout) shown when it does not.
+build() {
+	if ! ninja -C "$1" >"$log/ninja-$1" 2>&1; then
+		echo "building $1 FAILED:"
+		tail -30 "$log/ninja-$1"
+		return 1
+	fi
+}
+
 echo "== tests (build)"
 meson test -C build --print-errorlogs --num-processes 1 2>&1 | tee "$log/plain"
 tally "$log/plain"
@@ -36,7 +46,7 @@ echo "== tests under ASan/UBSan (build-asan)"
 if [ ! -f build-asan/build.ninja ]; then
 	meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 fi
-ninja -C build-asan >/dev/null
+build build-asan || failed=$((failed + 1))
 # The VM tests run here too: the host side of every exchange under sanitizers.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	meson test -C build-asan --print-errorlogs --num-processes 1 --no-suite e2e 2>&1 | tee "$log/asan"
@@ -46,21 +56,24 @@ echo "== fuzzing (${FUZZ_SECONDS:-20} s per target)"
 if [ ! -f build-fuzz/build.ninja ]; then
 	CC=clang meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 fi
-ninja -C build-fuzz >/dev/null
-for t in frame agent-client agent-request qmp policy jsonrpc encoding http netmux; do
-	corpus=fuzz/corpus/${t//-/_}
-	work=$log/corpus-$t
-	mkdir -p "$work"
-	if build-fuzz/fuzz/fuzz-$t -max_total_time="${FUZZ_SECONDS:-20}" -timeout=10 -rss_limit_mb=2048 \
-		"$work" "$corpus" >"$log/fuzz-$t" 2>&1; then
-		echo "fuzz-$t: ok ($(grep -o 'Done [0-9]* runs' "$log/fuzz-$t"))"
-		passed=$((passed + 1))
-	else
-		echo "fuzz-$t: FAILED"
-		tail -40 "$log/fuzz-$t"
-		failed=$((failed + 1))
-	fi
-done
+if ! build build-fuzz; then
+	failed=$((failed + 1))
+else
+	for t in frame agent-client agent-request qmp policy jsonrpc encoding http netmux; do
+		corpus=fuzz/corpus/${t//-/_}
+		work=$log/corpus-$t
+		mkdir -p "$work"
+		if build-fuzz/fuzz/fuzz-$t -max_total_time="${FUZZ_SECONDS:-20}" -timeout=10 -rss_limit_mb=2048 \
+			"$work" "$corpus" >"$log/fuzz-$t" 2>&1; then
+			echo "fuzz-$t: ok ($(grep -o 'Done [0-9]* runs' "$log/fuzz-$t"))"
+			passed=$((passed + 1))
+		else
+			echo "fuzz-$t: FAILED"
+			tail -40 "$log/fuzz-$t"
+			failed=$((failed + 1))
+		fi
+	done
+fi
 
 if [ "$skipped" != 0 ]; then
 	echo "# $skipped test(s) SKIPPED (see their logs above for why)"

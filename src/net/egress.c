@@ -513,6 +513,9 @@ static void set_reason(struct conn *c, enum lg_egress_verdict v, const char *fmt
     __attribute__((format(printf, 3, 4)));
 
 static void set_reasonv(struct conn *c, enum lg_egress_verdict v, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+static void set_reasonv(struct conn *c, enum lg_egress_verdict v, const char *fmt, va_list ap)
 {
 	c->verdict = v;
 	vsnprintf(c->reason, sizeof(c->reason), fmt, ap);
