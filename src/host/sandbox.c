@@ -83,6 +83,15 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, 
 	r = hv_config_check(&cfg, err);
 	if (r < 0)
 		goto fail;
+	if (o->admission != NULL) {
+		struct lg_admission_cost c = {.vcpus = cfg.cpus,
+					      .memory_mib = cfg.memory_mib + HV_VMM_OVERHEAD_MIB};
+		r = lg_admission_reserve(o->admission, &c, err);
+		if (r < 0)
+			goto fail;
+		sb->admission = o->admission;
+		sb->cost = c;
+	}
 	/*
 	 * Without egress the VM gets no network port at all, so there is
 	 * nothing in the guest that could reach out.  With it, the port is a
@@ -159,5 +168,8 @@ void lg_sandbox_destroy(struct lg_sandbox *sb)
 	 */
 	lg_netmux_stop(sb->net);
 	lg_agent_free(sb->agent);
+	/* Only now: the VMM that used the budget is gone. */
+	if (sb->admission != NULL)
+		lg_admission_release(sb->admission, &sb->cost);
 	free(sb);
 }

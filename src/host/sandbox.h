@@ -7,6 +7,7 @@
 #define LG_HOST_SANDBOX_H
 
 #include "common/err.h"
+#include "host/admission.h"
 #include "host/agent_client.h"
 #include "hv/hv.h"
 #include "net/egress.h"
@@ -28,6 +29,12 @@ struct lg_sandbox_opts {
 	 * caller, must outlive the sandbox).
 	 */
 	struct lg_egress *egress;
+	/*
+	 * The budget this VM is counted in (borrowed, must outlive the
+	 * sandbox), or NULL for none: a create over it fails before anything
+	 * boots, and destroy gives the VM's share back.
+	 */
+	struct lg_admission *admission;
 	/* Called once with a note about the accelerator choice (e.g. PVM -> TCG). */
 	void (*on_note)(const char *note);
 };
@@ -37,8 +44,10 @@ struct lg_sandbox {
 	struct vm *vm;
 	struct lg_agent *agent;
 	enum hv_accel accel;
-	uint64_t boot_ms; /* spawn to agent HELLO */
-	struct lg_netmux *net; /* NULL without network */
+	uint64_t boot_ms;		/* spawn to agent HELLO */
+	struct lg_netmux *net;		/* NULL without network */
+	struct lg_admission *admission; /* holds .cost while non-NULL */
+	struct lg_admission_cost cost;
 };
 
 #define LG_DEFAULT_MEMORY_MIB 256u

@@ -79,6 +79,15 @@ struct vm_config {
 
 #define HV_MAX_CPUS	  64u
 #define HV_MIN_MEMORY_MIB 64u
+/*
+ * The VMM's memory beyond guest RAM, for the cgroup limit and for
+ * admission: TCG's translation buffer (bounded by the backend's tb-size),
+ * QEMU's heap, libraries and thread stacks.  Measured peak (docs/jail.md):
+ * guest 256 MiB fully touched plus about 110 MiB under TCG with tb-size=64;
+ * KVM needs less.  A guest can only make QEMU allocate so much; past this
+ * the VM dies, not the host.
+ */
+#define HV_VMM_OVERHEAD_MIB 192u
 #define HV_MAX_MEMORY_MIB (1024u * 1024u)
 
 /* Backend-private state follows this header in the backend's own struct. */

@@ -52,14 +52,6 @@ enum {
 #define CONSOLE_TAIL   8192
 #define QMP_TIMEOUT_MS 10000
 
-/*
- * The VMM's memory beyond guest RAM, for the cgroup limit: TCG's
- * translation buffer (bounded by tb-size below), QEMU's heap, libraries and
- * thread stacks.  Measured peak (docs/jail.md): guest 256 MiB fully touched
- * plus about 110 MiB under TCG with tb-size=64; KVM needs less.  A guest
- * can only make QEMU allocate so much; past this the VM dies, not the host.
- */
-#define VMM_OVERHEAD_MIB 192
 /* TCG's translation buffer: QEMU's default is 1 GiB (or RAM/8). */
 #define TCG_TB_SIZE_MIB 64
 /* The VMM's threads: main, RCU, one per vCPU, I/O workers. */
@@ -471,7 +463,7 @@ static int qemu_spawn(const struct vm_config *cfg, struct vm **out, struct lg_er
 		    .pass_fds = pass,
 		    .n_pass_fds = cfg->net_fd >= 0 ? 4 : 3,
 		    .stderr_fd = errpipe[1],
-		    .memory_bytes = (cfg->memory_mib + VMM_OVERHEAD_MIB) << 20,
+		    .memory_bytes = (cfg->memory_mib + HV_VMM_OVERHEAD_MIB) << 20,
 		    .pids_max = VMM_PIDS_BASE + cfg->cpus,
 		    .cpus = cfg->cpus + 1,
 		    .fsize_bytes = 16u << 20,
