@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int reserve(struct lg_admission *a, unsigned vcpus, uint64_t mib, char **msg)
