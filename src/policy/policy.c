@@ -1069,18 +1069,18 @@ struct view {
 /*
  * "/a//b/./c/../d/" -> "/a/b/d": rules see the path the guest will open,
  * so "/tmp/../etc/passwd" cannot slip past a rule on "/etc/ **".  ".." above
- * the root stays at the root, as the kernel does; a relative path keeps its
- * leading "..".  Symbolic links are not (cannot be) resolved here.
+ * the root stays at the root, as the kernel does.  A relative path is seen
+ * from "/", the working directory of the guest agent: "etc/x" is "/etc/x",
+ * so it cannot slip past a rule on "/etc/ **" either (the MCP server refuses
+ * relative paths before it asks; this holds for every other caller).
+ * Symbolic links are not (cannot be) resolved here.
  */
 static json_t *normalize_path(const char *s, size_t len)
 {
 	cleanup_free char *out = xmalloc(len + 2);
-	bool abs = len > 0 && s[0] == '/';
 	size_t o = 0, base, i = 0;
-	json_t *j;
 
-	if (abs)
-		out[o++] = '/';
+	out[o++] = '/';
 	base = o;
 	while (i < len) {
 		size_t start, clen;
@@ -1094,26 +1094,19 @@ static json_t *normalize_path(const char *s, size_t len)
 		if (clen == 0 || (clen == 1 && s[start] == '.'))
 			continue;
 		if (clen == 2 && s[start] == '.' && s[start + 1] == '.') {
-			size_t last = o;
-			while (last > base && out[last - 1] != '/')
-				last--;
-			bool dotdot = o - last == 2 && out[last] == '.' && out[last + 1] == '.';
-			if (o > base && !dotdot) {
-				o = last > base ? last - 1 : base;
-				continue;
-			}
-			if (abs)
-				continue;
+			/* drop the last component; at the root there is none */
+			while (o > base && out[o - 1] != '/')
+				o--;
+			if (o > base)
+				o--;
+			continue;
 		}
 		if (o > base)
 			out[o++] = '/';
 		memcpy(out + o, s + start, clen);
 		o += clen;
 	}
-	if (o == 0)
-		out[o++] = '.';
-	j = json_stringn_nocheck(out, o);
-	return j;
+	return json_stringn_nocheck(out, o);
 }
 
 static json_t *join_argv(const json_t *argv)

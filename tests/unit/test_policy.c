@@ -283,10 +283,16 @@ static void test_path_normalized(void **state)
 	assert_true(glob_hit("/etc/**", "cwd", "/etc/../etc"));
 	assert_false(glob_hit("/etc/**", "path", "/etc/../tmp/x"));
 	assert_true(glob_hit("/", "path", "/a/.."));
-	assert_true(glob_hit("a/c", "path", "a/./b/../c"));
-	assert_true(glob_hit("../x", "path", "../x"));
-	assert_true(glob_hit("../../x", "path", "../a/../../x"));
-	assert_true(glob_hit(".", "path", "a/.."));
+	/* a relative path is seen from /, the guest agent's working directory */
+	assert_true(glob_hit("/a/c", "path", "a/./b/../c"));
+	assert_true(glob_hit("/x", "path", "../x"));
+	assert_true(glob_hit("/x", "path", "../a/../../x"));
+	assert_true(glob_hit("/", "path", "a/.."));
+	assert_true(glob_hit("/", "path", ""));
+	assert_true(glob_hit("/etc/**", "path", "etc/x"));
+	assert_true(glob_hit("/etc/**", "cwd", "./etc"));
+	assert_true(glob_hit("/a/b", "path", "/a/b/c/.."));
+	assert_true(glob_hit("/ab", "path", "/a/../ab"));
 	/* other fields are matched as given */
 	assert_false(glob_hit("/etc/**", "file", "/tmp/../etc/passwd"));
 
