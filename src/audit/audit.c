@@ -40,6 +40,7 @@ struct audit_log {
 	char prev[LG_SHA256_HEX_LEN + 1]; /* hash of the last entry */
 	off_t size;			  /* bytes of whole entries */
 	bool broken;			  /* a failed fsync: the file's state is unknown */
+	char *seal_path;		  /* path.seal: the chain's head, see write_seal() */
 };
 
 static bool is_hex64(const json_t *v)
@@ -160,6 +161,198 @@ out:
 	return res;
 }
 
+/* ---- the seal ------------------------------------------------------------------ */
+
+/*
+ * The chain proves that no entry was changed, removed or moved *between*
+ * two others, but lines cut off at the end leave a shorter, valid chain.
+ * So the head of the chain (entry count and last hash) is also kept in a
+ * second file, path.seal, replaced atomically (temp file, fsync, rename,
+ * fsync of the directory) after every append, under the same flock as the
+ * append.  Truncating or emptying the log alone then no longer matches the
+ * seal.  Deleting or rewriting both files stays possible for whoever can
+ * write the directory: docs/policy.md says so.
+ */
+static char *seal_path_of(const char *path)
+{
+	return xasprintf("%s.seal", path);
+}
+
+static int fsync_dir_of(const char *path)
+{
+	cleanup_free char *dir = xstrdup(path);
+	char *slash = strrchr(dir, '/');
+	cleanup_close int fd = -1;
+
+	if (slash == dir)
+		slash[1] = '\0';
+	else if (slash != NULL)
+		*slash = '\0';
+	else
+		strcpy(dir, ".");
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Writes data to path atomically and durably: temp file, fsync, rename, fsync dir. */
+static int write_atomic(const char *path, const void *data, size_t len, struct lg_err **err)
+{
+	cleanup_free char *tmp = xasprintf("%s.tmp.%d", path, (int)getpid());
+	cleanup_close int fd = -1;
+	ssize_t w;
+
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return lg_err_sys(err, "create `%s`", tmp);
+	w = lg_write_all(fd, data, len);
+	if (w < 0 || fsync(fd) < 0) {
+		int e = w < 0 ? (int)-w : errno;
+		unlink(tmp);
+		return lg_err_set(err, e, "write `%s`", tmp);
+	}
+	if (rename(tmp, path) < 0) {
+		int r = lg_err_sys(err, "rename `%s` to `%s`", tmp, path);
+		unlink(tmp);
+		return r;
+	}
+	if (fsync_dir_of(path) < 0)
+		return lg_err_sys(err, "fsync the directory of `%s`", path);
+	return 0;
+}
+
+static int write_seal(const char *seal_path, uint64_t entries, const char *hash,
+		      struct lg_err **err)
+{
+	char buf[160];
+	int n = snprintf(buf, sizeof(buf), "{\"entries\":%llu,\"hash\":\"%s\"}\n",
+			 (unsigned long long)entries, hash);
+
+	return write_atomic(seal_path, buf, (size_t)n, err);
+}
+
+/* 1: read into *entries and hash; 0: no seal file; <0: *err. */
+static int read_seal(const char *seal_path, uint64_t *entries, char hash[LG_SHA256_HEX_LEN + 1],
+		     struct lg_err **err)
+{
+	json_error_t jerr;
+	json_t *j, *n, *h;
+
+	j = json_load_file(seal_path, JSON_REJECT_DUPLICATES, &jerr);
+	if (j == NULL) {
+		if (access(seal_path, F_OK) < 0 && errno == ENOENT)
+			return 0;
+		return lg_err_set(err, 0, "seal `%s` is not readable JSON: %s", seal_path,
+				  jerr.text);
+	}
+	n = json_object_get(j, "entries");
+	h = json_object_get(j, "hash");
+	if (!json_is_integer(n) || json_integer_value(n) < 0 || !is_hex64(h)) {
+		json_decref(j);
+		return lg_err_set(err, 0, "seal `%s` is malformed", seal_path);
+	}
+	*entries = (uint64_t)json_integer_value(n);
+	memcpy(hash, json_string_value(h), LG_SHA256_HEX_LEN + 1);
+	json_decref(j);
+	return 1;
+}
+
+/* ---- side files ------------------------------------------------------------------ */
+
+char *audit_blob_dir(const char *path)
+{
+	return xasprintf("%s.blobs", path);
+}
+
+int audit_put_blob(struct audit_log *a, const void *data, size_t len,
+		   char ref[AUDIT_BLOB_REF_LEN + 1], struct lg_err **err)
+{
+	uint8_t d[LG_SHA256_LEN];
+	char hex[LG_SHA256_HEX_LEN + 1];
+	cleanup_free char *dir = audit_blob_dir(a->path);
+	cleanup_free char *file = NULL;
+	struct stat st;
+	int r;
+
+	lg_sha256(data, len, d);
+	lg_sha256_hex(d, hex);
+	snprintf(ref, AUDIT_BLOB_REF_LEN + 1, "sha256:%s", hex);
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return lg_err_sys(err, "create `%s`", dir);
+	file = xasprintf("%s/%s", dir, hex);
+	/* Named by its hash: one already there holds the same bytes (verify checks). */
+	if (lstat(file, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size == len)
+		return 0;
+	r = write_atomic(file, data, len, err);
+	if (r < 0)
+		lg_err_wrap(err, "audit side file");
+	return r;
+}
+
+/* Checks the side file named by ref (sha256:HEX).  NULL or what is wrong. */
+static const char *check_blob(const char *path, const char *ref, char *why, size_t why_len)
+{
+	cleanup_free char *file = NULL;
+	cleanup_free char *dir = audit_blob_dir(path);
+	cleanup_close int fd = -1;
+	struct lg_sha256 ctx;
+	uint8_t d[LG_SHA256_LEN];
+	char hex[LG_SHA256_HEX_LEN + 1];
+	char buf[65536];
+	ssize_t n;
+
+	file = xasprintf("%s/%s", dir, ref + 7);
+	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		snprintf(why, why_len, "side file %s: %s", file, strerror(errno));
+		return why;
+	}
+	lg_sha256_init(&ctx);
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		lg_sha256_update(&ctx, buf, (size_t)n);
+	if (n < 0) {
+		snprintf(why, why_len, "side file %s: %s", file, strerror(errno));
+		return why;
+	}
+	lg_sha256_final(&ctx, d);
+	lg_sha256_hex(d, hex);
+	if (strcmp(hex, ref + 7) != 0) {
+		snprintf(why, why_len, "side file %s does not match its hash (it was changed)",
+			 file);
+		return why;
+	}
+	return NULL;
+}
+
+/* Every top-level "sha256:HEX" string of an entry names a side file. */
+static const char *check_blobs(const char *path, const char *line, size_t len, char *why,
+			       size_t why_len)
+{
+	json_t *e;
+	const char *k;
+	json_t *v;
+	const char *bad = NULL;
+
+	if (memmem(line, len, "\"sha256:", 8) == NULL)
+		return NULL;
+	e = json_loadb(line, len, LOAD_FLAGS, NULL);
+	json_object_foreach(e, k, v)
+	{
+		const char *s = json_string_value(v);
+		if (s != NULL && strncmp(s, "sha256:", 7) == 0 &&
+		    json_string_length(v) == AUDIT_BLOB_REF_LEN) {
+			json_t *h = json_string(s + 7);
+			bool hex = is_hex64(h);
+			json_decref(h);
+			if (hex && (bad = check_blob(path, s, why, why_len)) != NULL)
+				break;
+		}
+	}
+	json_decref(e);
+	return bad;
+}
+
 /* ---- append ------------------------------------------------------------------- */
 
 /*
@@ -235,6 +428,33 @@ static int load_tail(struct audit_log *a, struct lg_err **err)
 	return 0;
 }
 
+/*
+ * A log shorter than its seal was cut: refuse to append to it (new entries
+ * would hide the cut).  A log without a seal (new, or written before there
+ * were seals) gets one for its current head.  Under the flock.
+ */
+static int check_seal_on_open(struct audit_log *a, struct lg_err **err)
+{
+	char hash[LG_SHA256_HEX_LEN + 1];
+	uint64_t n = 0;
+	int r = read_seal(a->seal_path, &n, hash, err);
+
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return write_seal(a->seal_path, a->seq, a->prev, err);
+	if (a->seq < n)
+		return lg_err_set(err, 0,
+				  "the log has %llu entries but its seal says %llu: it was cut "
+				  "short (run `luminaguard audit verify`)",
+				  (unsigned long long)a->seq, (unsigned long long)n);
+	if (a->seq == n && strcmp(a->prev, hash) != 0)
+		return lg_err_set(err, 0,
+				  "the last entry is not the one the seal names: the log was "
+				  "rewritten (run `luminaguard audit verify`)");
+	return 0;
+}
+
 int audit_open(const char *path, struct audit_log **out, struct lg_err **err)
 {
 	struct audit_log *a;
@@ -266,7 +486,13 @@ int audit_open(const char *path, struct audit_log **out, struct lg_err **err)
 		audit_close(a);
 		return r;
 	}
+	/* The size again, under the lock: the seal may name entries appended since. */
+	if (fstat(fd, &st) == 0)
+		a->size = st.st_size;
 	r = load_tail(a, err);
+	a->seal_path = seal_path_of(path);
+	if (r == 0)
+		r = check_seal_on_open(a, err);
 	flock(fd, LOCK_UN);
 	if (r < 0) {
 		lg_err_wrap(err, "audit log `%s`", path);
@@ -391,6 +617,15 @@ int audit_append(struct audit_log *a, const json_t *event, struct lg_err **err)
 	a->seq++;
 	a->size += (off_t)(len + 1);
 	memcpy(a->prev, hex, sizeof(a->prev));
+	/*
+	 * Still under the flock, so seals are written in log order.  A crash
+	 * before this leaves the seal one entry behind, which verify accepts
+	 * (the sealed entry is still in the chain); a failure is reported, so
+	 * the caller does not treat the event as safely recorded.
+	 */
+	r = write_seal(a->seal_path, a->seq, a->prev, err);
+	if (r < 0)
+		lg_err_wrap(err, "audit log `%s`: update the seal", a->path);
 out:
 	if (locked)
 		flock(a->fd, LOCK_UN);
@@ -407,6 +642,7 @@ void audit_close(struct audit_log *a)
 		return;
 	close(a->fd);
 	pthread_mutex_destroy(&a->lock);
+	free(a->seal_path);
 	free(a->path);
 	free(a);
 }
@@ -463,22 +699,29 @@ static int next_line(struct line_reader *lr, const char **line, size_t *len, con
 	}
 }
 
-int audit_verify_last(const char *path, size_t *entries, char last_hash[LG_SHA256_HEX_LEN + 1],
-		      struct lg_err **err)
+int audit_verify_full(const char *path, struct audit_verify_result *res, struct lg_err **err)
 {
 	cleanup_close int fd = -1;
 	cleanup_free char *buf = NULL;
+	cleanup_free char *seal = seal_path_of(path);
 	struct line_reader lr = {0};
 	char prev[LG_SHA256_HEX_LEN + 1];
 	char hash[LG_SHA256_HEX_LEN + 1];
-	char why[256];
+	char seal_hash[LG_SHA256_HEX_LEN + 1];
+	uint64_t seal_n = 0;
+	char why[512];
 	size_t n = 0;
+	int sealed;
 
-	*entries = 0;
+	memset(res, 0, sizeof(*res));
 	memcpy(prev, zero_hash, sizeof(prev));
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return lg_err_sys(err, "audit log %s: open", path);
+	/* The seal first: an append between reading it and the log only adds entries. */
+	sealed = read_seal(seal, &seal_n, seal_hash, err);
+	if (sealed < 0)
+		return sealed;
 	/* room for a longest line, its newline, and a read's worth more */
 	lr.cap = AUDIT_MAX_LINE + 1 + 65536;
 	buf = xmalloc(lr.cap);
@@ -496,15 +739,40 @@ int audit_verify_last(const char *path, size_t *entries, char last_hash[LG_SHA25
 			return lg_err_set(err, errnum, "audit log %s: line %zu: %s", path, n + 1,
 					  bad);
 		bad = check_line(line, len, n + 1, prev, hash, why, sizeof(why));
+		if (bad == NULL)
+			bad = check_blobs(path, line, len, why, sizeof(why));
 		if (bad != NULL)
 			return lg_err_set(err, 0, "audit log %s: line %zu: %s", path, n + 1, bad);
 		memcpy(prev, hash, sizeof(prev));
 		n++;
+		if (sealed > 0 && n == seal_n && strcmp(hash, seal_hash) != 0)
+			return lg_err_set(err, 0,
+					  "audit log %s: line %zu is not the entry its seal names "
+					  "(the log was rewritten from there on)",
+					  path, n);
 	}
-	*entries = n;
-	if (last_hash != NULL)
-		memcpy(last_hash, prev, sizeof(prev));
+	if (sealed > 0 && n < seal_n)
+		return lg_err_set(err, 0,
+				  "audit log %s: %zu entries, but its seal says %llu: entries at "
+				  "the end were removed",
+				  path, n, (unsigned long long)seal_n);
+	res->entries = n;
+	memcpy(res->last_hash, prev, sizeof(prev));
+	res->sealed = sealed > 0;
+	res->seal_entries = seal_n;
 	return 0;
+}
+
+int audit_verify_last(const char *path, size_t *entries, char last_hash[LG_SHA256_HEX_LEN + 1],
+		      struct lg_err **err)
+{
+	struct audit_verify_result res;
+	int r = audit_verify_full(path, &res, err);
+
+	*entries = res.entries;
+	if (r == 0 && last_hash != NULL)
+		memcpy(last_hash, res.last_hash, sizeof(res.last_hash));
+	return r;
 }
 
 int audit_verify(const char *path, size_t *entries, struct lg_err **err)

@@ -16,18 +16,19 @@ static const char audit_usage[] =
     "\n"
     "Checks the audit log's hash chain: every line is a well-formed entry,\n"
     "sequence numbers count up from 1, every entry names the hash of the one\n"
-    "before it, and every hash is right.  FILE defaults to the data\n"
-    "directory's audit.jsonl.  Prints the number of entries and the last hash\n"
-    "(keep it elsewhere to detect a log that was cut short or rewritten), or\n"
-    "the first bad line, with exit status 1.\n";
+    "before it, and every hash is right; every side file an entry names\n"
+    "(FILE.blobs/) matches its hash; and the log still holds the entry its seal\n"
+    "(FILE.seal) names, so entries cut off the end are found.  FILE defaults\n"
+    "to the data directory's audit.jsonl.  Prints the number of entries and the\n"
+    "last hash (keep it elsewhere to detect a log rewritten together with its\n"
+    "seal), or the first problem, with exit status 1.\n";
 
 int cmd_audit(int argc, char **argv)
 {
 	struct lg_err *err = NULL;
 	cleanup_free char *def = NULL;
-	char last[LG_SHA256_HEX_LEN + 1];
+	struct audit_verify_result res;
 	const char *path;
-	size_t n = 0;
 
 	if (argc < 2) {
 		fputs(audit_usage, stderr);
@@ -55,11 +56,21 @@ int cmd_audit(int argc, char **argv)
 		def = xasprintf("%s/audit.jsonl", home);
 		path = def;
 	}
-	if (audit_verify_last(path, &n, last, &err) < 0) {
+	if (audit_verify_full(path, &res, &err) < 0) {
 		lg_err_report("luminaguard", &err);
 		return 1;
 	}
-	printf("ok: %zu entries, chain intact\n", n);
-	printf("last hash: %s\n", last);
+	printf("ok: %zu entries, chain intact\n", res.entries);
+	if (!res.sealed)
+		printf("warning: no seal file (%s.seal): entries cut off the end would not be "
+		       "noticed\n",
+		       path);
+	else if (res.seal_entries < res.entries)
+		printf("sealed at %llu entries (the last write ended before its seal was "
+		       "updated)\n",
+		       (unsigned long long)res.seal_entries);
+	else
+		printf("seal matches\n");
+	printf("last hash: %s\n", res.last_hash);
 	return 0;
 }

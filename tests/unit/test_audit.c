@@ -68,6 +68,15 @@ static void append_n(struct audit_log *a, int first, int n)
 	}
 }
 
+/* Removes a log and its seal, to start a new one at the same path. */
+static void remove_log(const char *path)
+{
+	cleanup_free char *seal = xasprintf("%s.seal", path);
+
+	unlink(path);
+	unlink(seal);
+}
+
 static void write_log(const char *path, int n)
 {
 	struct audit_log *a = NULL;
@@ -380,7 +389,7 @@ static void test_tamper_delete_line(void **state)
 	verify_fails(f->path, 4, "seq is 5, expected 4");
 
 	/* the first line too */
-	unlink(f->path);
+	remove_log(f->path);
 	write_log(f->path, 3);
 	lines = read_lines(f->path, &n);
 	write_lines(f->path, lines + 1, n - 1);
@@ -445,7 +454,7 @@ static void test_tamper_truncate(void **state)
 	lg_err_free(&err);
 
 	/* cut just before the newline: a whole entry, but no end */
-	unlink(f->path);
+	remove_log(f->path);
 	write_log(f->path, 2);
 	struct stat st;
 	assert_int_equal(stat(f->path, &st), 0);
@@ -471,7 +480,7 @@ static void test_tamper_hash(void **state)
 	verify_fails(f->path, 2, "\"hash\" does not match");
 
 	/* a hash that is not hex at all */
-	unlink(f->path);
+	remove_log(f->path);
 	write_log(f->path, 3);
 	lines = read_lines(f->path, &n);
 	h = strstr(lines[2], "\"hash\":\"") + strlen("\"hash\":\"");
@@ -499,7 +508,7 @@ static void test_tamper_other(void **state)
 	lg_err_free(&err);
 
 	/* an empty line */
-	unlink(f->path);
+	remove_log(f->path);
 	write_log(f->path, 2);
 	fp = fopen(f->path, "a");
 	fprintf(fp, "\n");
@@ -507,13 +516,13 @@ static void test_tamper_other(void **state)
 	verify_fails(f->path, 3, "empty line");
 
 	/* not JSON */
-	unlink(f->path);
+	remove_log(f->path);
 	write_log(f->path, 2);
 	tamper(f->path, 1, "{", "[");
 	verify_fails(f->path, 2, "not valid JSON");
 
 	/* a line over 1 MiB */
-	unlink(f->path);
+	remove_log(f->path);
 	write_log(f->path, 1);
 	fp = fopen(f->path, "a");
 	for (int i = 0; i < 1100 * 1024; i++)
@@ -526,23 +535,123 @@ static void test_tamper_other(void **state)
 	lg_err_free(&err);
 }
 
-/* Removing entries at the end keeps a valid chain: only an anchor shows it. */
-static void test_tail_truncation_needs_anchor(void **state)
+/*
+ * Removing entries at the end keeps a valid chain; the seal (path.seal,
+ * rewritten on every append) is what shows it.  Issue 8: this used to pass
+ * verify, and so did an emptied log.
+ */
+static void test_tail_truncation_seal(void **state)
 {
 	struct fixture *f = *state;
+	struct audit_verify_result res;
+	struct audit_log *a = NULL;
 	struct lg_err *err = NULL;
-	char before[LG_SHA256_HEX_LEN + 1], after[LG_SHA256_HEX_LEN + 1];
-	size_t n, cnt;
+	size_t n;
 	char **lines;
 
 	write_log(f->path, 5);
-	assert_int_equal(audit_verify_last(f->path, &cnt, before, &err), 0);
+	assert_int_equal(audit_verify_full(f->path, &res, &err), 0);
+	assert_true(res.sealed);
+	assert_int_equal(res.entries, 5);
+	assert_int_equal(res.seal_entries, 5);
+
+	/* whole lines cut off the end */
 	lines = read_lines(f->path, &n);
-	write_lines(f->path, lines, n - 1);
+	write_lines(f->path, lines, n - 2);
 	free_lines(lines, n);
-	assert_int_equal(audit_verify_last(f->path, &cnt, after, &err), 0);
-	assert_int_equal(cnt, 4);
-	assert_string_not_equal(before, after);
+	assert_true(audit_verify_full(f->path, &res, &err) < 0);
+	assert_non_null(strstr(err->msg, "3 entries, but its seal says 5"));
+	lg_err_free(&err);
+	assert_true(audit_verify(f->path, &n, &err) < 0);
+	lg_err_free(&err);
+	/* and the writer will not continue after the cut, which would hide it */
+	assert_true(audit_open(f->path, &a, &err) < 0);
+	assert_null(a);
+	assert_non_null(strstr(err->msg, "cut short"));
+	lg_err_free(&err);
+
+	/* an emptied log */
+	assert_int_equal(truncate(f->path, 0), 0);
+	assert_true(audit_verify_full(f->path, &res, &err) < 0);
+	assert_non_null(strstr(err->msg, "0 entries, but its seal says 5"));
+	lg_err_free(&err);
+	assert_true(audit_open(f->path, &a, &err) < 0);
+	lg_err_free(&err);
+}
+
+/* A crash between the log's write and the seal's: the seal is one behind, and that is fine. */
+static void test_seal_behind_and_missing(void **state)
+{
+	struct fixture *f = *state;
+	struct audit_verify_result res;
+	struct audit_log *a = NULL;
+	struct lg_err *err = NULL;
+	cleanup_free char *seal = xasprintf("%s.seal", f->path);
+	cleanup_free char *saved = xasprintf("%s.saved", f->path);
+
+	write_log(f->path, 3);
+	assert_int_equal(rename(seal, saved), 0);
+	/* no seal: verify passes but says the end is unchecked; open writes one */
+	assert_int_equal(audit_verify_full(f->path, &res, &err), 0);
+	assert_false(res.sealed);
+	assert_int_equal(res.entries, 3);
+	assert_int_equal(audit_open(f->path, &a, &err), 0);
+	append_n(a, 10, 1);
+	audit_close(a);
+	/* the old seal back: it names entry 3 of 4 */
+	assert_int_equal(rename(saved, seal), 0);
+	assert_int_equal(audit_verify_full(f->path, &res, &err), 0);
+	assert_true(res.sealed);
+	assert_int_equal(res.entries, 4);
+	assert_int_equal(res.seal_entries, 3);
+	/* a seal whose entry is not in the log: rewritten */
+	{
+		FILE *fp = fopen(seal, "w");
+		assert_non_null(fp);
+		fprintf(fp, "{\"entries\":2,\"hash\":\"%064d\"}\n", 7);
+		fclose(fp);
+	}
+	assert_true(audit_verify_full(f->path, &res, &err) < 0);
+	assert_non_null(strstr(err->msg, "line 2 is not the entry its seal names"));
+	lg_err_free(&err);
+}
+
+/* Side files: named by their hash, checked by verify. */
+static void test_blobs(void **state)
+{
+	struct fixture *f = *state;
+	struct audit_verify_result res;
+	struct audit_log *a = NULL;
+	struct lg_err *err = NULL;
+	char ref[AUDIT_BLOB_REF_LEN + 1];
+	cleanup_free char *dir = audit_blob_dir(f->path);
+	cleanup_free char *file = NULL;
+	json_t *ev;
+	FILE *fp;
+
+	assert_int_equal(audit_open(f->path, &a, &err), 0);
+	assert_int_equal(audit_put_blob(a, "hello, world", 12, ref, &err), 0);
+	/* sha256("hello, world") */
+	assert_string_equal(
+	    ref, "sha256:09ca7e4eaa6e8ae9c7d261167129184883644d07dfba7cbfbc4c8a2e08360d5b");
+	ev = json_pack("{s:s, s:s}", "type", "request", "args", ref);
+	assert_int_equal(audit_append(a, ev, &err), 0);
+	json_decref(ev);
+	audit_close(a);
+	assert_int_equal(audit_verify_full(f->path, &res, &err), 0);
+
+	file = xasprintf("%s/%s", dir, ref + 7);
+	fp = fopen(file, "w");
+	assert_non_null(fp);
+	fputs("hello, World", fp);
+	fclose(fp);
+	assert_true(audit_verify_full(f->path, &res, &err) < 0);
+	assert_non_null(strstr(err->msg, "does not match its hash"));
+	lg_err_free(&err);
+	unlink(file);
+	assert_true(audit_verify_full(f->path, &res, &err) < 0);
+	assert_non_null(strstr(err->msg, "side file"));
+	lg_err_free(&err);
 }
 
 struct thread_arg {
@@ -637,7 +746,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_tamper_truncate, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tamper_hash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tamper_other, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_tail_truncation_needs_anchor, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tail_truncation_seal, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_seal_behind_and_missing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_blobs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
 	};
