@@ -4,19 +4,27 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
+/*
+ * `caught` is written by the handler (on whichever thread took the signal)
+ * and read by any thread: volatile sig_atomic_t is safe only for the
+ * handler and the thread it interrupted, so a C11 atomic, which is also
+ * async-signal-safe when lock-free (checked below).
+ */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the signal flag needs a lock-free atomic int");
 static int sig_pipe[2] = {-1, -1};
-static volatile sig_atomic_t caught;
+static atomic_int caught;
 
 static void on_signal(int sig)
 {
 	int saved = errno;
 	char c = (char)sig;
+	int none = 0;
 
-	if (caught == 0)
-		caught = sig;
+	atomic_compare_exchange_strong(&caught, &none, sig);
 	/* Non-blocking: a full pipe already says "stop". */
 	if (write(sig_pipe[1], &c, 1) < 0) {
 	}
@@ -49,5 +57,5 @@ int lg_signals_fd(void)
 
 int lg_signals_caught(void)
 {
-	return caught;
+	return atomic_load(&caught);
 }

@@ -21,8 +21,20 @@ char *lg_home_dir(void)
 		return xasprintf("%s/luminaguard", env);
 	home = getenv("HOME");
 	if (home == NULL || *home != '/') {
-		struct passwd *pw = getpwuid(getuid());
-		home = pw != NULL ? pw->pw_dir : "/tmp";
+		/*
+		 * Called on worker threads (the MCP server's tool calls):
+		 * getpwuid() returns a static buffer another thread may be
+		 * overwriting, so the reentrant one, with a buffer of our own.
+		 */
+		struct passwd pw, *found = NULL;
+		long n = sysconf(_SC_GETPW_R_SIZE_MAX);
+		size_t len = n > 0 ? (size_t)n : 16384;
+		cleanup_free char *buf = xmalloc(len);
+
+		if (getpwuid_r(getuid(), &pw, buf, len, &found) == 0 && found != NULL &&
+		    pw.pw_dir != NULL && *pw.pw_dir == '/')
+			return xasprintf("%s/.local/share/luminaguard", pw.pw_dir);
+		home = "/tmp";
 	}
 	return xasprintf("%s/.local/share/luminaguard", home);
 }

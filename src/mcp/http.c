@@ -53,6 +53,8 @@
 /* How often a blocked stream looks whether its client hung up. */
 #define PEER_CHECK_MS 1000u
 #define STREAM_BLOCK  (64u << 10)
+/* JSON-RPC's implementation-defined server error: over the session cap. */
+#define MCP_SERVER_BUSY (-32000)
 /* A client that reads nothing while we queue this much is dropped. */
 #define MAX_QUEUED (8u * MCP_MAX_MESSAGE)
 /* Each connection is a thread; bounds them. */
@@ -114,6 +116,8 @@ struct mcp_http {
 	char **origins; /* NULL: the local ones */
 	size_t max_body;
 	uint64_t idle_ms;
+	unsigned max_sessions;
+	unsigned n_sessions; /* in h->sessions, plus ones being created */
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* session users leaving; the reaper's clock */
 	struct hsess *sessions;
@@ -559,11 +563,31 @@ static void session_put(struct hsess *hs)
 
 static int http_send(void *transport, void *stream, const char *json);
 
-/* A new session with a reference for the caller; NULL when stopping. */
-static struct hsess *session_create(struct mcp_http *h)
+/*
+ * A new session with a reference for the caller in *out; -ESHUTDOWN when
+ * stopping, -EUSERS when max_sessions are open.  The slot is taken before
+ * the core's session is made, so concurrent initializes cannot overshoot.
+ */
+static int session_create(struct mcp_http *h, struct hsess **out)
 {
-	struct hsess *hs = xzalloc(sizeof(*hs));
+	struct hsess *hs;
 
+	*out = NULL;
+	pthread_mutex_lock(&h->lock);
+	if (h->stopping) {
+		pthread_mutex_unlock(&h->lock);
+		return -ESHUTDOWN;
+	}
+	if (h->n_sessions >= h->max_sessions) {
+		pthread_mutex_unlock(&h->lock);
+		lg_warn("mcp http: refused a new session: %u sessions open (the cap)",
+			h->max_sessions);
+		return -EUSERS;
+	}
+	h->n_sessions++;
+	pthread_mutex_unlock(&h->lock);
+
+	hs = xzalloc(sizeof(*hs));
 	hs->h = h;
 	hs->refs = 2; /* the table and the caller */
 	hs->last_ms = lg_now_ms();
@@ -571,16 +595,18 @@ static struct hsess *session_create(struct mcp_http *h)
 	snprintf(hs->id, sizeof(hs->id), "%s", mcp_session_id(hs->ss));
 	pthread_mutex_lock(&h->lock);
 	if (h->stopping) {
+		h->n_sessions--;
 		pthread_mutex_unlock(&h->lock);
 		mcp_session_close(hs->ss);
 		free(hs);
-		return NULL;
+		return -ESHUTDOWN;
 	}
 	hs->next = h->sessions;
 	h->sessions = hs;
 	pthread_mutex_unlock(&h->lock);
 	lg_debug("mcp http: session %s opened", hs->id);
-	return hs;
+	*out = hs;
+	return 0;
 }
 
 /* The session for a call into the core, or NULL if it is closing. */
@@ -626,6 +652,7 @@ static void session_close(struct hsess *hs, const char *why)
 	for (struct hsess **pp = &h->sessions; *pp != NULL; pp = &(*pp)->next)
 		if (*pp == hs) {
 			*pp = hs->next;
+			h->n_sessions--;
 			break;
 		}
 	for (struct hstream *st = hs->streams; st != NULL; st = st->next) {
@@ -780,6 +807,35 @@ static struct MHD_Response *stream_response(struct hstream *st)
 	return r;
 }
 
+/*
+ * 503 with Retry-After: the cap is a matter of load, not of this request, and
+ * a session ending (DELETE, the idle reaper) frees a slot.
+ */
+static enum MHD_Result reply_session_cap(struct MHD_Connection *c, const struct mcp_http *h,
+					 const json_t *id)
+{
+	struct MHD_Response *r;
+	char msg[160];
+	json_t *e;
+	char *text;
+
+	snprintf(msg, sizeof(msg),
+		 "Service Unavailable: too many sessions (at most %u); end one with DELETE or "
+		 "retry later",
+		 h->max_sessions);
+	e = json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id",
+		      json_is_string(id) || json_is_integer(id) ? id : json_null(), "error", "code",
+		      MCP_SERVER_BUSY, "message", msg);
+	text = e != NULL ? json_dumps(e, JSON_COMPACT) : NULL;
+	json_decref(e);
+	if (text == NULL)
+		return MHD_NO;
+	r = json_body(text);
+	if (r != NULL)
+		MHD_add_response_header(r, "Retry-After", "5");
+	return queue(c, MHD_HTTP_SERVICE_UNAVAILABLE, r);
+}
+
 static enum MHD_Result do_post(struct mcp_http *h, struct hreq *req, struct MHD_Connection *c)
 {
 	json_error_t jerr;
@@ -800,10 +856,16 @@ static enum MHD_Result do_post(struct mcp_http *h, struct hreq *req, struct MHD_
 				   "Parse error: %s", jerr.text);
 	if (header(c, "Mcp-Session-Id") == NULL && is_init) {
 		/* A version header on initialize says nothing yet: the body negotiates. */
-		req->hs = session_create(h);
-		if (req->hs == NULL) {
+		int cr = session_create(h, &req->hs);
+		if (cr == -EUSERS) {
+			/* Over the cap: a JSON-RPC error the client can show, with this id. */
+			ret = reply_session_cap(c, h, json_object_get(msg, "id"));
 			json_decref(msg);
-			return attach_failed(c, -ESHUTDOWN);
+			return ret;
+		}
+		if (cr < 0) {
+			json_decref(msg);
+			return attach_failed(c, cr);
 		}
 		created = true;
 	} else {
@@ -1262,6 +1324,7 @@ int mcp_http_start(struct mcp_server *srv, const struct mcp_http_opts *o, struct
 	}
 	h->max_body = o->max_body ? o->max_body : MCP_MAX_MESSAGE;
 	h->idle_ms = (uint64_t)(o->session_idle_s ? o->session_idle_s : DEFAULT_IDLE_S) * 1000u;
+	h->max_sessions = o->max_sessions ? o->max_sessions : MCP_HTTP_DEFAULT_MAX_SESSIONS;
 	pthread_mutex_init(&h->lock, NULL);
 	cond_init_mono(&h->cond);
 

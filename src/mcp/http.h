@@ -34,7 +34,20 @@ struct mcp_http_opts {
 	const char *const *allowed_origins;
 	size_t max_body;	 /* bytes of one POST body; 0: MCP_MAX_MESSAGE */
 	unsigned session_idle_s; /* close sessions with no request for this long; 0: 3600 */
+	/*
+	 * Sessions open at once; 0: MCP_HTTP_DEFAULT_MAX_SESSIONS.  An
+	 * initialize over the cap is answered 503 and opens nothing.
+	 */
+	unsigned max_sessions;
 };
+
+/*
+ * Each session costs memory and, with its tool calls, threads; initialize
+ * needs no sandbox, so without a cap a client could open sessions until the
+ * host runs out.  64 is far more than the few agents one server serves.
+ */
+#define MCP_HTTP_DEFAULT_MAX_SESSIONS 64u
+#define MCP_HTTP_MAX_SESSIONS_LIMIT   4096u /* the most --max-sessions takes */
 
 struct mcp_http;
 

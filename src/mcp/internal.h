@@ -42,13 +42,23 @@ struct mcp_call {
 	bool cancelled;
 };
 
-/* A server-to-client request waiting for its response (elicitation). */
+/* "el-" and 32 hex digits (128 random bits), and the NUL. */
+#define MCP_OUTREQ_ID_LEN 36
+
+/*
+ * A server-to-client request waiting for its response (elicitation).  Two
+ * ids: `id` is the worker's handle for it, never on the wire; `wire_id` is
+ * the JSON-RPC id the client sees, random so that no client can answer a
+ * question it was never asked (see handle_response).
+ */
 struct mcp_outreq {
 	struct mcp_outreq *next;
 	int64_t id;
+	char wire_id[MCP_OUTREQ_ID_LEN];
 	struct mcp_call *call;	   /* the call that waits on it */
 	struct approval *approval; /* the decision the answer feeds */
 	bool sent;		   /* an elicitation/create went out */
+	bool answered;		   /* the client answered it (result or error) */
 };
 
 struct mcp_session {
@@ -59,9 +69,13 @@ struct mcp_session {
 	void *transport;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	char *protocol;
-	char *client_name;
-	bool client_elicitation;
+	/*
+	 * One of mcp_protocol_versions (never freed), or NULL before
+	 * initialize; read without ss->lock through __atomic loads.
+	 */
+	const char *protocol;
+	char *client_name;	 /* sanitized; under lock */
+	bool client_elicitation; /* under lock: mcp_session_elicits() */
 	bool closing;
 	int running; /* tool calls on worker threads */
 	struct mcp_outreq *outreqs;
@@ -75,6 +89,7 @@ struct mcp_server {
 	pthread_cond_t idle; /* a sandbox's busy count went down */
 	struct mcp_sandbox *sandboxes;
 	unsigned n_sandboxes;
+	struct lg_admission *admission; /* every VM of this server, sandbox_run's too */
 	struct mcp_session *sessions;
 	pthread_t reaper;
 	bool reaper_started;
@@ -85,13 +100,17 @@ struct mcp_server {
 
 /* Sends a message (steals the reference). */
 int mcp_send(struct mcp_session *ss, void *stream, json_t *msg);
+/* Whether the client declared elicitation (and its version has it). */
+bool mcp_session_elicits(struct mcp_session *ss);
 /*
  * Tracks approval a (borrowed; call may be NULL for a question that belongs
- * to no tool call, such as a sandbox's network request: the caller keeps its reference until it has
- * called mcp_forget_elicitation) so that closing the session cancels the
- * wait, and if params is non-NULL (stolen) sends an elicitation/create
- * whose answer decides it.  Returns the tracking id, or -1 if the session
- * is closing.
+ * to no tool call, such as a sandbox's network request: the caller keeps its
+ * reference until it has called mcp_forget_elicitation) so that closing the
+ * session or cancelling the call cancels the wait, and if params is non-NULL
+ * (stolen) and the client can elicit, sends an elicitation/create whose
+ * answer decides it.  Only that request, while outstanding, can be answered:
+ * a response with any other id decides nothing.  Returns the tracking id, or
+ * -1 if the session is closing.
  */
 int64_t mcp_send_elicitation(struct mcp_session *ss, struct mcp_call *call, json_t *params,
 			     struct approval *a);

@@ -107,7 +107,7 @@ static bool ask(void *ctx, const char *host, uint16_t port)
 		host, (unsigned)port, approval_id(a));
 	eid = mcp_send_elicitation(
 	    ss, NULL,
-	    ss->client_elicitation ? net_elicitation(approval_id(a), host, port, where) : NULL, a);
+	    mcp_session_elicits(ss) ? net_elicitation(approval_id(a), host, port, where) : NULL, a);
 	st = approval_wait(a, &decider, &why);
 	if (eid > 0)
 		mcp_forget_elicitation(ss, NULL, eid);

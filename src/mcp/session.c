@@ -36,23 +36,49 @@ bool mcp_protocol_supported(const char *version)
 	return false;
 }
 
+/*
+ * Session, sandbox and elicitation ids are capabilities: whoever knows a
+ * session id speaks as that session over HTTP, and an elicitation id is what
+ * lets a response decide an approval.  They come from the kernel's CSPRNG or
+ * not at all: getrandom() of <= 256 bytes cannot fail once the pool is
+ * ready (it blocks until then), so a failure means no usable getrandom
+ * (ENOSYS, a seccomp filter) and there is no safe fallback; a time-derived
+ * id could be guessed.  We abort, as approval ids do (approval.c): one
+ * policy for every id, and a server that cannot make ids serves nobody.
+ */
 static void random_hex(char *out, size_t nbytes)
 {
 	static const char hex[] = "0123456789abcdef";
 	uint8_t raw[32];
+	ssize_t n;
 
 	if (nbytes > sizeof(raw))
-		nbytes = sizeof(raw);
-	if (getrandom(raw, nbytes, 0) != (ssize_t)nbytes) {
-		/* getrandom cannot fail for <= 256 bytes once the pool is ready; be safe. */
-		for (size_t i = 0; i < nbytes; i++)
-			raw[i] = (uint8_t)(lg_now_ns() >> (i % 8));
+		abort();
+	do
+		n = getrandom(raw, nbytes, 0);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)nbytes) {
+		fprintf(stderr,
+			"luminaguard: getrandom failed (%s): cannot make an unguessable id\n",
+			n < 0 ? strerror(errno) : "short read");
+		abort();
 	}
 	for (size_t i = 0; i < nbytes; i++) {
 		out[2 * i] = hex[raw[i] >> 4];
 		out[2 * i + 1] = hex[raw[i] & 15];
 	}
 	out[2 * nbytes] = '\0';
+}
+
+/* Equal strings, in time that does not depend on where they differ. */
+static bool secret_equal(const char *a, const char *b)
+{
+	size_t na = strlen(a), nb = strlen(b);
+	unsigned char d = na != nb;
+
+	for (size_t i = 0; i < na && i < nb; i++)
+		d |= (unsigned char)(a[i] ^ b[i]);
+	return d == 0;
 }
 
 /* ---- sending ---- */
@@ -95,10 +121,21 @@ static void send_error(struct mcp_session *ss, void *stream, const json_t *id, i
 
 /* ---- server-to-client requests ---- */
 
+bool mcp_session_elicits(struct mcp_session *ss)
+{
+	bool r;
+
+	pthread_mutex_lock(&ss->lock);
+	r = ss->client_elicitation;
+	pthread_mutex_unlock(&ss->lock);
+	return r;
+}
+
 int64_t mcp_send_elicitation(struct mcp_session *ss, struct mcp_call *call, json_t *params,
 			     struct approval *a)
 {
 	struct mcp_outreq *o;
+	char wire_id[MCP_OUTREQ_ID_LEN];
 	int64_t id;
 
 	pthread_mutex_lock(&ss->lock);
@@ -108,11 +145,23 @@ int64_t mcp_send_elicitation(struct mcp_session *ss, struct mcp_call *call, json
 		approval_cancel(a);
 		return -1;
 	}
+	/* A client that did not declare elicitation is never asked. */
+	if (!ss->client_elicitation) {
+		json_decref(params);
+		params = NULL;
+	}
 	id = ++ss->next_out_id;
 	o = xzalloc(sizeof(*o));
 	o->id = id;
+	memcpy(o->wire_id, "el-", 3);
+	random_hex(o->wire_id + 3, 16);
+	memcpy(wire_id, o->wire_id, sizeof(wire_id));
 	o->call = call;
 	o->approval = a;
+	/*
+	 * Only a request that went out can be answered.  Set before the send:
+	 * the client cannot answer sooner, it learns the random id from it.
+	 */
 	o->sent = params != NULL;
 	o->next = ss->outreqs;
 	ss->outreqs = o;
@@ -121,11 +170,13 @@ int64_t mcp_send_elicitation(struct mcp_session *ss, struct mcp_call *call, json
 	if (params == NULL)
 		return id;
 	if (mcp_send(ss, call != NULL ? call->stream : NULL,
-		     json_pack("{s:s, s:I, s:s, s:o}", "jsonrpc", "2.0", "id", (json_int_t)id,
-			       "method", "elicitation/create", "params", params)) < 0) {
+		     json_pack("{s:s, s:s, s:s, s:o}", "jsonrpc", "2.0", "id", wire_id, "method",
+			       "elicitation/create", "params", params)) < 0) {
 		/* The client cannot be asked; the other channels still can. */
 		pthread_mutex_lock(&ss->lock);
-		o->sent = false;
+		for (struct mcp_outreq *it = ss->outreqs; it != NULL; it = it->next)
+			if (it->id == id)
+				it->sent = false;
 		pthread_mutex_unlock(&ss->lock);
 	}
 	return id;
@@ -145,21 +196,39 @@ void mcp_forget_elicitation(struct mcp_session *ss, struct mcp_call *call, int64
 	}
 	pthread_mutex_unlock(&ss->lock);
 	if (o == NULL)
-		return; /* the client answered it */
+		return; /* the session closed */
 	/* Still open at the client: it was decided through another channel. */
-	if (o->sent)
+	if (o->sent && !o->answered)
 		mcp_send(ss, call != NULL ? call->stream : NULL,
-			 json_pack("{s:s, s:s, s:{s:I, s:s}}", "jsonrpc", "2.0", "method",
-				   "notifications/cancelled", "params", "requestId", (json_int_t)id,
+			 json_pack("{s:s, s:s, s:{s:s, s:s}}", "jsonrpc", "2.0", "method",
+				   "notifications/cancelled", "params", "requestId", o->wire_id,
 				   "reason", "decided through another channel"));
 	free(o);
 }
 
+/* A client-chosen JSON-RPC id, short and printable, for a log line. */
+static void id_for_log(const json_t *id, char *out, size_t n)
+{
+	char *text = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
+
+	snprintf(out, n, "%s", text != NULL ? text : "?");
+	free(text);
+}
+
 /*
- * A response from the client to one of our requests.  The outreq is taken
- * and its approval decided under ss->lock: the worker that owns the
- * approval takes the same lock to forget the outreq before it drops its
- * reference, so the approval cannot be freed under us.
+ * A response from the client.  It may only answer an elicitation/create this
+ * server sent to this session and that is still unanswered: its id is 128
+ * random bits, looked up in this session's list only, so a client cannot
+ * answer a question that was never put to it (it did not declare
+ * elicitation, the send failed) nor guess another session's.  Anything else
+ * is logged and dropped: it decides nothing.
+ *
+ * The outreq stays in the list after an answer, marked answered, until the
+ * worker that owns the approval forgets it: so a session close or a
+ * notifications/cancelled still reaches an approval whose elicitation
+ * failed.  Deciding happens under ss->lock, which the worker takes to
+ * forget the outreq before it drops its reference: the approval cannot be
+ * freed under us.
  */
 static void handle_response(struct mcp_session *ss, const json_t *msg)
 {
@@ -168,13 +237,18 @@ static void handle_response(struct mcp_session *ss, const json_t *msg)
 	const json_t *content = json_object_get(result, "content");
 	const char *action = json_string_value(json_object_get(result, "action"));
 	const char *why = json_string_value(json_object_get(content, "reason"));
-	struct mcp_outreq **pp, *o = NULL;
+	struct mcp_outreq *o = NULL;
 	char reason[256];
-	char decider[96];
+	char decider[128];
+	char shown[80];
 	bool approve;
 
-	if (!json_is_integer(id))
-		return; /* not one of ours: we only use integer ids */
+	id_for_log(id, shown, sizeof(shown));
+	if (result != NULL && json_object_get(msg, "error") != NULL) {
+		lg_warn("session %s: dropped a response with both result and error (id %s)", ss->id,
+			shown);
+		return;
+	}
 	/* Anything but an explicit accept with approve=true is a no. */
 	approve = action != NULL && strcmp(action, "accept") == 0 &&
 		  json_is_true(json_object_get(content, "approve"));
@@ -185,24 +259,32 @@ static void handle_response(struct mcp_session *ss, const json_t *msg)
 			 action != NULL ? action : "nothing");
 
 	pthread_mutex_lock(&ss->lock);
-	for (pp = &ss->outreqs; *pp != NULL; pp = &(*pp)->next) {
-		if ((*pp)->id == json_integer_value(id)) {
-			o = *pp;
-			*pp = o->next;
-			break;
-		}
+	if (json_is_string(id))
+		for (o = ss->outreqs; o != NULL; o = o->next)
+			if (secret_equal(o->wire_id, json_string_value(id)))
+				break;
+	if (o == NULL || !o->sent || o->answered) {
+		pthread_mutex_unlock(&ss->lock);
+		lg_warn("session %s: dropped a response that answers no outstanding request of "
+			"this session (id %s)",
+			ss->id, shown);
+		return;
 	}
-	if (o != NULL && json_is_object(result)) {
-		snprintf(decider, sizeof(decider), "elicitation:%s",
-			 ss->client_name != NULL ? ss->client_name : "client");
-		approval_decide_ref(o->approval, approve, decider, reason);
-	} else if (o != NULL) {
+	o->answered = true;
+	if (json_is_object(result)) {
+		/*
+		 * The decider is what the client says about itself: its name is
+		 * its own choice, so the record says so.
+		 */
+		snprintf(decider, sizeof(decider), "elicitation (client-reported: %s)",
+			 ss->client_name != NULL ? ss->client_name : "unnamed client");
+		approval_decide_ref(o->approval, approve, APPROVAL_CH_ELICITATION, decider, reason);
+	} else {
 		/* The client could not ask its user: other channels still can. */
-		lg_info("session %s: elicitation %lld failed; waiting for another channel", ss->id,
-			(long long)o->id);
+		lg_info("session %s: elicitation %s failed; waiting for another channel", ss->id,
+			o->wire_id);
 	}
 	pthread_mutex_unlock(&ss->lock);
-	free(o);
 }
 
 /* ---- tool calls on worker threads ---- */
@@ -352,10 +434,13 @@ static void do_initialize(struct mcp_session *ss, void *stream, const json_t *id
 		return;
 	}
 	/* The client's version if we speak it, else our newest (the client decides). */
-	version = mcp_protocol_supported(asked) ? asked : mcp_protocol_versions[0];
+	version = mcp_protocol_versions[0];
+	for (size_t i = 0; mcp_protocol_versions[i] != NULL; i++)
+		if (strcmp(asked, mcp_protocol_versions[i]) == 0)
+			version = mcp_protocol_versions[i];
 	pthread_mutex_lock(&ss->lock);
-	free(ss->protocol);
-	ss->protocol = xstrdup(version);
+	/* Points into the static table: readers need no lock, and nothing is freed. */
+	__atomic_store_n(&ss->protocol, version, __ATOMIC_RELEASE);
 	/* Elicitation exists from 2025-06-18 on; an older session never gets it. */
 	ss->client_elicitation = json_is_object(json_object_get(caps, "elicitation")) &&
 				 strcmp(version, "2025-03-26") != 0;
@@ -365,8 +450,13 @@ static void do_initialize(struct mcp_session *ss, void *stream, const json_t *id
 		char name[64];
 		snprintf(name, sizeof(name), "%s",
 			 json_string_value(json_object_get(info, "name")));
+		/*
+		 * It ends up in the decider of approvals, in logs and on the
+		 * CLI: printable ASCII only, and no parentheses, which frame it
+		 * in "elicitation (client-reported: NAME)".
+		 */
 		for (char *p = name; *p; p++)
-			if (*p < 0x20 || *p == 0x7f)
+			if (*p < 0x20 || *p > 0x7e || *p == '(' || *p == ')')
 				*p = '?';
 		ss->client_name = xstrdup(name);
 	}
@@ -474,9 +564,7 @@ static int handle_one(struct mcp_session *ss, const json_t *msg, void *stream)
 		return 0;
 	}
 
-	pthread_mutex_lock(&ss->lock);
-	initialized = ss->protocol != NULL;
-	pthread_mutex_unlock(&ss->lock);
+	initialized = mcp_session_protocol(ss) != NULL;
 
 	if (strcmp(method, "initialize") == 0) {
 		do_initialize(ss, stream, id, params);
@@ -565,7 +653,7 @@ const char *mcp_session_id(const struct mcp_session *ss)
 
 const char *mcp_session_protocol(const struct mcp_session *ss)
 {
-	return ss->protocol;
+	return __atomic_load_n(&ss->protocol, __ATOMIC_ACQUIRE);
 }
 
 /* Destroys every sandbox owned by ss (or all, for ss == NULL). */
@@ -645,7 +733,6 @@ void mcp_session_close(struct mcp_session *ss)
 
 	pthread_mutex_destroy(&ss->lock);
 	pthread_cond_destroy(&ss->cond);
-	free(ss->protocol);
 	free(ss->client_name);
 	free(ss);
 }
@@ -887,16 +974,23 @@ int mcp_server_new(const struct mcp_server_opts *o, struct mcp_server **out, str
 		return lg_err_set(err, EINVAL, "mcp server: a policy and a broker are required");
 	s = xzalloc(sizeof(*s));
 	s->o = *o;
+	s->admission = lg_admission_new(&(struct lg_admission_limits){
+	    .max_vms = max_sandboxes(s),
+	    .max_vcpus = o->max_vcpus,
+	    .max_memory_mib = o->max_memory_mib,
+	});
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->idle, NULL);
 	if (pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
 		int r = lg_err_sys(err, "pipe");
+		lg_admission_free(s->admission);
 		free(s);
 		return r;
 	}
 	if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
 		close(s->stop_pipe[0]);
 		close(s->stop_pipe[1]);
+		lg_admission_free(s->admission);
 		free(s);
 		return lg_err_set(err, EAGAIN, "cannot start the reaper thread");
 	}
@@ -921,5 +1015,6 @@ void mcp_server_free(struct mcp_server *s)
 	destroy_owned(s, NULL);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->idle);
+	lg_admission_free(s->admission); /* every sandbox is destroyed by now */
 	free(s);
 }

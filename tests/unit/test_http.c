@@ -662,12 +662,15 @@ static json_t *sse_message(const char *sse, const char *needle)
 	return NULL;
 }
 
-static int64_t elicitation_id(const char *sse)
+/* The id of the elicitation/create in sse, as JSON (a new string): random, not a counter. */
+static char *elicitation_id(const char *sse)
 {
 	json_t *m = sse_message(sse, "\"method\":\"elicitation/create\"");
-	int64_t id = json_integer_value(json_object_get(m, "id"));
+	char *id;
 
-	assert_true(id > 0);
+	assert_true(json_is_string(json_object_get(m, "id")));
+	id = json_dumps(json_object_get(m, "id"), JSON_ENCODE_ANY);
+	assert_true(strlen(id) >= 34);
 	json_decref(m);
 	return id;
 }
@@ -681,7 +684,7 @@ static void test_elicitation_on_post_stream(void **state)
 	struct conn *c = conn_open(g->port);
 	struct resp r;
 	json_t *m;
-	int64_t eid;
+	char *eid;
 
 	send_request(c, "POST", h, RED_CALL);
 	read_head(c, &r);
@@ -695,8 +698,9 @@ static void test_elicitation_on_post_stream(void **state)
 	free(sse);
 
 	/* The user declines; the answer is a response: 202. */
-	answer = xasprintf("{\"jsonrpc\":\"2.0\",\"id\":%lld,\"result\":{\"action\":\"decline\"}}",
-			   (long long)eid);
+	answer =
+	    xasprintf("{\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\"action\":\"decline\"}}", eid);
+	free(eid);
 	assert_int_equal(post(g->port, sid, NULL, answer, NULL), 202);
 	free(answer);
 
@@ -728,7 +732,7 @@ static void test_get_stream(void **state)
 	struct resp r, r2;
 	char *sse, *answer, *ct;
 	json_t *m;
-	int64_t eid;
+	char *eid;
 
 	send_request(get, "GET", hget, NULL);
 	read_head(get, &r);
@@ -745,8 +749,9 @@ static void test_get_stream(void **state)
 	sse = read_until(get, "elicitation/create");
 	eid = elicitation_id(sse);
 	free(sse);
-	answer = xasprintf("{\"jsonrpc\":\"2.0\",\"id\":%lld,\"result\":{\"action\":\"decline\"}}",
-			   (long long)eid);
+	answer =
+	    xasprintf("{\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\"action\":\"decline\"}}", eid);
+	free(eid);
 	assert_int_equal(post(g->port, sid, NULL, answer, NULL), 202);
 	free(answer);
 	read_head(call, &r);
@@ -943,6 +948,52 @@ static void test_origin_list_and_idle(void **state)
 	server_stop(s);
 }
 
+/*
+ * Sessions are capped: an initialize over the cap is a 503 with a JSON-RPC
+ * error (its own id) and opens nothing; ending a session frees its slot.
+ */
+static void test_session_cap(void **state)
+{
+	struct mcp_http_opts o = {.bind = "127.0.0.1:0", .max_sessions = 2};
+	struct server *s = server_start(&o);
+	char *a = open_session(s->port, "2025-06-18", false);
+	char *b = open_session(s->port, "2025-06-18", false);
+	char *sid, *ra;
+	struct resp r;
+	json_t *m;
+
+	for (int i = 0; i < 3; i++) {
+		request(s->port, "POST", ACCEPT_BOTH JSON_CT, INIT_BODY("2025-06-18", "{}"), &r);
+		assert_int_equal(r.status, 503);
+		assert_null(resp_header(&r, "Mcp-Session-Id"));
+		ra = resp_header(&r, "Retry-After");
+		assert_non_null(ra);
+		free(ra);
+		m = resp_message(&r);
+		assert_int_equal(error_code(m), -32000);
+		assert_int_equal(json_integer_value(json_object_get(m, "id")), 1);
+		assert_non_null(strstr(
+		    json_string_value(json_object_get(json_object_get(m, "error"), "message")),
+		    "too many sessions"));
+		json_decref(m);
+		resp_free(&r);
+	}
+	/* The sessions there are still served. */
+	assert_int_equal(
+	    post(s->port, a, NULL, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\"}", NULL),
+	    200);
+	char *h = session_headers(b, NULL);
+	request(s->port, "DELETE", h, NULL, &r);
+	free(h);
+	assert_int_equal(r.status, 200);
+	resp_free(&r);
+	sid = open_session(s->port, "2025-11-25", false);
+	free(sid);
+	free(a);
+	free(b);
+	server_stop(s);
+}
+
 /* Stopping with a GET stream and a call in flight ends both. */
 static void test_stop_with_streams(void **state)
 {
@@ -987,6 +1038,7 @@ int main(void)
 	    cmocka_unit_test(test_bind_rules),
 	    cmocka_unit_test(test_origin_list_and_idle),
 	    cmocka_unit_test(test_stop_with_streams),
+	    cmocka_unit_test(test_session_cap),
 	};
 
 	lg_log_init(); /* LUMINAGUARD_LOG=debug shows the transport's side */
