@@ -43,6 +43,8 @@ struct approval {
 	unsigned refs;
 	char id[3 + ID_HEX + 1];
 	json_t *card;
+	json_t *action;	   /* the whole action, for `approvals show`; may be NULL */
+	unsigned channels; /* who may decide it, fixed when filed */
 	enum approval_state state;
 	char *decider;
 	char *reason;
@@ -59,7 +61,95 @@ struct approval_broker {
 	struct audit_log *audit;
 	struct approval *head;
 	size_t npending;
+	unsigned channels[APPROVAL_RISKS];
 };
+
+const char *const approval_risk_names[APPROVAL_RISKS] = {"low", "medium", "high", "critical"};
+
+static const struct {
+	enum approval_channel ch;
+	const char *name;
+} channel_names[] = {
+    {APPROVAL_CH_ELICITATION, "elicitation"},
+    {APPROVAL_CH_CLI, "cli"},
+    {APPROVAL_CH_TTY, "tty"},
+};
+
+const char *approval_channel_name(enum approval_channel ch)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(channel_names); i++)
+		if (channel_names[i].ch == ch)
+			return channel_names[i].name;
+	return "unknown";
+}
+
+char *approval_channels_text(unsigned mask)
+{
+	char buf[64] = "";
+
+	for (size_t i = 0; i < ARRAY_SIZE(channel_names); i++)
+		if (mask & channel_names[i].ch)
+			snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%s%s",
+				 buf[0] != '\0' ? ", " : "", channel_names[i].name);
+	return xstrdup(buf[0] != '\0' ? buf : "none");
+}
+
+int approval_decide_opt_parse(const char *spec, unsigned masks[APPROVAL_RISKS], struct lg_err **err)
+{
+	const char *eq = strchr(spec, '=');
+	cleanup_free char *list = NULL;
+	char *save = NULL;
+	unsigned mask = 0;
+	int risk = -1;
+
+	if (eq == NULL)
+		return lg_err_msg(err, EINVAL,
+				  "--decide `%s`: expected RISK=CHANNEL[,CHANNEL...], e.g. "
+				  "critical=cli,tty",
+				  spec);
+	if ((size_t)(eq - spec) == 3 && strncmp(spec, "all", 3) == 0)
+		risk = APPROVAL_RISKS;
+	for (int i = 0; i < APPROVAL_RISKS && risk < 0; i++)
+		if (strlen(approval_risk_names[i]) == (size_t)(eq - spec) &&
+		    strncmp(spec, approval_risk_names[i], (size_t)(eq - spec)) == 0)
+			risk = i;
+	if (risk < 0)
+		return lg_err_msg(
+		    err, EINVAL, "--decide `%s`: unknown risk (low, medium, high, critical or all)",
+		    spec);
+	list = xstrdup(eq + 1);
+	for (char *t = strtok_r(list, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+		unsigned bit = 0;
+
+		for (size_t i = 0; i < ARRAY_SIZE(channel_names); i++)
+			if (strcmp(t, channel_names[i].name) == 0)
+				bit = channel_names[i].ch;
+		if (bit == 0)
+			return lg_err_msg(err, EINVAL,
+					  "--decide `%s`: unknown channel `%s` (elicitation, cli "
+					  "or tty)",
+					  spec, t);
+		mask |= bit;
+	}
+	/* No channel at all would make every such request a certain timeout: say so. */
+	if (mask == 0)
+		return lg_err_msg(err, EINVAL, "--decide `%s`: name at least one channel", spec);
+	for (int i = 0; i < APPROVAL_RISKS; i++)
+		if (risk == APPROVAL_RISKS || risk == i)
+			masks[i] = mask;
+	return 0;
+}
+
+/* A card's risk; a missing or unknown one is treated as the highest. */
+static int card_risk(const json_t *card)
+{
+	const char *r = json_string_value(json_object_get(card, "risk"));
+
+	for (int i = 0; r != NULL && i < APPROVAL_RISKS; i++)
+		if (strcmp(r, approval_risk_names[i]) == 0)
+			return i;
+	return APPROVAL_RISKS - 1;
+}
 
 const char *approval_state_name(enum approval_state s)
 {
@@ -86,7 +176,17 @@ struct approval_broker *approval_broker_new(unsigned timeout_s, struct audit_log
 	b->refs = 1;
 	b->timeout_s = timeout_s != 0 ? timeout_s : DEFAULT_TIMEOUT_S;
 	b->audit = audit;
+	for (int i = 0; i < APPROVAL_RISKS; i++)
+		b->channels[i] = APPROVAL_CH_ALL;
 	return b;
+}
+
+void approval_broker_set_channels(struct approval_broker *b, const unsigned masks[APPROVAL_RISKS])
+{
+	pthread_mutex_lock(&b->mu);
+	for (int i = 0; i < APPROVAL_RISKS; i++)
+		b->channels[i] = masks[i] & APPROVAL_CH_ALL;
+	pthread_mutex_unlock(&b->mu);
 }
 
 unsigned approval_broker_timeout(const struct approval_broker *b)
@@ -145,17 +245,30 @@ static bool put_locked(struct approval *a)
 		return false;
 	pthread_cond_destroy(&a->cond);
 	json_decref(a->card);
+	json_decref(a->action);
 	free(a->decider);
 	free(a->reason);
 	free(a);
 	return --b->refs == 0;
 }
 
-static json_t *decision_event(const struct approval *a, enum approval_state s, const char *decider,
-			      const char *reason)
+/*
+ * ch is 0 for the broker's own endings (timeout, cancel, too many).  An
+ * elicitation answer is recorded as what it is: the client's report.
+ */
+static json_t *decision_event(const struct approval *a, enum approval_state s, unsigned ch,
+			      const char *decider, const char *reason)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:s?}", "type", "decision", "approval", a->id,
-			 "decision", approval_state_name(s), "decider", decider, "reason", reason);
+	json_t *e =
+	    json_pack("{s:s, s:s, s:s, s:s, s:s?}", "type", "decision", "approval", a->id,
+		      "decision", approval_state_name(s), "decider", decider, "reason", reason);
+
+	if (e != NULL && ch != 0)
+		json_object_set_new(e, "channel", json_string(approval_channel_name(ch)));
+	if (e != NULL && ch == APPROVAL_CH_ELICITATION)
+		json_object_set_new(e, "note",
+				    json_string("the MCP client's report of its user's answer"));
+	return e;
 }
 
 /*
@@ -168,13 +281,13 @@ static json_t *decision_event(const struct approval *a, enum approval_state s, c
  * even if it cannot be recorded (the failure is logged): refusing to deny
  * would be worse.
  */
-static int finish_locked(struct approval *a, enum approval_state s, const char *decider,
-			 const char *reason, struct lg_err **err)
+static int finish_locked(struct approval *a, enum approval_state s, unsigned ch,
+			 const char *decider, const char *reason, struct lg_err **err)
 {
 	struct approval_broker *b = a->b;
 	struct lg_err *aerr = NULL;
 
-	audit_locked(b, decision_event(a, s, decider, reason),
+	audit_locked(b, decision_event(a, s, ch, decider, reason),
 		     s == APPROVAL_APPROVED ? &aerr : NULL);
 	if (aerr != NULL) {
 		lg_err_wrap(&aerr, "cannot record the approval of %s, so it is not granted", a->id);
@@ -208,7 +321,7 @@ static void expire_locked(struct approval_broker *b, uint64_t now)
 		struct approval *next = a->next;
 
 		if (now >= a->deadline_ms)
-			finish_locked(a, APPROVAL_TIMED_OUT, "timeout", NULL, NULL);
+			finish_locked(a, APPROVAL_TIMED_OUT, 0, "timeout", NULL, NULL);
 		a = next;
 	}
 }
@@ -248,6 +361,12 @@ static struct approval *find_locked(struct approval_broker *b, const char *id)
 
 struct approval *approval_file(struct approval_broker *b, const json_t *card)
 {
+	return approval_file_full(b, card, NULL);
+}
+
+struct approval *approval_file_full(struct approval_broker *b, const json_t *card,
+				    const json_t *action)
+{
 	struct approval *a = xzalloc(sizeof(*a));
 	pthread_condattr_t attr;
 	struct lg_err *aerr = NULL;
@@ -260,6 +379,7 @@ struct approval *approval_file(struct approval_broker *b, const json_t *card)
 	a->card = card != NULL && json_is_object(card) ? json_deep_copy(card) : json_object();
 	if (a->card == NULL)
 		abort();
+	a->action = action != NULL ? json_deep_copy(action) : NULL;
 	a->state = APPROVAL_PENDING;
 	a->created_wall = time(NULL);
 	a->b = b;
@@ -272,6 +392,16 @@ struct approval *approval_file(struct approval_broker *b, const json_t *card)
 	while (find_locked(b, a->id) != NULL);
 	a->deadline_ms = lg_now_ms() + (uint64_t)b->timeout_s * 1000;
 	expire_locked(b, lg_now_ms());
+	/*
+	 * Who may decide is fixed now and written on the card, so every channel
+	 * shows it and the audit log's request entry records it.
+	 */
+	a->channels = b->channels[card_risk(a->card)];
+	{
+		char *txt = approval_channels_text(a->channels);
+		json_object_set_new(a->card, "channels", json_string(txt));
+		free(txt);
+	}
 
 	/*
 	 * The request is recorded before anyone can learn its id, so a
@@ -291,10 +421,10 @@ struct approval *approval_file(struct approval_broker *b, const json_t *card)
 	if (aerr != NULL) {
 		lg_error("approval %s: %s; denied", a->id, aerr->msg);
 		lg_err_free(&aerr);
-		finish_locked(a, APPROVAL_DENIED, "broker", "the audit log cannot be written",
+		finish_locked(a, APPROVAL_DENIED, 0, "broker", "the audit log cannot be written",
 			      NULL);
 	} else if (b->npending > MAX_PENDING) {
-		finish_locked(a, APPROVAL_DENIED, "broker", "too many pending approvals", NULL);
+		finish_locked(a, APPROVAL_DENIED, 0, "broker", "too many pending approvals", NULL);
 	}
 	pthread_mutex_unlock(&b->mu);
 	return a;
@@ -303,6 +433,11 @@ struct approval *approval_file(struct approval_broker *b, const json_t *card)
 const char *approval_id(const struct approval *a)
 {
 	return a->id;
+}
+
+unsigned approval_channels(const struct approval *a)
+{
+	return a->channels; /* fixed at filing: no lock needed */
 }
 
 enum approval_state approval_wait(struct approval *a, char **decider, char **reason)
@@ -322,7 +457,7 @@ enum approval_state approval_wait(struct approval *a, char **decider, char **rea
 		 */
 		if (a->state == APPROVAL_PENDING &&
 		    (r == ETIMEDOUT || lg_now_ms() >= a->deadline_ms))
-			finish_locked(a, APPROVAL_TIMED_OUT, "timeout", NULL, NULL);
+			finish_locked(a, APPROVAL_TIMED_OUT, 0, "timeout", NULL, NULL);
 	}
 	s = a->state;
 	if (decider != NULL)
@@ -353,8 +488,8 @@ void approval_put(struct approval *a)
  * its deadline is timed out first, so a decision that arrives late loses to
  * the timeout even when no waiter has woken up yet to notice.
  */
-static int decide_locked(struct approval *a, bool approve, const char *decider, const char *reason,
-			 struct lg_err **err)
+static int decide_locked(struct approval *a, bool approve, enum approval_channel ch,
+			 const char *decider, const char *reason, struct lg_err **err)
 {
 	json_t *probe;
 
@@ -366,15 +501,42 @@ static int decide_locked(struct approval *a, bool approve, const char *decider, 
 		return lg_err_msg(err, EINVAL, "the decider or reason is not valid UTF-8");
 	json_decref(probe);
 	if (lg_now_ms() >= a->deadline_ms) {
-		finish_locked(a, APPROVAL_TIMED_OUT, "timeout", NULL, NULL);
+		finish_locked(a, APPROVAL_TIMED_OUT, 0, "timeout", NULL, NULL);
 		return lg_err_msg(err, ENOENT, "approval %s is not pending (it timed out)", a->id);
 	}
-	return finish_locked(a, approve ? APPROVAL_APPROVED : APPROVAL_DENIED, decider, reason,
-			     err);
+	/*
+	 * A channel the operator did not trust for this risk (say, elicitation,
+	 * which a compromised client can answer itself) is refused, a yes and a
+	 * no alike: the request waits for a channel that reaches the human.
+	 * The refusal is recorded, since it may be the trace of an attack.
+	 */
+	if ((a->channels & (unsigned)ch) == 0 || ((unsigned)ch & ~APPROVAL_CH_ALL) != 0 ||
+	    ch == 0) {
+		cleanup_free char *allowed = approval_channels_text(a->channels);
+		const char *risk = json_string_value(json_object_get(a->card, "risk"));
+
+		audit_locked(a->b,
+			     json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?}", "type",
+				       "decision_refused", "approval", a->id, "channel",
+				       approval_channel_name(ch), "decider", decider, "allowed",
+				       allowed, "reason", reason),
+			     NULL);
+		lg_warn("approval %s: a decision through %s (%s) was refused: only %s may decide "
+			"it",
+			a->id, approval_channel_name(ch), decider, allowed);
+		return lg_err_msg(err, EPERM,
+				  "approval %s (risk %s) cannot be decided through %s; it may be "
+				  "decided through: %s",
+				  a->id, risk != NULL ? risk : "unknown", approval_channel_name(ch),
+				  allowed);
+	}
+	return finish_locked(a, approve ? APPROVAL_APPROVED : APPROVAL_DENIED, (unsigned)ch,
+			     decider, reason, err);
 }
 
-int approval_decide(struct approval_broker *b, const char *id, bool approve, const char *decider,
-		    const char *reason, struct lg_err **err)
+int approval_decide(struct approval_broker *b, const char *id, bool approve,
+		    enum approval_channel ch, const char *decider, const char *reason,
+		    struct lg_err **err)
 {
 	struct approval *a;
 	int r;
@@ -387,19 +549,20 @@ int approval_decide(struct approval_broker *b, const char *id, bool approve, con
 		pthread_mutex_unlock(&b->mu);
 		return lg_err_msg(err, ENOENT, "approval %s is not pending", id);
 	}
-	r = decide_locked(a, approve, decider, reason, err);
+	r = decide_locked(a, approve, ch, decider, reason, err);
 	pthread_mutex_unlock(&b->mu);
 	return r;
 }
 
-int approval_decide_ref(struct approval *a, bool approve, const char *decider, const char *reason)
+int approval_decide_ref(struct approval *a, bool approve, enum approval_channel ch,
+			const char *decider, const char *reason)
 {
 	struct approval_broker *b = a->b;
 	int r = -ENOENT;
 
 	pthread_mutex_lock(&b->mu);
 	if (a->state == APPROVAL_PENDING)
-		r = decide_locked(a, approve, decider, reason, NULL);
+		r = decide_locked(a, approve, ch, decider, reason, NULL);
 	pthread_mutex_unlock(&b->mu);
 	return r;
 }
@@ -410,8 +573,8 @@ void approval_cancel(struct approval *a)
 
 	pthread_mutex_lock(&b->mu);
 	if (a->state == APPROVAL_PENDING)
-		finish_locked(a, APPROVAL_CANCELLED, "session", "the session that asked went away",
-			      NULL);
+		finish_locked(a, APPROVAL_CANCELLED, 0, "session",
+			      "the session that asked went away", NULL);
 	pthread_mutex_unlock(&b->mu);
 }
 
@@ -439,6 +602,28 @@ json_t *approval_list_pending(struct approval_broker *b)
 	return arr;
 }
 
+json_t *approval_show(struct approval_broker *b, const char *id)
+{
+	struct approval *a;
+	json_t *r = NULL;
+	uint64_t now;
+
+	if (id == NULL)
+		return NULL;
+	pthread_mutex_lock(&b->mu);
+	now = lg_now_ms();
+	expire_locked(b, now);
+	a = find_locked(b, id);
+	if (a != NULL)
+		r = json_pack("{s:s, s:o, s:o, s:I, s:I}", "id", a->id, "card",
+			      json_deep_copy(a->card), "action",
+			      a->action != NULL ? json_deep_copy(a->action) : json_null(),
+			      "created", (json_int_t)a->created_wall, "expires_in_s",
+			      (json_int_t)((a->deadline_ms - now + 999) / 1000));
+	pthread_mutex_unlock(&b->mu);
+	return r;
+}
+
 void approval_broker_free(struct approval_broker *b)
 {
 	bool last;
@@ -447,7 +632,7 @@ void approval_broker_free(struct approval_broker *b)
 		return;
 	pthread_mutex_lock(&b->mu);
 	while (b->head != NULL)
-		finish_locked(b->head, APPROVAL_CANCELLED, "shutdown",
+		finish_locked(b->head, APPROVAL_CANCELLED, 0, "shutdown",
 			      "the server is shutting down", NULL);
 	b->audit = NULL; /* the owner may close it as soon as we return */
 	last = --b->refs == 0;

@@ -13,6 +13,7 @@
  * that.
  */
 #include "approval/approval.h"
+#include "approval/control_req.h"
 
 #include "common/log.h"
 #include "common/paths.h"
@@ -153,54 +154,45 @@ static ssize_t read_line(struct approval_control *c, int fd, char **out)
 
 static json_t *handle_request(struct approval_control *c, const char *line, size_t len, uid_t uid)
 {
-	json_error_t jerr;
-	json_t *req = json_loadb(line, len, 0, &jerr);
-	json_t *resp;
-	const char *op;
-	const char *id;
-	json_t *reason;
+	struct control_req req;
 	struct lg_err *err = NULL;
 	cleanup_free char *decider = NULL;
+	json_t *resp = NULL;
+	json_t *shown;
 	bool approve;
+	char why[160];
 
-	if (req == NULL || !json_is_object(req)) {
-		resp =
-		    json_pack("{s:b, s:s+}", "ok", 0, "error",
-			      "malformed request: ", req == NULL ? jerr.text : "not a JSON object");
-		json_decref(req);
-		return resp;
-	}
-	op = json_string_value(json_object_get(req, "op"));
-	if (op == NULL) {
-		resp = json_pack("{s:b, s:s}", "ok", 0, "error", "missing \"op\"");
-	} else if (strcmp(op, "list") == 0) {
+	if (control_req_parse(line, len, &req, why, sizeof(why)) < 0)
+		return json_pack("{s:b, s:s}", "ok", 0, "error", why);
+	switch (req.op) {
+	case CONTROL_LIST:
 		resp = json_pack("{s:b, s:o}", "ok", 1, "pending", approval_list_pending(c->b));
-	} else if (strcmp(op, "approve") == 0 || strcmp(op, "deny") == 0) {
-		approve = strcmp(op, "approve") == 0;
-		id = json_string_value(json_object_get(req, "id"));
-		reason = json_object_get(req, "reason");
-		if (id == NULL) {
-			resp = json_pack("{s:b, s:s}", "ok", 0, "error", "missing \"id\"");
-		} else if (reason != NULL && !json_is_string(reason) && !json_is_null(reason)) {
-			resp = json_pack("{s:b, s:s}", "ok", 0, "error",
-					 "\"reason\" must be a string");
+		break;
+	case CONTROL_SHOW:
+		shown = approval_show(c->b, req.id);
+		if (shown == NULL)
+			resp =
+			    json_pack("{s:b, s:s+}", "ok", 0, "error", req.id, " is not pending");
+		else
+			resp = json_pack("{s:b, s:o}", "ok", 1, "approval", shown);
+		break;
+	case CONTROL_APPROVE:
+	case CONTROL_DENY:
+		approve = req.op == CONTROL_APPROVE;
+		/* The uid comes from the kernel, not from the request. */
+		decider = xasprintf("cli:uid=%u", (unsigned)uid);
+		if (approval_decide(c->b, req.id, approve, APPROVAL_CH_CLI, decider, req.reason,
+				    &err) < 0) {
+			resp = json_pack("{s:b, s:s}", "ok", 0, "error", err->msg);
+			lg_err_free(&err);
 		} else {
-			/* The uid comes from the kernel, not from the request. */
-			decider = xasprintf("cli:uid=%u", (unsigned)uid);
-			if (approval_decide(c->b, id, approve, decider, json_string_value(reason),
-					    &err) < 0) {
-				resp = json_pack("{s:b, s:s}", "ok", 0, "error", err->msg);
-				lg_err_free(&err);
-			} else {
-				lg_info("approval %s %s by %s", id, approve ? "approved" : "denied",
-					decider);
-				resp = json_pack("{s:b}", "ok", 1);
-			}
+			lg_info("approval %s %s by %s", req.id, approve ? "approved" : "denied",
+				decider);
+			resp = json_pack("{s:b}", "ok", 1);
 		}
-	} else {
-		resp = json_pack("{s:b, s:s+}", "ok", 0, "error", "unknown op: ", op);
+		break;
 	}
-	json_decref(req);
+	control_req_clear(&req);
 	if (resp == NULL)
 		resp = json_pack("{s:b, s:s}", "ok", 0, "error", "internal error");
 	return resp;

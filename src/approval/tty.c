@@ -116,8 +116,11 @@ static size_t count_lines(const char *s)
 	return n;
 }
 
-/* A file's content, indented and cut short: the card must fit on a screen. */
-static void print_block(FILE *f, const char *key, const json_t *v)
+/*
+ * A file's content, indented and cut short: the card must fit on a screen.
+ * What is cut is said, with the content's whole size when the card has it.
+ */
+static void print_block(FILE *f, const char *key, const json_t *v, const json_t *total_bytes)
 {
 	const char *s = json_string_value(v);
 	size_t lines = 0;
@@ -127,7 +130,11 @@ static void print_block(FILE *f, const char *key, const json_t *v)
 		print_field(f, key, v);
 		return;
 	}
-	fprintf(f, "  %s:\n", key);
+	if (json_is_integer(total_bytes))
+		fprintf(f, "  %s (%" JSON_INTEGER_FORMAT " bytes):\n", key,
+			json_integer_value(total_bytes));
+	else
+		fprintf(f, "  %s:\n", key);
 	while (*s != '\0') {
 		const char *nl = strchr(s, '\n');
 		size_t len = nl != NULL ? (size_t)(nl - s) : strlen(s);
@@ -135,7 +142,8 @@ static void print_block(FILE *f, const char *key, const json_t *v)
 
 		if (lines == DIFF_MAX_LINES || total + len > DIFF_MAX_BYTES) {
 			size_t more = count_lines(s);
-			fprintf(f, "    ... (%zu more line%s)\n", more, more == 1 ? "" : "s");
+			fprintf(f, "    ... (%zu more line%s of the card's text not shown here)\n",
+				more, more == 1 ? "" : "s");
 			return;
 		}
 		line = xmalloc(len + 1);
@@ -150,29 +158,89 @@ static void print_block(FILE *f, const char *key, const json_t *v)
 	}
 }
 
-static void print_card(FILE *f, const json_t *card, unsigned timeout_s)
+/*
+ * The card's body, the same for every channel (terminal, `approvals show`,
+ * the elicitation message): the known fields first, every argument of the
+ * action on its own line, then anything else the card holds, the file
+ * contents, and what was left out and where the whole action is.
+ */
+static void render_card(FILE *f, const json_t *card)
 {
-	static const char *const fields[] = {"tool", "summary", "where", "risk", "reason"};
+	static const char *const fields[] = {"tool", "summary", "where",    "risk",    "reason",
+					     "rule", "session", "channels", "approval"};
+	static const char *const shown_later[] = {"args",	  "before",	 "after",
+						  "before_bytes", "after_bytes", "omitted"};
 	const char *key;
 	json_t *v;
+	size_t i;
 
-	fputs("\n=== LuminaGuard: this action needs your approval ===\n", f);
-	for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
+	for (i = 0; i < ARRAY_SIZE(fields); i++)
 		if ((v = json_object_get(card, fields[i])) != NULL)
-			print_field(f, fields[i], v);
+			print_field(f, strcmp(fields[i], "channels") == 0 ? "decide by" : fields[i],
+				    v);
+	if (json_is_object(v = json_object_get(card, "args"))) {
+		json_t *arg;
+
+		fputs("  arguments:\n", f);
+		json_object_foreach(v, key, arg)
+		{
+			fputs("    ", f);
+			print_field(f, key, arg);
+		}
+	} else if (v != NULL) {
+		print_field(f, "args", v);
+	}
 	json_object_foreach((json_t *)card, key, v)
 	{
-		bool known = strcmp(key, "before") == 0 || strcmp(key, "after") == 0;
+		bool known = false;
 
-		for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
+		for (i = 0; i < ARRAY_SIZE(fields); i++)
 			known = known || strcmp(key, fields[i]) == 0;
+		for (i = 0; i < ARRAY_SIZE(shown_later); i++)
+			known = known || strcmp(key, shown_later[i]) == 0;
 		if (!known)
 			print_field(f, key, v);
 	}
 	if ((v = json_object_get(card, "before")) != NULL)
-		print_block(f, "before", v);
+		print_block(f, "before", v, json_object_get(card, "before_bytes"));
 	if ((v = json_object_get(card, "after")) != NULL)
-		print_block(f, "after", v);
+		print_block(f, "after", v, json_object_get(card, "after_bytes"));
+	if (json_array_size(v = json_object_get(card, "omitted")) > 0) {
+		json_t *item;
+
+		fputs("  NOT SHOWN IN FULL:\n", f);
+		json_array_foreach(v, i, item)
+		{
+			fputs("    - ", f);
+			approval_print_sanitized(
+			    f, json_string_value(item) ? json_string_value(item) : "?", false);
+			fputc('\n', f);
+		}
+	}
+	if (json_is_string(v = json_object_get(card, "approval"))) {
+		fputs("  the whole action: luminaguard approvals show ", f);
+		approval_print_sanitized(f, json_string_value(v), false);
+		fputc('\n', f);
+	}
+}
+
+char *approval_card_render(const json_t *card)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (f == NULL)
+		return NULL;
+	render_card(f, card);
+	fclose(f);
+	return text;
+}
+
+static void print_card(FILE *f, const json_t *card, unsigned timeout_s)
+{
+	fputs("\n=== LuminaGuard: this action needs your approval ===\n", f);
+	render_card(f, card);
 	fprintf(f, "Allow it? [y/N] (no answer in %u s is a no): ", timeout_s);
 }
 

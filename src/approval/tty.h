@@ -42,4 +42,13 @@ int approval_tty_prompt_fds(const json_t *card, unsigned timeout_s, int in_fd, i
  */
 void approval_print_sanitized(FILE *f, const char *s, bool keep_newlines);
 
+/*
+ * The card as text, one field a line, every piece of agent text escaped as
+ * approval_print_sanitized() does: what the terminal prompt shows below its
+ * title, and what `approvals show` and the elicitation message show.  Lists
+ * the card's "omitted" items and names `luminaguard approvals show ID` when
+ * the card has its "approval" id.  New string, or NULL when out of memory.
+ */
+char *approval_card_render(const json_t *card);
+
 #endif

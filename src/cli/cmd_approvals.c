@@ -39,6 +39,7 @@ static const char approvals_usage[] =
     "\n"
     "Commands:\n"
     "  list [--json]                 pending requests: id, age, risk, tool, summary\n"
+    "  show ID [--json]              one request in full: its card and the whole action\n"
     "  approve ID [--reason TEXT]    allow the action of request ID\n"
     "  deny ID [--reason TEXT]       refuse it\n"
     "\n"
@@ -46,7 +47,7 @@ static const char approvals_usage[] =
     "  -s, --socket PATH   the server's control socket (default:\n"
     "                      $LUMINAGUARD_CONTROL_SOCKET, else LUMINAGUARD_HOME/control.sock)\n"
     "  -r, --reason TEXT   why (recorded in the audit log with your uid)\n"
-    "      --json          list: print the requests as JSON, cards in full\n"
+    "      --json          list, show: print JSON (cards and actions in full)\n"
     "  -h, --help          show this help\n"
     "\n"
     "Exit status: 0 done, 1 refused or no server, 2 usage error.\n";
@@ -289,6 +290,58 @@ static int do_list(const char *path, bool as_json)
 			print_cell(json_object_get(card, "tool"), 16, false);
 			print_cell(json_object_get(card, "summary"), SUMMARY_WIDTH, true);
 		}
+		/* The table cuts; say where the whole of each request is. */
+		printf("(a summary is only the start: see all of a request with `%s approvals show "
+		       "ID` before deciding)\n",
+		       PROG);
+	}
+	json_decref(resp);
+	return 0;
+}
+
+/*
+ * One request in full: the card as the terminal prompt shows it, then the
+ * whole action as JSON.  Everything came from the agent: the card is
+ * escaped by the renderer, and the JSON is printed ASCII-only, so no byte
+ * of it can be a terminal control sequence.
+ */
+static int do_show(const char *path, const char *id, bool as_json)
+{
+	struct lg_err *err = NULL;
+	json_t *resp = NULL;
+	json_t *ap;
+	cleanup_free char *body = NULL;
+	cleanup_free char *action = NULL;
+
+	if (request(path, json_pack("{s:s, s:s}", "op", "show", "id", id), &resp, &err) < 0) {
+		lg_err_report(PROG, &err);
+		return 1;
+	}
+	if (!json_is_true(json_object_get(resp, "ok")))
+		return refused("show", resp);
+	ap = json_object_get(resp, "approval");
+	if (!json_is_object(ap)) {
+		json_decref(resp);
+		fprintf(stderr, "%s: approvals show: malformed reply from %s\n", PROG, path);
+		return 1;
+	}
+	if (as_json) {
+		json_dumpf(ap, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+		fputc('\n', stdout);
+		json_decref(resp);
+		return 0;
+	}
+	fputs("approval ", stdout);
+	approval_print_sanitized(stdout, json_string_value(json_object_get(ap, "id")), false);
+	printf(" (times out in %" JSON_INTEGER_FORMAT " s)\n",
+	       json_integer_value(json_object_get(ap, "expires_in_s")));
+	body = approval_card_render(json_object_get(ap, "card"));
+	fputs(body != NULL ? body : "", stdout);
+	if (!json_is_null(json_object_get(ap, "action"))) {
+		action = json_dumps(json_object_get(ap, "action"),
+				    JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_SORT_KEYS);
+		printf("the whole action, as the agent sent it:\n%s\n",
+		       action != NULL ? action : "?");
 	}
 	json_decref(resp);
 	return 0;
@@ -336,7 +389,8 @@ int cmd_approvals(int argc, char **argv)
 		fputs(approvals_usage, stdout);
 		return 0;
 	}
-	if (strcmp(sub, "list") != 0 && strcmp(sub, "approve") != 0 && strcmp(sub, "deny") != 0)
+	if (strcmp(sub, "list") != 0 && strcmp(sub, "show") != 0 && strcmp(sub, "approve") != 0 &&
+	    strcmp(sub, "deny") != 0)
 		return usage_error("unknown command `%s`", sub);
 
 	optind = 0;
@@ -370,12 +424,17 @@ int cmd_approvals(int argc, char **argv)
 		path = socket_path(socket_opt);
 		return do_list(path, as_json);
 	}
-	if (as_json)
-		return usage_error("--json is for list");
+	if (as_json && strcmp(sub, "show") != 0)
+		return usage_error("--json is for list and show");
 	if (argc == 0)
 		return usage_error("%s: missing the request ID", sub);
 	if (argc > 1)
 		return usage_error("unexpected argument `%s`", argv[1]);
 	path = socket_path(socket_opt);
+	if (strcmp(sub, "show") == 0) {
+		if (reason != NULL)
+			return usage_error("show takes no --reason");
+		return do_show(path, argv[0], as_json);
+	}
 	return do_decide(path, sub, argv[0], reason);
 }
