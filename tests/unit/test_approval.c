@@ -1287,6 +1287,7 @@ static void test_card_shows_the_whole_action(void **state)
 	/* the card: every argument, and what it cut */
 	list = approval_list_pending(b);
 	card_j = json_object_get(json_array_get(list, 0), "card");
+	assert_true(json_is_object(json_object_get(card_j, "args"))); /* old cards had none */
 	assert_string_equal(
 	    json_string_value(json_object_get(
 		json_object_get(json_object_get(card_j, "args"), "env"), "LD_PRELOAD")),
