@@ -1,16 +1,25 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Which accelerator can run a stock Linux guest here.  The trap this file
- * exists for: a host whose /dev/kvm is kvm_pvm (pagetable-based
- * virtualization, no VT-x/AMD-V) accepts KVM_CREATE_VM and runs tiny
- * guests, but a distribution kernel takes minutes to reach init, or dies
- * with an emulation error.  So "/dev/kvm opens" is not "KVM is usable".
+ * Which accelerator can run a stock Linux guest here.  Hosts differ, and
+ * the same build must say plainly which one it is on:
+ *  - no /dev/kvm at all (most CI machines, VMs without nested
+ *    virtualization): TCG;
+ *  - a /dev/kvm this user cannot open: TCG, and the fix;
+ *  - kvm_pvm (pagetable-based virtualization, no VT-x/AMD-V): it accepts
+ *    KVM_CREATE_VM and runs tiny guests, but a distribution kernel takes
+ *    minutes to reach init, or dies with an emulation error, so "/dev/kvm
+ *    opens" is not "KVM is usable": TCG unless asked;
+ *  - a /dev/kvm that opens but is neither of the hardware modules nor
+ *    backed by vmx/svm: unrecognized, treated as PVM is;
+ *  - hardware virtualization: KVM.
  */
 #include "hv/hv.h"
 
 #include "common/util.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -57,6 +66,8 @@ const char *hv_kvm_kind_name(enum hv_kvm_kind k)
 		return "no access";
 	case HV_KVM_PVM:
 		return "pvm";
+	case HV_KVM_UNRECOGNIZED:
+		return "unrecognized";
 	case HV_KVM_HARDWARE:
 		return "hardware";
 	}
@@ -85,27 +96,51 @@ static bool cpu_has_virt_flags(void)
 	return false;
 }
 
-static void say(char *why, size_t n, const char *msg)
+static void say(char *why, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say(char *why, size_t n, const char *fmt, ...)
 {
-	if (why != NULL && n > 0)
-		snprintf(why, n, "%s", msg);
+	va_list ap;
+
+	if (why == NULL || n == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, n, fmt, ap);
+	va_end(ap);
 }
 
 enum hv_kvm_kind hv_kvm_detect(char *why, size_t why_len)
 {
+	bool cpu_virt = cpu_has_virt_flags();
 	int fd;
 
 	if (!path_exists("/dev/kvm")) {
-		say(why, why_len,
-		    "/dev/kvm does not exist (no KVM module loaded, or not a KVM host)");
+		if (cpu_virt)
+			say(why, why_len,
+			    "/dev/kvm does not exist, although the CPU has VT-x/AMD-V (load "
+			    "kvm_intel or kvm_amd, or give this container the device)");
+		else
+			say(why, why_len,
+			    "/dev/kvm does not exist and the CPU shows no VT-x/AMD-V (not a KVM "
+			    "host, e.g. a VM without nested virtualization)");
 		return HV_KVM_NONE;
 	}
 	fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (fd < 0) {
-		say(why, why_len,
-		    errno == EACCES ? "/dev/kvm exists but this user may not open it (add the "
-				      "user to group 'kvm')"
-				    : "/dev/kvm exists but cannot be opened");
+		struct stat st;
+
+		if (errno == EACCES && stat("/dev/kvm", &st) == 0 && st.st_gid != 0 &&
+		    (st.st_mode & (S_IRGRP | S_IWGRP)) == (S_IRGRP | S_IWGRP))
+			say(why, why_len,
+			    "/dev/kvm exists but this user may not open it (add the user to "
+			    "its group, gid %u, usually 'kvm')",
+			    (unsigned)st.st_gid);
+		else if (errno == EACCES)
+			say(why, why_len,
+			    "/dev/kvm exists but only root may open it (chgrp kvm /dev/kvm; "
+			    "chmod 0660 /dev/kvm, then add the user to group 'kvm')");
+		else
+			say(why, why_len, "/dev/kvm exists but cannot be opened: %s",
+			    strerror(errno));
 		return HV_KVM_NOACCESS;
 	}
 	close(fd);
@@ -120,12 +155,14 @@ enum hv_kvm_kind hv_kvm_detect(char *why, size_t why_len)
 		return HV_KVM_PVM;
 	}
 	if (path_exists("/sys/module/kvm_intel") || path_exists("/sys/module/kvm_amd") ||
-	    cpu_has_virt_flags()) {
+	    cpu_virt) {
 		say(why, why_len, "/dev/kvm uses hardware virtualization (VT-x/AMD-V)");
 		return HV_KVM_HARDWARE;
 	}
-	say(why, why_len, "/dev/kvm opens but no hardware virtualization was found");
-	return HV_KVM_PVM;
+	say(why, why_len,
+	    "/dev/kvm opens, but neither kvm_intel nor kvm_amd is loaded and the CPU shows "
+	    "no VT-x/AMD-V: not hardware virtualization");
+	return HV_KVM_UNRECOGNIZED;
 }
 
 int hv_accel_resolve(enum hv_accel requested, enum hv_accel *out, const char **note,
@@ -150,6 +187,9 @@ int hv_accel_resolve(enum hv_accel requested, enum hv_accel *out, const char **n
 		if (kind == HV_KVM_PVM)
 			*note = "using KVM as asked, but /dev/kvm is PVM: a stock kernel may take "
 				"minutes to boot";
+		else if (kind == HV_KVM_UNRECOGNIZED)
+			*note = "using KVM as asked, but /dev/kvm is not hardware virtualization: "
+				"a stock kernel may take minutes to boot";
 		*out = HV_ACCEL_KVM;
 		return 0;
 	case HV_ACCEL_AUTO:
@@ -164,11 +204,15 @@ int hv_accel_resolve(enum hv_accel requested, enum hv_accel *out, const char **n
 		*note = "/dev/kvm is PVM (no hardware virtualization); using TCG software "
 			"emulation, which is slower";
 		break;
+	case HV_KVM_UNRECOGNIZED:
+		*note = "/dev/kvm is not hardware virtualization; using TCG software emulation "
+			"(--accel kvm tries it anyway)";
+		break;
 	case HV_KVM_NOACCESS:
 		*note = "/dev/kvm is not accessible to this user; using TCG software emulation";
 		break;
 	case HV_KVM_NONE:
-		*note = "no /dev/kvm; using TCG software emulation";
+		*note = "no /dev/kvm on this host; using TCG software emulation";
 		break;
 	}
 	*out = HV_ACCEL_TCG;

@@ -30,10 +30,11 @@ int hv_accel_parse(const char *name, enum hv_accel *out);
 
 /* What /dev/kvm offers on this host. */
 enum hv_kvm_kind {
-	HV_KVM_NONE,	 /* no /dev/kvm */
-	HV_KVM_NOACCESS, /* present but not openable read-write by us */
-	HV_KVM_PVM,	 /* kvm_pvm: pagetable virtualization, stock kernels crawl */
-	HV_KVM_HARDWARE, /* VT-x / AMD-V */
+	HV_KVM_NONE,	     /* no /dev/kvm */
+	HV_KVM_NOACCESS,     /* present but not openable read-write by us */
+	HV_KVM_PVM,	     /* kvm_pvm: pagetable virtualization, stock kernels crawl */
+	HV_KVM_HARDWARE,     /* VT-x / AMD-V */
+	HV_KVM_UNRECOGNIZED, /* opens, but no sign of VT-x/AMD-V: treated as PVM */
 };
 
 /* Detects the KVM kind; writes a one-line explanation into why (may be NULL). */
@@ -42,7 +43,7 @@ const char *hv_kvm_kind_name(enum hv_kvm_kind k);
 
 /*
  * Picks the accelerator for `requested` on this host.  AUTO picks KVM only
- * when it is hardware virtualization; PVM and missing KVM fall back to TCG
+ * when it is hardware virtualization; anything else falls back to TCG
  * and *note explains why (a static string, or NULL when nothing to say).
  * An explicit request is honoured as long as it can work at all.
  */
@@ -88,7 +89,7 @@ struct vm_config {
  * the VM dies, not the host.
  */
 #define HV_VMM_OVERHEAD_MIB 192u
-#define HV_MAX_MEMORY_MIB (1024u * 1024u)
+#define HV_MAX_MEMORY_MIB   (1024u * 1024u)
 
 /* Backend-private state follows this header in the backend's own struct. */
 struct vm {
