@@ -4,6 +4,7 @@
 #include "cli/run_opts.h"
 #include "cli/signals.h"
 
+#include "common/encoding.h"
 #include "common/log.h"
 #include "common/paths.h"
 #include "common/util.h"
@@ -51,6 +52,20 @@ static void note_once(const char *note)
 	}
 }
 
+/*
+ * A command-line string as JSON.  Not every argv byte string is UTF-8, and
+ * json_string() would return NULL for it, which would silently drop the
+ * argument from what the policy and the card see: invalid bytes become
+ * U+FFFD instead, so the argument is still there, visibly odd.
+ */
+static json_t *card_string(const char *s)
+{
+	size_t n;
+	cleanup_free char *clean = lg_utf8_sanitize((const uint8_t *)s, strlen(s), &n);
+
+	return json_stringn(clean, n);
+}
+
 /* The cliff for `run`: the command is classified as the MCP tool sandbox_run would be. */
 static int cliff(const struct run_opts *o, struct lg_err **err)
 {
@@ -67,7 +82,7 @@ static int cliff(const struct run_opts *o, struct lg_err **err)
 		p = policy_default();
 	}
 	for (size_t i = 0; o->command[i] != NULL; i++)
-		json_array_append_new(argv_json, json_string(o->command[i]));
+		json_array_append_new(argv_json, card_string(o->command[i]));
 	args = json_pack("{s:o, s:i, s:I}", "argv", argv_json, "cpus", (int)o->cpus, "memory",
 			 (json_int_t)o->memory_mib);
 	if (o->workdir != NULL)
@@ -93,7 +108,35 @@ static int cliff(const struct run_opts *o, struct lg_err **err)
 		    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "tool", "sandbox_run", "summary",
 			      argv_text ? argv_text : "?", "where", "a new sandbox", "risk",
 			      policy_risk_name(d.risk), "rule", d.rule, "reason", d.reason);
+		json_t *shown = json_deep_copy(args);
+		json_t *env = json_object();
+
 		free(argv_text);
+		/*
+		 * Everything the command depends on goes on the card, not only
+		 * argv: an LD_PRELOAD in --env or a workdir changes what runs.
+		 * The printer escapes control characters in all of it.
+		 */
+		for (size_t i = 0; i < o->n_env; i++) {
+			const char *eq = strchr(o->env[i], '=');
+			size_t klen;
+			cleanup_free char *k =
+			    eq != NULL ? xasprintf("%.*s", (int)(eq - o->env[i]), o->env[i])
+				       : xstrdup(o->env[i]);
+			cleanup_free char *kc =
+			    lg_utf8_sanitize((const uint8_t *)k, strlen(k), &klen);
+			json_object_set_new(env, kc, card_string(eq != NULL ? eq + 1 : ""));
+		}
+		if (o->n_env > 0)
+			json_object_set_new(shown, "env", env);
+		else
+			json_decref(env);
+		if (o->timeout_s != 0)
+			json_object_set_new(shown, "timeout", json_integer(o->timeout_s));
+		json_object_set_new(shown, "stdin",
+				    json_string(o->no_stdin ? "none (--no-stdin)"
+							    : "what you type on this terminal"));
+		json_object_set_new(card, "args", shown);
 		/* A human at a terminal, or no one: piped stdin is not a person's answer. */
 		if (!isatty(STDIN_FILENO))
 			r = lg_err_set(err, 0, "--approve tty needs stdin to be a terminal");
@@ -139,7 +182,9 @@ static bool net_ask_tty(void *ctx, const char *host, uint16_t port)
 	bool v6 = strchr(host, ':') != NULL;
 	cleanup_free char *dest = xasprintf(v6 ? "[%s]:%u" : "%s:%u", host, (unsigned)port);
 	cleanup_free char *summary = xasprintf("allow network access to %s?", dest);
-	cleanup_free char *reason = xasprintf("%s is not on the --net allowlist", dest);
+	/* What a yes can open: never the host itself (lg_egress_dest_note). */
+	cleanup_free char *reason =
+	    xasprintf("%s is not on the --net allowlist. %s", dest, lg_egress_dest_note(host));
 	bool approved = false;
 	int in_fd = STDIN_FILENO, out_fd = STDERR_FILENO, tty = -1;
 	json_t *card;

@@ -34,13 +34,15 @@ struct mcp_net {
 static json_t *net_elicitation(const char *approval, const char *host, uint16_t port,
 			       const char *where)
 {
-	char msg[700];
+	char msg[1200];
 
+	/* The note says what a yes can open: a human approving a guest's
+	 * destination must not think it could be the host itself. */
 	snprintf(msg, sizeof(msg),
 		 "LuminaGuard asks for approval %s (risk red): sandbox %s wants to connect to "
-		 "%.300s:%u, which is not on its network allowlist. Approving allows this "
+		 "%.300s:%u, which is not on its network allowlist. %s Approving allows this "
 		 "destination for this sandbox only.",
-		 approval, where, host, (unsigned)port);
+		 approval, where, host, (unsigned)port, lg_egress_dest_note(host));
 	return json_pack("{s:s, s:{s:s, s:{s:{s:s, s:s, s:s}, s:{s:s, s:s}}, s:[s]}}", "message",
 			 msg, "requestedSchema", "type", "object", "properties", "approve", "type",
 			 "boolean", "title", "Approve", "description",
@@ -77,7 +79,7 @@ static bool ask(void *ctx, const char *host, uint16_t port)
 {
 	struct mcp_net *n = ctx;
 	struct mcp_session *ss = n->ss;
-	char summary[400], reason[400], where[MCP_SANDBOX_ID_LEN];
+	char summary[400], reason[1000], where[MCP_SANDBOX_ID_LEN];
 	char *decider = NULL, *why = NULL;
 	enum approval_state st;
 	struct approval *a;
@@ -88,8 +90,8 @@ static bool ask(void *ctx, const char *host, uint16_t port)
 	memcpy(where, n->sandbox_id, sizeof(where));
 	pthread_mutex_unlock(&n->lock);
 	snprintf(summary, sizeof(summary), "connect to %.300s:%u", host, (unsigned)port);
-	snprintf(reason, sizeof(reason), "%.300s:%u is not on this sandbox's network allowlist",
-		 host, (unsigned)port);
+	snprintf(reason, sizeof(reason), "%.300s:%u is not on this sandbox's network allowlist. %s",
+		 host, (unsigned)port, lg_egress_dest_note(host));
 	json_t *card =
 	    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "tool", "network", "summary", summary,
 		      "where", where[0] ? where : "a new sandbox", "risk", "red", "rule",

@@ -6,9 +6,13 @@
  * What it defends against, in order:
  *  - a destination nobody allowed: the allowlist, or a human (eg->ask);
  *  - an allowed *name* that resolves into the host's own networks (DNS
- *    pointing at 127.0.0.1, 10.x, the cloud metadata service): every
- *    resolved address is checked, and only an address/CIDR entry can open
- *    such a range;
+ *    pointing at 127.0.0.1, 10.x, the cloud metadata service, an address
+ *    of the host's own interfaces): every resolved address is checked, and
+ *    only an address/CIDR entry the host's user wrote can open such a
+ *    range;
+ *  - an approval as a way in: what a human approves is what the guest
+ *    asked for, so an approved entry never opens a forbidden range, and an
+ *    address literal in one is refused before anyone is asked;
  *  - DNS rebinding: the address that was checked is the one dialled; the
  *    name is never resolved a second time;
  *  - a request whose Host header, or a tunnel whose TLS SNI, names another
@@ -23,6 +27,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
 #include <netdb.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -48,6 +53,11 @@ struct entry {
 	uint8_t addr[16];
 	unsigned prefix;
 	int port;
+	/*
+	 * Added because a human approved a guest's request, not written by
+	 * the host's user: never opens a forbidden range (match_addr).
+	 */
+	bool approved;
 	char *text; /* as given */
 };
 
@@ -182,7 +192,8 @@ static int parse_entry(const char *text, struct entry *e, struct lg_err **err)
 	return 0;
 }
 
-int lg_allowlist_add(struct lg_allowlist *al, const char *entry, struct lg_err **err)
+static int allowlist_add(struct lg_allowlist *al, const char *entry, bool approved,
+			 struct lg_err **err)
 {
 	struct entry e;
 	cleanup_free char *t = NULL;
@@ -200,12 +211,23 @@ int lg_allowlist_add(struct lg_allowlist *al, const char *entry, struct lg_err *
 	r = parse_entry(t, &e, err);
 	if (r < 0)
 		return r;
+	e.approved = approved;
 	if (al->n == al->cap) {
 		al->cap = al->cap ? al->cap * 2 : 8;
 		al->e = xrealloc(al->e, al->cap * sizeof(*al->e));
 	}
 	al->e[al->n++] = e;
 	return 0;
+}
+
+int lg_allowlist_add(struct lg_allowlist *al, const char *entry, struct lg_err **err)
+{
+	return allowlist_add(al, entry, false, err);
+}
+
+int lg_allowlist_add_approved(struct lg_allowlist *al, const char *entry, struct lg_err **err)
+{
+	return allowlist_add(al, entry, true, err);
 }
 
 int lg_net_opt_parse(const char *arg, const char **allow, struct lg_err **err)
@@ -268,11 +290,13 @@ static bool addr_in(const struct entry *e, int family, const uint8_t *a)
 	return ((e->addr[full] ^ a[full]) & (uint8_t)(0xff << (8 - rest))) == 0;
 }
 
-static bool match_addr(const struct lg_allowlist *al, int family, const uint8_t *a, uint16_t port)
+/* host_written_only: only entries the host's user wrote count. */
+static bool match_addr(const struct lg_allowlist *al, int family, const uint8_t *a, uint16_t port,
+		       bool host_written_only)
 {
 	for (size_t i = 0; i < al->n; i++)
 		if (al->e[i].kind == E_ADDR && port_ok(al->e[i].port, port) &&
-		    addr_in(&al->e[i], family, a))
+		    addr_in(&al->e[i], family, a) && !(host_written_only && al->e[i].approved))
 			return true;
 	return false;
 }
@@ -284,9 +308,9 @@ bool lg_allowlist_match_host(const struct lg_allowlist *al, const char *host, ui
 
 	/* An address literal matches address entries only. */
 	if (inet_pton(AF_INET, host, a) == 1)
-		return match_addr(al, AF_INET, a, port);
+		return match_addr(al, AF_INET, a, port, false);
 	if (inet_pton(AF_INET6, host, a) == 1)
-		return match_addr(al, AF_INET6, a, port);
+		return match_addr(al, AF_INET6, a, port, false);
 	if (lg_dns_name_canon(host, strlen(host), name, sizeof(name)) < 0)
 		return false;
 	for (size_t i = 0; i < al->n; i++) {
@@ -307,15 +331,18 @@ bool lg_allowlist_match_addr(const struct lg_allowlist *al, const struct sockadd
 	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
 
-		return match_addr(al, AF_INET, (const uint8_t *)&s4->sin_addr, ntohs(s4->sin_port));
+		return match_addr(al, AF_INET, (const uint8_t *)&s4->sin_addr, ntohs(s4->sin_port),
+				  true);
 	}
 	if (sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
 
-		return match_addr(al, AF_INET6, s6->sin6_addr.s6_addr, ntohs(s6->sin6_port));
+		return match_addr(al, AF_INET6, s6->sin6_addr.s6_addr, ntohs(s6->sin6_port), true);
 	}
 	return false;
 }
+
+#define APPROVED_MARK " (approved)"
 
 char *lg_allowlist_str(const struct lg_allowlist *al)
 {
@@ -323,13 +350,15 @@ char *lg_allowlist_str(const struct lg_allowlist *al)
 	char *s;
 
 	for (size_t i = 0; i < al->n; i++)
-		len += strlen(al->e[i].text) + 2;
+		len += strlen(al->e[i].text) + 2 + strlen(APPROVED_MARK);
 	s = xmalloc(len);
 	s[0] = '\0';
 	for (size_t i = 0; i < al->n; i++) {
 		if (i > 0)
 			strcat(s, ", ");
 		strcat(s, al->e[i].text);
+		if (al->e[i].approved)
+			strcat(s, APPROVED_MARK);
 	}
 	return s;
 }
@@ -478,6 +507,107 @@ bool lg_addr_forbidden(const struct sockaddr *sa, const char **why)
 	return true;
 }
 
+/* The IPv4 address an IPv4-mapped IPv6 address (::ffff:a.b.c.d) carries. */
+static bool v4_mapped(const uint8_t *a6, uint8_t out[4])
+{
+	static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+	if (memcmp(a6, prefix, sizeof(prefix)) != 0)
+		return false;
+	memcpy(out, a6 + 12, 4);
+	return true;
+}
+
+bool lg_addr_on_host(const struct sockaddr *sa)
+{
+	struct ifaddrs *ifs = NULL;
+	uint8_t want[16];
+	int family;
+	bool found = false;
+
+	if (sa->sa_family == AF_INET) {
+		family = AF_INET;
+		memcpy(want, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		const uint8_t *a6 = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+
+		family = v4_mapped(a6, want) ? AF_INET : AF_INET6;
+		if (family == AF_INET6)
+			memcpy(want, a6, 16);
+	} else {
+		return false;
+	}
+	/*
+	 * Cannot list them: say yes.  Refusing a connection by mistake is a
+	 * 403 the user sees; reaching the host by mistake is the hole this
+	 * check closes.
+	 */
+	if (getifaddrs(&ifs) < 0)
+		return true;
+	for (struct ifaddrs *i = ifs; i != NULL && !found; i = i->ifa_next) {
+		const struct sockaddr *ia = i->ifa_addr;
+
+		if (ia == NULL || ia->sa_family != family)
+			continue;
+		if (family == AF_INET)
+			found = memcmp(&((const struct sockaddr_in *)ia)->sin_addr, want, 4) == 0;
+		else
+			found = memcmp(((const struct sockaddr_in6 *)ia)->sin6_addr.s6_addr, want,
+				       16) == 0;
+	}
+	freeifaddrs(ifs);
+	return found;
+}
+
+/*
+ * May the sandbox reach sa (whose port is set)?  Not when it lies in a
+ * forbidden range or is one of this host's own addresses, unless an
+ * address entry the host's user wrote covers it.  *why names the range.
+ */
+static bool addr_refused(struct lg_egress *eg, const struct sockaddr *sa, const char **why)
+{
+	bool host_written;
+
+	pthread_mutex_lock(&eg->lock);
+	host_written = lg_allowlist_match_addr(eg->allow, sa);
+	pthread_mutex_unlock(&eg->lock);
+	if (host_written)
+		return false;
+	if (lg_addr_forbidden(sa, why))
+		return true;
+	if (lg_addr_on_host(sa)) {
+		*why = "an address of this host's own network interfaces";
+		return true;
+	}
+	return false;
+}
+
+/* RFC 6761: "localhost" and the names below it are the host itself. */
+static bool is_localhost_name(const char *host)
+{
+	char name[256];
+
+	return lg_dns_name_canon(host, strlen(host), name, sizeof(name)) == 0 &&
+	       (strcmp(name, "localhost") == 0 || below(name, "localhost"));
+}
+
+const char *lg_egress_dest_note(const char *host)
+{
+	uint8_t a[16];
+
+	if (inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1)
+		return "It is a public IP address (not this host, its loopback or a private "
+		       "network; those are refused without asking): approving opens this address "
+		       "and port for this sandbox only.";
+	if (is_localhost_name(host))
+		return "'localhost' is this host itself: approving it cannot open the host's "
+		       "loopback, which only an address in the allowlist written on the host can "
+		       "(the connection is refused whatever the answer otherwise).";
+	return "It is a host name, resolved only after approval: if it resolves to this host "
+	       "(loopback or one of its own addresses) or to a private, link-local or "
+	       "cloud-metadata address, the connection is refused whatever the answer.";
+}
+
 /* ---- the proxy ---------------------------------------------------------- */
 
 #define DEFAULT_CONNECT_MS 10000
@@ -589,31 +719,100 @@ static char *host_port(const char *host, uint16_t port)
 	return xasprintf("%s:%u", host, port);
 }
 
-static bool host_allowed(struct conn *c)
+static void addr_str(const struct sockaddr *sa, char *out, size_t n)
+{
+	const void *a = sa->sa_family == AF_INET
+			    ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
+			    : (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+	if (inet_ntop(sa->sa_family, a, out, n) == NULL)
+		snprintf(out, n, "?");
+}
+
+/*
+ * The request's host as an address, when it is one: a literal (IPv4 or
+ * IPv6), or an IPv4 address in a legacy notation that the resolver
+ * would read as one ("127.1", "2130706433", "0x7f.1": inet_aton forms),
+ * which *legacy is set for.
+ */
+static bool host_as_addr(const struct conn *c, struct sockaddr_storage *ss, bool *legacy)
+{
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	*legacy = false;
+	if (inet_pton(AF_INET6, c->req.host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(c->req.port);
+		return true;
+	}
+	s4->sin_family = AF_INET;
+	s4->sin_port = htons(c->req.port);
+	if (inet_pton(AF_INET, c->req.host, &s4->sin_addr) == 1)
+		return true;
+	if (inet_aton(c->req.host, &s4->sin_addr) != 0) {
+		*legacy = true;
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Is the destination allowed, by the allowlist or by a human?  0, or -1
+ * after the client had its 403.
+ */
+static int host_allowed(struct conn *c)
 {
 	struct lg_egress *eg = c->eg;
-	bool ok;
+	struct sockaddr_storage ss;
+	const char *why = NULL;
+	bool ok, legacy;
 
+	if (host_as_addr(c, &ss, &legacy)) {
+		if (legacy) {
+			addr_str((struct sockaddr *)&ss, c->addr, sizeof(c->addr));
+			deny(c, "403 Forbidden", LG_EGRESS_DENIED,
+			     "%s is the IPv4 address %s in a legacy notation; write it as %s",
+			     c->req.host, c->addr, c->addr);
+			return -1;
+		}
+		/*
+		 * Before the allowlist and before anyone is asked: an
+		 * approval cannot open this address, so asking would only
+		 * show a human a question whose yes means nothing (or, before
+		 * this check, a yes that opened the host's loopback).
+		 */
+		if (addr_refused(eg, (struct sockaddr *)&ss, &why)) {
+			addr_str((struct sockaddr *)&ss, c->addr, sizeof(c->addr));
+			deny(c, "403 Forbidden", LG_EGRESS_DENIED,
+			     "%s:%u is %s: a sandbox may not reach it, and no approval can open it "
+			     "(only an address entry written on the host, --net allow=, can)",
+			     c->req.host, c->req.port, why);
+			return -1;
+		}
+	}
 	pthread_mutex_lock(&eg->lock);
 	ok = lg_allowlist_match_host(eg->allow, c->req.host, c->req.port);
 	pthread_mutex_unlock(&eg->lock);
 	if (ok)
-		return true;
-	if (eg->ask == NULL)
-		return false;
+		return 0;
 	/* The approval cliff: not under the lock, a human may take minutes. */
-	if (!eg->ask(eg->ask_ctx, c->req.host, c->req.port))
-		return false;
+	if (eg->ask == NULL || !eg->ask(eg->ask_ctx, c->req.host, c->req.port)) {
+		deny(c, "403 Forbidden", LG_EGRESS_DENIED,
+		     "%s:%u is not on this sandbox's allowlist", c->req.host, c->req.port);
+		return -1;
+	}
 	{
 		cleanup_free char *entry = host_port(c->req.host, c->req.port);
 		struct lg_err *err = NULL;
 
 		pthread_mutex_lock(&eg->lock);
-		if (lg_allowlist_add(eg->allow, entry, &err) < 0)
+		if (lg_allowlist_add_approved(eg->allow, entry, &err) < 0)
 			lg_err_free(&err); /* cannot happen: host and port were parsed */
 		pthread_mutex_unlock(&eg->lock);
 	}
-	return true;
+	return 0;
 }
 
 static int wait_fd(int fd, short events, int timeout_ms)
@@ -657,16 +856,6 @@ static int dial_one(const struct sockaddr *sa, socklen_t salen, int timeout_ms)
 	return fd;
 }
 
-static void addr_str(const struct sockaddr *sa, char *out, size_t n)
-{
-	const void *a = sa->sa_family == AF_INET
-			    ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
-			    : (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
-
-	if (inet_ntop(sa->sa_family, a, out, n) == NULL)
-		snprintf(out, n, "?");
-}
-
 /*
  * Resolves the host here (never in the guest), checks each address, and
  * dials the first that is allowed and answers.  On failure the client has
@@ -697,22 +886,19 @@ static int dial(struct conn *c)
 	for (struct addrinfo *ai = res; ai != NULL && tried < MAX_ADDRS; ai = ai->ai_next) {
 		const char *why = NULL;
 		char a[INET6_ADDRSTRLEN];
-		bool explicit;
 
 		if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
 			continue;
 		tried++;
 		addr_str(ai->ai_addr, a, sizeof(a));
-		pthread_mutex_lock(&eg->lock);
-		explicit = lg_allowlist_match_addr(eg->allow, ai->ai_addr);
-		pthread_mutex_unlock(&eg->lock);
 		/*
 		 * An allowed (or approved) *name* does not open the host's own
 		 * networks: whoever controls the name's DNS could point it
-		 * anywhere.  Only an address/CIDR entry, written by a person
-		 * who meant that address, does.
+		 * anywhere.  Only an address/CIDR entry written on the host,
+		 * by a person who meant that address, does; an approved one
+		 * does not (the guest chose what the human was shown).
 		 */
-		if (!explicit && lg_addr_forbidden(ai->ai_addr, &why)) {
+		if (addr_refused(eg, ai->ai_addr, &why)) {
 			if (refused_why == NULL) {
 				refused_why = why;
 				snprintf(refused_addr, sizeof(refused_addr), "%s", a);
@@ -982,11 +1168,8 @@ void lg_egress_serve(struct lg_egress *eg, int client_fd)
 		goto done;
 	head_len = r;
 
-	if (!host_allowed(&c)) {
-		deny(&c, "403 Forbidden", LG_EGRESS_DENIED,
-		     "%s:%u is not on this sandbox's allowlist", c.req.host, c.req.port);
+	if (host_allowed(&c) < 0)
 		goto done;
-	}
 	if (dial(&c) < 0)
 		goto done;
 

@@ -4,8 +4,9 @@
  * HTTP proxy whose every connection is carried to the host as its own
  * stream (net/netmux.h) and served here: the host parses the request,
  * checks the destination against the allowlist, resolves the name itself,
- * refuses loopback / private / link-local / metadata addresses unless they
- * were explicitly allowed, dials, and relays.  Raw TCP, UDP and DNS from the
+ * refuses loopback / private / link-local / metadata addresses and the
+ * host's own addresses unless the host's user allowed them by address (an
+ * approval never does), dials, and relays.  Raw TCP, UDP and DNS from the
  * guest have no way out at all.
  */
 #ifndef LG_NET_EGRESS_H
@@ -28,8 +29,16 @@
  * ("pypi.org"), a wildcard ("*.pypi.org": any name below it, not pypi.org
  * itself), an IPv4/IPv6 address ("10.0.0.5", "[fd00::1]") or a CIDR
  * ("10.0.0.0/24").  No port means 80 and 443.  Names match case-insensitively
- * and without a trailing dot.  An address or CIDR entry is the explicit
- * permission that lets a destination in a private range through.
+ * and without a trailing dot.
+ *
+ * Every entry records who wrote it.  Entries the host's user wrote
+ * (--net allow=, a policy file: lg_allowlist_parse, lg_allowlist_add) are
+ * "host-written"; an address or CIDR entry among them is the explicit
+ * permission that lets a destination in a forbidden range (loopback,
+ * private, link-local, metadata, this host's own addresses) through.
+ * Entries added because a human approved a guest's request
+ * (lg_allowlist_add_approved) only save asking again: they never open a
+ * forbidden range, because the human saw a destination the guest chose.
  */
 struct lg_allowlist;
 
@@ -48,16 +57,22 @@ int lg_dns_name_canon(const char *s, size_t n, char *out, size_t out_len);
 int lg_net_opt_parse(const char *arg, const char **allow, struct lg_err **err);
 
 int lg_allowlist_parse(const char *spec, struct lg_allowlist **out, struct lg_err **err);
-/* Adds one entry (same syntax) at run time, e.g. after a human approved it. */
+/* Adds one host-written entry (same syntax). */
 int lg_allowlist_add(struct lg_allowlist *al, const char *entry, struct lg_err **err);
-/* Does the name (or address literal) and port match an entry? */
+/*
+ * Adds one entry a human approved at run time (same syntax): it matches
+ * in lg_allowlist_match_host, never in lg_allowlist_match_addr.
+ */
+int lg_allowlist_add_approved(struct lg_allowlist *al, const char *entry, struct lg_err **err);
+/* Does the name (or address literal) and port match an entry, of either origin? */
 bool lg_allowlist_match_host(const struct lg_allowlist *al, const char *host, uint16_t port);
 /*
  * Is this resolved address (and its port: sa is a sockaddr_in or
- * sockaddr_in6) explicitly allowed by an address/CIDR entry?
+ * sockaddr_in6) explicitly allowed by a host-written address/CIDR entry?
+ * Approved entries do not count: this is what opens forbidden ranges.
  */
 bool lg_allowlist_match_addr(const struct lg_allowlist *al, const struct sockaddr *sa);
-/* The entries as given, ", "-joined.  New string. */
+/* The entries as given, ", "-joined; approved ones marked " (approved)".  New string. */
 char *lg_allowlist_str(const struct lg_allowlist *al);
 void lg_allowlist_free(struct lg_allowlist *al);
 
@@ -69,6 +84,23 @@ void lg_allowlist_free(struct lg_allowlist *al);
  * all of these?  If so, *why names the range.
  */
 bool lg_addr_forbidden(const struct sockaddr *sa, const char **why);
+
+/*
+ * Is sa (IPv4, IPv6, or IPv4-mapped IPv6) an address of one of this
+ * host's own network interfaces (getifaddrs, asked on every call: they
+ * change)?  Connecting there reaches the host's services bound to that
+ * address or to the wildcard, whatever range it is in.
+ */
+bool lg_addr_on_host(const struct sockaddr *sa);
+
+/*
+ * One sentence for an approval card about a destination the guest asked
+ * for, saying what approving it can and cannot open ("a host name: ...
+ * refused whatever the answer if it resolves to this host ...").  Static
+ * string.  Destinations an approval can never open are refused before
+ * anyone is asked, so they get no card.
+ */
+const char *lg_egress_dest_note(const char *host);
 
 /* ---- request parsing (untrusted bytes from the guest; fuzzed) ----------- */
 
@@ -167,8 +199,10 @@ struct lg_egress {
 	/*
 	 * A destination not on the allowlist: the approval cliff.  Returns true
 	 * if a human allowed it; the proxy then adds HOST:PORT to the allowlist
-	 * (for this sandbox).  NULL: refused.  Called on the connection's
-	 * thread; may block until the human decides.
+	 * (for this sandbox) as an approved entry.  NULL: refused.  Called on
+	 * the connection's thread; may block until the human decides.  Never
+	 * called for an address an approval could not open (loopback, private,
+	 * link-local, metadata, this host's own): those are refused at once.
 	 */
 	bool (*ask)(void *ctx, const char *host, uint16_t port);
 	void *ask_ctx;

@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netdb.h>
 #include <netinet/tcp.h>
@@ -26,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -175,10 +178,30 @@ static void test_allowlist_addresses(void **state)
 
 	/* Added at run time, after an approval. */
 	assert_false(lg_allowlist_match_host(al, "new.example", 8000));
-	assert_int_equal(lg_allowlist_add(al, "new.example:8000", &err), 0);
+	assert_int_equal(lg_allowlist_add_approved(al, "new.example:8000", &err), 0);
 	assert_true(lg_allowlist_match_host(al, "new.example", 8000));
-	assert_true(lg_allowlist_add(al, "bad..name", &err) < 0);
+	assert_true(lg_allowlist_add_approved(al, "bad..name", &err) < 0);
 	lg_err_free(&err);
+	/*
+	 * An approved address entry saves asking again, but never opens the
+	 * address at dial time: only host-written entries do.
+	 */
+	assert_int_equal(lg_allowlist_add_approved(al, "127.0.0.1:8000", &err), 0);
+	assert_int_equal(lg_allowlist_add_approved(al, "[::1]:8000", &err), 0);
+	assert_true(lg_allowlist_match_host(al, "127.0.0.1", 8000));
+	assert_true(lg_allowlist_match_host(al, "::1", 8000));
+	assert_false(match_addr(al, "127.0.0.1", 8000));
+	assert_false(match_addr(al, "::1", 8000));
+	assert_int_equal(lg_allowlist_add(al, "127.0.0.1:8000", &err), 0);
+	assert_true(match_addr(al, "127.0.0.1", 8000));
+	{
+		char *str = lg_allowlist_str(al);
+
+		assert_non_null(strstr(str,
+				       ", new.example:8000 (approved), 127.0.0.1:8000 (approved), "
+				       "[::1]:8000 (approved), 127.0.0.1:8000"));
+		free(str);
+	}
 	lg_allowlist_free(al);
 }
 
@@ -1235,12 +1258,13 @@ static void test_localhost_by_name_refused(void **state)
 static void test_not_allowed(void **state)
 {
 	struct srv *s = srv_start(SRV_ECHO);
-	cleanup_free char *req = xasprintf("CONNECT 127.0.0.1:%u HTTP/1.1\r\n\r\n", s->port);
+	cleanup_free char *req = xasprintf("CONNECT 93.184.216.34:%u HTTP/1.1\r\n\r\n", s->port);
 	struct px *p = px_new("pypi.org");
 	char buf[1024], *want, *body;
 
 	one_request(p, req, buf, sizeof(buf));
-	body = xasprintf("luminaguard: 127.0.0.1:%u is not on this sandbox's allowlist\n", s->port);
+	body = xasprintf("luminaguard: 93.184.216.34:%u is not on this sandbox's allowlist\n",
+			 s->port);
 	want = xasprintf("HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\n"
 			 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
 			 strlen(body), body);
@@ -1270,9 +1294,9 @@ static void test_not_allowed(void **state)
 static void test_ask(void **state)
 {
 	struct srv *s = srv_start(SRV_ECHO);
-	cleanup_free char *req = xasprintf("CONNECT 127.0.0.1:%u HTTP/1.1\r\n\r\n", s->port);
-	cleanup_free char *asked = xasprintf("127.0.0.1:%u", s->port);
+	cleanup_free char *spec = xasprintf("127.0.0.1:%u", s->port);
 	cleanup_free char *req_name = xasprintf("CONNECT LocalHost:%u HTTP/1.1\r\n\r\n", s->port);
+	cleanup_free char *asked = xasprintf("localhost:%u", s->port);
 	struct px *p = px_new("pypi.org");
 	char buf[1024];
 	char *str;
@@ -1280,47 +1304,268 @@ static void test_ask(void **state)
 	p->eg.ask = px_ask;
 	p->eg.ask_ctx = p;
 
-	/* Denied by the human. */
+	/* Denied by the human: nothing is dialled. */
 	p->answer = false;
-	one_request(p, req, buf, sizeof(buf));
+	one_request(p, "CONNECT 93.184.216.34:443 HTTP/1.1\r\n\r\n", buf, sizeof(buf));
 	assert_non_null(strstr(buf, "HTTP/1.1 403 Forbidden"));
+	assert_non_null(strstr(buf, "93.184.216.34:443 is not on this sandbox's allowlist"));
+	assert_int_equal(p->nask, 1);
+	assert_string_equal(p->asked, "93.184.216.34:443");
+	assert_int_equal(p->last.verdict, LG_EGRESS_DENIED);
+	assert_false(p->last.has_address);
+	px_free(p);
+
+	if (!localhost_resolves()) {
+		srv_stop(s);
+		return;
+	}
+	/*
+	 * Approved: through, and remembered.  The test server is on
+	 * loopback, which the host-written address entry opens; the approval
+	 * only put the name on the list.
+	 */
+	p = px_new(spec);
+	p->eg.ask = px_ask;
+	p->eg.ask_ctx = p;
+	p->answer = true;
+	connect_ok(p, req_name);
 	assert_int_equal(p->nask, 1);
 	assert_string_equal(p->asked, asked);
-	assert_int_equal(srv_conns(s, 0), 0);
-	assert_int_equal(p->last.verdict, LG_EGRESS_DENIED);
-
-	/* Approved: through, and remembered. */
-	p->answer = true;
-	connect_ok(p, req);
-	assert_int_equal(p->nask, 2);
 	assert_int_equal(srv_conns(s, 1), 1);
 	str = lg_allowlist_str(p->al);
-	assert_string_equal(str + strlen("pypi.org, "), asked);
+	{
+		cleanup_free char *want = xasprintf("%s, %s (approved)", spec, asked);
+
+		assert_string_equal(str, want);
+	}
 	free(str);
 	p->answer = false;
-	connect_ok(p, req);
-	assert_int_equal(p->nask, 2);
+	connect_ok(p, req_name);
+	assert_int_equal(p->nask, 1);
 	assert_int_equal(srv_conns(s, 2), 2);
+	px_free(p);
+
+	/* Approving a name does not open what it resolves to: localhost is loopback. */
+	p = px_new("pypi.org");
+	p->eg.ask = px_ask;
+	p->eg.ask_ctx = p;
+	p->answer = true;
+	one_request(p, req_name, buf, sizeof(buf));
+	assert_int_equal(p->nask, 1);
+	assert_non_null(strstr(buf, "HTTP/1.1 403 Forbidden"));
+	assert_non_null(strstr(buf, "loopback"));
+	assert_int_equal(srv_conns(s, 2), 2);
+	px_free(p);
+	srv_stop(s);
+}
+
+/*
+ * Issue 8: approving the literal 127.0.0.1:PORT used to add an address
+ * entry, which opened the host's loopback, and a guest read a file from a
+ * server bound only there.  With a human who approves everything, nothing
+ * on this host's loopback (or in another forbidden range) is reachable,
+ * and address literals there are refused before anyone is asked.
+ */
+static void test_approval_never_opens_host(void **state)
+{
+	/* CONNECT targets (host as in the request line), and one GET. */
+	static const char *const hosts[] = {
+	    "127.0.0.1", "127.0.0.2", "[::1]", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "0.0.0.0",
+	    "[::]",
+	    /* IPv4 in the notations the resolver also reads (inet_aton). */
+	    "127.1", "2130706433", "0x7f.1", "017700000001", "169.254.169.254", "10.1.2.3",
+	    "[fe80::1]", NULL, /* the GET */
+	};
+	struct srv *s = srv_start(SRV_HTTP);
+	struct px *p = px_new("pypi.org");
+	struct lg_err *err = NULL;
+	char buf[2048];
+
+	p->eg.ask = px_ask;
+	p->eg.ask_ctx = p;
+	p->answer = true;
+	for (size_t i = 0; i < ARRAY_SIZE(hosts); i++) {
+		cleanup_free char *req =
+		    hosts[i] ? xasprintf("CONNECT %s:%u HTTP/1.1\r\n\r\n", hosts[i], s->port)
+			     : xasprintf("GET http://127.0.0.1:%u/secret HTTP/1.1\r\nHost: "
+					 "127.0.0.1:%u\r\n\r\n",
+					 s->port, s->port);
+
+		one_request(p, req, buf, sizeof(buf));
+		if (strstr(buf, "HTTP/1.1 403 Forbidden\r\n") == NULL || p->nask != 0)
+			fail_msg("%s: asked %d times, answer: %s", req, p->nask, buf);
+		assert_int_equal(p->last.verdict, LG_EGRESS_DENIED);
+	}
+	/* The answer says plainly what the destination is, and that no yes opens it. */
+	{
+		cleanup_free char *req =
+		    xasprintf("CONNECT 127.0.0.1:%u HTTP/1.1\r\n\r\n", s->port);
+		cleanup_free char *want =
+		    xasprintf("luminaguard: 127.0.0.1:%u is loopback (127.0.0.0/8): a sandbox may "
+			      "not reach it, and no approval can open it",
+			      s->port);
+
+		one_request(p, req, buf, sizeof(buf));
+		assert_non_null(strstr(buf, want));
+		assert_string_equal(p->last.address, "127.0.0.1");
+		free(req);
+		req = xasprintf("CONNECT 127.1:%u HTTP/1.1\r\n\r\n", s->port);
+		one_request(p, req, buf, sizeof(buf));
+		assert_non_null(strstr(
+		    buf, "luminaguard: 127.1 is the IPv4 address 127.0.0.1 in a legacy notation"));
+	}
+	assert_int_equal(p->nask, 0);
+
+	/* A name that resolves to loopback is asked, and refused after the yes. */
+	if (localhost_resolves()) {
+		cleanup_free char *req =
+		    xasprintf("CONNECT localhost:%u HTTP/1.1\r\n\r\n", s->port);
+
+		one_request(p, req, buf, sizeof(buf));
+		assert_int_equal(p->nask, 1);
+		assert_non_null(strstr(buf, "HTTP/1.1 403 Forbidden\r\n"));
+		assert_non_null(strstr(buf, "resolves to 127.0.0.1, loopback"));
+		/* Remembered as approved, and still refused at every dial. */
+		one_request(p, req, buf, sizeof(buf));
+		assert_int_equal(p->nask, 1);
+		assert_non_null(strstr(buf, "HTTP/1.1 403 Forbidden\r\n"));
+	}
 
 	/*
-	 * Approving a name does not open what it resolves to: localhost is
-	 * loopback, and only an address entry could allow that.  (A fresh
-	 * proxy: this one has 127.0.0.1:PORT allowed now.)
+	 * Even an approved address entry for loopback, however it got on the
+	 * list, opens nothing: the dial checks the address again.
 	 */
+	{
+		cleanup_free char *entry = xasprintf("127.0.0.1:%u", s->port);
+		cleanup_free char *req =
+		    xasprintf("CONNECT 127.0.0.1:%u HTTP/1.1\r\n\r\n", s->port);
+
+		assert_int_equal(lg_allowlist_add_approved(p->al, entry, &err), 0);
+		one_request(p, req, buf, sizeof(buf));
+		assert_non_null(strstr(buf, "HTTP/1.1 403 Forbidden\r\n"));
+	}
+	assert_int_equal(srv_conns(s, 0), 0);
 	px_free(p);
-	if (localhost_resolves()) {
-		p = px_new("pypi.org");
-		p->eg.ask = px_ask;
-		p->eg.ask_ctx = p;
-		p->answer = true;
-		one_request(p, req_name, buf, sizeof(buf));
-		assert_int_equal(p->nask, 1);
-		assert_non_null(strstr(buf, "HTTP/1.1 403 Forbidden"));
-		assert_non_null(strstr(buf, "loopback"));
-		assert_int_equal(srv_conns(s, 2), 2);
+	srv_stop(s);
+}
+
+/* ifname up, with addr (IPv4) as its address when given. */
+static void if_up(const char *ifname, const char *addr)
+{
+	struct ifreq ifr = {0};
+	cleanup_close int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
+	if (addr != NULL) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+
+		sin->sin_family = AF_INET;
+		assert_int_equal(inet_pton(AF_INET, addr, &sin->sin_addr), 1);
+		assert_int_equal(ioctl(fd, SIOCSIFADDR, &ifr), 0);
+	}
+	assert_int_equal(ioctl(fd, SIOCGIFFLAGS, &ifr), 0);
+	ifr.ifr_flags |= IFF_UP;
+	assert_int_equal(ioctl(fd, SIOCSIFFLAGS, &ifr), 0);
+}
+
+static bool on_host(const char *addr)
+{
+	struct sockaddr_storage ss = sa_of(addr, 443);
+
+	return lg_addr_on_host((struct sockaddr *)&ss);
+}
+
+/*
+ * The host's own addresses are refused like loopback, whatever range they
+ * are in: a service bound to the wildcard (or to that address) answers
+ * there.  In a network namespace of this test's own (root only), a
+ * public address, 1.2.3.4, is put on an interface: it is then "this
+ * host's", and an approve-everything human still cannot open it.  Runs
+ * last; the namespace is left at the end.
+ */
+static void test_host_own_address(void **state)
+{
+	int saved = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+
+	if (saved < 0 || unshare(CLONE_NEWNET) < 0) {
+		fprintf(stderr, "# no network namespace of its own (%s; needs root): skipped\n",
+			strerror(errno));
+		if (saved >= 0)
+			close(saved);
+		skip(); /* before anything is allocated: skip() longjmps */
+	}
+
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t al = sizeof(a);
+	struct px *p;
+	char buf[2048];
+	int lfd, c;
+	uint16_t port;
+
+	if_up("lo", NULL);
+	if_up("lo:1", "1.2.3.4");
+	assert_true(on_host("1.2.3.4"));
+	assert_true(on_host("::ffff:1.2.3.4"));
+	assert_true(on_host("127.0.0.1"));
+	assert_false(on_host("1.2.3.5"));
+	assert_false(on_host("2001:4860::1"));
+
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	assert_true(lfd >= 0);
+	assert_int_equal(inet_pton(AF_INET, "1.2.3.4", &a.sin_addr), 1);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(lfd, 8), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
+	port = ntohs(a.sin_port);
+
+	p = px_new("pypi.org");
+	p->eg.ask = px_ask;
+	p->eg.ask_ctx = p;
+	p->answer = true;
+	{
+		cleanup_free char *req = xasprintf("CONNECT 1.2.3.4:%u HTTP/1.1\r\n\r\n", port);
+		cleanup_free char *get = xasprintf(
+		    "GET http://1.2.3.4:%u/ HTTP/1.1\r\nHost: 1.2.3.4:%u\r\n\r\n", port, port);
+
+		one_request(p, req, buf, sizeof(buf));
+		assert_non_null(strstr(buf, "HTTP/1.1 403 Forbidden\r\n"));
+		assert_non_null(strstr(buf, "an address of this host's own network interfaces"));
+		one_request(p, get, buf, sizeof(buf));
+		assert_non_null(strstr(buf, "HTTP/1.1 403 Forbidden\r\n"));
+	}
+	assert_int_equal(p->nask, 0);
+	px_free(p);
+	usleep(20000);
+	c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(c < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+
+	/* Written on the host, the address opens. */
+	{
+		cleanup_free char *spec = xasprintf("1.2.3.4:%u", port);
+		cleanup_free char *req = xasprintf("CONNECT 1.2.3.4:%u HTTP/1.1\r\n\r\n", port);
+
+		p = px_new(spec);
+		connect_ok(p, req);
 		px_free(p);
 	}
-	srv_stop(s);
+	c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(c >= 0);
+	close(c);
+	close(lfd);
+	assert_int_equal(setns(saved, CLONE_NEWNET), 0);
+	close(saved);
+}
+
+/* Card sentences: what an approval can and cannot open. */
+static void test_dest_note(void **state)
+{
+	assert_non_null(strstr(lg_egress_dest_note("93.184.216.34"), "public IP address"));
+	assert_non_null(strstr(lg_egress_dest_note("2606:2800:220:1::1"), "public IP address"));
+	assert_non_null(strstr(lg_egress_dest_note("LOCALHOST."), "this host itself"));
+	assert_non_null(strstr(lg_egress_dest_note("db.localhost"), "this host itself"));
+	assert_non_null(strstr(lg_egress_dest_note("pypi.org"), "resolved only after approval"));
+	assert_non_null(strstr(lg_egress_dest_note("pypi.org"), "refused whatever the answer"));
 }
 
 static void test_sni(void **state)
@@ -1524,8 +1769,11 @@ int main(void)
 	    cmocka_unit_test(test_localhost_by_name_refused),
 	    cmocka_unit_test(test_not_allowed),
 	    cmocka_unit_test(test_ask),
+	    cmocka_unit_test(test_approval_never_opens_host),
+	    cmocka_unit_test(test_dest_note),
 	    cmocka_unit_test(test_sni),
 	    cmocka_unit_test(test_malformed_and_failures),
+	    cmocka_unit_test(test_host_own_address),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

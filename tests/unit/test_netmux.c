@@ -513,9 +513,12 @@ static void violate(struct fx *f, enum violation v)
 		/*
 		 * A destination off the allowlist: the proxy waits in ask()
 		 * and reads nothing more, so the mux cannot pass the bytes on
-		 * and must not take more than a window of them.
+		 * and must not take more than a window of them.  (A public
+		 * address: one on the host's loopback is refused before anyone
+		 * is asked, and is never dialled here either.)
 		 */
-		const char *req = "CONNECT 127.0.0.2:9 HTTP/1.1\r\nHost: 127.0.0.2:9\r\n\r\n";
+		const char *req =
+		    "CONNECT 93.184.216.34:9 HTTP/1.1\r\nHost: 93.184.216.34:9\r\n\r\n";
 		uint8_t *chunk = xzalloc(CHUNK);
 
 		g_frame(f, LG_MSG_NET_OPEN, 1, NULL, 0);
