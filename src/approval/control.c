@@ -152,6 +152,34 @@ static ssize_t read_line(struct approval_control *c, int fd, char **out)
 	return (ssize_t)len;
 }
 
+/*
+ * The pending requests with their cards' bulky parts (every argument, file
+ * contents, the list of cuts) left out, for `list`: a card may be ~300 KiB
+ * of JSON, and 1024 of them would be more than the client reads (an agent
+ * filing large red actions must not be able to make the human's list fail).
+ * `show ID` gives one request in full.
+ */
+static json_t *list_brief(struct approval_broker *b)
+{
+	static const char *const bulky[] = {"args", "before", "after", "omitted"};
+	json_t *list = approval_list_pending(b);
+	json_t *item;
+	size_t i;
+
+	json_array_foreach(list, i, item)
+	{
+		json_t *card = json_object_get(item, "card");
+		bool cut = false;
+
+		for (size_t k = 0; k < ARRAY_SIZE(bulky); k++)
+			cut = json_object_del(card, bulky[k]) == 0 || cut;
+		if (cut)
+			json_object_set_new(card, "details",
+					    json_string("luminaguard approvals show ID"));
+	}
+	return list;
+}
+
 static json_t *handle_request(struct approval_control *c, const char *line, size_t len, uid_t uid)
 {
 	struct control_req req;
@@ -166,7 +194,7 @@ static json_t *handle_request(struct approval_control *c, const char *line, size
 		return json_pack("{s:b, s:s}", "ok", 0, "error", why);
 	switch (req.op) {
 	case CONTROL_LIST:
-		resp = json_pack("{s:b, s:o}", "ok", 1, "pending", approval_list_pending(c->b));
+		resp = json_pack("{s:b, s:o}", "ok", 1, "pending", list_brief(c->b));
 		break;
 	case CONTROL_SHOW:
 		shown = approval_show(c->b, req.id);

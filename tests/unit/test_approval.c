@@ -1341,6 +1341,14 @@ static void test_card_shows_the_whole_action(void **state)
 	assert_int_equal(cap.status, 0);
 	assert_non_null(strstr(cap.out, "approvals show ID"));
 	{
+		/* list stays small whatever the cards hold: the bulky parts are for show */
+		char *argv[] = {"approvals", "list", "--json", "--socket", sock, NULL};
+		run_cmd(ARGC(argv), argv, &cap);
+	}
+	assert_int_equal(cap.status, 0);
+	assert_null(strstr(cap.out, "LD_PRELOAD"));
+	assert_non_null(strstr(cap.out, "\"details\""));
+	{
 		char *argv[] = {"approvals", "deny", id, "--socket", sock, NULL};
 		run_cmd(ARGC(argv), argv, &cap);
 	}
@@ -1359,10 +1367,24 @@ static void test_card_shows_the_whole_action(void **state)
 	memset(big_stdin, 's', 100000);
 	big_stdin[100000] = '\0';
 	json_object_set_new(args, "stdin", json_string(big_stdin));
+	/* a name can be as long as a value: it is cut and counted too */
+	big_stdin[5000] = '\0';
+	json_object_set_new(args, big_stdin, json_true());
+	big_stdin[5000] = 's';
 	mclient_say(c,
 		    json_pack("{s:s, s:i, s:s, s:{s:s, s:O}}", "jsonrpc", "2.0", "id", 8, "method",
 			      "tools/call", "params", "name", "sandbox_exec", "arguments", args));
 	id2 = wait_pending(b, 1);
+	{
+		json_t *l = approval_list_pending(b);
+		char *dump = json_dumps(json_object_get(json_array_get(l, 0), "card"), 0);
+
+		assert_non_null(dump);
+		assert_true(strlen(dump) < 64 * 1024);
+		assert_non_null(strstr(dump, "a name of 5000 bytes is not shown"));
+		free(dump);
+		json_decref(l);
+	}
 	assert_null(mclient_take(c, "method", "\"elicitation/create\"", 200));
 	assert_int_equal(
 	    approval_decide(b, id2, true, APPROVAL_CH_ELICITATION, "elicitation:x", NULL, &err),
