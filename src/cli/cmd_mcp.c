@@ -38,15 +38,27 @@ static const char usage[] =
     "                          (needed for any non-loopback --http address)\n"
     "  --allow-origin ORIGIN   a browser Origin to accept (repeatable; default:\n"
     "                          localhost, 127.0.0.1 and [::1] on any port)\n"
+    "  --max-sessions N        at most N HTTP sessions open at once (default 64;\n"
+    "                          a new one over the cap gets 503)\n"
     "  --policy FILE           the approval policy (default: built in, see\n"
     "                          `luminaguard policy show`)\n"
     "  --audit-log FILE        the audit log (default: DATA/audit.jsonl)\n"
     "  --approval-timeout S    seconds a red action waits for a human (default 300;\n"
     "                          then it is denied)\n"
+    "  --decide RISK=CHANNEL[,CHANNEL...]\n"
+    "                          which channels may decide a request of RISK (low,\n"
+    "                          medium, high, critical or all): elicitation (the\n"
+    "                          client's report), cli (luminaguard approvals), tty;\n"
+    "                          repeatable (default: all=elicitation,cli,tty), e.g.\n"
+    "                          --decide critical=cli keeps the client out of it\n"
     "  --control-socket PATH   where `luminaguard approvals` reaches this server\n"
     "                          (default: DATA/control.sock)\n"
     "  --idle-timeout S        destroy sandboxes idle this long (default 600, 0: never)\n"
-    "  --max-sandboxes N       at most N sandboxes at once (default 16)\n"
+    "  --max-sandboxes N       at most N VMs at once, sandbox_run's included\n"
+    "                          (default 16)\n"
+    "  --max-vcpus N           at most N vCPUs over all VMs (default 4 per host CPU)\n"
+    "  --max-memory MIB        at most MIB of guest memory plus each VMM's overhead\n"
+    "                          (192 MiB) over all VMs (default half the host's)\n"
     "  --image NAME            default guest image (default: default)\n"
     "  --accel NAME            auto, kvm or tcg\n"
     "  --net none|allow=HOST[,HOST...]\n"
@@ -64,15 +76,19 @@ enum {
 	OPT_HTTP = 256,
 	OPT_TOKEN_FILE,
 	OPT_ALLOW_ORIGIN,
+	OPT_MAX_SESSIONS,
 	OPT_POLICY,
 	OPT_AUDIT_LOG,
 	OPT_APPROVAL_TIMEOUT,
 	OPT_CONTROL_SOCKET,
+	OPT_DECIDE,
 	OPT_IDLE_TIMEOUT,
 	OPT_MAX_SANDBOXES,
 	OPT_IMAGE,
 	OPT_ACCEL,
 	OPT_NET,
+	OPT_MAX_VCPUS,
+	OPT_MAX_MEMORY,
 	OPT_NO_JAIL,
 	OPT_SECCOMP,
 };
@@ -81,12 +97,16 @@ static const struct option long_opts[] = {
     {"http", required_argument, NULL, OPT_HTTP},
     {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
     {"allow-origin", required_argument, NULL, OPT_ALLOW_ORIGIN},
+    {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
     {"policy", required_argument, NULL, OPT_POLICY},
     {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
     {"approval-timeout", required_argument, NULL, OPT_APPROVAL_TIMEOUT},
     {"control-socket", required_argument, NULL, OPT_CONTROL_SOCKET},
+    {"decide", required_argument, NULL, OPT_DECIDE},
     {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
     {"max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES},
+    {"max-vcpus", required_argument, NULL, OPT_MAX_VCPUS},
+    {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
     {"image", required_argument, NULL, OPT_IMAGE},
     {"accel", required_argument, NULL, OPT_ACCEL},
     {"net", required_argument, NULL, OPT_NET},
@@ -119,7 +139,8 @@ int cmd_mcp(int argc, char **argv)
 	const char *http = NULL, *token_file = NULL, *policy_file = NULL, *audit_file = NULL;
 	const char *control = NULL, *origins[MAX_ORIGINS + 1] = {NULL};
 	size_t n_origins = 0;
-	uint64_t approval_timeout = 300, idle = 600, max_sb = 16;
+	uint64_t max_sess = 0; /* 0: MCP_HTTP_DEFAULT_MAX_SESSIONS */
+	uint64_t approval_timeout = 300, idle = 600, max_sb = 16, max_vcpus = 0, max_mem = 0;
 	struct mcp_server_opts so = {.accel = HV_ACCEL_AUTO};
 	struct jail_opts jail = {0};
 	cleanup_free char *token = NULL, *default_audit = NULL, *default_control = NULL;
@@ -127,6 +148,8 @@ int cmd_mcp(int argc, char **argv)
 	struct audit_log *audit = NULL;
 	struct approval_broker *broker = NULL;
 	struct approval_control *ctl = NULL;
+	unsigned decide[APPROVAL_RISKS] = {APPROVAL_CH_ALL, APPROVAL_CH_ALL, APPROVAL_CH_ALL,
+					   APPROVAL_CH_ALL};
 	struct mcp_server *srv = NULL;
 	struct mcp_http *h = NULL;
 	struct lg_err *err = NULL;
@@ -168,6 +191,13 @@ int cmd_mcp(int argc, char **argv)
 		case OPT_CONTROL_SOCKET:
 			control = optarg;
 			break;
+		case OPT_DECIDE:
+			if (approval_decide_opt_parse(optarg, decide, &err) < 0) {
+				fprintf(stderr, "luminaguard: mcp: %s\n", err->msg);
+				lg_err_free(&err);
+				return 2;
+			}
+			break;
 		case OPT_IDLE_TIMEOUT:
 			if (lg_parse_u64(optarg, 0, 86400 * 7, &idle) < 0) {
 				fprintf(stderr,
@@ -177,11 +207,37 @@ int cmd_mcp(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case OPT_MAX_SESSIONS:
+			if (lg_parse_u64(optarg, 1, MCP_HTTP_MAX_SESSIONS_LIMIT, &max_sess) < 0) {
+				fprintf(stderr,
+					"luminaguard: mcp: --max-sessions: '%s' is not 1..%u\n",
+					optarg, MCP_HTTP_MAX_SESSIONS_LIMIT);
+				return 2;
+			}
+			break;
 		case OPT_MAX_SANDBOXES:
 			if (lg_parse_u64(optarg, 1, 1024, &max_sb) < 0) {
 				fprintf(stderr,
 					"luminaguard: mcp: --max-sandboxes: '%s' is not 1..1024\n",
 					optarg);
+				return 2;
+			}
+			break;
+		case OPT_MAX_VCPUS:
+			if (lg_parse_u64(optarg, 1, 65536, &max_vcpus) < 0) {
+				fprintf(stderr,
+					"luminaguard: mcp: --max-vcpus: '%s' is not 1..65536\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case OPT_MAX_MEMORY:
+			if (lg_parse_u64(optarg, HV_MIN_MEMORY_MIB + HV_VMM_OVERHEAD_MIB,
+					 UINT64_C(1) << 32, &max_mem) < 0) {
+				fprintf(stderr,
+					"luminaguard: mcp: --max-memory: '%s' is not a number of MiB "
+					"(at least %u)\n",
+					optarg, HV_MIN_MEMORY_MIB + HV_VMM_OVERHEAD_MIB);
 				return 2;
 			}
 			break;
@@ -243,6 +299,11 @@ int cmd_mcp(int argc, char **argv)
 		fprintf(stderr, "luminaguard: mcp: --token-file needs --http\n");
 		return 2;
 	}
+	if (max_sess != 0 && http == NULL) {
+		fprintf(stderr, "luminaguard: mcp: --max-sessions needs --http (stdio is one "
+				"session)\n");
+		return 2;
+	}
 
 	if (lg_signals_install(&err) < 0)
 		goto out;
@@ -264,6 +325,7 @@ int cmd_mcp(int argc, char **argv)
 	if (audit_open(audit_file, &audit, &err) < 0)
 		goto out;
 	broker = approval_broker_new((unsigned)approval_timeout, audit);
+	approval_broker_set_channels(broker, decide);
 	if (control == NULL) {
 		default_control = approval_control_default_path();
 		control = default_control;
@@ -295,6 +357,8 @@ int cmd_mcp(int argc, char **argv)
 	so.broker = broker;
 	so.idle_timeout_s = (unsigned)idle;
 	so.max_sandboxes = (unsigned)max_sb;
+	so.max_vcpus = (unsigned)max_vcpus;
+	so.max_memory_mib = max_mem;
 	if (mcp_server_new(&so, &srv, &err) < 0)
 		goto out;
 
@@ -303,7 +367,8 @@ int cmd_mcp(int argc, char **argv)
 			goto out;
 	} else {
 		struct mcp_http_opts ho = {.bind = http,
-					   .allowed_origins = n_origins ? origins : NULL};
+					   .allowed_origins = n_origins ? origins : NULL,
+					   .max_sessions = (unsigned)max_sess};
 		struct pollfd pfd = {.fd = lg_signals_fd(), .events = POLLIN};
 
 		if (token_file != NULL && read_token(token_file, &token, &err) < 0)

@@ -36,7 +36,9 @@ struct mcp_server_opts {
 	struct audit_log *audit;	/* borrowed, may be NULL (no audit) */
 	struct approval_broker *broker; /* borrowed, required */
 	unsigned idle_timeout_s;	/* reap sandboxes idle this long; 0 = never */
-	unsigned max_sandboxes;		/* per server; 0 = 16 */
+	unsigned max_sandboxes;		/* VMs at once, per server; 0 = 16 */
+	unsigned max_vcpus;		/* their vCPUs; 0 = 4 per host CPU */
+	uint64_t max_memory_mib; /* guest RAM + VMM overhead; 0 = half the host */
 	const char *default_image;	/* NULL: "default" */
 	enum hv_accel accel;
 	const struct jail_opts *jail; /* NULL: jailed, seccomp strict */
