@@ -1,7 +1,8 @@
 #!/bin/bash
 # Runs every test: unit and integration tests (real micro-VMs) in the normal
-# build, the same under AddressSanitizer/UBSan, and each fuzzer for a short
-# bounded time.  The last line is "N passed, N failed".
+# build, the same under AddressSanitizer/UBSan, the threaded suites under
+# ThreadSanitizer, and each fuzzer for a short bounded time.  The last line
+# is "N passed, N failed".
 #
 #   scripts/test.sh                 # everything
 #   FUZZ_SECONDS=60 scripts/test.sh # longer fuzzing (default 20 s per target)
@@ -51,6 +52,36 @@ build build-asan || failed=$((failed + 1))
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	meson test -C build-asan --print-errorlogs --num-processes 1 --no-suite e2e 2>&1 | tee "$log/asan"
 tally "$log/asan"
+
+echo "== threaded suites under ThreadSanitizer (build-tsan)"
+# Only the suites whose code runs on several threads (the approval broker
+# and control socket, the MCP core and its HTTP transport, the net mux and
+# egress proxy), and only their targets are built: a few seconds each.
+# lg-agent (netmux starts it) is static and built without sanitizers, as
+# in build-asan.  ASLR off (setarch -R) where it can be: TSan's fixed
+# shadow layout fails on kernels with more mmap randomization.
+tsan_suites="approval http netmux egress mcp-hostile"
+if [ ! -f build-tsan/build.ninja ]; then
+	meson setup build-tsan -Db_sanitize=thread -Db_lundef=false >/dev/null
+fi
+tsan_wrap=()
+if setarch "$(uname -m)" -R true 2>/dev/null; then
+	tsan_wrap=(--wrapper "setarch $(uname -m) -R")
+fi
+tsan_targets="lg-agent"
+for t in $tsan_suites; do tsan_targets="$tsan_targets tests/test-$t"; done
+# shellcheck disable=SC2086 # word splitting of the target list is intended
+if ! ninja -C build-tsan $tsan_targets >"$log/ninja-build-tsan" 2>&1; then
+	echo "building build-tsan FAILED:"
+	tail -30 "$log/ninja-build-tsan"
+	failed=$((failed + 1))
+else
+	# shellcheck disable=SC2086
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+		meson test -C build-tsan --no-rebuild --print-errorlogs --num-processes 1 \
+		"${tsan_wrap[@]}" $tsan_suites 2>&1 | tee "$log/tsan"
+	tally "$log/tsan"
+fi
 
 echo "== fuzzing (${FUZZ_SECONDS:-20} s per target)"
 if [ ! -f build-fuzz/build.ninja ]; then

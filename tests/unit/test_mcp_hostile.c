@@ -339,6 +339,32 @@ static void test_error_answer_then_cancel(void **state)
 	free(id);
 }
 
+/*
+ * A second initialize while a call reads what the first one negotiated:
+ * under ThreadSanitizer (build-tsan) this is where unlocked reads of the
+ * session's protocol and elicitation flag show up.
+ */
+static void test_reinitialize_during_call(void **state)
+{
+	struct client *c = client_open(true, "\"again\"");
+	json_t *r;
+
+	for (int i = 0; i < 4; i++) {
+		red_call(c, 20 + i);
+		say(c,
+		    "{\"jsonrpc\":\"2.0\",\"id\":\"re\",\"method\":\"initialize\",\"params\":{"
+		    "\"protocolVersion\":\"%s\",\"capabilities\":%s}}",
+		    i % 2 ? "2025-06-18" : "2025-03-26", i % 2 ? "{\"elicitation\":{}}" : "{}");
+		r = take(c, "id", "\"re\"", 1000);
+		assert_non_null(r);
+		json_decref(r);
+		assert_non_null(mcp_session_protocol(c->ss));
+	}
+	wait_pending(4, 5000);
+	assert_true(client_close(c) < PROMPT_MS);
+	assert_int_equal(pending(), 0);
+}
+
 /* The decider of an elicitation is the client's own report, and says so. */
 static void test_decider_is_client_report(void **state)
 {
@@ -430,6 +456,7 @@ int main(void)
 	    cmocka_unit_test(test_ids_are_per_session),
 	    cmocka_unit_test(test_error_answer_then_close),
 	    cmocka_unit_test(test_error_answer_then_cancel),
+	    cmocka_unit_test(test_reinitialize_during_call),
 	    cmocka_unit_test(test_decider_is_client_report),
 	    cmocka_unit_test(test_no_random_no_session),
 	};
