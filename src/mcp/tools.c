@@ -326,6 +326,7 @@ static int boot(struct mcp_session *ss, const struct vm_args *v, struct lg_sandb
 	    .cancel_fd = -1,
 	    .console_fd = -1,
 	    .jail = ss->srv->o.jail,
+	    .admission = ss->srv->admission,
 	};
 	struct lg_err *err = NULL;
 
@@ -926,6 +927,32 @@ static bool cliff(struct mcp_session *ss, struct mcp_call *call, const char *too
 	return st == APPROVAL_APPROVED;
 }
 
+/*
+ * Paths in the guest must be absolute.  A relative one would be resolved
+ * by the agent against a working directory the policy cannot see, so
+ * `etc/x` would pass a rule on `/etc/ **` and land in /etc/x: refusing it
+ * before anything runs keeps what the classifier checked and what the
+ * agent opens the same path.  ("cwd" too: a command's relative paths
+ * start there.)  Returns NULL or the refusal.
+ */
+static char *relative_path_refusal(const char *tool, const json_t *args)
+{
+	static const char *const keys[] = {"path", "cwd"};
+
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		const char *p = json_string_value(json_object_get(args, keys[i]));
+		if (p != NULL && p[0] != '/') {
+			size_t n;
+			cleanup_free char *clean =
+			    lg_utf8_sanitize((const uint8_t *)p, strnlen(p, 200), &n);
+			return xasprintf("%s: %s must be an absolute path in the sandbox (starting "
+					 "with /), not '%s'",
+					 tool, keys[i], clean);
+		}
+	}
+	return NULL;
+}
+
 static json_t *context_for(struct mcp_session *ss, const json_t *args)
 {
 	const char *sid = json_string_value(json_object_get(args, "sandbox_id"));
@@ -946,7 +973,7 @@ json_t *mcp_tools_call(struct mcp_session *ss, struct mcp_call *call)
 	const struct tool *t = find_tool(name);
 	struct policy_decision d;
 	json_t *ctx, *result;
-	char *denial = NULL;
+	char *denial = NULL, *refusal;
 
 	if (t == NULL)
 		return tool_error("unknown tool %s", name);
@@ -962,6 +989,15 @@ json_t *mcp_tools_call(struct mcp_session *ss, struct mcp_call *call)
 	}
 	json_decref(ctx);
 
+	refusal = relative_path_refusal(name, args);
+	if (refusal != NULL) {
+		result = tool_error("%s", refusal);
+		audit(ss, json_pack("{s:s, s:s, s:s, s:s}", "type", "outcome", "session", ss->id,
+				    "tool", name, "outcome", "not run: relative path"));
+		free(refusal);
+		policy_decision_clear(&d);
+		return result;
+	}
 	if (!cliff(ss, call, name, args, &d, &denial)) {
 		result = tool_error("%s; the action did not run", denial);
 		audit(ss, json_pack("{s:s, s:s, s:s, s:s}", "type", "outcome", "session", ss->id,
