@@ -26,6 +26,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/keyctl.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -86,6 +87,8 @@ enum step {
 	STEP_SETRESUID,
 	STEP_CAPSET,
 	STEP_NO_NEW_PRIVS,
+	STEP_KEYRING,
+	STEP_SECCOMP_FLOOR,
 	STEP_SECCOMP,
 	STEP_EXEC,
 };
@@ -121,6 +124,8 @@ static const char *const step_names[] = {
     [STEP_SETRESUID] = "setresuid",
     [STEP_CAPSET] = "capset",
     [STEP_NO_NEW_PRIVS] = "prctl(PR_SET_NO_NEW_PRIVS)",
+    [STEP_KEYRING] = "join a new session keyring",
+    [STEP_SECCOMP_FLOOR] = "install the jail's seccomp floor",
     [STEP_SECCOMP] = "install the seccomp filter",
     [STEP_EXEC] = "execve",
 };
@@ -169,10 +174,11 @@ struct plan {
 	unsigned nofile;
 	uint64_t fsize;
 	unsigned nproc;
-	struct sock_fprog prog;
-	int status_fd; /* write end, CLOEXEC */
-	int sync_fd;   /* read end: POLLHUP = the parent is gone */
-	int sync_wfd;  /* the parent's write end: the child closes its copy */
+	struct sock_fprog floor; /* always, when jailed (seccomp.h) */
+	struct sock_fprog prog;	 /* the VMM kind's allowlist; empty at level off */
+	int status_fd;		 /* write end, CLOEXEC */
+	int sync_fd;		 /* read end: POLLHUP = the parent is gone */
+	int sync_wfd;		 /* the parent's write end: the child closes its copy */
 };
 
 struct jail {
@@ -498,6 +504,18 @@ static void __attribute__((noreturn)) child_main(void *arg)
 		CHECK(p, write_file("/proc/self/setgroups", "deny") == 0, STEP_SETGROUPS_DENY, -1);
 		CHECK(p, write_file("/proc/self/uid_map", p->uid_map) == 0, STEP_UID_MAP, -1);
 		CHECK(p, write_file("/proc/self/gid_map", p->gid_map) == 0, STEP_GID_MAP, -1);
+		/*
+		 * No user namespaces below this one: a nested one would give
+		 * the VMM every capability inside it again (mount, and the
+		 * kernel code only those reach).  This limit belongs to the
+		 * jail's own user namespace, so it costs the host nothing.  The
+		 * seccomp floor refuses CLONE_NEWUSER as well, so a /proc/sys
+		 * we may not write (a read-only one in a container) is not a
+		 * reason to fail: this is the second lock on that door.
+		 */
+		if (write_file("/proc/sys/user/max_user_namespaces", "0") < 0) {
+			/* the floor still holds */
+		}
 	}
 	for (size_t i = 0; i < p->n_cg; i++)
 		CHECK(p, write(p->cg_fds[i], "0", 1) == 1, STEP_CGROUP, (int)i);
@@ -515,6 +533,29 @@ static void __attribute__((noreturn)) child_main(void *arg)
 		child_drop_privileges(p);
 		/* A uid or gid change clears PDEATHSIG: arm it again, check again. */
 		child_check_parent(p);
+		/*
+		 * A fresh, empty session keyring, as runc gives a container:
+		 * otherwise the VMM inherits luminaguard's, and possessing a
+		 * keyring is what grants access to the keys in it (an agent's
+		 * tokens, a user's credentials), whatever the VMM's uid.  A
+		 * raw syscall: libkeyutils is one more library for one call.
+		 * After the uid switch, so that the new keyring is the VM's
+		 * user's and counts against its quota.  ENOSYS: a kernel
+		 * without keyrings has nothing to share.
+		 */
+		CHECK(p,
+		      syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) >= 0 ||
+			  errno == ENOSYS,
+		      STEP_KEYRING, -1);
+		/*
+		 * Before the allowlist, at every level: --seccomp off turns
+		 * off QEMU's allowlist, not the jail (see seccomp.h).
+		 */
+		{
+			int r = lg_seccomp_install(&p->floor);
+			if (r < 0)
+				child_fail(p, STEP_SECCOMP_FLOOR, -1, -r);
+		}
 	} else {
 		/* --no-jail: seccomp without CAP_SYS_ADMIN needs it. */
 		CHECK(p, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, STEP_NO_NEW_PRIVS, -1);
@@ -657,6 +698,7 @@ static void plan_free(struct plan *p)
 	free(p->run_dir);
 	free(p->run_opts);
 	free(p->envp[0]);
+	lg_seccomp_prog_free(&p->floor);
 	lg_seccomp_prog_free(&p->prog);
 	for (size_t i = 0; i < p->n_cg; i++)
 		close(p->cg_fds[i]);
@@ -753,6 +795,9 @@ static int plan_build(const struct jail_spec *spec, const struct jail_opts *o, s
 	}
 	if (!p->jailed)
 		return 0;
+	r = lg_seccomp_compile_floor(&p->floor, err);
+	if (r < 0)
+		return lg_err_wrap(err, "jail: seccomp floor");
 
 	if (spec->binary[0] != '/')
 		return lg_err_msg(err, EINVAL, "jail: %s: the program path must be absolute",

@@ -15,8 +15,10 @@
  *   - with rlimits, no capabilities, no_new_privs, a cleared environment, its
  *     own session, only the fds the spec names, as an unprivileged uid/gid
  *     of its own (one per VM when luminaguard is root);
- *   - under the seccomp allowlist of its VMM kind, installed right before
- *     exec.
+ *   - with a fresh, empty session keyring of its own;
+ *   - under the jail's seccomp floor (no vsock, no user namespaces, no
+ *     mounts, no keyrings: at every level, --seccomp off included) and the
+ *     seccomp allowlist of its VMM kind, installed right before exec.
  * Once privileges start dropping, any failure kills the child: nothing ever
  * runs half-jailed.  The parent reports the failing step in one line.
  */

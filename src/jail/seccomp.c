@@ -31,12 +31,14 @@
 #include <linux/audit.h>
 #include <linux/seccomp.h>
 #include <poll.h>
+#include <sched.h>
 #include <seccomp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -164,6 +166,75 @@ int lg_seccomp_compile(const struct lg_sc_profile *p, enum lg_seccomp_level leve
 	if (ret < 0) {
 		lg_err_set(err, -ret, "seccomp: adding the rule for execve");
 		goto out;
+	}
+	ret = export_bpf(ctx, prog, err);
+out:
+	seccomp_release(ctx);
+	return ret < 0 ? ret : 0;
+}
+
+/*
+ * A deny rule on an int argument compares its low 32 bits only: the kernel
+ * truncates socket()'s int family, so AF_VSOCK | 1 << 32 would slip past
+ * a full 64-bit comparison and still make a vsock socket.
+ */
+/* clang-format off */
+static const struct lg_sc_rule floor_rules[] = {
+    {.name = "socket", .err = EPERM, .arg = 0, .mask = 0xffffffffULL, .value = AF_VSOCK},
+    {.name = "socketpair", .err = EPERM, .arg = 0, .mask = 0xffffffffULL, .value = AF_VSOCK},
+    {.name = "unshare", .err = EPERM, .arg = 0, .mask = CLONE_NEWUSER, .value = CLONE_NEWUSER},
+    {.name = "clone", .err = EPERM, .arg = 0, .mask = CLONE_NEWUSER, .value = CLONE_NEWUSER},
+    {.name = "clone3", .err = ENOSYS, .arg = -1},
+    {.name = "mount", .err = EPERM, .arg = -1},
+    {.name = "umount2", .err = EPERM, .arg = -1},
+    {.name = "pivot_root", .err = EPERM, .arg = -1},
+    {.name = "keyctl", .err = EPERM, .arg = -1},
+    {.name = "add_key", .err = EPERM, .arg = -1},
+    {.name = "request_key", .err = EPERM, .arg = -1},
+};
+/* The new mount API (Linux 5.2+, mount_setattr 5.12+): skipped where libseccomp predates them. */
+static const struct lg_sc_rule floor_rules_newer[] = {
+    {.name = "fsopen", .err = EPERM, .arg = -1},
+    {.name = "fsconfig", .err = EPERM, .arg = -1},
+    {.name = "fsmount", .err = EPERM, .arg = -1},
+    {.name = "fspick", .err = EPERM, .arg = -1},
+    {.name = "move_mount", .err = EPERM, .arg = -1},
+    {.name = "open_tree", .err = EPERM, .arg = -1},
+    {.name = "mount_setattr", .err = EPERM, .arg = -1},
+};
+/* clang-format on */
+
+int lg_seccomp_compile_floor(struct sock_fprog *prog, struct lg_err **err)
+{
+	static const struct lg_sc_profile floor = {
+	    .vmm_kind = "jail floor", .rules = floor_rules, .n_rules = ARRAY_SIZE(floor_rules)};
+	scmp_filter_ctx ctx;
+	int ret;
+
+	prog->len = 0;
+	prog->filter = NULL;
+	ctx = seccomp_init(SCMP_ACT_ALLOW);
+	if (ctx == NULL)
+		return lg_err_msg(err, ENOMEM, "seccomp: libseccomp cannot make the jail's filter");
+	/* As in the allowlists: i386 and x32 numbers would walk around this filter. */
+	ret = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+	if (ret == 0)
+		ret = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+	if (ret < 0) {
+		lg_err_set(err, -ret, "seccomp: setting the jail filter's attributes");
+		goto out;
+	}
+	for (size_t i = 0; i < floor.n_rules; i++) {
+		ret = add_rule(ctx, &floor, &floor.rules[i], err);
+		if (ret < 0)
+			goto out;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(floor_rules_newer); i++) {
+		if (seccomp_syscall_resolve_name(floor_rules_newer[i].name) == __NR_SCMP_ERROR)
+			continue;
+		ret = add_rule(ctx, &floor, &floor_rules_newer[i], err);
+		if (ret < 0)
+			goto out;
 	}
 	ret = export_bpf(ctx, prog, err);
 out:

@@ -51,6 +51,23 @@ int lg_seccomp_compile(const struct lg_sc_profile *p, enum lg_seccomp_level leve
 		       struct sock_fprog *prog, struct lg_err **err);
 void lg_seccomp_prog_free(struct sock_fprog *prog);
 
+/*
+ * The jail's floor: a small filter every jailed process gets, at every
+ * level, --seccomp off included (that option turns off a VMM kind's
+ * allowlist, not the jail).  It allows everything except what no VMM
+ * needs and a jail must refuse regardless, which fails with EPERM:
+ * socket(AF_VSOCK) (vsock is not namespaced: it would reach the host's
+ * and other VMs' vsock services), unshare and clone with CLONE_NEWUSER
+ * (a user namespace gives back every capability inside it, and with them
+ * mount and the rest of the kernel's namespaced attack surface), mount,
+ * umount2, pivot_root and the new mount API, keyctl, add_key and
+ * request_key (the kernel keyrings are shared with the host, by uid and
+ * by session).  clone3 fails with ENOSYS (its flags are in memory, where
+ * BPF cannot look; libc falls back to clone).  Another ABI (i386, x32)
+ * kills, as in the allowlists: the floor is written for x86_64 numbers.
+ */
+int lg_seccomp_compile_floor(struct sock_fprog *prog, struct lg_err **err);
+
 /* In the child, right before exec: async-signal-safe.  0 or -errno.  len 0 = nothing. */
 int lg_seccomp_install(const struct sock_fprog *prog);
 

@@ -22,6 +22,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/capability.h>
+#include <linux/keyctl.h>
+#include <linux/sched.h>
+#include <linux/vm_sockets.h>
+#include <sched.h>
+#include <sys/wait.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -240,6 +245,83 @@ static void do_id(void)
 	       (unsigned)prctl(PR_CAPBSET_READ, CAP_SYS_ADMIN, 0, 0, 0));
 }
 
+/*
+ * The secret the test put in its own session keyring: found by type and
+ * description (an attacker does not need the serial), then read.
+ */
+static void do_keyring(const char *desc)
+{
+	char buf[256];
+	long id = syscall(SYS_keyctl, KEYCTL_SEARCH, KEY_SPEC_SESSION_KEYRING, "user",
+			  desc ? desc : "lg-escape-secret", 0);
+	long n;
+
+	if (id < 0) {
+		report("%s", errname(errno));
+		return;
+	}
+	n = syscall(SYS_keyctl, KEYCTL_READ, id, buf, sizeof(buf) - 1);
+	if (n < 0) {
+		report("read:%s", errname(errno));
+		return;
+	}
+	buf[n < (long)sizeof(buf) ? n : (long)sizeof(buf) - 1] = '\0';
+	report("ok:%s", buf);
+}
+
+/* vsock is not namespaced: a socket would reach the host's vsock services (CID 2). */
+static void do_vsock(void)
+{
+	struct sockaddr_vm sa = {
+	    .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = 9999};
+	int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0) {
+		report("%s", errname(errno));
+		return;
+	}
+	/* The socket is the escape; where it connects does not matter. */
+	(void)connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	close(fd);
+	report("ok");
+}
+
+/*
+ * A user namespace and a mount namespace of its own, and a mount in them:
+ * every capability again, inside.  clone3 first (its flags are in memory,
+ * where seccomp cannot look), then clone.  The child mounts and exits with
+ * 0 or the errno.
+ */
+static void do_userns_mount(void)
+{
+	struct clone_args ca = {.flags = CLONE_NEWUSER | CLONE_NEWNS, .exit_signal = SIGCHLD};
+	const char *how = "clone3";
+	long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+	int st;
+
+	if (pid < 0) {
+		how = "clone";
+		pid =
+		    syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWNS | SIGCHLD, NULL, NULL, NULL, 0);
+	}
+	if (pid < 0) {
+		report("%s:%s", how, errname(errno));
+		return;
+	}
+	if (pid == 0)
+		_exit(mount("tmpfs", RUN_DIR, "tmpfs", 0, "size=1m") == 0 ? 0 : errno);
+	if (waitpid((pid_t)pid, &st, 0) < 0) {
+		report("waitpid:%s", errname(errno));
+		return;
+	}
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		report("ok");
+	else if (WIFEXITED(st))
+		report("mount:%s", errname(WEXITSTATUS(st)));
+	else
+		report("child-signal:%d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
 int main(int argc, char **argv)
 {
 	const char *arg = argc > 2 ? argv[2] : NULL;
@@ -291,6 +373,14 @@ int main(int argc, char **argv)
 		do_id();
 	} else if (!strcmp(attack, "ls")) {
 		do_ls();
+	} else if (!strcmp(attack, "keyring")) {
+		do_keyring(arg);
+	} else if (!strcmp(attack, "vsock")) {
+		do_vsock();
+	} else if (!strcmp(attack, "userns")) {
+		outcome(unshare(CLONE_NEWUSER));
+	} else if (!strcmp(attack, "userns_mount")) {
+		do_userns_mount();
 	} else {
 		report("unknown-attack");
 		return 2;

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <linux/keyctl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -30,6 +31,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,6 +45,8 @@
 #define PIDS_LIMIT   32
 #define FSIZE_LIMIT  (1ull << 20)
 #define SECRET	     "the other VM's disk\n"
+#define KEY_DESC     "lg-escape-secret"
+#define KEY_SECRET   "the agent's API token"
 
 static struct {
 	char dir[64];
@@ -245,7 +249,8 @@ static void expect(const char *attack, const struct result *r, enum lg_seccomp_l
 			 r->have_line ? r->outcome : "(none)");
 	if (!one_of(r->outcome, ok))
 		fail_msg("%s: the attack %s (outcome '%s')", attack,
-			 strcmp(r->outcome, "ok") == 0 ? "WORKED" : "failed in an unexpected way",
+			 strncmp(r->outcome, "ok", 2) == 0 ? "WORKED"
+							   : "failed in an unexpected way",
 			 r->outcome);
 }
 
@@ -353,6 +358,34 @@ static void test_kill(void **state)
 	attack_both("killall", NULL, SET("ESRCH"), SET("kill"));
 	attack_both("killhost", g.victim_s, SET("ESRCH"), SET("kill"));
 	host_healthy();
+}
+
+/*
+ * The test put a key in its own session keyring (main, group_setup), as
+ * an agent's token would be in luminaguard's: the jail gives the VMM a
+ * fresh session keyring, and its seccomp floor refuses keyctl anyway,
+ * also with --seccomp off.
+ */
+static void test_keyring(void **state)
+{
+	(void)state;
+	attack_both("keyring", KEY_DESC, SET("EPERM", "ENOKEY"), SET("keyctl"));
+}
+
+/* vsock is not namespaced: the floor refuses the socket at every level. */
+static void test_vsock(void **state)
+{
+	(void)state;
+	attack_both("vsock", NULL, SET("EPERM"), SET("socket"));
+}
+
+/* A user namespace would give every capability back, inside it. */
+static void test_userns(void **state)
+{
+	(void)state;
+	attack_both("userns", NULL, SET("EPERM"), SET("unshare"));
+	/* clone3 fails with ENOSYS (flags BPF cannot see), clone with EPERM. */
+	attack_both("userns_mount", NULL, SET("clone:EPERM"), SET("clone", "clone3"));
 }
 
 static void test_setuid(void **state)
@@ -500,6 +533,11 @@ static void test_control(void **state)
 	assert_true(r.have_line);
 	assert_non_null(strstr(r.outcome, "etc"));
 	result_free(&r);
+
+	run("keyring", KEY_DESC, LG_SECCOMP_OFF, true, &r);
+	assert_true(r.have_line);
+	assert_string_equal(r.outcome, "ok:" KEY_SECRET);
+	result_free(&r);
 	host_healthy();
 }
 
@@ -588,6 +626,11 @@ static int group_setup(void **state)
 		return -1;
 	snprintf(g.port, sizeof(g.port), "%u", ntohs(sa.sin_port));
 
+	/* In the session keyring main() joined, which every thread shares. */
+	if (syscall(SYS_add_key, "user", KEY_DESC, KEY_SECRET, strlen(KEY_SECRET),
+		    KEY_SPEC_SESSION_KEYRING) < 0)
+		return -1;
+
 	g.victim = fork();
 	if (g.victim < 0)
 		return -1;
@@ -617,15 +660,16 @@ static int group_teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_control),	 cmocka_unit_test(test_shadow),
-	    cmocka_unit_test(test_host_file),	 cmocka_unit_test(test_proc_environ),
-	    cmocka_unit_test(test_exec_shell),	 cmocka_unit_test(test_exec_rundir),
-	    cmocka_unit_test(test_ptrace),	 cmocka_unit_test(test_mount),
-	    cmocka_unit_test(test_connect),	 cmocka_unit_test(test_kill),
-	    cmocka_unit_test(test_setuid),	 cmocka_unit_test(test_forkbomb),
-	    cmocka_unit_test(test_memory),	 cmocka_unit_test(test_fsize),
-	    cmocka_unit_test(test_list_root),	 cmocka_unit_test(test_identity),
-	    cmocka_unit_test(test_nothing_left),
+	    cmocka_unit_test(test_control),    cmocka_unit_test(test_shadow),
+	    cmocka_unit_test(test_host_file),  cmocka_unit_test(test_proc_environ),
+	    cmocka_unit_test(test_exec_shell), cmocka_unit_test(test_exec_rundir),
+	    cmocka_unit_test(test_ptrace),     cmocka_unit_test(test_mount),
+	    cmocka_unit_test(test_connect),    cmocka_unit_test(test_kill),
+	    cmocka_unit_test(test_setuid),     cmocka_unit_test(test_keyring),
+	    cmocka_unit_test(test_vsock),      cmocka_unit_test(test_userns),
+	    cmocka_unit_test(test_forkbomb),   cmocka_unit_test(test_memory),
+	    cmocka_unit_test(test_fsize),      cmocka_unit_test(test_list_root),
+	    cmocka_unit_test(test_identity),   cmocka_unit_test(test_nothing_left),
 	};
 
 	if (geteuid() != 0) {
@@ -638,5 +682,14 @@ int main(void)
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/*
+	 * A session keyring of this test's own, joined before any thread
+	 * starts (threads inherit it; the jail's keeper thread among them),
+	 * for test_keyring's secret: the test's caller's keyring is left alone.
+	 */
+	if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, "lg-escape-test") < 0) {
+		fprintf(stderr, "keyctl(KEYCTL_JOIN_SESSION_KEYRING): %s\n", strerror(errno));
+		return 1;
+	}
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -374,6 +374,68 @@ static void test_other_abi_killed(void **state)
 	assert_sigsys(run_child(LG_SECCOMP_LOG, NULL, do_int80));
 }
 
+/*
+ * The jail's floor, alone (as under --seccomp off): what no VMM needs
+ * fails with EPERM (ENOSYS for clone3), everything else works.
+ */
+static void do_floor(void)
+{
+	int fd;
+
+	/* A vsock socket, also with junk in the upper half of the int argument. */
+	if (syscall(SYS_socket, AF_VSOCK, SOCK_STREAM, 0) != -1 || errno != EPERM)
+		_exit(2);
+	if (syscall(SYS_socket, (1UL << 32) | AF_VSOCK, SOCK_STREAM, 0) != -1 || errno != EPERM)
+		_exit(3);
+	if (unshare(CLONE_NEWUSER) != -1 || errno != EPERM)
+		_exit(4);
+	if (syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, NULL, NULL, NULL, 0) != -1 ||
+	    errno != EPERM)
+		_exit(5);
+	if (syscall(SYS_clone3, NULL, 0) != -1 || errno != ENOSYS)
+		_exit(6);
+	if (mount("none", "/mnt", "tmpfs", 0, NULL) != -1 || errno != EPERM)
+		_exit(7);
+	if (syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3 /* session */, 0) != -1 ||
+	    errno != EPERM)
+		_exit(8);
+	if (syscall(SYS_add_key, "user", "x", "y", 1, -3) != -1 || errno != EPERM)
+		_exit(9);
+	/* Not in the floor: other sockets, threads, a plain fork. */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		_exit(10);
+	close(fd);
+	do_allowed();
+	do_fork();
+}
+
+static void test_floor(void **state)
+{
+	struct sock_fprog prog;
+	struct lg_err *err = NULL;
+	int status;
+	pid_t pid;
+
+	if (lg_seccomp_compile_floor(&prog, &err) < 0) {
+		fprintf(stderr, "compile the floor: %s\n", err->msg);
+		fail();
+	}
+	assert_true(prog.len > 10);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		child_default_signals();
+		if (lg_seccomp_install(&prog) < 0)
+			_exit(99);
+		do_floor();
+		_exit(0);
+	}
+	lg_seccomp_prog_free(&prog);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_exit0(status);
+}
+
 static void test_off_allows_everything(void **state)
 {
 	assert_exit0(run_child(LG_SECCOMP_OFF, NULL, do_unlisted_log));
@@ -701,6 +763,7 @@ int main(void)
 	    cmocka_unit_test(test_forbidden_killed),
 	    cmocka_unit_test(test_other_abi_killed),
 	    cmocka_unit_test(test_off_allows_everything),
+	    cmocka_unit_test(test_floor),
 	    cmocka_unit_test(test_timing),
 	};
 
