@@ -7,7 +7,9 @@
  */
 #include "mcp/internal.h"
 
+#include "approval/tty.h"
 #include "audit/audit.h"
+#include "common/sha256.h"
 #include "common/encoding.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -21,7 +23,6 @@
 
 #define OUTPUT_CAP    (1u << 20) /* per stream of one exec */
 #define READ_CAP      (1u << 20) /* sandbox_fs_read */
-#define CARD_TEXT_CAP 4096	 /* before/after shown in an approval card */
 #define MAX_EXEC_ARGS 1024
 #define MAX_TIMEOUT_S 86400
 
@@ -725,59 +726,42 @@ json_t *mcp_tools_list(void)
 /* ---- the approval cliff ---- */
 
 /*
- * What goes to the audit log of the arguments: every string longer than
- * 512 bytes, at any depth, is cut, so an entry stays far below the log's
- * 1 MiB limit whatever the client sends (argv and env included).
+ * What goes to the audit log of the arguments: the whole of them, so the
+ * log says exactly what ran.  Up to AUDIT_ARGS_INLINE bytes of canonical
+ * JSON they sit in the entry itself; larger ones (a 4 MiB file write) would
+ * break the log's 1 MiB line limit, so the entry's "args" is then
+ * "sha256:HEX", the hash of the canonical JSON (keys sorted, compact,
+ * ASCII), and the text itself goes to a side file, LOG.blobs/HEX, written
+ * and fsync'd before the entry (audit verify checks it).  NULL when the side
+ * file cannot be written: the caller's audit() then fails and the action is
+ * refused.
  */
-static json_t *audit_value(const json_t *v, int depth)
+#define AUDIT_ARGS_INLINE (64u << 10)
+
+static json_t *audit_value(struct mcp_session *ss, const json_t *v)
 {
-	if (json_is_string(v) && json_string_length(v) > 512) {
-		char *cut =
-		    xasprintf("%.500s... (%zu bytes)", json_string_value(v), json_string_length(v));
-		size_t n;
-		char *clean = lg_utf8_sanitize((const uint8_t *)cut, strlen(cut), &n);
-		json_t *r = json_stringn(clean, n);
-		free(clean);
-		free(cut);
-		return r;
+	cleanup_free char *canon =
+	    json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII | JSON_ENCODE_ANY);
+	char ref[AUDIT_BLOB_REF_LEN + 1];
+	struct lg_err *err = NULL;
+
+	if (canon == NULL)
+		return NULL;
+	if (strlen(canon) <= AUDIT_ARGS_INLINE)
+		return json_deep_copy(v);
+	if (ss->srv->o.audit == NULL)
+		return json_string("(not recorded: no audit log)");
+	if (audit_put_blob(ss->srv->o.audit, canon, strlen(canon), ref, &err) < 0) {
+		lg_error("audit log: %s", err->msg);
+		lg_err_free(&err);
+		return NULL;
 	}
-	if (depth > 8)
-		return json_string("(nested too deep)");
-	if (json_is_object(v)) {
-		json_t *copy = json_object();
-		const char *k;
-		json_t *e;
-		size_t i = 0;
-		json_object_foreach((json_t *)v, k, e)
-		{
-			if (i++ >= 256) {
-				json_object_set_new(copy, "...", json_string("(more keys cut)"));
-				break;
-			}
-			json_object_set_new(copy, k, audit_value(e, depth + 1));
-		}
-		return copy;
-	}
-	if (json_is_array(v)) {
-		json_t *copy = json_array();
-		size_t i;
-		json_t *e;
-		json_array_foreach(v, i, e)
-		{
-			if (i >= 256) {
-				json_array_append_new(copy, json_string("(more items cut)"));
-				break;
-			}
-			json_array_append_new(copy, audit_value(e, depth + 1));
-		}
-		return copy;
-	}
-	return json_deep_copy(v);
+	return json_string(ref);
 }
 
-static json_t *audit_args(const json_t *args)
+static json_t *audit_args(struct mcp_session *ss, const json_t *args)
 {
-	return audit_value(args, 0);
+	return audit_value(ss, args);
 }
 
 /*
@@ -799,47 +783,229 @@ static bool audit(struct mcp_session *ss, json_t *event)
 	return ok;
 }
 
-/* Text for a card: the first CARD_TEXT_CAP bytes, as valid UTF-8. */
-static json_t *card_text(const uint8_t *p, size_t n)
+/*
+ * A card must show everything the action depends on, or say plainly what
+ * it left out.  It is bounded (it is shown on a screen, sent to the client
+ * and written whole into the audit log, whose lines are at most 1 MiB), so
+ * each string is cut at CARD_FIELD_CAP bytes and all of them together at
+ * CARD_BUDGET; every cut is listed in the card's "omitted", with the full
+ * size and SHA-256, and `luminaguard approvals show ID` gives the whole
+ * action (the broker keeps it beside the card).
+ */
+#define CARD_FIELD_CAP 4096
+#define CARD_BUDGET    (48u << 10)
+#define CARD_MAX_ITEMS 256
+#define CARD_MAX_DEPTH 8
+
+#define CARD_KEY_CAP	 128
+#define CARD_MAX_OMITTED 32
+
+struct card_cut {
+	json_t *omitted; /* array of strings */
+	size_t budget;	 /* bytes of text still allowed */
+	size_t unlisted; /* cuts past CARD_MAX_OMITTED, counted only */
+};
+
+static void card_omit(struct card_cut *cc, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void card_omit(struct card_cut *cc, const char *fmt, ...)
 {
+	va_list ap;
+	char *s;
+
+	/* The list of cuts is bounded too: past it, they are only counted. */
+	if (json_array_size(cc->omitted) >= CARD_MAX_OMITTED) {
+		cc->unlisted++;
+		return;
+	}
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	json_array_append_new(cc->omitted, json_string(s));
+	free(s);
+}
+
+/* p[0..n) for a card, cut (and the cut recorded) as the caps say.  `what` names it. */
+static json_t *card_bytes(struct card_cut *cc, const char *what, const uint8_t *p, size_t n)
+{
+	size_t cap = CARD_FIELD_CAP < cc->budget ? CARD_FIELD_CAP : cc->budget;
+	size_t keep = n < cap ? n : cap;
 	size_t m;
-	cleanup_free char *s = lg_utf8_sanitize(p, n < CARD_TEXT_CAP ? n : CARD_TEXT_CAP, &m);
+	cleanup_free char *s = lg_utf8_sanitize(p, keep, &m);
+
+	if (keep < n) {
+		uint8_t d[LG_SHA256_LEN];
+		char hex[LG_SHA256_HEX_LEN + 1];
+
+		lg_sha256(p, n, d);
+		lg_sha256_hex(d, hex);
+		card_omit(cc, "%s: only the first %zu of %zu bytes are shown (sha256 %s)", what,
+			  keep, n, hex);
+	}
+	cc->budget -= keep;
 	return json_stringn(s, m);
 }
 
-/* The "diff card" a human decides on. */
+static json_t *card_value(struct card_cut *cc, const char *what, const json_t *v, int depth)
+{
+	json_t *copy;
+	size_t i = 0;
+
+	if (json_is_string(v))
+		return card_bytes(cc, what, (const uint8_t *)json_string_value(v),
+				  json_string_length(v));
+	if (!json_is_object(v) && !json_is_array(v))
+		return json_deep_copy(v);
+	if (depth >= CARD_MAX_DEPTH) {
+		card_omit(cc, "%s: nested deeper than %d levels, not shown", what, CARD_MAX_DEPTH);
+		return json_string("(not shown)");
+	}
+	if (json_is_object(v)) {
+		const char *k;
+		json_t *e;
+
+		copy = json_object();
+		json_object_foreach((json_t *)v, k, e)
+		{
+			size_t klen = strlen(k);
+			cleanup_free char *shown_key = NULL;
+			cleanup_free char *sub = NULL;
+
+			if (i++ == CARD_MAX_ITEMS) {
+				card_omit(cc, "%s: %zu more keys not shown", what,
+					  json_object_size(v) - CARD_MAX_ITEMS);
+				break;
+			}
+			/* Names count against the budget too: a key can be megabytes long. */
+			if (klen > CARD_KEY_CAP || klen > cc->budget) {
+				uint8_t d[LG_SHA256_LEN];
+				char hex[LG_SHA256_HEX_LEN + 1];
+
+				lg_sha256(k, klen, d);
+				lg_sha256_hex(d, hex);
+				shown_key =
+				    xasprintf("(a name of %zu bytes, sha256 %.16s...)", klen, hex);
+				card_omit(cc, "%s: a name of %zu bytes is not shown (sha256 %s)",
+					  what, klen, hex);
+			} else {
+				shown_key = xstrdup(k);
+				cc->budget -= klen;
+			}
+			sub = xasprintf("%s.%s", what, shown_key);
+			json_object_set_new(copy, shown_key, card_value(cc, sub, e, depth + 1));
+		}
+		return copy;
+	}
+	copy = json_array();
+	for (i = 0; i < json_array_size(v); i++) {
+		cleanup_free char *sub = xasprintf("%s[%zu]", what, i);
+		if (i == CARD_MAX_ITEMS) {
+			card_omit(cc, "%s: %zu more items not shown", what,
+				  json_array_size(v) - CARD_MAX_ITEMS);
+			break;
+		}
+		json_array_append_new(copy, card_value(cc, sub, json_array_get(v, i), depth + 1));
+	}
+	return copy;
+}
+
+/* Text for a card's before/after, cut as card_bytes() cuts. */
+static json_t *card_text(struct card_cut *cc, const char *what, const uint8_t *p, size_t n)
+{
+	return card_bytes(cc, what, p, n);
+}
+
+/*
+ * One line for lists: the command, argv or path, its first
+ * CARD_SUMMARY_CAP bytes and how much more there is (the card's "args"
+ * holds the rest).
+ */
+#define CARD_SUMMARY_CAP 200
+
+static json_t *card_summary(const char *tool, const json_t *args)
+{
+	const char *command = json_string_value(json_object_get(args, "command"));
+	const char *path = json_string_value(json_object_get(args, "path"));
+	cleanup_free char *argv = NULL;
+	cleanup_free char *clean = NULL;
+	cleanup_free char *line = NULL;
+	const char *what;
+	size_t len, keep, m;
+
+	if (command != NULL)
+		what = command;
+	else if (json_is_array(json_object_get(args, "argv")))
+		what = argv = json_dumps(json_object_get(args, "argv"), JSON_COMPACT);
+	else if (path != NULL)
+		what = path;
+	else
+		return json_string(tool);
+	len = what != NULL ? strlen(what) : 0;
+	keep = len < CARD_SUMMARY_CAP ? len : CARD_SUMMARY_CAP;
+	clean = lg_utf8_sanitize((const uint8_t *)(what != NULL ? what : ""), keep, &m);
+	if (command != NULL)
+		line = xasprintf("run `%s%s", clean, keep < len ? "" : "`");
+	else if (argv != NULL)
+		line = xasprintf("run %s", clean);
+	else
+		line = xasprintf("%s %s", tool, clean);
+	if (keep < len) {
+		char *t = xasprintf("%s ... (%zu more bytes; the whole of it is in the card's "
+				    "args)",
+				    line, len - keep);
+		free(line);
+		line = t;
+	}
+	return json_string(line);
+}
+
+/*
+ * The "diff card" a human decides on: who asked (session), what (tool,
+ * summary, and every argument in "args": argv or command, env, cwd, stdin,
+ * timeout, path, mode...), where, why it is red, and for a file write the
+ * content before and after.  What did not fit is listed in "omitted".
+ */
 static json_t *make_card(struct mcp_session *ss, const char *tool, const json_t *args,
 			 const struct policy_decision *d)
 {
 	const char *sid = json_string_value(json_object_get(args, "sandbox_id"));
 	json_t *card =
-	    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "tool", tool, "where",
-		      sid != NULL ? sid : "a new sandbox", "risk", policy_risk_name(d->risk),
+	    json_pack("{s:s, s:s, s:s, s:s, s:s}", "tool", tool, "risk", policy_risk_name(d->risk),
 		      "rule", d->rule, "reason", d->reason, "session", ss->id);
-	const char *command = json_string_value(json_object_get(args, "command"));
 	const char *path = json_string_value(json_object_get(args, "path"));
-	char summary[600];
+	bool is_write = strcmp(tool, "sandbox_fs_write") == 0;
+	struct card_cut cc = {.omitted = json_array(), .budget = CARD_BUDGET};
+	json_t *shown_args;
 
-	if (command != NULL)
-		snprintf(summary, sizeof(summary), "run `%.500s`", command);
-	else if (json_is_array(json_object_get(args, "argv"))) {
-		char *j = json_dumps(json_object_get(args, "argv"), JSON_COMPACT);
-		snprintf(summary, sizeof(summary), "run %.500s", j ? j : "?");
-		free(j);
-	} else if (path != NULL)
-		snprintf(summary, sizeof(summary), "%s %.500s", tool, path);
-	else
-		snprintf(summary, sizeof(summary), "%s", tool);
-	json_object_set_new(card, "summary", json_string(summary));
+	/* The sandbox id comes from the client, and can be as long as it likes. */
+	json_object_set_new(
+	    card, "where",
+	    sid != NULL ? card_bytes(&cc, "where", (const uint8_t *)sid,
+				     json_string_length(json_object_get(args, "sandbox_id")))
+			: json_string("a new sandbox"));
 
-	if (strcmp(tool, "sandbox_fs_write") == 0 && sid != NULL && path != NULL) {
+	json_object_set_new(card, "summary", card_summary(tool, args));
+	if (is_write && json_is_object(args)) {
+		/* The content is shown decoded, as "after"; its raw form would only repeat it. */
+		json_t *rest = json_deep_copy(args);
+		json_object_del(rest, "content");
+		shown_args = card_value(&cc, "args", rest, 0);
+		json_decref(rest);
+	} else {
+		shown_args = card_value(&cc, "args", args, 0);
+	}
+	json_object_set_new(card, "args", shown_args);
+
+	if (is_write && sid != NULL && path != NULL) {
 		char why[256];
 		uint8_t *after = NULL, *before = NULL;
 		size_t alen = 0, blen = 0;
 		struct mcp_sandbox *sb;
 
 		if (write_payload(args, &after, &alen, why, sizeof(why)) == 0) {
-			json_object_set_new(card, "after", card_text(after, alen));
+			json_object_set_new(card, "after", card_text(&cc, "after", after, alen));
 			json_object_set_new(card, "after_bytes", json_integer((json_int_t)alen));
 		}
 		free(after);
@@ -847,7 +1013,8 @@ static json_t *make_card(struct mcp_session *ss, const char *tool, const json_t 
 		if (sb != NULL) {
 			if (lg_agent_read_file(sb->sb->agent, path, 1u << 20, &before, &blen,
 					       NULL) == 0) {
-				json_object_set_new(card, "before", card_text(before, blen));
+				json_object_set_new(card, "before",
+						    card_text(&cc, "before", before, blen));
 				json_object_set_new(card, "before_bytes",
 						    json_integer((json_int_t)blen));
 				free(before);
@@ -857,21 +1024,29 @@ static json_t *make_card(struct mcp_session *ss, const char *tool, const json_t 
 			mcp_sandbox_put(ss->srv, sb);
 		}
 	}
+	if (cc.unlisted > 0)
+		json_array_append_new(
+		    cc.omitted, json_sprintf("... and %zu more cuts, not listed", cc.unlisted));
+	if (json_array_size(cc.omitted) > 0)
+		json_object_set_new(card, "omitted", cc.omitted);
+	else
+		json_decref(cc.omitted);
 	return card;
 }
 
+/*
+ * The client's user sees the same card as the terminal and `approvals
+ * show`, rendered by the same code, control characters escaped (a client
+ * may print it on a terminal).  It also says who may decide, and that the
+ * answer given here is taken as the client's report.
+ */
 static json_t *elicitation_params(const json_t *card)
 {
-	char msg[1400];
+	cleanup_free char *body = approval_card_render(card);
+	cleanup_free char *msg = xasprintf("LuminaGuard asks for approval %s.\n%s",
+					   json_string_value(json_object_get(card, "approval")),
+					   body != NULL ? body : "");
 
-	snprintf(msg, sizeof(msg),
-		 "LuminaGuard asks for approval %s (risk %s): %s in %s.\nWhy it needs approval: "
-		 "%s",
-		 json_string_value(json_object_get(card, "approval")),
-		 json_string_value(json_object_get(card, "risk")),
-		 json_string_value(json_object_get(card, "summary")),
-		 json_string_value(json_object_get(card, "where")),
-		 json_string_value(json_object_get(card, "reason")));
 	return json_pack("{s:s, s:{s:s, s:{s:{s:s, s:s, s:s}, s:{s:s, s:s}}, s:[s]}}", "message",
 			 msg, "requestedSchema", "type", "object", "properties", "approve", "type",
 			 "boolean", "title", "Approve", "description", "Allow this action to run",
@@ -897,12 +1072,29 @@ static bool cliff(struct mcp_session *ss, struct mcp_call *call, const char *too
 	if (d->verdict == POLICY_GREEN)
 		return true;
 	card = make_card(ss, tool, args, d);
-	a = approval_file(ss->srv->o.broker, card);
+	{
+		/* The whole action, for `approvals show`: the card may be cut, this is not. */
+		json_t *action = json_pack("{s:s, s:O}", "tool", tool, "args", args);
+		a = approval_file_full(ss->srv->o.broker, card, action);
+		json_decref(action);
+	}
 	lg_info("session %s: %s needs approval %s (%s)", ss->id, tool, approval_id(a), d->reason);
 	json_object_set_new(card, "approval", json_string(approval_id(a)));
-	/* Tracked either way, so that a closing session can cancel the wait. */
+	{
+		char *ch = approval_channels_text(approval_channels(a));
+		json_object_set_new(card, "channels", json_string(ch));
+		free(ch);
+	}
+	/*
+	 * Tracked either way, so that a closing session can cancel the wait.
+	 * The client is not asked when its answer would not count (--decide).
+	 */
 	eid = mcp_send_elicitation(ss, call,
-				   ss->client_elicitation ? elicitation_params(card) : NULL, a);
+				   mcp_session_elicits(ss) &&
+					   (approval_channels(a) & APPROVAL_CH_ELICITATION)
+				       ? elicitation_params(card)
+				       : NULL,
+				   a);
 	json_decref(card);
 	st = approval_wait(a, &decider, &reason);
 	if (eid > 0)
@@ -980,7 +1172,7 @@ json_t *mcp_tools_call(struct mcp_session *ss, struct mcp_call *call)
 	ctx = context_for(ss, args);
 	policy_classify(ss->srv->o.policy, name, args, ctx, &d);
 	if (!audit(ss, json_pack("{s:s, s:s, s:s, s:o, s:O, s:s, s:s, s:s, s:s}", "type", "request",
-				 "session", ss->id, "tool", name, "args", audit_args(args),
+				 "session", ss->id, "tool", name, "args", audit_args(ss, args),
 				 "context", ctx, "verdict", policy_verdict_name(d.verdict), "risk",
 				 policy_risk_name(d.risk), "rule", d.rule, "reason", d.reason))) {
 		json_decref(ctx);
