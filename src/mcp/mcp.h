@@ -63,10 +63,17 @@ void mcp_server_free(struct mcp_server *s);
  */
 typedef int (*mcp_send_fn)(void *transport, void *stream, const char *json);
 
+/*
+ * A new session.  Its id and those of its requests come from getrandom(2);
+ * where that fails the process aborts rather than make guessable ids.
+ */
 struct mcp_session *mcp_session_new(struct mcp_server *s, mcp_send_fn send, void *transport);
-/* The session id (a random hex string; HTTP's Mcp-Session-Id). */
+/* The session id (32 hex digits, 128 random bits; HTTP's Mcp-Session-Id). */
 const char *mcp_session_id(const struct mcp_session *ss);
-/* The negotiated protocol version, or NULL before initialize. */
+/*
+ * The negotiated protocol version (one of mcp_protocol_versions, valid for
+ * the program's life), or NULL before initialize.  Safe from any thread.
+ */
 const char *mcp_session_protocol(const struct mcp_session *ss);
 
 /*
