@@ -25,6 +25,8 @@ char *lg_home_dir(void)
 		 * Called on worker threads (the MCP server's tool calls):
 		 * getpwuid() returns a static buffer another thread may be
 		 * overwriting, so the reentrant one, with a buffer of our own.
+		 * (getenv() is safe there: nothing in the program changes the
+		 * environment.)
 		 */
 		struct passwd pw, *found = NULL;
 		long n = sysconf(_SC_GETPW_R_SIZE_MAX);
