@@ -16,7 +16,7 @@ struct mcp_sandbox {
 	struct mcp_sandbox *next;
 	char id[MCP_SANDBOX_ID_LEN];
 	struct mcp_session *owner;
-	struct lg_sandbox *sb;
+	struct lg_sandbox *sb;	 /* NULL once lost */
 	pthread_mutex_t op_lock; /* one agent request at a time */
 	uint64_t created_ms;	 /* CLOCK_REALTIME, for display */
 	uint64_t last_used_ms;	 /* monotonic */
@@ -25,7 +25,14 @@ struct mcp_sandbox {
 	uint64_t memory_mib;
 	char *image;
 	bool dirty; /* had an exec or a write: holds unsaved work */
-	int busy;   /* operations in flight; the reaper leaves it alone */
+	/*
+	 * Why its VM is gone when it ended without a sandbox_destroy (the guest
+	 * powered itself off, crashed, or stopped answering), else NULL.  Such
+	 * a sandbox stays listed, as "lost", until sandbox_destroy: vanishing
+	 * would let a green command do what only destroy may (issue 8).
+	 */
+	char *lost;
+	int busy; /* operations in flight; the reaper leaves it alone */
 	bool doomed;
 	struct mcp_net *net; /* its egress, or NULL without network */
 };
@@ -132,6 +139,17 @@ struct mcp_sandbox *mcp_sandbox_add(struct mcp_session *ss, struct lg_sandbox *l
 /* 1 if this session's sandbox id holds unsaved work, 0 if not, -1 if there is none. */
 int mcp_sandbox_dirty(struct mcp_session *ss, const char *id);
 void mcp_sandbox_mark_dirty(struct mcp_server *s, struct mcp_sandbox *sb);
+/*
+ * Records that sb's VM is gone (first reason wins) and hands its lg_sandbox
+ * to the caller to destroy; NULL if it was lost already.  The caller holds
+ * sb (mcp_sandbox_get), so no other request is using the VM.
+ */
+struct lg_sandbox *mcp_sandbox_mark_lost(struct mcp_server *s, struct mcp_sandbox *sb,
+					 const char *why);
+/* A copy of why sb's VM is gone, or NULL while it runs. */
+char *mcp_sandbox_lost(struct mcp_server *s, struct mcp_sandbox *sb);
+/* 1 if this session's sandbox id is lost, 0 if not, -1 if there is none. */
+int mcp_sandbox_is_lost(struct mcp_session *ss, const char *id);
 /* Unregisters and destroys; false if this session has no such sandbox. */
 bool mcp_sandbox_destroy(struct mcp_session *ss, const char *id);
 /* A JSON array describing this session's sandboxes.  New reference. */

@@ -712,7 +712,8 @@ void mcp_session_close(struct mcp_session *ss)
 	 */
 	pthread_mutex_lock(&s->lock);
 	for (struct mcp_sandbox *sb = s->sandboxes; sb != NULL; sb = sb->next)
-		if (sb->owner == ss && sb->busy > 0 && sb->sb->vm != NULL && sb->sb->vm->pid > 0)
+		if (sb->owner == ss && sb->busy > 0 && sb->sb != NULL && sb->sb->vm != NULL &&
+		    sb->sb->vm->pid > 0)
 			kill(sb->sb->vm->pid, SIGKILL);
 	pthread_mutex_unlock(&s->lock);
 
@@ -850,6 +851,43 @@ void mcp_sandbox_mark_dirty(struct mcp_server *s, struct mcp_sandbox *sb)
 	pthread_mutex_unlock(&s->lock);
 }
 
+struct lg_sandbox *mcp_sandbox_mark_lost(struct mcp_server *s, struct mcp_sandbox *sb,
+					 const char *why)
+{
+	struct lg_sandbox *vm = NULL;
+
+	pthread_mutex_lock(&s->lock);
+	if (sb->lost == NULL) {
+		sb->lost = xstrdup(why);
+		vm = sb->sb;
+		sb->sb = NULL;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return vm;
+}
+
+char *mcp_sandbox_lost(struct mcp_server *s, struct mcp_sandbox *sb)
+{
+	char *why;
+
+	pthread_mutex_lock(&s->lock);
+	why = sb->lost != NULL ? xstrdup(sb->lost) : NULL;
+	pthread_mutex_unlock(&s->lock);
+	return why;
+}
+
+int mcp_sandbox_is_lost(struct mcp_session *ss, const char *id)
+{
+	struct mcp_sandbox *sb;
+	int r;
+
+	pthread_mutex_lock(&ss->srv->lock);
+	sb = find_locked(ss->srv, ss, id);
+	r = sb == NULL ? -1 : sb->lost != NULL;
+	pthread_mutex_unlock(&ss->srv->lock);
+	return r;
+}
+
 void mcp_sandbox_put(struct mcp_server *s, struct mcp_sandbox *sb)
 {
 	pthread_mutex_unlock(&sb->op_lock);
@@ -869,7 +907,7 @@ void mcp_sandbox_put(struct mcp_server *s, struct mcp_sandbox *sb)
 static void sandbox_free(struct mcp_server *s, struct mcp_sandbox *sb)
 {
 	pthread_mutex_lock(&s->lock);
-	if (sb->busy > 0 && sb->sb->vm != NULL && sb->sb->vm->pid > 0)
+	if (sb->busy > 0 && sb->sb != NULL && sb->sb->vm != NULL && sb->sb->vm->pid > 0)
 		kill(sb->sb->vm->pid, SIGKILL); /* not reaped yet: the pid is still ours */
 	while (sb->busy > 0)
 		pthread_cond_wait(&s->idle, &s->lock);
@@ -880,6 +918,7 @@ static void sandbox_free(struct mcp_server *s, struct mcp_sandbox *sb)
 	mcp_net_free(sb->net);
 	pthread_mutex_destroy(&sb->op_lock);
 	free(sb->image);
+	free(sb->lost);
 	free(sb);
 }
 
@@ -922,12 +961,15 @@ json_t *mcp_sandbox_list(struct mcp_session *ss)
 	for (struct mcp_sandbox *sb = s->sandboxes; sb != NULL; sb = sb->next) {
 		if (sb->doomed || sb->owner != ss)
 			continue;
-		json_array_append_new(
-		    arr, json_pack("{s:s, s:i, s:I, s:s, s:I, s:I, s:b, s:b}", "sandbox_id", sb->id,
-				   "cpus", (int)sb->cpus, "memory_mib", (json_int_t)sb->memory_mib,
-				   "image", sb->image, "created_ms", (json_int_t)sb->created_ms,
-				   "idle_s", (json_int_t)((now - sb->last_used_ms) / 1000), "dirty",
-				   sb->dirty, "busy", sb->busy > 0));
+		json_t *e = json_pack(
+		    "{s:s, s:i, s:I, s:s, s:I, s:I, s:b, s:b, s:s}", "sandbox_id", sb->id, "cpus",
+		    (int)sb->cpus, "memory_mib", (json_int_t)sb->memory_mib, "image", sb->image,
+		    "created_ms", (json_int_t)sb->created_ms, "idle_s",
+		    (json_int_t)((now - sb->last_used_ms) / 1000), "dirty", sb->dirty, "busy",
+		    sb->busy > 0, "state", sb->lost != NULL ? "lost" : "running");
+		if (sb->lost != NULL)
+			json_object_set_new(e, "lost_reason", json_string(sb->lost));
+		json_array_append_new(arr, e);
 	}
 	pthread_mutex_unlock(&s->lock);
 	return arr;

@@ -393,10 +393,44 @@ static struct mcp_sandbox *get_sandbox(struct mcp_session *ss, const json_t *arg
 		return NULL;
 	}
 	sb = mcp_sandbox_get(ss, id);
-	if (sb == NULL)
+	if (sb == NULL) {
 		*err_result = tool_error(
 		    "%s: no sandbox '%.40s' in this session (see sandbox_list)", tool, id);
+		return NULL;
+	}
+	cleanup_free char *lost = mcp_sandbox_lost(ss->srv, sb);
+	if (lost != NULL) {
+		*err_result = tool_error("%s: sandbox %s is lost: %s; what it held is gone "
+					 "(sandbox_destroy removes it from the list)",
+					 tool, sb->id, lost);
+		mcp_sandbox_put(ss->srv, sb);
+		return NULL;
+	}
 	return sb;
+}
+
+static bool audit(struct mcp_session *ss, json_t *event);
+
+/*
+ * A sandbox whose guest ended without sandbox_destroy.  Its VM is torn
+ * down (a hung guest would burn a CPU), but the sandbox is not removed:
+ * if it vanished, a green command (`poweroff -f`, a kernel panic) could
+ * do what only sandbox_destroy may, and a dirty sandbox's destroy needs a
+ * human.  It stays listed as "lost", with the reason, until
+ * sandbox_destroy; the loss is audited.  Caller holds sb.
+ */
+static void sandbox_lost(struct mcp_session *ss, struct mcp_sandbox *sb, const char *why)
+{
+	struct lg_sandbox *vm = mcp_sandbox_mark_lost(ss->srv, sb, why);
+
+	if (vm == NULL)
+		return;
+	lg_warn("session %s: sandbox %s is lost: %s", ss->id, sb->id, why);
+	mcp_net_close(sb->net);
+	lg_sandbox_destroy(vm);
+	audit(ss, json_pack("{s:s, s:s, s:s, s:s, s:b}", "type", "sandbox_lost", "session", ss->id,
+			    "sandbox_id", sb->id, "reason", why, "dirty",
+			    mcp_sandbox_dirty(ss, sb->id) == 1));
 }
 
 static json_t *t_exec(struct mcp_session *ss, struct mcp_call *call, const json_t *args)
@@ -415,12 +449,12 @@ static json_t *t_exec(struct mcp_session *ss, struct mcp_call *call, const json_
 	if (sb != NULL) {
 		mcp_sandbox_mark_dirty(ss->srv, sb);
 		r = run_exec(sb->sb, &e, call->cancel_pipe[0], &broken);
+		if (broken)
+			sandbox_lost(
+			    ss, sb,
+			    "its guest stopped answering (it powered itself off, crashed or "
+			    "hung)");
 		mcp_sandbox_put(ss->srv, sb);
-		if (broken) {
-			/* The guest stopped answering: the sandbox is gone for good. */
-			mcp_sandbox_destroy(ss,
-					    json_string_value(json_object_get(args, "sandbox_id")));
-		}
 	}
 	exec_args_free(&e);
 	return r;
@@ -1011,8 +1045,9 @@ static json_t *make_card(struct mcp_session *ss, const char *tool, const json_t 
 		free(after);
 		sb = mcp_sandbox_get(ss, sid);
 		if (sb != NULL) {
-			if (lg_agent_read_file(sb->sb->agent, path, 1u << 20, &before, &blen,
-					       NULL) == 0) {
+			/* sb->sb is NULL once lost; it only changes under op_lock, which we hold */
+			if (sb->sb != NULL && lg_agent_read_file(sb->sb->agent, path, 1u << 20,
+								 &before, &blen, NULL) == 0) {
 				json_object_set_new(card, "before",
 						    card_text(&cc, "before", before, blen));
 				json_object_set_new(card, "before_bytes",
@@ -1151,10 +1186,13 @@ static json_t *context_for(struct mcp_session *ss, const json_t *args)
 	json_t *ctx = json_object();
 
 	int dirty = sid != NULL ? mcp_sandbox_dirty(ss, sid) : -1;
+	int lost = sid != NULL ? mcp_sandbox_is_lost(ss, sid) : -1;
 
 	/* An unknown sandbox gets no fact: the policy then decides on what it knows. */
 	if (dirty >= 0)
 		json_object_set_new(ctx, "sandbox_dirty", json_boolean(dirty));
+	if (lost >= 0)
+		json_object_set_new(ctx, "sandbox_lost", json_boolean(lost));
 	return ctx;
 }
 
