@@ -11,9 +11,13 @@
  *
  *   - above OUT_HIGH queued bytes we stop reading the children's pipes (the
  *     children then block on write, which is what a slow reader should do);
- *   - above OUT_HARD, or while some child's pending stdin is above
- *     STDIN_HIGH, we stop taking frames from the port (the host then blocks
- *     or queues on its side).
+ *   - above OUT_HARD we stop taking frames from the port (the host then
+ *     blocks or queues on its side);
+ *   - stdin is bounded by credit, not by stalling the port: the host may
+ *     have at most LG_STDIN_WINDOW bytes of an exec's STDIN un-ACKed, we
+ *     buffer what the child's pipe does not take yet and send STDIN_ACK as
+ *     it takes it.  A command that never reads its stdin therefore holds
+ *     up only its own stdin, never a KILL or another exec's frames.
  *
  * docs/agent-protocol.md describes the protocol and the choices made here.
  */
@@ -35,16 +39,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define MAX_EXECS 64
 
-#define OUT_HIGH   (1u << 20) /* stop reading children's output above this */
-#define OUT_HARD   (4u << 20) /* stop taking requests above this */
-#define STDIN_HIGH (1u << 20) /* per exec: stop taking requests above this */
+#define OUT_HIGH (1u << 20) /* stop reading children's output above this */
+#define OUT_HARD (4u << 20) /* stop taking requests above this */
+/* Batch STDIN_ACKs up to this much while the child still has stdin queued. */
+#define STDIN_ACK_BATCH (LG_STDIN_WINDOW / 4)
 
 /* A FILE_READ result must fit one frame next to its other fields. */
 #define READ_MAX (LG_FRAME_MAX_PAYLOAD - 1024)
@@ -74,8 +82,11 @@ struct exec {
 	bool reaped;
 	int wstatus;
 	int out_fd, err_fd, in_fd, status_fd;
-	struct lg_buf in_q; /* stdin the child has not taken yet */
-	bool in_eof;	    /* close stdin once in_q drains */
+	bool has_stdin;	     /* EXEC asked for STDIN frames (LG_EXEC_STDIN) */
+	struct lg_buf in_q;  /* stdin the child has not taken yet */
+	bool in_eof;	     /* the host sent EOF: close stdin once in_q drains */
+	uint32_t in_unacked; /* STDIN bytes received and not yet ACKed: <= window */
+	uint32_t in_ack_due; /* of those, written to the child or dropped: the next ACK */
 	bool timed_out;
 	uint64_t deadline; /* 0: no timeout */
 	uint64_t grace_until, grace_cap;
@@ -361,6 +372,50 @@ child_fail(int stat_w, bool setup, int errnum, int code, const char *fmt, ...)
 	_exit(code);
 }
 
+/*
+ * Only the host ends a sandbox.  The agent is PID 1: if a command could
+ * reboot(2) the guest (`poweroff -f`, `reboot -f`, `halt -f`), a green
+ * command would destroy a sandbox whose sandbox_destroy needs a human's
+ * yes, and the work in it with it.  So every command runs without
+ * CAP_SYS_BOOT: out of the bounding set (no setuid binary or file
+ * capability brings it back) and out of the effective, permitted and
+ * inheritable sets (which also clears it from the ambient set).
+ *
+ * Not covered: a root command can still write 'o' or 'b' to
+ * /proc/sysrq-trigger, which needs no capability.  A read-only bind over
+ * it would only hold against a command without CAP_SYS_ADMIN, and taking
+ * that away is more than this step should do (docs/agent-protocol.md).
+ *
+ * Outside a VM (`lg-agent --fd` in tests, as a user without CAP_SETPCAP)
+ * the bounding set cannot be changed; that is fine only when we do not
+ * hold CAP_SYS_BOOT ourselves.  Returns 0 or a positive errno.
+ */
+static int drop_boot_cap(void)
+{
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+	const uint32_t bit = 1u << (CAP_SYS_BOOT % 32);
+	const int word = CAP_SYS_BOOT / 32;
+	bool bset_failed = false;
+
+	if (prctl(PR_CAPBSET_DROP, CAP_SYS_BOOT, 0, 0, 0) < 0) {
+		if (errno != EPERM)
+			return errno;
+		bset_failed = true;
+	}
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return errno;
+	if (bset_failed && (data[word].permitted & bit))
+		return EPERM;
+	data[word].effective &= ~bit;
+	data[word].permitted &= ~bit;
+	data[word].inheritable &= ~bit;
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		return errno;
+	return 0;
+}
+
 static void __attribute__((noreturn))
 exec_child(char **argv, char **envp, const char *cwd, int in_r, int out_w, int err_w, int stat_w)
 {
@@ -369,6 +424,10 @@ exec_child(char **argv, char **envp, const char *cwd, int in_r, int out_w, int e
 	/* Its own session and process group, so KILL and timeouts reach every descendant. */
 	if (setsid() < 0)
 		child_fail(stat_w, true, errno, 126, "setsid: %s", strerror(errno));
+	/* Never run a command that could power the sandbox off (see drop_boot_cap). */
+	int cap_err = drop_boot_cap();
+	if (cap_err != 0)
+		child_fail(stat_w, true, cap_err, 126, "drop CAP_SYS_BOOT: %s", strerror(cap_err));
 	if (in_r < 0) {
 		in_r = open("/dev/null", O_RDONLY | O_CLOEXEC);
 		if (in_r < 0)
@@ -482,15 +541,18 @@ static int op_exec(struct agent *a, uint32_t id, struct req *rq, struct lg_buf *
 	e->out_fd = steal_fd(&out[0]);
 	e->err_fd = steal_fd(&errp[0]);
 	e->in_fd = steal_fd(&in[1]);
+	e->has_stdin = e->in_fd >= 0;
 	e->status_fd = steal_fd(&status[0]);
 	e->deadline = rq->timeout_ms ? lg_now_ms() + rq->timeout_ms : 0;
 	/* The child's ends close on return; EOF on the pipes then means the child is done. */
 	return 1;
 }
 
+/* The command closed its stdin: what is queued is dropped, and returned as credit. */
 static void stdin_drop(struct exec *e)
 {
 	close_fd(&e->in_fd);
+	e->in_ack_due += (uint32_t)lg_buf_pending(&e->in_q);
 	lg_buf_free(&e->in_q);
 }
 
@@ -508,24 +570,72 @@ static void stdin_pump(struct exec *e)
 			return;
 		}
 		lg_buf_consume(&e->in_q, (size_t)w);
+		e->in_ack_due += (uint32_t)w;
 	}
 	lg_buf_free(&e->in_q);
 	if (e->in_eof)
 		close_fd(&e->in_fd);
 }
 
-/* STDIN for an exec that is gone or took no stdin is dropped: racing the exit is normal. */
+static void protocol_violation(struct agent *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/*
+ * STDIN for an exec that is gone or took no stdin is dropped: racing the
+ * exit is normal.  For a running exec the host must keep to the window;
+ * one that does not is broken, and the session ends (it cannot be told to
+ * slow down any other way).
+ */
 static void on_stdin(struct agent *a, uint32_t id, const uint8_t *p, size_t n)
 {
 	struct exec *e = find_exec(a, id);
 
-	if (e == NULL || e->in_fd < 0 || e->in_eof)
+	if (e == NULL || !e->has_stdin)
 		return;
+	if (e->in_eof) {
+		protocol_violation(a, "STDIN for exec %u after its EOF", id);
+		return;
+	}
+	if (n > LG_STDIN_WINDOW - e->in_unacked) {
+		protocol_violation(a,
+				   "STDIN of %zu bytes for exec %u overruns the window: %u of %u "
+				   "bytes are not acknowledged yet",
+				   n, id, e->in_unacked, LG_STDIN_WINDOW);
+		return;
+	}
+	e->in_unacked += (uint32_t)n;
 	if (n == 0)
 		e->in_eof = true;
+	else if (e->in_fd < 0)
+		e->in_ack_due += (uint32_t)n; /* the command closed its stdin: drop, but credit */
 	else
 		lg_buf_append(&e->in_q, p, n);
-	stdin_pump(e);
+	if (e->in_fd >= 0)
+		stdin_pump(e);
+}
+
+/*
+ * Returns credit for the stdin the children took.  Batched while a child
+ * still has stdin queued; sent at once when its queue is empty, so the
+ * host is never left waiting with credit on our side.  Held back while the
+ * host is slow to read our output, like NET_ACK: it then gets no more
+ * stdin to send either.
+ */
+static void send_stdin_acks(struct agent *a)
+{
+	for (size_t i = 0; i < MAX_EXECS && lg_buf_pending(&a->out) < OUT_HIGH; i++) {
+		struct exec *e = &a->execs[i];
+		uint8_t le[4];
+
+		if (!e->used || e->in_ack_due == 0)
+			continue;
+		if (e->in_ack_due < STDIN_ACK_BATCH && lg_buf_pending(&e->in_q) > 0)
+			continue;
+		lg_put_le32(le, e->in_ack_due);
+		lg_frame_data(&a->out, LG_MSG_STDIN_ACK, e->id, le, sizeof(le));
+		e->in_unacked -= e->in_ack_due;
+		e->in_ack_due = 0;
+	}
 }
 
 static void note_output_after_exit(struct exec *e)
@@ -995,6 +1105,15 @@ static void dispatch(struct agent *a, const struct lg_frame_hdr *h, const uint8_
  * A bad header leaves no way to find the next frame in the stream: say
  * why on id 0 (which no request uses) and end the session.
  */
+static void close_with_error(struct agent *a, struct lg_err **err)
+{
+	lg_err_wrap(err, "closing the connection");
+	agent_log("%s", (*err)->msg);
+	send_result(a, 0, *err, NULL);
+	lg_err_free(err);
+	end_session(a, AGENT_END_PROTO);
+}
+
 static void protocol_error(struct agent *a, int r)
 {
 	struct lg_err *err = NULL;
@@ -1008,21 +1127,27 @@ static void protocol_error(struct agent *a, int r)
 	else
 		lg_err_set(&err, EPROTO, "frame header: unknown type %u or flags %#x",
 			   (unsigned)h.type, (unsigned)h.flags);
-	lg_err_wrap(&err, "closing the connection");
-	agent_log("%s", err->msg);
-	send_result(a, 0, err, NULL);
-	lg_err_free(&err);
-	end_session(a, AGENT_END_PROTO);
+	close_with_error(a, &err);
 }
 
+/* A well-framed message that breaks the rules of the stream: the same end as a bad header. */
+static void protocol_violation(struct agent *a, const char *fmt, ...)
+{
+	struct lg_err *err = NULL;
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	lg_err_msg(&err, EPROTO, "%s", msg);
+	close_with_error(a, &err);
+}
+
+/* Stdin never stalls the port (its credit bounds it); only our own output backlog does. */
 static bool can_take_requests(const struct agent *a)
 {
-	if (lg_buf_pending(&a->out) >= OUT_HARD)
-		return false;
-	for (size_t i = 0; i < MAX_EXECS; i++)
-		if (a->execs[i].used && lg_buf_pending(&a->execs[i].in_q) >= STDIN_HIGH)
-			return false;
-	return true;
+	return lg_buf_pending(&a->out) < OUT_HARD;
 }
 
 static void process_frames(struct agent *a)
@@ -1112,6 +1237,7 @@ static void serve_loop(struct agent *a)
 			end_session(a, AGENT_END_SHUTDOWN);
 		if (a->end != 0)
 			break;
+		send_stdin_acks(a);
 		flush_out(a);
 		if (a->end != 0)
 			break;

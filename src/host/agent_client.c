@@ -5,11 +5,15 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-/* Stop reading the user's stdin while this much is queued for the guest. */
+/*
+ * Stop reading the user's stdin while this much is queued for the guest
+ * (with a protocol-2 agent the stdin credit, LG_STDIN_WINDOW, binds first).
+ */
 #define OUT_HIGH_WATER (512u * 1024u)
 /* A guest that ignores the guest-side timeout gets this much longer. */
 #define EXEC_GRACE_MS	    10000u
@@ -22,6 +26,7 @@ struct lg_agent {
 	struct lg_reader rd;
 	struct lg_buf out;
 	uint32_t next_id;
+	uint32_t version; /* the agent's protocol, LG_PROTO_VERSION_MIN..LG_PROTO_VERSION */
 	char *name;
 	uint32_t request_timeout_ms;
 	bool broken; /* a protocol error or EOF: no more requests */
@@ -91,6 +96,18 @@ static int broken(struct lg_agent *a, struct lg_err **err, int errnum, const cha
 	return lg_err_set(err, errnum, "agent channel: %s", what);
 }
 
+/*
+ * EOF on the channel: the agent ended the session or the VM is gone (the
+ * guest powered itself off, or QEMU died).  -ECONNRESET tells callers this
+ * apart from a refusal (errnum 0), a protocol error (-EPROTO) and a
+ * channel already closed by an earlier error (-EPIPE, check_usable).
+ */
+static int vm_gone(struct lg_agent *a, struct lg_err **err)
+{
+	a->broken = true;
+	return lg_err_msg(err, ECONNRESET, "agent channel: the guest closed the connection");
+}
+
 /* Sends what is queued without blocking; -errno on a dead channel. */
 static int flush_some(struct lg_agent *a)
 {
@@ -127,18 +144,30 @@ static int fill(struct lg_agent *a)
 }
 
 /*
- * An extra source for the wait loop: the exec's stdin.  Polled only while
- * wanted, so a full queue stops reading (backpressure to the user's pipe).
+ * An extra source for the wait loop: the exec's stdin, or the caller's
+ * cancel fd.  Wanted only while `want` and, if max_out is not 0, while
+ * less than max_out bytes are queued for the guest: wait_event checks
+ * that on every round, as its own flushing drains the queue, so a source
+ * it stopped reading because the queue was full is read again once the
+ * queue has room (backpressure to the user's pipe, and no stall once it
+ * clears).  fd -1 with want: a source in memory, always ready.
  */
 struct extra_in {
 	int fd;
 	bool want;
+	size_t max_out;
 };
+
+static bool extra_ready(const struct lg_agent *a, const struct extra_in *x)
+{
+	return x->want && (x->max_out == 0 || lg_buf_pending(&a->out) < x->max_out);
+}
 
 /*
  * Waits for the next frame (any id) while flushing the output queue.
- * 1: a frame is ready (peek it, then lg_reader_pop); 2 + i: extra[i].fd is
- * readable; <0: error.  deadline_ms 0 = no deadline.
+ * 1: a frame is ready (peek it, then lg_reader_pop); 2 + i: extra[i] is
+ * ready (its fd readable, or it is in memory and wanted); <0: error.
+ * deadline_ms 0 = no deadline.
  */
 static int wait_event(struct lg_agent *a, uint64_t deadline_ms, struct extra_in extra[2],
 		      struct lg_frame_hdr *h, const uint8_t **payload, struct lg_err **err)
@@ -156,8 +185,13 @@ static int wait_event(struct lg_agent *a, uint64_t deadline_ms, struct extra_in 
 			return 1;
 
 		r = flush_some(a);
+		if (r == -EPIPE || r == -ECONNRESET)
+			return vm_gone(a, err);
 		if (r < 0)
 			return broken(a, err, -r, "write to guest");
+		for (int i = 0; extra != NULL && i < 2; i++)
+			if (extra[i].fd < 0 && extra_ready(a, &extra[i]))
+				return 2 + i;
 		pfd[n++] = (struct pollfd){
 		    .fd = a->fd,
 		    .events = (short)(POLLIN | (lg_buf_pending(&a->out) ? POLLOUT : 0))};
@@ -166,7 +200,7 @@ static int wait_event(struct lg_agent *a, uint64_t deadline_ms, struct extra_in 
 			pfd[n++] = (struct pollfd){.fd = a->cancel_fd, .events = POLLIN};
 		}
 		for (int i = 0; extra != NULL && i < 2; i++) {
-			if (extra[i].want && extra[i].fd >= 0) {
+			if (extra[i].fd >= 0 && extra_ready(a, &extra[i])) {
 				idx_extra[i] = n;
 				pfd[n++] = (struct pollfd){.fd = extra[i].fd, .events = POLLIN};
 			}
@@ -188,8 +222,8 @@ static int wait_event(struct lg_agent *a, uint64_t deadline_ms, struct extra_in 
 			return lg_err_set(err, EINTR, "interrupted");
 		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
 			r = fill(a);
-			if (r == -EPIPE)
-				return broken(a, err, 0, "the guest closed the connection");
+			if (r == -EPIPE || r == -ECONNRESET)
+				return vm_gone(a, err);
 			if (r < 0)
 				return broken(a, err, -r, "read from guest");
 		}
@@ -231,13 +265,19 @@ int lg_agent_connect(int fd, int cancel_fd, int timeout_ms, struct lg_agent **ou
 		r = lg_err_set(err, EPROTO, "agent channel: malformed HELLO");
 		goto fail;
 	}
-	if (version != LG_PROTO_VERSION) {
+	/*
+	 * Protocol 1 differs only in granting no stdin credit, and images built
+	 * before 2 are still about: it is served, with stdin bounded by our
+	 * own queue as before.
+	 */
+	if (version < LG_PROTO_VERSION_MIN || version > LG_PROTO_VERSION) {
 		r = lg_err_set(err, EPROTO,
 			       "guest agent speaks protocol %u, this host %u; rebuild the image "
 			       "with: luminaguard image build",
 			       version, LG_PROTO_VERSION);
 		goto fail;
 	}
+	a->version = version;
 	if (f.have[LG_TAG_AGENT]) {
 		char name[128];
 		struct fields tmp = {0};
@@ -586,40 +626,86 @@ struct exec_state {
 	bool killed;
 	size_t stdin_off; /* progress through stdin_data */
 	bool stdin_done;
+	uint32_t inflight; /* STDIN bytes sent and not yet returned by STDIN_ACK */
 };
+
+/* How much stdin the agent takes now: its credit, or (protocol 1) a frame's worth. */
+static size_t stdin_credit(const struct exec_state *s)
+{
+	size_t n = LG_DATA_CHUNK;
+
+	if (s->a->version >= 2 && LG_STDIN_WINDOW - s->inflight < n)
+		n = LG_STDIN_WINDOW - s->inflight;
+	return n;
+}
+
+static void stdin_sent(struct exec_state *s, const void *p, size_t n)
+{
+	lg_frame_data(&s->a->out, LG_MSG_STDIN, s->id, p, n);
+	if (s->a->version >= 2)
+		s->inflight += (uint32_t)n;
+}
+
+static void stdin_eof(struct exec_state *s)
+{
+	lg_frame_data(&s->a->out, LG_MSG_STDIN, s->id, NULL, 0);
+	s->stdin_done = true;
+}
 
 static void queue_stdin(struct exec_state *s)
 {
-	struct lg_agent *a = s->a;
+	size_t room = stdin_credit(s);
 
-	if (s->stdin_done)
+	if (s->stdin_done || room == 0)
 		return;
 	if (s->o->stdin_fd >= 0) {
 		uint8_t buf[LG_DATA_CHUNK];
-		ssize_t r = read(s->o->stdin_fd, buf, sizeof(buf));
+		ssize_t r = read(s->o->stdin_fd, buf, room);
 		if (r < 0 && (errno == EINTR || errno == EAGAIN))
 			return;
 		if (r <= 0) {
 			/* EOF or a read error: either way the command's stdin ends. */
-			lg_frame_data(&a->out, LG_MSG_STDIN, s->id, NULL, 0);
-			s->stdin_done = true;
+			stdin_eof(s);
 			return;
 		}
-		lg_frame_data(&a->out, LG_MSG_STDIN, s->id, buf, (size_t)r);
+		stdin_sent(s, buf, (size_t)r);
 		return;
 	}
-	while (s->stdin_off < s->o->stdin_len && lg_buf_pending(&a->out) < OUT_HIGH_WATER) {
+	while (s->stdin_off < s->o->stdin_len && room > 0 &&
+	       lg_buf_pending(&s->a->out) < OUT_HIGH_WATER) {
 		size_t n = s->o->stdin_len - s->stdin_off;
-		if (n > LG_DATA_CHUNK)
-			n = LG_DATA_CHUNK;
-		lg_frame_data(&a->out, LG_MSG_STDIN, s->id,
-			      (const uint8_t *)s->o->stdin_data + s->stdin_off, n);
+		if (n > room)
+			n = room;
+		stdin_sent(s, (const uint8_t *)s->o->stdin_data + s->stdin_off, n);
 		s->stdin_off += n;
+		room = stdin_credit(s);
 	}
-	if (s->stdin_off >= s->o->stdin_len) {
-		lg_frame_data(&a->out, LG_MSG_STDIN, s->id, NULL, 0);
-		s->stdin_done = true;
+	if (s->stdin_off >= s->o->stdin_len)
+		stdin_eof(s);
+}
+
+/*
+ * Credit returned by the agent.  The guest is untrusted: an ACK from a
+ * protocol-1 agent, of the wrong size, for nothing, or for more than is
+ * outstanding breaks the channel (the sandbox is then unusable; the host
+ * goes on).
+ */
+static int on_stdin_ack(struct exec_state *s, const struct lg_frame_hdr *h, const uint8_t *p,
+			struct lg_err **err)
+{
+	uint32_t n = h->len == 4 ? lg_get_le32(p) : 0;
+
+	if (s->a->version < 2)
+		return broken(s->a, err, EPROTO, "STDIN_ACK from a protocol-1 guest");
+	if (h->len != 4 || n == 0 || n > s->inflight) {
+		char what[128];
+		snprintf(what, sizeof(what),
+			 "STDIN_ACK of %u bytes (payload %u bytes) while %u are outstanding", n,
+			 h->len, s->inflight);
+		return broken(s->a, err, EPROTO, what);
 	}
+	s->inflight -= n;
+	return 0;
 }
 
 static int handle_exit(struct lg_agent *a, const struct lg_frame_hdr *h, const uint8_t *payload,
@@ -658,7 +744,9 @@ int lg_agent_exec(struct lg_agent *a, const struct lg_exec_opts *o, struct lg_ex
 	if (o->argv == NULL || o->argv[0] == NULL)
 		return lg_err_set(err, EINVAL, "exec: empty command");
 	memset(res, 0, sizeof(*res));
+	/* stdin_data is a source in memory: fd -1, ready whenever wanted. */
 	s.in[0].fd = o->stdin_fd;
+	s.in[0].max_out = OUT_HIGH_WATER;
 	s.in[1].fd = o->cancel_fd;
 	s.in[1].want = o->cancel_fd >= 0;
 	bool has_stdin = o->stdin_fd >= 0 || o->stdin_data != NULL;
@@ -682,10 +770,8 @@ int lg_agent_exec(struct lg_agent *a, const struct lg_exec_opts *o, struct lg_ex
 		struct lg_frame_hdr h;
 		const uint8_t *payload;
 
-		if (!s.stdin_done && o->stdin_fd < 0)
-			queue_stdin(&s);
-		s.in[0].want =
-		    !s.stdin_done && o->stdin_fd >= 0 && lg_buf_pending(&a->out) < OUT_HIGH_WATER;
+		/* No more stdin for a command we are killing. */
+		s.in[0].want = !s.stdin_done && !s.killed && stdin_credit(&s) > 0;
 		r = wait_event(a, deadline, s.in, &h, &payload, err);
 		if (r < 0) {
 			if (r == -ETIMEDOUT)
@@ -729,6 +815,12 @@ int lg_agent_exec(struct lg_agent *a, const struct lg_exec_opts *o, struct lg_ex
 				}
 			}
 			lg_reader_pop(&a->rd);
+			break;
+		case LG_MSG_STDIN_ACK:
+			r = on_stdin_ack(&s, &h, payload, err);
+			lg_reader_pop(&a->rd);
+			if (r < 0)
+				return r;
 			break;
 		case LG_MSG_EXIT:
 			r = handle_exit(a, &h, payload, res, err);

@@ -29,6 +29,7 @@ static const char *const msg_names[] = {
     [LG_MSG_NET_EOF] = "NET_EOF",
     [LG_MSG_NET_CLOSE] = "NET_CLOSE",
     [LG_MSG_NET_ACK] = "NET_ACK",
+    [LG_MSG_STDIN_ACK] = "STDIN_ACK",
 };
 
 const char *lg_msg_name(uint16_t type)

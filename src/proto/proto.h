@@ -24,11 +24,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LG_PROTO_VERSION     1u
+/*
+ * 2: per-exec stdin credit (LG_MSG_STDIN_ACK).  A host also accepts
+ * LG_PROTO_VERSION_MIN, an agent that grants no credit: it then sends stdin
+ * bounded only by its own queue, as version 1 did.
+ */
+#define LG_PROTO_VERSION     2u
+#define LG_PROTO_VERSION_MIN 1u
 #define LG_FRAME_HDR_SIZE    12u
 #define LG_FRAME_MAX_PAYLOAD (1u << 20)	   /* 1 MiB: bounds every buffer on both sides */
 #define LG_DATA_CHUNK	     (64u * 1024u) /* data frames are split to this size */
 #define LG_TLV_HDR_SIZE	     6u
+/*
+ * Per exec, at most this many STDIN bytes may be sent and not yet returned
+ * by STDIN_ACK: the agent buffers no more than this for a command that is
+ * slow to read, and never stops reading the port for stdin, so KILL and
+ * every other request always get through (docs/agent-protocol.md).
+ */
+#define LG_STDIN_WINDOW (256u * 1024u)
 
 /* The virtio-serial port name the guest agent looks for. */
 #define LG_AGENT_PORT_NAME "org.luminaguard.agent.0"
@@ -60,7 +73,9 @@ enum lg_msg {
 	LG_MSG_NET_EOF = 19,   /* both: no more bytes this way (half close) */
 	LG_MSG_NET_CLOSE = 20, /* both: the stream is gone (reset or both EOFs done) */
 	LG_MSG_NET_ACK = 21,   /* both: payload u32 = bytes consumed, returns send credit */
-	LG_MSG_MAX_ = 21,
+	/* Agent port again (protocol 2). */
+	LG_MSG_STDIN_ACK = 22, /* g->h: payload u32 = STDIN bytes taken, returns send credit */
+	LG_MSG_MAX_ = 22,
 };
 
 enum lg_tag {

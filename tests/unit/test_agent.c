@@ -9,6 +9,7 @@
  * --error-exitcode=99" runs it under a wrapper.
  */
 #include "common/util.h"
+#include "host/agent_client.h"
 #include "proto/proto.h"
 
 #include <errno.h>
@@ -24,6 +25,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,12 +40,28 @@ struct frame {
 	uint8_t *p;
 };
 
+/*
+ * The stdin of one exec, sent as the host does: within LG_STDIN_WINDOW,
+ * more as STDIN_ACKs return credit.
+ */
+struct feed {
+	bool active;
+	uint32_t id;
+	const uint8_t *p;
+	size_t len, off;
+	uint32_t inflight; /* sent, not yet ACKed */
+	bool eof_sent;
+	uint64_t acked;
+};
+
 struct conn {
 	int fd;
 	pid_t pid;
 	struct lg_reader rd;
 	struct lg_buf out;
 	bool eof;
+	struct feed feed;
+	bool raw_acks; /* conn_next returns STDIN_ACKs instead of acting on them */
 };
 
 static void frame_free(struct frame *f)
@@ -98,6 +116,47 @@ static void conn_flush(struct conn *c)
 	}
 }
 
+/* Queues what the window allows of the current feed, then EOF. */
+static void feed_pump(struct conn *c)
+{
+	struct feed *fd = &c->feed;
+
+	while (fd->active && !fd->eof_sent) {
+		size_t n = fd->len - fd->off;
+
+		if (n == 0) {
+			lg_frame_data(&c->out, LG_MSG_STDIN, fd->id, NULL, 0);
+			fd->eof_sent = true;
+			break;
+		}
+		if (n > LG_STDIN_WINDOW - fd->inflight)
+			n = LG_STDIN_WINDOW - fd->inflight;
+		if (n > LG_DATA_CHUNK)
+			n = LG_DATA_CHUNK;
+		if (n == 0)
+			break;
+		lg_frame_data(&c->out, LG_MSG_STDIN, fd->id, fd->p + fd->off, n);
+		fd->off += n;
+		fd->inflight += (uint32_t)n;
+	}
+	conn_flush(c);
+}
+
+/* Checks an ACK as the host client does, and sends what it allows. */
+static void feed_ack(struct conn *c, const struct lg_frame_hdr *h, const uint8_t *p)
+{
+	uint32_t n = h->len == 4 ? lg_get_le32(p) : 0;
+
+	if (!c->feed.active || h->id != c->feed.id)
+		fail_msg("STDIN_ACK for id %u, which has no stdin", h->id);
+	if (h->len != 4 || n == 0 || n > c->feed.inflight)
+		fail_msg("STDIN_ACK of %u bytes (len %u), %u outstanding", n, h->len,
+			 c->feed.inflight);
+	c->feed.inflight -= n;
+	c->feed.acked += n;
+	feed_pump(c);
+}
+
 /* 1: *f holds the next frame (free with frame_free); 0: the agent closed the stream. */
 static int conn_next(struct conn *c, struct frame *f)
 {
@@ -108,6 +167,12 @@ static int conn_next(struct conn *c, struct frame *f)
 		int r = lg_reader_peek(&c->rd, &f->h, &payload);
 
 		assert_true(r >= 0);
+		if (r == 1 && f->h.type == LG_MSG_STDIN_ACK && !c->raw_acks) {
+			feed_ack(c, &f->h, payload);
+			lg_reader_pop(&c->rd);
+			deadline = lg_now_ms() + IO_TIMEOUT_MS;
+			continue;
+		}
 		if (r == 1) {
 			f->p = xmalloc(f->h.len);
 			memcpy(f->p, payload, f->h.len);
@@ -372,12 +437,8 @@ static void exec_send(struct conn *c, uint32_t id, const struct exec_opts *o)
 	req_send(&r);
 	if (!o->use_stdin)
 		return;
-	for (size_t off = 0; off < o->in_len; off += LG_DATA_CHUNK) {
-		size_t n = o->in_len - off < LG_DATA_CHUNK ? o->in_len - off : LG_DATA_CHUNK;
-		lg_frame_data(&c->out, LG_MSG_STDIN, id, in + off, n);
-	}
-	lg_frame_data(&c->out, LG_MSG_STDIN, id, NULL, 0);
-	conn_flush(c);
+	c->feed = (struct feed){.active = true, .id = id, .p = in, .len = o->in_len};
+	feed_pump(c);
 }
 
 /* Fills r from one frame of exec `id`; true once the exec is over. */
@@ -1408,6 +1469,607 @@ static void test_eof_mid_frame(void **state)
 	conn_stop(c);
 }
 
+/* ---- tests: stdin credit (protocol 2) ---- */
+
+static uint8_t *pattern(size_t n, unsigned seed)
+{
+	uint8_t *d = xmalloc(n);
+
+	for (size_t i = 0; i < n; i++)
+		d[i] = (uint8_t)(i * 7 + (i >> 13) + seed);
+	return d;
+}
+
+/*
+ * A command that never reads its stdin: the host's window fills, and the
+ * agent still reads the port, so a PING is answered and a KILL ends the
+ * exec at once.  (Before stdin credit the agent stopped reading the port
+ * for such a command, and the KILL queued behind the stdin.)
+ */
+static void test_stdin_blocked_kill(void **state)
+{
+	skip_under_valgrind();
+	struct conn *c = conn_start();
+	size_t n = 8u << 20;
+	uint8_t *data = pattern(n, 1);
+	struct exec_res r = {0};
+	bool got_result = false, got_exit = false;
+	uint64_t t0;
+	struct req q;
+
+	exec_send(c, 1,
+		  &(struct exec_opts){
+		      .argv = ARGV("sleep", "100"), .use_stdin = true, .in = data, .in_len = n});
+	ping(c, 2);
+	/* The pipe holds 64 KiB at most: the rest of the window stays queued in the agent. */
+	usleep(200 * 1000);
+	ping(c, 3);
+	assert_true(c->feed.off < n);
+	assert_true(c->feed.acked <= 1u << 20);
+	t0 = lg_now_ms();
+	q = req_begin(c, LG_MSG_KILL, 1);
+	req_send(&q);
+	while (!got_result || !got_exit) {
+		struct frame f;
+
+		assert_int_equal(conn_next(c, &f), 1);
+		assert_int_equal(f.h.id, 1);
+		if (f.h.type == LG_MSG_RESULT) {
+			assert_int_equal(field_u32(&f, LG_TAG_ERRNO, 9999), 0);
+			got_result = true;
+		} else {
+			got_exit = exec_absorb(&f, &r);
+		}
+		frame_free(&f);
+	}
+	assert_int_equal(r.sig, SIGKILL);
+	assert_true(lg_now_ms() - t0 < 2000);
+	exec_res_free(&r);
+	free(data);
+	ping(c, 4);
+	conn_stop(c);
+}
+
+/* Large stdin and large output at once, through the window. */
+static void test_stdin_window_with_output(void **state)
+{
+	struct conn *c = conn_start();
+	size_t n = 8u << 20;
+	uint8_t *data = pattern(n, 2);
+	struct exec_res r;
+
+	run(c, 1,
+	    &(struct exec_opts){.argv = ARGV("sh", "-c", "cat; head -c 3000000 /dev/zero >&2"),
+				.use_stdin = true,
+				.in = data,
+				.in_len = n},
+	    &r);
+	assert_int_equal(r.exit_code, 0);
+	assert_int_equal(lg_buf_pending(&r.out), n);
+	assert_memory_equal(lg_buf_head(&r.out), data, n);
+	assert_int_equal(lg_buf_pending(&r.errb), 3000000);
+	assert_int_equal(c->feed.acked, n);
+	assert_int_equal(c->feed.inflight, 0);
+	exec_res_free(&r);
+	free(data);
+	conn_stop(c);
+}
+
+/* After a broken stream rule: a final RESULT on id 0 saying so, then the end. */
+static void expect_violation(struct conn *c, const char *what)
+{
+	for (;;) {
+		struct frame f;
+		char *msg;
+
+		assert_int_equal(conn_next(c, &f), 1);
+		if (f.h.id != 0) { /* output or ACKs of the exec before the violation */
+			frame_free(&f);
+			continue;
+		}
+		assert_int_equal(f.h.type, LG_MSG_RESULT);
+		assert_int_equal(field_u32(&f, LG_TAG_ERRNO, 0), EPROTO);
+		msg = field_str(&f, LG_TAG_MESSAGE);
+		if (strstr(msg, what) == NULL)
+			fail_msg("want \"%s\" in \"%s\"", what, msg);
+		free(msg);
+		frame_free(&f);
+		break;
+	}
+	struct frame f;
+	while (conn_next(c, &f) == 1)
+		frame_free(&f); /* what was queued before the RESULT */
+	conn_wait_exit(c);
+	conn_free(c);
+}
+
+static void test_stdin_window_overrun(void **state)
+{
+	struct conn *c = conn_start();
+	uint8_t *chunk = xzalloc(LG_DATA_CHUNK);
+	struct req q;
+
+	/* The pipe takes 64 KiB at most, so 8 frames overrun the window whatever is ACKed. */
+	c->raw_acks = true;
+	q = req_begin(c, LG_MSG_EXEC, 1);
+	lg_tlv_put_str(&c->out, LG_TAG_ARGV, "sleep");
+	lg_tlv_put_str(&c->out, LG_TAG_ARGV, "10");
+	lg_tlv_put_u32(&c->out, LG_TAG_FLAGS, LG_EXEC_STDIN);
+	req_send(&q);
+	for (int i = 0; i < 8; i++)
+		lg_frame_data(&c->out, LG_MSG_STDIN, 1, chunk, LG_DATA_CHUNK);
+	conn_flush(c);
+	expect_violation(c, "overruns the window");
+	free(chunk);
+}
+
+static void test_stdin_after_eof(void **state)
+{
+	struct conn *c = conn_start();
+	struct req q;
+
+	c->raw_acks = true;
+	q = req_begin(c, LG_MSG_EXEC, 1);
+	lg_tlv_put_str(&c->out, LG_TAG_ARGV, "sleep");
+	lg_tlv_put_str(&c->out, LG_TAG_ARGV, "10");
+	lg_tlv_put_u32(&c->out, LG_TAG_FLAGS, LG_EXEC_STDIN);
+	req_send(&q);
+	lg_frame_data(&c->out, LG_MSG_STDIN, 1, NULL, 0);
+	lg_frame_data(&c->out, LG_MSG_STDIN, 1, "x", 1);
+	conn_flush(c);
+	expect_violation(c, "after its EOF");
+}
+
+/* STDIN_ACK goes guest to host only: from the host it is refused, and the session goes on. */
+static void test_stdin_ack_from_host(void **state)
+{
+	struct conn *c = conn_start();
+	uint8_t le[4];
+	char *msg;
+
+	lg_put_le32(le, 1);
+	lg_frame_data(&c->out, LG_MSG_STDIN_ACK, 7, le, sizeof(le));
+	conn_flush(c);
+	msg = expect_errno(c, 7, EPROTO);
+	assert_non_null(strstr(msg, "unexpected STDIN_ACK"));
+	free(msg);
+	ping(c, 8);
+	conn_stop(c);
+}
+
+/* ---- tests: the host's client (host/agent_client.c) against the agent ---- */
+
+struct client {
+	struct conn *c; /* fd and pid of the agent; its reader is unused */
+	struct lg_agent *a;
+};
+
+static void client_start(struct client *cl)
+{
+	struct lg_err *err = NULL;
+	int sv[2];
+
+	cl->c = xzalloc(sizeof(*cl->c));
+	lg_reader_init(&cl->c->rd);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	cl->c->pid = fork();
+	assert_true(cl->c->pid >= 0);
+	if (cl->c->pid == 0)
+		exec_agent(sv[1]);
+	close(sv[1]);
+	cl->c->fd = sv[0];
+	if (lg_agent_connect(cl->c->fd, -1, IO_TIMEOUT_MS, &cl->a, &err) < 0)
+		fail_msg("connect: %s", err->msg);
+}
+
+static void client_stop(struct client *cl)
+{
+	lg_agent_free(cl->a);
+	conn_stop(cl->c);
+}
+
+/* Compares stdout with `want` as it streams, and collects stderr. */
+struct sink {
+	const uint8_t *want;
+	size_t want_len;
+	size_t got;
+	bool mismatch;
+	struct lg_buf out; /* stdout when want is NULL */
+	size_t err_bytes;
+};
+
+static int sink_output(void *ctx, enum lg_stream st, const uint8_t *p, size_t n)
+{
+	struct sink *s = ctx;
+
+	if (st == LG_STREAM_STDERR) {
+		s->err_bytes += n;
+		return 0;
+	}
+	if (s->want == NULL) {
+		lg_buf_append(&s->out, p, n);
+	} else if (s->got + n > s->want_len || memcmp(s->want + s->got, p, n) != 0) {
+		s->mismatch = true;
+	}
+	s->got += n;
+	return 0;
+}
+
+static int client_exec(struct client *cl, struct lg_exec_opts *o, struct sink *s,
+		       struct lg_exec_result *res)
+{
+	struct lg_err *err = NULL;
+	int r;
+
+	o->on_output = sink_output;
+	o->ctx = s;
+	r = lg_agent_exec(cl->a, o, res, &err);
+	if (r < 0)
+		print_error("exec: %s\n", err->msg);
+	lg_err_free(&err);
+	return r;
+}
+
+/*
+ * 8 MiB of stdin from memory (MCP's "stdin") into wc -c.  Before stdin
+ * credit the client stopped queueing it above 512 KiB and, with no frame
+ * coming back from a command that prints nothing until EOF, never
+ * queued the rest: wc never saw EOF.
+ */
+static void test_client_stdin_memory(void **state)
+{
+	struct client cl;
+	size_t n = 8u << 20;
+	uint8_t *data = pattern(n, 3);
+	char *argv[] = {(char *)"wc", (char *)"-c", NULL};
+	struct lg_exec_opts o = {.argv = argv,
+				 .timeout_ms = 20000,
+				 .stdin_fd = -1,
+				 .stdin_data = data,
+				 .stdin_len = n,
+				 .cancel_fd = -1};
+	struct lg_exec_result res;
+	struct sink s = {0};
+
+	client_start(&cl);
+	assert_int_equal(client_exec(&cl, &o, &s, &res), 0);
+	assert_false(res.timed_out);
+	assert_int_equal(res.exit_code, 0);
+	lg_buf_append(&s.out, "", 1);
+	assert_int_equal(strtoull((const char *)lg_buf_head(&s.out), NULL, 10), n);
+	lg_buf_free(&s.out);
+
+	/* The same through cat: 8 MiB back out while stdin goes in. */
+	argv[0] = (char *)"cat";
+	argv[1] = NULL;
+	s = (struct sink){.want = data, .want_len = n};
+	assert_int_equal(client_exec(&cl, &o, &s, &res), 0);
+	assert_false(res.timed_out);
+	assert_int_equal(res.exit_code, 0);
+	assert_false(s.mismatch);
+	assert_int_equal(s.got, n);
+	free(data);
+	client_stop(&cl);
+}
+
+/* Runs argv with data written into its stdin through a pipe by another process. */
+static void exec_piped(struct client *cl, char **argv, const uint8_t *data, size_t n,
+		       struct sink *s, struct lg_exec_result *res)
+{
+	struct lg_exec_opts o = {.argv = argv, .timeout_ms = 20000, .cancel_fd = -1};
+	int p[2];
+	pid_t writer;
+
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	writer = fork();
+	assert_true(writer >= 0);
+	if (writer == 0) {
+		close(p[0]);
+		_exit(lg_write_all(p[1], data, n) == (ssize_t)n ? 0 : 1);
+	}
+	close(p[1]);
+	o.stdin_fd = p[0];
+	assert_int_equal(client_exec(cl, &o, s, res), 0);
+	close(p[0]);
+	kill(writer, SIGKILL);
+	assert_int_equal(waitpid(writer, NULL, 0), writer);
+	assert_false(res->timed_out);
+	assert_int_equal(res->exit_code, 0);
+}
+
+/*
+ * 8 MiB through a pipe (`luminaguard run`'s stdin).  Into wc -c, which
+ * prints nothing until EOF: before stdin credit the client stopped reading
+ * the pipe once 512 KiB were queued and never looked at it again.  Then
+ * through cat, with large output on both streams.
+ */
+static void test_client_stdin_pipe(void **state)
+{
+	struct client cl;
+	size_t n = 8u << 20;
+	uint8_t *data = pattern(n, 4);
+	char *wc[] = {(char *)"wc", (char *)"-c", NULL};
+	char *cat[] = {(char *)"sh", (char *)"-c", (char *)"cat; head -c 2000000 /dev/zero >&2",
+		       NULL};
+	struct lg_exec_result res;
+	struct sink s = {0};
+
+	client_start(&cl);
+	exec_piped(&cl, wc, data, n, &s, &res);
+	lg_buf_append(&s.out, "", 1);
+	assert_int_equal(strtoull((const char *)lg_buf_head(&s.out), NULL, 10), n);
+	lg_buf_free(&s.out);
+
+	s = (struct sink){.want = data, .want_len = n};
+	exec_piped(&cl, cat, data, n, &s, &res);
+	assert_false(s.mismatch);
+	assert_int_equal(s.got, n);
+	assert_int_equal(s.err_bytes, 2000000);
+	free(data);
+	client_stop(&cl);
+}
+
+/*
+ * The caller cancels a command that prints but never reads its 8 MiB of
+ * stdin: the KILL must not wait behind the stdin.  Before stdin credit
+ * the agent stopped reading the port at 1 MiB of queued stdin, the KILL
+ * sat in the client's queue behind the rest, and only the guest timeout
+ * ended the command.
+ */
+static void test_client_kill_while_stdin_blocked(void **state)
+{
+	struct client cl;
+	size_t n = 8u << 20;
+	uint8_t *data = pattern(n, 5);
+	/* It holds its stdin pipe open and never reads it. */
+	char *argv[] = {(char *)"sh", (char *)"-c", (char *)"while :; do echo x; sleep 0.01; done",
+			NULL};
+	struct itimerspec its = {.it_value = {.tv_nsec = 700 * 1000 * 1000}};
+	int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+	struct lg_exec_opts o = {.argv = argv,
+				 .timeout_ms = 30000,
+				 .stdin_fd = -1,
+				 .stdin_data = data,
+				 .stdin_len = n,
+				 .cancel_fd = tfd};
+	struct lg_exec_result res;
+	struct sink s = {0};
+	uint64_t t0;
+
+	assert_true(tfd >= 0);
+	client_start(&cl);
+	t0 = lg_now_ms();
+	assert_int_equal(timerfd_settime(tfd, 0, &its, NULL), 0);
+	assert_int_equal(client_exec(&cl, &o, &s, &res), 0);
+	assert_int_equal(res.signal, SIGKILL);
+	assert_false(res.timed_out);
+	if (lg_now_ms() - t0 > 5000)
+		fail_msg("the kill took %llu ms", (unsigned long long)(lg_now_ms() - t0));
+	lg_buf_free(&s.out);
+	close(tfd);
+	free(data);
+	/* The channel is still in step. */
+	assert_int_equal(lg_agent_ping(cl.a, NULL), 0);
+	client_stop(&cl);
+}
+
+/* ---- tests: the host's client against a hostile guest ---- */
+
+/* The fake guest's side: reads frames until the end of an exec's stdin (or EOF). */
+static void wait_stdin_eof(int fd)
+{
+	struct lg_reader rd;
+
+	lg_reader_init(&rd);
+	for (;;) {
+		struct lg_frame_hdr h;
+		const uint8_t *p;
+		size_t room;
+		uint8_t *dst;
+		ssize_t n;
+		int r = lg_reader_peek(&rd, &h, &p);
+
+		if (r < 0)
+			_exit(2);
+		if (r == 1) {
+			if (h.type == LG_MSG_STDIN && h.len == 0)
+				break;
+			lg_reader_pop(&rd);
+			continue;
+		}
+		dst = lg_reader_space(&rd, &room);
+		n = read(fd, dst, room);
+		if (n <= 0)
+			break;
+		lg_reader_commit(&rd, (size_t)n);
+	}
+	lg_reader_free(&rd);
+}
+
+/*
+ * A fake guest: says `hello`, then (if `after` is not NULL) waits for the
+ * end of the exec's stdin and says `after`; then hangs up.  Returns the
+ * client's fd (the client borrows it), or <0 if connecting failed.
+ */
+static int fake_guest(const struct lg_buf *hello, const struct lg_buf *after, struct lg_agent **a,
+		      struct lg_err **err)
+{
+	int sv[2];
+	pid_t pid;
+	int r;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(sv[0]);
+		if (lg_write_all(sv[1], lg_buf_head(hello), lg_buf_pending(hello)) < 0)
+			_exit(1);
+		if (after != NULL) {
+			wait_stdin_eof(sv[1]);
+			if (lg_write_all(sv[1], lg_buf_head(after), lg_buf_pending(after)) < 0)
+				_exit(1);
+		}
+		_exit(0);
+	}
+	close(sv[1]);
+	r = lg_agent_connect(sv[0], -1, IO_TIMEOUT_MS, a, err);
+	if (r < 0)
+		close(sv[0]);
+	if (after == NULL || r < 0)
+		assert_int_equal(waitpid(pid, NULL, 0), pid);
+	return r < 0 ? r : sv[0];
+}
+
+static void put_hello(struct lg_buf *b, uint32_t version)
+{
+	size_t st = lg_frame_begin(b, LG_MSG_HELLO, 0);
+	lg_tlv_put_u32(b, LG_TAG_VERSION, version);
+	lg_tlv_put_str(b, LG_TAG_AGENT, "fake");
+	lg_frame_end(b, st);
+}
+
+static void put_ack(struct lg_buf *b, uint32_t id, uint32_t n, size_t len)
+{
+	uint8_t le[8] = {0};
+	lg_put_le32(le, n);
+	lg_frame_data(b, LG_MSG_STDIN_ACK, id, le, len);
+}
+
+/* Runs `cat` with 100 bytes of stdin against a guest that answers with `frames`. */
+static int hostile_exec(uint32_t version, const struct lg_buf *frames, struct lg_err **err)
+{
+	static uint8_t in[100];
+	char *argv[] = {(char *)"cat", NULL};
+	struct lg_exec_opts o = {.argv = argv,
+				 .stdin_fd = -1,
+				 .stdin_data = in,
+				 .stdin_len = sizeof(in),
+				 .cancel_fd = -1};
+	struct lg_exec_result res;
+	struct lg_agent *a = NULL;
+	struct lg_buf hello = {0};
+	int fd, r;
+
+	put_hello(&hello, version);
+	fd = fake_guest(&hello, frames, &a, err);
+	lg_buf_free(&hello);
+	if (fd < 0)
+		return fd;
+	r = lg_agent_exec(a, &o, &res, err);
+	if (r < 0) /* the channel is closed for good after a protocol error */
+		assert_int_equal(lg_agent_ping(a, NULL), -EPIPE);
+	lg_agent_free(a);
+	close(fd);
+	while (waitpid(-1, NULL, 0) > 0)
+		;
+	return r;
+}
+
+static void test_client_hostile_stdin_ack(void **state)
+{
+	static const struct {
+		uint32_t version, n;
+		size_t len;
+		const char *what;
+	} cases[] = {
+	    {2, 101, 4, "outstanding"}, /* more credit than was sent */
+	    {2, 0, 4, "outstanding"},	/* nothing */
+	    {2, 10, 3, "outstanding"},	/* short */
+	    {2, 10, 8, "outstanding"},	/* long */
+	    {1, 10, 4, "protocol-1"},	/* an agent that grants no credit */
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct lg_buf b = {0};
+		struct lg_err *err = NULL;
+
+		put_ack(&b, 1, cases[i].n, cases[i].len);
+		assert_int_equal(hostile_exec(cases[i].version, &b, &err), -EPROTO);
+		if (strstr(err->msg, cases[i].what) == NULL)
+			fail_msg("case %zu: %s", i, err->msg);
+		lg_err_free(&err);
+		lg_buf_free(&b);
+	}
+
+	/* A version this host does not know is refused at connect. */
+	struct lg_buf b = {0};
+	struct lg_err *err = NULL;
+	assert_int_equal(hostile_exec(LG_PROTO_VERSION + 1, &b, &err), -EPROTO);
+	assert_non_null(strstr(err->msg, "rebuild the image"));
+	lg_err_free(&err);
+	lg_buf_free(&b);
+
+	/* A good ACK, then the exit: the exec ends normally. */
+	put_ack(&b, 1, 60, 4);
+	put_ack(&b, 1, 40, 4);
+	size_t st = lg_frame_begin(&b, LG_MSG_EXIT, 1);
+	lg_tlv_put_u32(&b, LG_TAG_EXIT_CODE, 3);
+	lg_frame_end(&b, st);
+	assert_int_equal(hostile_exec(2, &b, &err), 0);
+	lg_buf_free(&b);
+}
+
+/*
+ * The guest went away (powered itself off, or QEMU died): a distinct
+ * -ECONNRESET, and -EPIPE for every call after it.
+ */
+static void test_client_vm_gone(void **state)
+{
+	struct lg_buf b = {0};
+	struct lg_err *err = NULL;
+	struct lg_agent *a = NULL;
+	int fd;
+
+	put_hello(&b, LG_PROTO_VERSION);
+	fd = fake_guest(&b, NULL, &a, &err);
+	assert_true(fd >= 0);
+	assert_int_equal(lg_agent_ping(a, &err), -ECONNRESET);
+	assert_non_null(strstr(err->msg, "the guest closed the connection"));
+	lg_err_free(&err);
+	assert_int_equal(lg_agent_ping(a, NULL), -EPIPE);
+	lg_agent_free(a);
+	close(fd);
+	lg_buf_free(&b);
+}
+
+/* ---- tests: commands cannot end the sandbox ---- */
+
+/* Capability set `name` ("CapBnd:" ...) of the command, from its /proc/self/status. */
+static uint64_t cap_field(const struct lg_buf *status, const char *name)
+{
+	cleanup_free char *s = xmalloc(lg_buf_pending(status) + 1);
+	char *p;
+
+	memcpy(s, lg_buf_head(status), lg_buf_pending(status));
+	s[lg_buf_pending(status)] = '\0';
+	p = strstr(s, name);
+	if (p == NULL)
+		fail_msg("no %s in %s", name, s);
+	return strtoull(p + strlen(name), NULL, 16);
+}
+
+static void test_exec_no_boot_cap(void **state)
+{
+	struct conn *c = conn_start();
+	const uint64_t boot = 1ull << 22; /* CAP_SYS_BOOT */
+	struct exec_res r;
+
+	run(c, 1, &(struct exec_opts){.argv = ARGV("cat", "/proc/self/status")}, &r);
+	assert_int_equal(r.exit_code, 0);
+	assert_int_equal(r.err, 0);
+	/* Outside a VM without CAP_SETPCAP the bounding set stays; the agent then has no
+	 * CAP_SYS_BOOT. */
+	if (geteuid() == 0)
+		assert_int_equal(cap_field(&r.out, "CapBnd:") & boot, 0);
+	assert_int_equal(cap_field(&r.out, "CapEff:") & boot, 0);
+	assert_int_equal(cap_field(&r.out, "CapPrm:") & boot, 0);
+	assert_int_equal(cap_field(&r.out, "CapInh:") & boot, 0);
+	assert_int_equal(cap_field(&r.out, "CapAmb:") & boot, 0);
+	exec_res_free(&r);
+	conn_stop(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1437,6 +2099,17 @@ int main(void)
 	    cmocka_unit_test(test_oversize_header),
 	    cmocka_unit_test(test_bad_tlv_keeps_serving),
 	    cmocka_unit_test(test_eof_mid_frame),
+	    cmocka_unit_test(test_stdin_blocked_kill),
+	    cmocka_unit_test(test_stdin_window_with_output),
+	    cmocka_unit_test(test_stdin_window_overrun),
+	    cmocka_unit_test(test_stdin_after_eof),
+	    cmocka_unit_test(test_stdin_ack_from_host),
+	    cmocka_unit_test(test_client_stdin_memory),
+	    cmocka_unit_test(test_client_stdin_pipe),
+	    cmocka_unit_test(test_client_kill_while_stdin_blocked),
+	    cmocka_unit_test(test_client_hostile_stdin_ack),
+	    cmocka_unit_test(test_client_vm_gone),
+	    cmocka_unit_test(test_exec_no_boot_cap),
 	};
 
 	/* Writing to an agent that hung up must be an error to look at, not death. */

@@ -267,6 +267,8 @@ static void test_msg_names(void **state)
 {
 	assert_string_equal(lg_msg_name(LG_MSG_EXEC), "EXEC");
 	assert_string_equal(lg_msg_name(LG_MSG_RESULT), "RESULT");
+	assert_string_equal(lg_msg_name(LG_MSG_STDIN_ACK), "STDIN_ACK");
+	assert_string_equal(lg_msg_name(LG_MSG_MAX_ + 1), "UNKNOWN");
 	assert_string_equal(lg_msg_name(0), "UNKNOWN");
 	assert_string_equal(lg_msg_name(999), "UNKNOWN");
 }
