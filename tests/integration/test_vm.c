@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "common/sha256.h"
 #include "common/util.h"
 #include "host/sandbox.h"
 
@@ -169,6 +170,49 @@ static void test_stdin(void **state)
 	assert_int_equal(c.out.len, n);
 	assert_memory_equal(c.out.data, data, n);
 	capture_free(&c);
+}
+
+/*
+ * 3 MB and 8 MB of stdin reach EOF in a command that prints nothing until
+ * then.  Before per-exec stdin credit (protocol 2) the host stopped
+ * queueing stdin above 512 KiB and waited for a frame from the guest that
+ * never came: wc never saw EOF and only the timeout ended it.
+ */
+static void test_large_stdin_eof(void **state)
+{
+	struct lg_sandbox *sb = *state;
+	char *argv[] = {"sh", "-c", "tee /tmp/in | wc -c; sha256sum </tmp/in; rm /tmp/in", NULL};
+	const size_t sizes[] = {3000000, 8u << 20};
+
+	for (size_t k = 0; k < ARRAY_SIZE(sizes); k++) {
+		size_t n = sizes[k];
+		cleanup_free uint8_t *data = xmalloc(n);
+		cleanup_free char *out = NULL;
+		uint8_t digest[LG_SHA256_LEN];
+		char want[128], hex[LG_SHA256_HEX_LEN + 1];
+		struct lg_exec_result res;
+		struct lg_sha256 sha;
+		struct capture c = {0};
+		uint32_t x = 777 + (uint32_t)k;
+
+		for (size_t i = 0; i < n; i++) {
+			x = x * 1103515245u + 12345u;
+			data[i] = (uint8_t)(x >> 16);
+		}
+		lg_sha256_init(&sha);
+		lg_sha256_update(&sha, data, n);
+		lg_sha256_final(&sha, digest);
+		for (size_t i = 0; i < LG_SHA256_LEN; i++)
+			snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+		snprintf(want, sizeof(want), "%zu\n%s  -\n", n, hex);
+
+		run(sb, argv, (const char *)data, n, 60000, &c, &res);
+		assert_false(res.timed_out);
+		assert_int_equal(res.exit_code, 0);
+		out = str_of(&c.out);
+		assert_string_equal(out, want);
+		capture_free(&c);
+	}
 }
 
 /* 10 MB of output arrive intact, in order, and on the right stream. */
@@ -381,6 +425,37 @@ static void *par_main(void *arg)
 	return NULL;
 }
 
+/*
+ * Only the host ends a sandbox: the agent runs every command without
+ * CAP_SYS_BOOT, so poweroff -f, reboot -f and halt -f fail in the guest,
+ * and the VM answers the next command.  (Before, they powered it off.)
+ */
+static void test_poweroff_refused(void **state)
+{
+	struct lg_sandbox *sb = boot();
+	char *cmds[][3] = {{"poweroff", "-f", NULL}, {"reboot", "-f", NULL}, {"halt", "-f", NULL}};
+	char *echo[] = {"echo", "alive", NULL};
+	cleanup_free char *out = NULL;
+
+	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
+		struct lg_exec_result res;
+		struct capture c = {0};
+
+		run(sb, cmds[i], NULL, 0, 20000, &c, &res);
+		if (res.exit_code == 0 && res.signal == 0)
+			fail_msg("%s -f succeeded in the guest", cmds[i][0]);
+		capture_free(&c);
+	}
+	struct lg_exec_result res;
+	struct capture c = {0};
+	run(sb, echo, NULL, 0, 20000, &c, &res);
+	assert_int_equal(res.exit_code, 0);
+	out = str_of(&c.out);
+	assert_string_equal(out, "alive\n");
+	capture_free(&c);
+	lg_sandbox_destroy(sb);
+}
+
 static void test_four_vms_at_once(void **state)
 {
 	pthread_t t[4];
@@ -426,8 +501,10 @@ int main(void)
 	    cmocka_unit_test(test_missing_command),	  cmocka_unit_test(test_stdin),
 	    cmocka_unit_test(test_large_output),	  cmocka_unit_test(test_timeout),
 	    cmocka_unit_test(test_env_and_cwd),		  cmocka_unit_test(test_files),
+	    cmocka_unit_test(test_large_stdin_eof),
 	};
 	const struct CMUnitTest own_vms[] = {
+	    cmocka_unit_test(test_poweroff_refused),
 	    cmocka_unit_test(test_four_vms_at_once),
 	    cmocka_unit_test(test_nothing_left_behind),
 	};
