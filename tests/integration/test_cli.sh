@@ -37,6 +37,14 @@ check "signal death is 128+N" "$([ $rc = 137 ]; echo $?)" "rc=$rc"
 out=$(printf 'hello\nworld\n' | "$LG" run -- sh -c 'cat; echo to-err >&2' 2>"$TMP/err"); rc=$?
 check "stdin to the guest, stdout and stderr apart" "$([ $rc = 0 ] && [ "$out" = $'hello\nworld' ] && grep -qx to-err "$TMP/err"; echo $?)" "rc=$rc out=$out"
 
+# --- large piped stdin reaches EOF (it used to stall at about 2 MB until the timeout) ---
+head -c 3000000 /dev/urandom >"$TMP/big"
+want="3000000 $(sha256sum <"$TMP/big" | cut -d' ' -f1)"
+"$LG" run --timeout 60 -- sh -c 'tee /tmp/in | wc -c; sha256sum </tmp/in' <"$TMP/big" >"$TMP/out" 2>"$TMP/err"; rc=$?
+out=$(tr -s ' \n' '  ' <"$TMP/out" | cut -d' ' -f1,2)
+check "3 MB of piped stdin reach EOF intact" "$([ $rc = 0 ] && [ "$out" = "$want" ]; echo $?)" "rc=$rc out=$out want=$want" "$(cat "$TMP/err")"
+rm -f "$TMP/big"
+
 # --- --timeout kills the guest command ---
 start=$(date +%s)
 "$LG" run --timeout 2 -- sleep 60 </dev/null 2>"$TMP/err"; rc=$?
