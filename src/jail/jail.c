@@ -541,11 +541,14 @@ static void __attribute__((noreturn)) child_main(void *arg)
 		 * raw syscall: libkeyutils is one more library for one call.
 		 * After the uid switch, so that the new keyring is the VM's
 		 * user's and counts against its quota.  ENOSYS: a kernel
-		 * without keyrings has nothing to share.
+		 * without keyrings has nothing to share.  EPERM: an outer
+		 * seccomp filter or LSM refuses keyctl (Docker's default
+		 * profile does); it refuses the VMM, our child, too, so the
+		 * keyring is out of its reach already.
 		 */
 		CHECK(p,
 		      syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) >= 0 ||
-			  errno == ENOSYS,
+			  errno == ENOSYS || errno == EPERM,
 		      STEP_KEYRING, -1);
 		/*
 		 * Before the allowlist, at every level: --seccomp off turns
