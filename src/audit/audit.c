@@ -243,14 +243,14 @@ static int read_seal(const char *seal_path, uint64_t *entries, char hash[LG_SHA2
 	if (j == NULL) {
 		if (access(seal_path, F_OK) < 0 && errno == ENOENT)
 			return 0;
-		return lg_err_set(err, 0, "seal `%s` is not readable JSON: %s", seal_path,
+		return lg_err_msg(err, EBADMSG, "seal `%s` is not readable JSON: %s", seal_path,
 				  jerr.text);
 	}
 	n = json_object_get(j, "entries");
 	h = json_object_get(j, "hash");
 	if (!json_is_integer(n) || json_integer_value(n) < 0 || !is_hex64(h)) {
 		json_decref(j);
-		return lg_err_set(err, 0, "seal `%s` is malformed", seal_path);
+		return lg_err_msg(err, EBADMSG, "seal `%s` is malformed", seal_path);
 	}
 	*entries = (uint64_t)json_integer_value(n);
 	memcpy(hash, json_string_value(h), LG_SHA256_HEX_LEN + 1);
@@ -373,13 +373,14 @@ static int read_last_line(int fd, off_t size, char **line, size_t *len, struct l
 	if (r < 0)
 		return lg_err_set(err, -r, "read");
 	if (buf[span - 1] != '\n')
-		return lg_err_set(err, 0,
+		return lg_err_msg(err, EBADMSG,
 				  "the last line is incomplete (a write was cut short; "
 				  "see `luminaguard audit verify`)");
 	for (i = span - 1; i > 0 && buf[i - 1] != '\n'; i--)
 		;
 	if (i == 0 && start > 0)
-		return lg_err_set(err, 0, "the last line is longer than %d bytes", AUDIT_MAX_LINE);
+		return lg_err_msg(err, EBADMSG, "the last line is longer than %d bytes",
+				  AUDIT_MAX_LINE);
 	*len = span - 1 - i;
 	*line = xmalloc(*len + 1);
 	memcpy(*line, buf + i, *len);
@@ -411,7 +412,7 @@ static int load_tail(struct audit_log *a, struct lg_err **err)
 	prev = json_object_get(e, "prev");
 	if (!json_is_integer(seq) || json_integer_value(seq) < 1 || !is_hex64(prev)) {
 		json_decref(e);
-		return lg_err_set(err, 0,
+		return lg_err_msg(err, EBADMSG,
 				  "the last line is not an audit entry (run `luminaguard "
 				  "audit verify`)");
 	}
@@ -421,7 +422,7 @@ static int load_tail(struct audit_log *a, struct lg_err **err)
 	json_decref(e);
 	bad = check_line(line, len, a->seq, prev_hex, a->prev, why, sizeof(why));
 	if (bad != NULL)
-		return lg_err_set(err, 0,
+		return lg_err_msg(err, EBADMSG,
 				  "the last line is not a valid entry: %s (run "
 				  "`luminaguard audit verify`)",
 				  bad);
@@ -444,12 +445,12 @@ static int check_seal_on_open(struct audit_log *a, struct lg_err **err)
 	if (r == 0)
 		return write_seal(a->seal_path, a->seq, a->prev, err);
 	if (a->seq < n)
-		return lg_err_set(err, 0,
+		return lg_err_msg(err, EBADMSG,
 				  "the log has %llu entries but its seal says %llu: it was cut "
 				  "short (run `luminaguard audit verify`)",
 				  (unsigned long long)a->seq, (unsigned long long)n);
 	if (a->seq == n && strcmp(a->prev, hash) != 0)
-		return lg_err_set(err, 0,
+		return lg_err_msg(err, EBADMSG,
 				  "the last entry is not the one the seal names: the log was "
 				  "rewritten (run `luminaguard audit verify`)");
 	return 0;
@@ -473,7 +474,7 @@ int audit_open(const char *path, struct audit_log **out, struct lg_err **err)
 	}
 	if (!S_ISREG(st.st_mode)) {
 		close(fd);
-		return lg_err_set(err, 0, "audit log `%s` is not a regular file", path);
+		return lg_err_msg(err, EINVAL, "audit log `%s` is not a regular file", path);
 	}
 	a = xzalloc(sizeof(*a));
 	pthread_mutex_init(&a->lock, NULL);
@@ -742,17 +743,18 @@ int audit_verify_full(const char *path, struct audit_verify_result *res, struct 
 		if (bad == NULL)
 			bad = check_blobs(path, line, len, why, sizeof(why));
 		if (bad != NULL)
-			return lg_err_set(err, 0, "audit log %s: line %zu: %s", path, n + 1, bad);
+			return lg_err_msg(err, EBADMSG, "audit log %s: line %zu: %s", path, n + 1,
+					  bad);
 		memcpy(prev, hash, sizeof(prev));
 		n++;
 		if (sealed > 0 && n == seal_n && strcmp(hash, seal_hash) != 0)
-			return lg_err_set(err, 0,
+			return lg_err_msg(err, EBADMSG,
 					  "audit log %s: line %zu is not the entry its seal names "
 					  "(the log was rewritten from there on)",
 					  path, n);
 	}
 	if (sealed > 0 && n < seal_n)
-		return lg_err_set(err, 0,
+		return lg_err_msg(err, EBADMSG,
 				  "audit log %s: %zu entries, but its seal says %llu: entries at "
 				  "the end were removed",
 				  path, n, (unsigned long long)seal_n);

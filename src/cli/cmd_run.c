@@ -139,14 +139,14 @@ static int cliff(const struct run_opts *o, struct lg_err **err)
 		json_object_set_new(card, "args", shown);
 		/* A human at a terminal, or no one: piped stdin is not a person's answer. */
 		if (!isatty(STDIN_FILENO))
-			r = lg_err_set(err, 0, "--approve tty needs stdin to be a terminal");
+			r = lg_err_msg(err, ENOTTY, "--approve tty needs stdin to be a terminal");
 		else
 			r = approval_tty_prompt_fds(card, o->approval_timeout_s, STDIN_FILENO,
 						    STDERR_FILENO, lg_signals_fd(), &approved, err);
 		json_decref(card);
 	}
 	if (r >= 0 && !approved)
-		r = lg_err_set(err, 0, "%s",
+		r = lg_err_msg(err, EPERM, "%s",
 			       r == 1 ? "not approved in time; the command did not run"
 				      : "denied; the command did not run");
 	else if (r >= 0)
@@ -201,7 +201,7 @@ static bool net_ask_tty(void *ctx, const char *host, uint16_t port)
 		in_fd = out_fd = tty;
 	}
 	if (in_fd < 0)
-		r = lg_err_set(&err, 0, "no terminal for --approve tty");
+		r = lg_err_msg(&err, ENOTTY, "no terminal for --approve tty");
 	else
 		r = approval_tty_prompt_fds(card, a->o->approval_timeout_s, in_fd, out_fd,
 					    lg_signals_fd(), &approved, &err);

@@ -118,20 +118,21 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, struct lg_err **er
 		switch (c) {
 		case OPT_CPUS:
 			if (lg_parse_u64(optarg, 1, HV_MAX_CPUS, &v) < 0)
-				return lg_err_set(err, 0, "--cpus: '%s' is not a number in 1..%u",
-						  optarg, HV_MAX_CPUS);
+				return lg_err_msg(err, EINVAL,
+						  "--cpus: '%s' is not a number in 1..%u", optarg,
+						  HV_MAX_CPUS);
 			o->cpus = (unsigned)v;
 			break;
 		case OPT_MEMORY:
 			if (lg_parse_u64(optarg, HV_MIN_MEMORY_MIB, HV_MAX_MEMORY_MIB, &v) < 0)
-				return lg_err_set(err, 0,
+				return lg_err_msg(err, EINVAL,
 						  "--memory: '%s' is not a size in MiB in %u..%u",
 						  optarg, HV_MIN_MEMORY_MIB, HV_MAX_MEMORY_MIB);
 			o->memory_mib = v;
 			break;
 		case OPT_TIMEOUT:
 			if (lg_parse_u64(optarg, 0, LG_RUN_MAX_TIMEOUT, &v) < 0)
-				return lg_err_set(err, 0,
+				return lg_err_msg(err, EINVAL,
 						  "--timeout: '%s' is not a number of seconds in "
 						  "0..%u",
 						  optarg, LG_RUN_MAX_TIMEOUT);
@@ -145,7 +146,7 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, struct lg_err **er
 			break;
 		case OPT_ACCEL:
 			if (hv_accel_parse(optarg, &o->accel) < 0)
-				return lg_err_set(err, 0,
+				return lg_err_msg(err, EINVAL,
 						  "--accel: unknown accelerator '%s' (auto, kvm, "
 						  "tcg, hvf, whpx)",
 						  optarg);
@@ -153,17 +154,18 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, struct lg_err **er
 		case OPT_ENV: {
 			const char *eq = strchr(optarg, '=');
 			if (eq == NULL || !valid_env_name(optarg, (size_t)(eq - optarg)))
-				return lg_err_set(err, 0, "--env: '%s' is not NAME=VALUE", optarg);
+				return lg_err_msg(err, EINVAL, "--env: '%s' is not NAME=VALUE",
+						  optarg);
 			if (o->n_env >= LG_RUN_MAX_ENV)
-				return lg_err_set(err, 0, "--env: more than %d variables",
+				return lg_err_msg(err, EINVAL, "--env: more than %d variables",
 						  LG_RUN_MAX_ENV);
 			o->env[o->n_env++] = optarg;
 			break;
 		}
 		case OPT_WORKDIR:
 			if (optarg[0] != '/')
-				return lg_err_set(err, 0, "--workdir: '%s' is not an absolute path",
-						  optarg);
+				return lg_err_msg(
+				    err, EINVAL, "--workdir: '%s' is not an absolute path", optarg);
 			o->workdir = optarg;
 			break;
 		case OPT_NO_STDIN:
@@ -177,7 +179,7 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, struct lg_err **er
 			break;
 		case OPT_APPROVE:
 			if (strcmp(optarg, "tty") != 0 && strcmp(optarg, "none") != 0)
-				return lg_err_set(err, 0, "--approve: '%s' is not tty or none",
+				return lg_err_msg(err, EINVAL, "--approve: '%s' is not tty or none",
 						  optarg);
 			o->approve_tty = strcmp(optarg, "tty") == 0;
 			break;
@@ -205,13 +207,13 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, struct lg_err **er
 		case '?':
 		default:
 			if (optopt != 0 && optopt < 256)
-				return lg_err_set(err, 0, "run: unknown option '-%c'", optopt);
-			return lg_err_set(err, 0, "run: unknown option or missing value: '%s'",
+				return lg_err_msg(err, EINVAL, "run: unknown option '-%c'", optopt);
+			return lg_err_msg(err, EINVAL, "run: unknown option or missing value: '%s'",
 					  argv[optind - 1]);
 		}
 	}
 	if (optind >= argc)
-		return lg_err_set(err, 0,
+		return lg_err_msg(err, EINVAL,
 				  "run: no command given (usage: luminaguard run [OPTIONS] -- "
 				  "COMMAND [ARG...])");
 	o->command = &argv[optind];

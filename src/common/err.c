@@ -9,9 +9,19 @@
 
 static struct lg_err oom_err = {ENOMEM, (char *)"out of memory"};
 
+/*
+ * Every error carries a real code: callers compare codes (-EADDRINUSE,
+ * -ENOENT...), and -1 would read as -EPERM.  A caller that has none to
+ * give is a bug; it gets EIO rather than a code that means something else.
+ */
+static int real_code(int errnum)
+{
+	return errnum > 0 ? errnum : EIO;
+}
+
 static int code_of(int errnum)
 {
-	return errnum > 0 ? -errnum : -1;
+	return -real_code(errnum);
 }
 
 static int __attribute__((format(printf, 4, 0)))
@@ -40,7 +50,7 @@ vset(struct lg_err **err, int errnum, bool with_strerror, const char *fmt, va_li
 		*err = &oom_err;
 		return code_of(errnum);
 	}
-	e->errnum = errnum;
+	e->errnum = real_code(errnum);
 	e->msg = msg;
 	*err = e;
 	return code_of(errnum);
@@ -105,7 +115,7 @@ int lg_err_wrap(struct lg_err **err, const char *fmt, ...)
 
 int lg_err_code(const struct lg_err *err)
 {
-	return err != NULL ? code_of(err->errnum) : -1;
+	return code_of(err != NULL ? err->errnum : 0);
 }
 
 void lg_err_free(struct lg_err **err)

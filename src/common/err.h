@@ -11,14 +11,15 @@
 #include <stdarg.h>
 
 struct lg_err {
-	int errnum; /* positive errno, or 0 when there is none */
+	int errnum; /* a positive errno, always (EIO when a caller gave none) */
 	char *msg;
 };
 
 /*
  * Records an error in *err (if err is non-NULL and *err is still NULL) and
- * returns -errnum, or -1 when errnum is 0.  Never fails: on allocation
- * failure a static message is used.
+ * returns -errnum.  errnum must be a real errno: callers compare codes, so
+ * an error without one (0) is a bug and becomes EIO, never -1 (= -EPERM).
+ * Never fails: on allocation failure a static message is used.
  */
 int lg_err_set(struct lg_err **err, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -36,7 +37,7 @@ int lg_err_sys(struct lg_err **err, const char *fmt, ...) __attribute__((format(
 /* Prefixes "CONTEXT: " to the message of *err.  Returns the error's code. */
 int lg_err_wrap(struct lg_err **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* The error's code as a return value: -errnum, or -1. */
+/* The error's code as a return value: -errnum. */
 int lg_err_code(const struct lg_err *err);
 
 void lg_err_free(struct lg_err **err);

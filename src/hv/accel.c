@@ -178,12 +178,12 @@ int hv_accel_resolve(enum hv_accel requested, enum hv_accel *out, const char **n
 		return 0;
 	case HV_ACCEL_HVF:
 	case HV_ACCEL_WHPX:
-		return lg_err_set(err, 0, "accelerator '%s' is not available on Linux",
+		return lg_err_msg(err, ENOTSUP, "accelerator '%s' is not available on Linux",
 				  hv_accel_name(requested));
 	case HV_ACCEL_KVM:
 		kind = hv_kvm_detect(why, sizeof(why));
 		if (kind == HV_KVM_NONE || kind == HV_KVM_NOACCESS)
-			return lg_err_set(err, 0, "--accel kvm: %s", why);
+			return lg_err_msg(err, ENODEV, "--accel kvm: %s", why);
 		if (kind == HV_KVM_PVM)
 			*note = "using KVM as asked, but /dev/kvm is PVM: a stock kernel may take "
 				"minutes to boot";

@@ -24,7 +24,7 @@ int hv_backend_find(const char *name, const struct hv_backend **out, struct lg_e
 			return 0;
 		}
 	}
-	return lg_err_set(err, 0, "unknown backend '%s' (available: qemu)", name);
+	return lg_err_msg(err, ENOENT, "unknown backend '%s' (available: qemu)", name);
 }
 
 const char *vm_status_name(enum vm_status s)
@@ -45,10 +45,10 @@ const char *vm_status_name(enum vm_status s)
 int hv_config_check(const struct vm_config *cfg, struct lg_err **err)
 {
 	if (cfg->cpus < 1 || cfg->cpus > HV_MAX_CPUS)
-		return lg_err_set(err, 0, "invalid vCPU count %u (must be 1..%u)", cfg->cpus,
+		return lg_err_msg(err, EINVAL, "invalid vCPU count %u (must be 1..%u)", cfg->cpus,
 				  HV_MAX_CPUS);
 	if (cfg->memory_mib < HV_MIN_MEMORY_MIB || cfg->memory_mib > HV_MAX_MEMORY_MIB)
-		return lg_err_set(err, 0, "invalid memory size %llu MiB (must be %u..%u MiB)",
+		return lg_err_msg(err, EINVAL, "invalid memory size %llu MiB (must be %u..%u MiB)",
 				  (unsigned long long)cfg->memory_mib, HV_MIN_MEMORY_MIB,
 				  HV_MAX_MEMORY_MIB);
 	{
@@ -63,8 +63,8 @@ int hv_config_check(const struct vm_config *cfg, struct lg_err **err)
 			    (unsigned long long)cfg->memory_mib, (unsigned long long)host_mib);
 	}
 	if (cfg->kernel == NULL || cfg->initrd == NULL)
-		return lg_err_set(err, 0, "no kernel or initramfs given");
+		return lg_err_msg(err, EINVAL, "no kernel or initramfs given");
 	if (cfg->accel == HV_ACCEL_AUTO)
-		return lg_err_set(err, 0, "accelerator not resolved");
+		return lg_err_msg(err, EINVAL, "accelerator not resolved");
 	return 0;
 }

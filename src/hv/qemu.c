@@ -172,7 +172,7 @@ static int qemu_probe(struct lg_err **err)
 	cleanup_free char *bin = find_qemu();
 
 	if (bin == NULL)
-		return lg_err_set(err, 0,
+		return lg_err_msg(err, ENOENT,
 				  "qemu-system-x86_64 not found in PATH; install it with: sudo "
 				  "apt-get install qemu-system-x86");
 	return 0;

@@ -166,7 +166,7 @@ int qmp_execute(struct qmp *q, const char *cmd, json_t *args, json_t **ret, int 
 			qmp_msg_clear(&msg);
 			continue;
 		case QMP_ERROR:
-			r = lg_err_set(err, 0, "QMP '%s' failed: %s: %s", cmd, msg.err_class,
+			r = lg_err_msg(err, EIO, "QMP '%s' failed: %s: %s", cmd, msg.err_class,
 				       msg.err_desc);
 			qmp_msg_clear(&msg);
 			return r;

@@ -98,7 +98,7 @@ static int write_header(struct lg_cpio *c, const char *rel, uint32_t ino, uint32
 		     (unsigned)filesize, 0u /* devmajor */, 0u /* devminor */, rmajor, rminor,
 		     (unsigned)namesize, 0u /* check */);
 	if (r != CPIO_HDR_LEN)
-		return lg_err_set(err, 0, "cpio header for `%s` has the wrong length", rel);
+		return lg_err_msg(err, EINVAL, "cpio header for `%s` has the wrong length", rel);
 	if ((r = write_bytes(c, hdr, CPIO_HDR_LEN, err)) < 0)
 		return r;
 	if ((r = write_bytes(c, rel, namesize, err)) < 0)
@@ -124,11 +124,11 @@ static int check_path(const char *path, struct lg_err **err)
 	size_t len;
 
 	if (path == NULL || path[0] != '/' || path[1] == '\0')
-		return lg_err_set(err, 0, "cpio path `%s` must be absolute and not /",
+		return lg_err_msg(err, EINVAL, "cpio path `%s` must be absolute and not /",
 				  path ? path : "(null)");
 	len = strlen(path);
 	if (len > CPIO_NAME_MAX)
-		return lg_err_set(err, 0, "cpio path `%.64s...` is too long", path);
+		return lg_err_msg(err, EINVAL, "cpio path `%.64s...` is too long", path);
 	for (p = path; *p;) {
 		const char *comp = p + 1;
 		const char *end = strchrnul(comp, '/');
@@ -168,14 +168,14 @@ static int begin_entry(struct lg_cpio *c, const char *path, uint32_t mode, uint6
 	int r;
 
 	if (c->finished)
-		return lg_err_set(err, 0, "cpio archive already finished");
+		return lg_err_msg(err, EINVAL, "cpio archive already finished");
 	if ((r = check_path(path, err)) < 0)
 		return r;
 	if (filesize > CPIO_FILE_MAX)
-		return lg_err_set(err, 0, "`%s` is too big for a newc cpio archive", path);
+		return lg_err_msg(err, EFBIG, "`%s` is too big for a newc cpio archive", path);
 	rel = path + 1;
 	if (have_path(c, rel))
-		return lg_err_set(err, 0, "cpio path `%s` added twice", path);
+		return lg_err_msg(err, EEXIST, "cpio path `%s` added twice", path);
 	if ((r = add_parents(c, rel, err)) < 0)
 		return r;
 	return write_entry_header(c, rel, mode, filesize, rmajor, rminor, err);
@@ -213,7 +213,7 @@ int lg_cpio_add_file(struct lg_cpio *c, const char *path, mode_t mode, const cha
 	if (fstat(fd, &st) < 0)
 		return lg_err_sys(err, "stat `%s`", host_path);
 	if (!S_ISREG(st.st_mode))
-		return lg_err_set(err, 0, "`%s` is not a regular file", host_path);
+		return lg_err_msg(err, EINVAL, "`%s` is not a regular file", host_path);
 	if ((r = begin_entry(c, path, S_IFREG | (mode & 07777), (uint64_t)st.st_size, 0, 0, err)) <
 	    0)
 		return r;
@@ -226,7 +226,7 @@ int lg_cpio_add_file(struct lg_cpio *c, const char *path, mode_t mode, const cha
 		if (n < 0)
 			return lg_err_set(err, (int)-n, "read `%s`", host_path);
 		if ((size_t)n != want)
-			return lg_err_set(err, 0, "`%s` shrank while being copied", host_path);
+			return lg_err_msg(err, EIO, "`%s` shrank while being copied", host_path);
 		if ((r = write_bytes(c, buf, want, err)) < 0)
 			return r;
 		left -= want;
@@ -241,7 +241,7 @@ int lg_cpio_add_symlink(struct lg_cpio *c, const char *path, const char *target,
 	int r;
 
 	if (len == 0 || len > CPIO_NAME_MAX)
-		return lg_err_set(err, 0, "bad symlink target for `%s`", path);
+		return lg_err_msg(err, EINVAL, "bad symlink target for `%s`", path);
 	if ((r = begin_entry(c, path, S_IFLNK | 0777, len, 0, 0, err)) < 0)
 		return r;
 	if ((r = write_bytes(c, target, len, err)) < 0)
@@ -260,7 +260,7 @@ int lg_cpio_finish(struct lg_cpio *c, struct lg_err **err)
 	int r;
 
 	if (c->finished)
-		return lg_err_set(err, 0, "cpio archive already finished");
+		return lg_err_msg(err, EINVAL, "cpio archive already finished");
 	/* The trailer is not a file: inode 0, as gen_init_cpio writes it. */
 	if ((r = write_header(c, "TRAILER!!!", 0, 0, 0, 0, 0, err)) < 0)
 		return r;

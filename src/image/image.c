@@ -66,16 +66,13 @@ static int fail(struct lg_err **err, int errnum, const char *fmt, ...)
 static int fail(struct lg_err **err, int errnum, const char *fmt, ...)
 {
 	cleanup_free char *msg = NULL;
-	bool fresh = err != NULL && *err == NULL;
 	va_list ap;
 
 	va_start(ap, fmt);
 	if (vasprintf(&msg, fmt, ap) < 0)
 		msg = NULL;
 	va_end(ap);
-	lg_err_set(err, 0, "%s", msg ? msg : "out of memory");
-	if (fresh && *err != NULL && (*err)->errnum == 0)
-		(*err)->errnum = errnum;
+	lg_err_msg(err, errnum, "%s", msg ? msg : "out of memory");
 	return -errnum;
 }
 
@@ -179,7 +176,7 @@ static int check_static_exec(const char *path, const char *what, const char *fix
 		Elf64_Phdr ph;
 
 		if (lg_pread_exact(fd, &ph, sizeof(ph), eh.e_phoff + (uint64_t)i * sizeof(ph),
-			       (uint64_t)st.st_size) < 0)
+				   (uint64_t)st.st_size) < 0)
 			return fail(err, EINVAL, "%s `%s` has truncated program headers", what,
 				    path);
 		if (ph.p_type == PT_INTERP)

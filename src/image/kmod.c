@@ -63,26 +63,27 @@ static int find_modinfo(const uint8_t *p, size_t len, const uint8_t **sec, size_
 	*sec = NULL;
 	*sec_len = 0;
 	if (len < sizeof(Elf64_Ehdr) || memcmp(p, ELFMAG, SELFMAG) != 0)
-		return lg_err_set(err, 0, "not an ELF file");
+		return lg_err_msg(err, ENOEXEC, "not an ELF file");
 	/* Copy the header: data need not be aligned for Elf64_Ehdr. */
 	memcpy(&ehc, eh, sizeof(ehc));
 	if (ehc.e_ident[EI_CLASS] != ELFCLASS64 || ehc.e_ident[EI_DATA] != ELFDATA2LSB)
-		return lg_err_set(err, 0, "not a 64-bit little-endian ELF file");
+		return lg_err_msg(err, ENOEXEC, "not a 64-bit little-endian ELF file");
 	if (ehc.e_type != ET_REL)
-		return lg_err_set(err, 0, "not a kernel module (ELF type %u, want ET_REL)",
+		return lg_err_msg(err, ENOEXEC, "not a kernel module (ELF type %u, want ET_REL)",
 				  ehc.e_type);
 	if (ehc.e_shentsize != sizeof(Elf64_Shdr) || ehc.e_shnum == 0)
-		return lg_err_set(err, 0, "malformed ELF: bad section header table");
+		return lg_err_msg(err, ENOEXEC, "malformed ELF: bad section header table");
 	if (ehc.e_shstrndx == SHN_UNDEF || ehc.e_shstrndx >= ehc.e_shnum)
-		return lg_err_set(err, 0, "malformed ELF: bad section name table index");
+		return lg_err_msg(err, ENOEXEC, "malformed ELF: bad section name table index");
 	shtab_size = (uint64_t)ehc.e_shnum * sizeof(Elf64_Shdr);
 	if (ehc.e_shoff > len || shtab_size > len - ehc.e_shoff)
-		return lg_err_set(err, 0, "malformed ELF: section headers lie outside the file");
+		return lg_err_msg(err, ENOEXEC,
+				  "malformed ELF: section headers lie outside the file");
 	memcpy(&strsh, p + ehc.e_shoff + (uint64_t)ehc.e_shstrndx * sizeof(Elf64_Shdr),
 	       sizeof(strsh));
 	if (strsh.sh_type == SHT_NOBITS || strsh.sh_offset > len ||
 	    strsh.sh_size > len - strsh.sh_offset)
-		return lg_err_set(err, 0,
+		return lg_err_msg(err, ENOEXEC,
 				  "malformed ELF: section name table lies outside the file");
 	for (unsigned i = 0; i < ehc.e_shnum; i++) {
 		static const char want[] = ".modinfo";
@@ -94,7 +95,8 @@ static int find_modinfo(const uint8_t *p, size_t len, const uint8_t **sec, size_
 			continue;
 		if (sh.sh_type == SHT_NOBITS || sh.sh_offset > len ||
 		    sh.sh_size > len - sh.sh_offset)
-			return lg_err_set(err, 0, "malformed ELF: .modinfo lies outside the file");
+			return lg_err_msg(err, ENOEXEC,
+					  "malformed ELF: .modinfo lies outside the file");
 		*sec = p + sh.sh_offset;
 		*sec_len = (size_t)sh.sh_size;
 		return 0;
@@ -148,7 +150,7 @@ int lg_kmod_parse_depends(const void *data, size_t len, char ***deps, struct lg_
 	     tok = strtok_r(NULL, ",", &save)) {
 		if (!lg_kmod_name_valid(tok)) {
 			lg_strv_free(v);
-			return lg_err_set(err, 0, "malformed module dependency `%.64s`", tok);
+			return lg_err_msg(err, EBADMSG, "malformed module dependency `%.64s`", tok);
 		}
 		v = xrealloc(v, (n + 2) * sizeof(*v));
 		v[n++] = lg_kmod_normalize(tok);
@@ -167,7 +169,7 @@ static int xz_to_mem(const uint8_t *in, size_t len, void **out, size_t *out_len,
 	lzma_ret lr;
 
 	if (lzma_stream_decoder(&strm, UINT64_MAX, 0) != LZMA_OK)
-		return lg_err_set(err, 0, "cannot start the xz decoder");
+		return lg_err_msg(err, EIO, "cannot start the xz decoder");
 	buf = xmalloc(cap);
 	strm.next_in = in;
 	strm.avail_in = len;
@@ -176,7 +178,7 @@ static int xz_to_mem(const uint8_t *in, size_t len, void **out, size_t *out_len,
 			if (cap >= KMOD_MAX_SIZE) {
 				lzma_end(&strm);
 				free(buf);
-				return lg_err_set(err, 0, "decompressed module is too big");
+				return lg_err_msg(err, EFBIG, "decompressed module is too big");
 			}
 			cap = cap * 2 > KMOD_MAX_SIZE ? KMOD_MAX_SIZE : cap * 2;
 			buf = xrealloc(buf, cap);
@@ -190,7 +192,7 @@ static int xz_to_mem(const uint8_t *in, size_t len, void **out, size_t *out_len,
 		if (lr != LZMA_OK) {
 			lzma_end(&strm);
 			free(buf);
-			return lg_err_set(err, 0, "corrupt xz data (liblzma error %d)", lr);
+			return lg_err_msg(err, EBADMSG, "corrupt xz data (liblzma error %d)", lr);
 		}
 	}
 	lzma_end(&strm);
@@ -214,7 +216,7 @@ int lg_kmod_read(const char *path, void **data, size_t *len, struct lg_err **err
 	int r;
 
 	if (has_suffix(path, ".ko.zst") || has_suffix(path, ".ko.gz"))
-		return lg_err_set(err, 0, "`%s` is compressed with %s; not supported", path,
+		return lg_err_msg(err, ENOTSUP, "`%s` is compressed with %s; not supported", path,
 				  has_suffix(path, ".zst") ? "zstd" : "gzip");
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -222,13 +224,13 @@ int lg_kmod_read(const char *path, void **data, size_t *len, struct lg_err **err
 	if (fstat(fd, &st) < 0)
 		return lg_err_sys(err, "stat `%s`", path);
 	if (!S_ISREG(st.st_mode) || st.st_size <= 0 || (uint64_t)st.st_size > KMOD_MAX_SIZE)
-		return lg_err_set(err, 0, "`%s` is not a plausible module file", path);
+		return lg_err_msg(err, ENOEXEC, "`%s` is not a plausible module file", path);
 	buf = xmalloc((size_t)st.st_size);
 	n = lg_read_all(fd, buf, (size_t)st.st_size);
 	if (n < 0)
 		return lg_err_set(err, (int)-n, "read `%s`", path);
 	if (n != st.st_size)
-		return lg_err_set(err, 0, "`%s` changed while being read", path);
+		return lg_err_msg(err, EIO, "`%s` changed while being read", path);
 	if (has_suffix(path, ".ko.xz")) {
 		if ((r = xz_to_mem(buf, (size_t)n, data, len, err)) < 0)
 			return lg_err_wrap(err, "decompress `%s`", path);
@@ -256,7 +258,7 @@ int lg_kmod_sort(struct lg_kmod *mods, size_t n, struct lg_err **err)
 	for (size_t i = 0; i < n; i++)
 		for (char **d = mods[i].depends; d != NULL && *d != NULL; d++)
 			if (find_mod(mods, n, *d) < 0)
-				return lg_err_set(err, 0,
+				return lg_err_msg(err, ENOENT,
 						  "module `%s` depends on `%s`, which is missing",
 						  mods[i].name, *d);
 	/*
@@ -283,7 +285,7 @@ int lg_kmod_sort(struct lg_kmod *mods, size_t n, struct lg_err **err)
 				free(names);
 				names = t;
 			}
-			return lg_err_set(err, 0, "module dependency cycle among: %s", names);
+			return lg_err_msg(err, ELOOP, "module dependency cycle among: %s", names);
 		}
 		placed[i] = true;
 		out[done++] = mods[i];
@@ -439,9 +441,9 @@ static int resolve_one(struct resolve *rs, const char *want, bool optional, cons
 	int r;
 
 	if (!lg_kmod_name_valid(want))
-		return lg_err_set(err, 0, "invalid module name `%.64s`", want);
+		return lg_err_msg(err, EINVAL, "invalid module name `%.64s`", want);
 	if (depth > 64)
-		return lg_err_set(err, 0, "module dependencies nest too deep at `%s`", want);
+		return lg_err_msg(err, ELOOP, "module dependencies nest too deep at `%s`", want);
 	name = lg_kmod_normalize(want);
 	if (find_mod(rs->mods, rs->n, name) >= 0)
 		return 0;
@@ -450,10 +452,11 @@ static int resolve_one(struct resolve *rs, const char *want, bool optional, cons
 		if (optional || is_builtin(rs->moddir, name))
 			return 0;
 		if (needed_by != NULL)
-			return lg_err_set(err, 0,
+			return lg_err_msg(err, ENOENT,
 					  "module `%s` (needed by `%s`) not found under `%s`", name,
 					  needed_by, rs->moddir);
-		return lg_err_set(err, 0, "module `%s` not found under `%s`", name, rs->moddir);
+		return lg_err_msg(err, ENOENT, "module `%s` not found under `%s`", name,
+				  rs->moddir);
 	}
 	{
 		cleanup_free char *path = xasprintf("%s/%s", rs->moddir, relpath);

@@ -74,9 +74,9 @@ static int sink_write(struct sink *s, const uint8_t *p, size_t n, struct lg_err 
 	if (n == 0)
 		return 0;
 	if (s->total == 0 && (n < SELFMAG || memcmp(p, ELFMAG, SELFMAG) != 0))
-		return lg_err_set(err, 0, "the decompressed kernel is not an ELF file");
+		return lg_err_msg(err, ENOEXEC, "the decompressed kernel is not an ELF file");
 	if (n > VMLINUX_MAX_SIZE - s->total)
-		return lg_err_set(err, 0, "the decompressed kernel is larger than %llu bytes",
+		return lg_err_msg(err, EFBIG, "the decompressed kernel is larger than %llu bytes",
 				  (unsigned long long)VMLINUX_MAX_SIZE);
 	w = lg_write_all(s->fd, p, n);
 	if (w < 0)
@@ -99,7 +99,7 @@ static int xz_decode(const uint8_t *in, size_t len, struct sink *out, struct lg_
 
 	lr = lzma_stream_decoder(&strm, UINT64_MAX, 0);
 	if (lr != LZMA_OK)
-		return lg_err_set(err, 0, "cannot start the xz decoder (liblzma error %d)", lr);
+		return lg_err_msg(err, EIO, "cannot start the xz decoder (liblzma error %d)", lr);
 	buf = xmalloc(bufsz);
 	strm.next_in = in;
 	strm.avail_in = len;
@@ -114,9 +114,9 @@ static int xz_decode(const uint8_t *in, size_t len, struct sink *out, struct lg_
 		if (lr == LZMA_OK)
 			continue;
 		if (lr == LZMA_BUF_ERROR)
-			ret = lg_err_set(err, 0, "the kernel's xz stream is truncated");
+			ret = lg_err_msg(err, EBADMSG, "the kernel's xz stream is truncated");
 		else if (lr == LZMA_MEM_ERROR)
-			ret = lg_err_set(err, 0, "xz decoding ran out of memory");
+			ret = lg_err_msg(err, ENOMEM, "xz decoding ran out of memory");
 		else
 			ret = lg_err_set(
 			    err, 0, "the kernel's xz stream is corrupt (liblzma error %d)", lr);
@@ -195,7 +195,7 @@ static int lz4_legacy_decode(const uint8_t *in, size_t len, struct sink *out, st
 	int ret;
 
 	if (len < 4 || get_le32(in) != LZ4_LEGACY_MAGIC)
-		return lg_err_set(err, 0, "not an LZ4 legacy stream");
+		return lg_err_msg(err, EINVAL, "not an LZ4 legacy stream");
 	buf = xmalloc(chunk_max);
 	while (len - off >= 4) {
 		uint32_t csize = get_le32(in + off);
@@ -208,19 +208,19 @@ static int lz4_legacy_decode(const uint8_t *in, size_t len, struct sink *out, st
 		if (csize > len - off - 4) {
 			/* The size the kernel's build appends must agree with what we got. */
 			if (len - off == 4 && out->total > 0 && csize != (uint32_t)out->total)
-				return lg_err_set(err, 0,
+				return lg_err_msg(err, EBADMSG,
 						  "the kernel's lz4 stream decoded to %llu bytes, "
 						  "its trailer says %u",
 						  (unsigned long long)out->total, csize);
 			if (out->total > 0)
 				break; /* trailing bytes, e.g. the appended size */
-			return lg_err_set(err, 0, "the kernel's lz4 stream is truncated");
+			return lg_err_msg(err, EBADMSG, "the kernel's lz4 stream is truncated");
 		}
 		if (csize == 0 || csize > LZ4_COMPRESSBOUND(chunk_max))
 			break;
 		n = lz4_block(in + off + 4, csize, buf, chunk_max);
 		if (n < 0)
-			return lg_err_set(err, 0, "the kernel's lz4 stream is corrupt");
+			return lg_err_msg(err, EBADMSG, "the kernel's lz4 stream is corrupt");
 		if ((ret = sink_write(out, buf, (size_t)n, err)) < 0)
 			return ret;
 		off += 4 + (size_t)csize;
@@ -235,7 +235,7 @@ static int decode(const char *kind, const uint8_t *in, size_t len, struct sink *
 					  : lz4_legacy_decode(in, len, out, err);
 
 	if (ret == 0 && out->total == 0)
-		ret = lg_err_set(err, 0, "the kernel's %s stream is empty", kind);
+		ret = lg_err_msg(err, EBADMSG, "the kernel's %s stream is empty", kind);
 	return ret;
 }
 
@@ -306,14 +306,14 @@ int lg_vmlinux_extract_mem(const void *data, size_t len, int out_fd, struct lg_e
 			return decode("xz", payload, plen, &out, err);
 		if (plen >= sizeof(lz4_magic) && memcmp(payload, lz4_magic, sizeof(lz4_magic)) == 0)
 			return decode("lz4", payload, plen, &out, err);
-		return lg_err_set(err, 0,
+		return lg_err_msg(err, ENOTSUP,
 				  "kernel image is compressed with %s; not supported "
 				  "(xz and lz4 are)",
 				  compression_name(payload, plen));
 	}
 	/* Not a bzImage we understand: try each embedded stream in turn. */
-	ret =
-	    lg_err_set(err, 0, "no xz or lz4 compressed kernel found (not a bzImage or ELF file)");
+	ret = lg_err_msg(err, ENOTSUP,
+			 "no xz or lz4 compressed kernel found (not a bzImage or ELF file)");
 	for (size_t from = 0;
 	     from < len && (q = next_stream(p + from, len - from, &kind)) != NULL;) {
 		lg_err_free(err);
@@ -345,13 +345,14 @@ int lg_vmlinux_extract(const char *vmlinuz_path, const char *out_path, struct lg
 	if (fstat(in, &st) < 0)
 		return lg_err_sys(err, "stat `%s`", vmlinuz_path);
 	if (!S_ISREG(st.st_mode) || st.st_size <= 0 || (uint64_t)st.st_size > VMLINUZ_MAX_SIZE)
-		return lg_err_set(err, 0, "`%s` is not a plausible kernel image", vmlinuz_path);
+		return lg_err_msg(err, ENOEXEC, "`%s` is not a plausible kernel image",
+				  vmlinuz_path);
 	buf = xmalloc((size_t)st.st_size);
 	n = lg_read_all(in, buf, (size_t)st.st_size);
 	if (n < 0)
 		return lg_err_set(err, (int)-n, "read `%s`", vmlinuz_path);
 	if (n != st.st_size)
-		return lg_err_set(err, 0, "`%s` changed while being read", vmlinuz_path);
+		return lg_err_msg(err, EIO, "`%s` changed while being read", vmlinuz_path);
 	out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (out < 0)
 		return lg_err_sys(err, "create `%s`", out_path);
@@ -398,28 +399,30 @@ int lg_vmlinux_check(const char *path, struct lg_err **err)
 	if (fstat(fd, &st) < 0)
 		return lg_err_sys(err, "stat `%s`", path);
 	fsize = (uint64_t)st.st_size;
-	if (lg_pread_exact(fd, &eh, sizeof(eh), 0, fsize) < 0 || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
-		return lg_err_set(err, 0, "`%s` is not an ELF file", path);
+	if (lg_pread_exact(fd, &eh, sizeof(eh), 0, fsize) < 0 ||
+	    memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
+		return lg_err_msg(err, ENOEXEC, "`%s` is not an ELF file", path);
 	if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB ||
 	    eh.e_machine != EM_X86_64)
-		return lg_err_set(err, 0, "`%s` is not an x86-64 kernel", path);
+		return lg_err_msg(err, ENOEXEC, "`%s` is not an x86-64 kernel", path);
 	if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 || eh.e_phnum == PN_XNUM)
-		return lg_err_set(err, 0, "`%s` has no usable program headers", path);
+		return lg_err_msg(err, ENOEXEC, "`%s` has no usable program headers", path);
 	for (unsigned i = 0; i < eh.e_phnum; i++) {
 		cleanup_free uint8_t *notes = NULL;
 		Elf64_Phdr ph;
 
-		if (lg_pread_exact(fd, &ph, sizeof(ph), eh.e_phoff + (uint64_t)i * sizeof(ph), fsize) < 0)
-			return lg_err_set(err, 0, "`%s` has truncated program headers", path);
+		if (lg_pread_exact(fd, &ph, sizeof(ph), eh.e_phoff + (uint64_t)i * sizeof(ph),
+				   fsize) < 0)
+			return lg_err_msg(err, EBADMSG, "`%s` has truncated program headers", path);
 		if (ph.p_type != PT_NOTE || ph.p_filesz == 0 || ph.p_filesz > NOTE_SEG_MAX)
 			continue;
 		notes = xmalloc((size_t)ph.p_filesz);
 		if (lg_pread_exact(fd, notes, (size_t)ph.p_filesz, ph.p_offset, fsize) < 0)
-			return lg_err_set(err, 0, "`%s` has a truncated note segment", path);
+			return lg_err_msg(err, EBADMSG, "`%s` has a truncated note segment", path);
 		if (has_pvh_note(notes, (size_t)ph.p_filesz))
 			return 0;
 	}
-	return lg_err_set(err, 0,
+	return lg_err_msg(err, ENOEXEC,
 			  "`%s` has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY), so QEMU cannot "
 			  "boot it directly; the kernel needs CONFIG_PVH=y",
 			  path);

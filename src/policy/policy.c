@@ -208,12 +208,12 @@ perr(const struct pctx *c, const char *key, const char *fmt, ...)
 		what = NULL;
 	va_end(ap);
 	if (c->rule < 0)
-		lg_err_set(c->err, 0, "policy: %s: %s", key, what ? what : "invalid");
+		lg_err_msg(c->err, EINVAL, "policy: %s: %s", key, what ? what : "invalid");
 	else if (c->name != NULL)
-		lg_err_set(c->err, 0, "policy rule %ld (\"%s\"): %s: %s", c->rule, c->name, key,
-			   what ? what : "invalid");
+		lg_err_msg(c->err, EINVAL, "policy rule %ld (\"%s\"): %s: %s", c->rule, c->name,
+			   key, what ? what : "invalid");
 	else
-		lg_err_set(c->err, 0, "policy rule %ld: %s: %s", c->rule, key,
+		lg_err_msg(c->err, EINVAL, "policy rule %ld: %s: %s", c->rule, key,
 			   what ? what : "invalid");
 	return -EINVAL;
 }
@@ -988,7 +988,7 @@ int policy_parse(const char *text, size_t len, struct policy **out, struct lg_er
 	/* duplicate keys would let one reading of the file differ from another */
 	doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (doc == NULL) {
-		lg_err_set(err, 0, "policy: line %d column %d: %s", jerr.line, jerr.column,
+		lg_err_msg(err, EINVAL, "policy: line %d column %d: %s", jerr.line, jerr.column,
 			   jerr.text);
 		return -EINVAL;
 	}
@@ -1020,7 +1020,7 @@ int policy_load_file(const char *path, struct policy **out, struct lg_err **err)
 	if (fstat(fd, &st) < 0)
 		return lg_err_sys(err, "stat policy `%s`", path);
 	if (!S_ISREG(st.st_mode))
-		return lg_err_set(err, 0, "policy `%s` is not a regular file", path);
+		return lg_err_msg(err, EINVAL, "policy `%s` is not a regular file", path);
 	if (st.st_size > POLICY_MAX_BYTES)
 		return lg_err_set(err, EFBIG, "policy `%s` is larger than %d bytes", path,
 				  POLICY_MAX_BYTES);

@@ -98,8 +98,18 @@ static void test_err_chain(void **state)
 	assert_int_equal(lg_err_code(err), -ENOENT);
 	lg_err_free(&err);
 	assert_null(err);
-	assert_int_equal(lg_err_set(&err, 0, "plain"), -1);
+	/* an error always carries a real code: 0 is a caller's bug, read as EIO, never -1 (-EPERM)
+	 */
+	assert_int_equal(lg_err_msg(&err, 0, "plain"), -EIO);
 	assert_string_equal(err->msg, "plain");
+	assert_int_equal(err->errnum, EIO);
+	assert_int_equal(lg_err_code(err), -EIO);
+	lg_err_free(&err);
+	assert_int_equal(lg_err_msg(&err, ENOENT, "missing"), -ENOENT);
+	assert_string_equal(err->msg, "missing");
+	lg_err_free(&err);
+	errno = 0;
+	assert_int_equal(lg_err_sys(&err, "no errno"), -EIO);
 	lg_err_free(&err);
 	assert_int_equal(lg_err_set(NULL, EIO, "ignored"), -EIO);
 }
