@@ -107,9 +107,13 @@ static bool ask(void *ctx, const char *host, uint16_t port)
 	}
 	lg_info("session %s: sandbox %s: network access to %s:%u needs approval %s", ss->id, where,
 		host, (unsigned)port, approval_id(a));
-	eid = mcp_send_elicitation(
-	    ss, NULL,
-	    mcp_session_elicits(ss) ? net_elicitation(approval_id(a), host, port, where) : NULL, a);
+	/* The client is not asked when its answer would not count (--decide). */
+	eid = mcp_send_elicitation(ss, NULL,
+				   mcp_session_elicits(ss) &&
+					   (approval_channels(a) & APPROVAL_CH_ELICITATION)
+				       ? net_elicitation(approval_id(a), host, port, where)
+				       : NULL,
+				   a);
 	st = approval_wait(a, &decider, &why);
 	if (eid > 0)
 		mcp_forget_elicitation(ss, NULL, eid);
