@@ -48,10 +48,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	close(sv[1]);
 
 	if (lg_agent_connect(sv[0], -1, 1000, &a, &err) == 0) {
+		/* More stdin than one window: the STDIN_ACK checks come into play. */
+		static uint8_t in[LG_STDIN_WINDOW + 1000];
 		char *argv[] = {(char *)"x", NULL};
 		struct lg_exec_opts o = {.cancel_fd = -1,
 					 .argv = argv,
 					 .stdin_fd = -1,
+					 .stdin_data = in,
+					 .stdin_len = sizeof(in),
 					 .on_output = sink,
 					 .ctx = &total};
 		struct lg_exec_result res;

@@ -19,6 +19,12 @@ static int on_frame(void *ctx, const struct lg_frame_hdr *h, const uint8_t *payl
 	(*count)++;
 	if (h->type == LG_MSG_STDOUT || h->type == LG_MSG_STDERR || h->type == LG_MSG_STDIN)
 		return 0;
+	if (h->type == LG_MSG_STDIN_ACK) {
+		/* A u32 of credit, read only when the length says it is there. */
+		if (h->len == 4 && lg_get_le32(payload) == 0xdeadbeefu)
+			(*count)++;
+		return 0;
+	}
 	lg_tlv_iter_init(&it, payload, h->len);
 	while ((r = lg_tlv_next(&it, &t)) == 1) {
 		uint32_t u32;

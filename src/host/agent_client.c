@@ -176,6 +176,14 @@ static int wait_event(struct lg_agent *a, uint64_t deadline_ms, struct extra_in 
 		struct pollfd pfd[4];
 		int n = 0, idx_cancel = -1, idx_extra[2] = {-1, -1}, timeout = -1, r;
 
+		/*
+		 * A source in memory first: it only queues (bounded by its
+		 * credit and max_out), and the frames it would otherwise wait
+		 * behind may be the ACKs for what it queues.
+		 */
+		for (int i = 0; extra != NULL && i < 2; i++)
+			if (extra[i].fd < 0 && extra_ready(a, &extra[i]))
+				return 2 + i;
 		r = lg_reader_peek(&a->rd, h, payload);
 		if (r < 0)
 			return broken(a, err, -r,
@@ -189,9 +197,6 @@ static int wait_event(struct lg_agent *a, uint64_t deadline_ms, struct extra_in 
 			return vm_gone(a, err);
 		if (r < 0)
 			return broken(a, err, -r, "write to guest");
-		for (int i = 0; extra != NULL && i < 2; i++)
-			if (extra[i].fd < 0 && extra_ready(a, &extra[i]))
-				return 2 + i;
 		pfd[n++] = (struct pollfd){
 		    .fd = a->fd,
 		    .events = (short)(POLLIN | (lg_buf_pending(&a->out) ? POLLOUT : 0))};
