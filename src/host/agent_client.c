@@ -19,6 +19,8 @@
 #define EXEC_GRACE_MS	    10000u
 #define REQUEST_TIMEOUT_MS  60000u
 #define SHUTDOWN_TIMEOUT_MS 2000u
+/* The code of every failure the guest reports (see agent_client.h). */
+#define GUEST_REFUSED EREMOTEIO
 
 struct lg_agent {
 	int fd;
@@ -361,9 +363,14 @@ static int roundtrip(struct lg_agent *a, uint32_t id, const char *what, struct f
 		if (guest_errno != 0) {
 			field_msg(f, msg, sizeof(msg));
 			lg_reader_pop(&a->rd);
-			/* Guest errno numbers are Linux's; keep them only if plausible. */
-			return lg_err_set(
-			    err, 0, "%s: %s", what,
+			/*
+			 * Guest errno numbers are Linux's; show them only if
+			 * plausible.  The code is GUEST_REFUSED whatever the guest
+			 * said: its number is untrusted and must not pass for one
+			 * of the channel's own (-ECONNRESET, -EPROTO, -EPIPE).
+			 */
+			return lg_err_msg(
+			    err, GUEST_REFUSED, "%s: %s", what,
 			    *msg ? msg
 				 : (guest_errno < 4096 ? strerror((int)guest_errno) : "error"));
 		}
@@ -727,7 +734,7 @@ static int handle_exit(struct lg_agent *a, const struct lg_frame_hdr *h, const u
 		return broken(a, err, EPROTO, "malformed EXIT from guest");
 	if (guest_errno != 0) {
 		field_msg(&f, msg, sizeof(msg));
-		return lg_err_set(err, 0, "cannot run the command in the guest: %s",
+		return lg_err_msg(err, GUEST_REFUSED, "cannot run the command in the guest: %s",
 				  *msg ? msg : "error");
 	}
 	res->exit_code = (int)code;
@@ -843,7 +850,8 @@ int lg_agent_exec(struct lg_agent *a, const struct lg_exec_opts *o, struct lg_ex
 			collect(payload, h.len, &f);
 			field_msg(&f, msg, sizeof(msg));
 			lg_reader_pop(&a->rd);
-			return lg_err_set(err, 0, "exec: %s", *msg ? msg : "refused by the guest");
+			return lg_err_msg(err, GUEST_REFUSED, "exec: %s",
+					  *msg ? msg : "refused by the guest");
 		}
 		default:
 			lg_reader_pop(&a->rd);

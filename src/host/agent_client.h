@@ -18,6 +18,19 @@
 struct lg_agent;
 
 /*
+ * Return codes of every call below, beyond the ones each names:
+ *   -EREMOTEIO   the guest refused or failed the request (a RESULT with an
+ *                errno, or an EXEC that could not start); the message is
+ *                the guest's, the channel is fine;
+ *   -ECONNRESET  the channel ended: EOF, EPIPE or ECONNRESET, i.e. the agent
+ *                ended the session or the VM is gone (it powered itself
+ *                off, or QEMU died);
+ *   -EPROTO      the guest broke the protocol; the channel is closed;
+ *   -EPIPE       a call after the channel closed (either of the two above);
+ *   -ETIMEDOUT   no answer in time; -EINTR: cancel_fd fired.
+ */
+
+/*
  * Waits for the agent's HELLO on fd (borrowed, not closed) for at most
  * timeout_ms.  cancel_fd (or -1): when it becomes readable every wait in
  * this client gives up with -EINTR; the CLI points it at its signal pipe.

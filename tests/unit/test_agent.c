@@ -2033,6 +2033,46 @@ static void test_client_vm_gone(void **state)
 	lg_buf_free(&b);
 }
 
+/*
+ * What the guest refuses is -EREMOTEIO, whatever errno it gives: a guest
+ * that answers ECONNRESET must not pass for a VM that went away.
+ */
+static void test_client_refusal_code(void **state)
+{
+	struct client cl;
+	struct lg_stat st;
+	struct lg_err *err = NULL;
+	char *argv[] = {(char *)"true", NULL};
+	struct lg_exec_opts o = {
+	    .argv = argv, .cwd = "/nonexistent", .stdin_fd = -1, .cancel_fd = -1};
+	struct lg_exec_result res;
+	struct lg_buf b = {0};
+	struct lg_agent *a = NULL;
+	int fd;
+
+	client_start(&cl);
+	assert_int_equal(lg_agent_stat(cl.a, "/nonexistent/x", &st, &err), -EREMOTEIO);
+	assert_non_null(strstr(err->msg, "No such file"));
+	lg_err_free(&err);
+	assert_int_equal(lg_agent_exec(cl.a, &o, &res, &err), -EREMOTEIO);
+	assert_non_null(strstr(err->msg, "cannot run the command"));
+	lg_err_free(&err);
+	assert_int_equal(lg_agent_ping(cl.a, NULL), 0);
+	client_stop(&cl);
+
+	put_hello(&b, LG_PROTO_VERSION);
+	size_t start = lg_frame_begin(&b, LG_MSG_RESULT, 1);
+	lg_tlv_put_u32(&b, LG_TAG_ERRNO, ECONNRESET);
+	lg_frame_end(&b, start);
+	fd = fake_guest(&b, NULL, &a, &err);
+	assert_true(fd >= 0);
+	assert_int_equal(lg_agent_ping(a, &err), -EREMOTEIO);
+	lg_err_free(&err);
+	lg_agent_free(a);
+	close(fd);
+	lg_buf_free(&b);
+}
+
 /* ---- tests: commands cannot end the sandbox ---- */
 
 /* Capability set `name` ("CapBnd:" ...) of the command, from its /proc/self/status. */
@@ -2109,6 +2149,7 @@ int main(void)
 	    cmocka_unit_test(test_client_kill_while_stdin_blocked),
 	    cmocka_unit_test(test_client_hostile_stdin_ack),
 	    cmocka_unit_test(test_client_vm_gone),
+	    cmocka_unit_test(test_client_refusal_code),
 	    cmocka_unit_test(test_exec_no_boot_cap),
 	};
 
