@@ -51,7 +51,8 @@ if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt
 fi
 
 if [ $# -eq 0 ]; then
-	set -- protocol.test.mjs lifecycle.test.mjs approval.test.mjs disconnect.test.mjs net.test.mjs
+	set -- protocol.test.mjs lifecycle.test.mjs approval.test.mjs disconnect.test.mjs net.test.mjs \
+		admission.test.mjs lost.test.mjs
 fi
 
 export LUMINAGUARD="$lg"
