@@ -1220,18 +1220,14 @@ json_t *mcp_tools_call(struct mcp_session *ss, struct mcp_call *call)
 	json_decref(ctx);
 
 	refusal = relative_path_refusal(name, args);
-	if (refusal != NULL) {
-		result = tool_error("%s", refusal);
-		audit(ss, json_pack("{s:s, s:s, s:s, s:s}", "type", "outcome", "session", ss->id,
-				    "tool", name, "outcome", "not run: relative path"));
+	if (refusal != NULL || !cliff(ss, call, name, args, &d, &denial)) {
+		result = refusal != NULL ? tool_error("%s", refusal)
+					 : tool_error("%s; the action did not run", denial);
+		audit(ss,
+		      json_pack("{s:s, s:s, s:s, s:s}", "type", "outcome", "session", ss->id,
+				"tool", name, "outcome",
+				refusal != NULL ? "not run: relative path" : "not run: denied"));
 		free(refusal);
-		policy_decision_clear(&d);
-		return result;
-	}
-	if (!cliff(ss, call, name, args, &d, &denial)) {
-		result = tool_error("%s; the action did not run", denial);
-		audit(ss, json_pack("{s:s, s:s, s:s, s:s}", "type", "outcome", "session", ss->id,
-				    "tool", name, "outcome", "not run: denied"));
 		free(denial);
 		policy_decision_clear(&d);
 		return result;
