@@ -471,12 +471,22 @@ static void child_drop_privileges(const struct plan *p)
 		      cap);
 	CHECK(p, prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) == 0 || errno == EINVAL,
 	      STEP_AMBIENT, -1);
+	/*
+	 * Raw syscalls, not glibc's wrappers: those broadcast the change to
+	 * every thread glibc knows of (POSIX wants credentials per process),
+	 * and this child, cloned from one thread of a threaded parent, still
+	 * has the parent's thread list in its copy of memory.  A thread that
+	 * was being created at the moment of the clone made the wrapper wait
+	 * forever for it (seen: a VM spawn hung in setgroups).  The child has
+	 * one thread, so the kernel's per-thread change is the whole change.
+	 */
 	if (!p->userns) {
 		/* Root's supplementary groups go; kvm's comes in only for /dev/kvm. */
-		CHECK(p, setgroups(p->with_kvm_gid ? 1 : 0, &p->kvm_gid) == 0, STEP_SETGROUPS, -1);
+		CHECK(p, syscall(SYS_setgroups, p->with_kvm_gid ? 1 : 0, &p->kvm_gid) == 0,
+		      STEP_SETGROUPS, -1);
 	}
-	CHECK(p, setresgid(p->gid, p->gid, p->gid) == 0, STEP_SETRESGID, -1);
-	CHECK(p, setresuid(p->uid, p->uid, p->uid) == 0, STEP_SETRESUID, -1);
+	CHECK(p, syscall(SYS_setresgid, p->gid, p->gid, p->gid) == 0, STEP_SETRESGID, -1);
+	CHECK(p, syscall(SYS_setresuid, p->uid, p->uid, p->uid) == 0, STEP_SETRESUID, -1);
 	/*
 	 * Explicitly, although setresuid() from 0 already clears them: in a
 	 * user namespace we are not uid 0 to begin with (the map makes us our

@@ -25,6 +25,7 @@
 #include <linux/keyctl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -657,19 +658,65 @@ static int group_teardown(void **state)
 	return 0;
 }
 
+/* ---- the jailer itself ---- */
+
+static volatile int churn_stop;
+
+static void *nothing(void *arg)
+{
+	return arg;
+}
+
+/* Starts and joins threads as fast as it can: one is always being created. */
+static void *churn(void *arg)
+{
+	(void)arg;
+	while (!__atomic_load_n(&churn_stop, __ATOMIC_RELAXED)) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, nothing, NULL) == 0)
+			pthread_join(t, NULL);
+	}
+	return NULL;
+}
+
+/*
+ * A VM is spawned from a threaded process (the MCP server, test-vm).  The
+ * jailed child is a raw clone of one thread; glibc's setgroups/setresuid
+ * wrappers in it waited forever for a thread the parent was creating at
+ * that moment (seen in CI: test-vm hung).  Spawn while threads come and go.
+ */
+static void test_spawn_while_threads_start(void **state)
+{
+	pthread_t t;
+
+	(void)state;
+	__atomic_store_n(&churn_stop, 0, __ATOMIC_RELAXED);
+	assert_int_equal(pthread_create(&t, NULL, churn, NULL), 0);
+	for (int i = 0; i < 40; i++) {
+		struct result r;
+
+		run("shadow", NULL, LG_SECCOMP_OFF, false, &r);
+		expect("shadow", &r, LG_SECCOMP_OFF, SET("ENOENT"), NULL);
+		result_free(&r);
+	}
+	__atomic_store_n(&churn_stop, 1, __ATOMIC_RELAXED);
+	pthread_join(t, NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_control),    cmocka_unit_test(test_shadow),
-	    cmocka_unit_test(test_host_file),  cmocka_unit_test(test_proc_environ),
-	    cmocka_unit_test(test_exec_shell), cmocka_unit_test(test_exec_rundir),
-	    cmocka_unit_test(test_ptrace),     cmocka_unit_test(test_mount),
-	    cmocka_unit_test(test_connect),    cmocka_unit_test(test_kill),
-	    cmocka_unit_test(test_setuid),     cmocka_unit_test(test_keyring),
-	    cmocka_unit_test(test_vsock),      cmocka_unit_test(test_userns),
-	    cmocka_unit_test(test_forkbomb),   cmocka_unit_test(test_memory),
-	    cmocka_unit_test(test_fsize),      cmocka_unit_test(test_list_root),
-	    cmocka_unit_test(test_identity),   cmocka_unit_test(test_nothing_left),
+	    cmocka_unit_test(test_control),	 cmocka_unit_test(test_shadow),
+	    cmocka_unit_test(test_host_file),	 cmocka_unit_test(test_proc_environ),
+	    cmocka_unit_test(test_exec_shell),	 cmocka_unit_test(test_exec_rundir),
+	    cmocka_unit_test(test_ptrace),	 cmocka_unit_test(test_mount),
+	    cmocka_unit_test(test_connect),	 cmocka_unit_test(test_kill),
+	    cmocka_unit_test(test_setuid),	 cmocka_unit_test(test_keyring),
+	    cmocka_unit_test(test_vsock),	 cmocka_unit_test(test_userns),
+	    cmocka_unit_test(test_forkbomb),	 cmocka_unit_test(test_memory),
+	    cmocka_unit_test(test_fsize),	 cmocka_unit_test(test_list_root),
+	    cmocka_unit_test(test_identity),	 cmocka_unit_test(test_spawn_while_threads_start),
+	    cmocka_unit_test(test_nothing_left),
 	};
 
 	if (geteuid() != 0) {
