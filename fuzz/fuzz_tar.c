@@ -119,11 +119,19 @@ static void fuzz_reader(const uint8_t *data, size_t size)
 		    (e.type != LG_TAR_FILE && e.size != 0))
 			abort();
 		/* Read some entries' data, skip others. */
-		if (e.size & 1)
-			while (lg_tar_read_data(r, buf, sizeof(buf), &err) > 0)
+		if (e.size & 1) {
+			ssize_t d;
+
+			while ((d = lg_tar_read_data(r, buf, sizeof(buf), &err)) > 0)
 				;
+			if (d < 0) {
+				/* the data's error ends the archive as lg_tar_next's would */
+				ret = (int)d;
+				break;
+			}
+		}
 		if (err)
-			break;
+			abort(); /* an error set without a negative return */
 	}
 	if ((ret < 0) != (err != NULL))
 		abort();
