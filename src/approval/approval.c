@@ -440,6 +440,19 @@ unsigned approval_channels(const struct approval *a)
 	return a->channels; /* fixed at filing: no lock needed */
 }
 
+json_t *approval_card(struct approval *a)
+{
+	json_t *c;
+
+	pthread_mutex_lock(&a->b->mu);
+	c = json_deep_copy(a->card);
+	pthread_mutex_unlock(&a->b->mu);
+	if (c == NULL)
+		abort();
+	json_object_set_new(c, "approval", json_string(a->id));
+	return c;
+}
+
 enum approval_state approval_wait(struct approval *a, char **decider, char **reason)
 {
 	struct approval_broker *b = a->b;

@@ -89,6 +89,11 @@ const char *approval_id(const struct approval *a);
 /* The channels that may decide a (a mask of enum approval_channel). */
 unsigned approval_channels(const struct approval *a);
 /*
+ * A copy of a's card as the broker holds it: with its "approval" id and
+ * "channels".  New reference.
+ */
+json_t *approval_card(struct approval *a);
+/*
  * Blocks until a decision or the timeout.  Returns the final state; *decider
  * and *reason (new strings, may be NULL) say who decided and why.
  */

@@ -84,7 +84,6 @@ static const char *check_line(const char *line, size_t len, uint64_t seq, const 
 	json_t *v;
 	char *canon = NULL;
 	char *full = NULL;
-	uint8_t d[LG_SHA256_LEN];
 	char hex[LG_SHA256_HEX_LEN + 1];
 	const char *res = why;
 
@@ -147,8 +146,7 @@ static const char *check_line(const char *line, size_t len, uint64_t seq, const 
 		res = "cannot re-encode the entry";
 		goto out;
 	}
-	lg_sha256(canon, strlen(canon), d);
-	lg_sha256_hex(d, hex);
+	lg_sha256_hex_of(canon, strlen(canon), hex);
 	if (strcmp(hex, hash_out) != 0) {
 		res = "\"hash\" does not match the entry (the entry was changed)";
 		goto out;
@@ -268,15 +266,13 @@ char *audit_blob_dir(const char *path)
 int audit_put_blob(struct audit_log *a, const void *data, size_t len,
 		   char ref[AUDIT_BLOB_REF_LEN + 1], struct lg_err **err)
 {
-	uint8_t d[LG_SHA256_LEN];
 	char hex[LG_SHA256_HEX_LEN + 1];
 	cleanup_free char *dir = audit_blob_dir(a->path);
 	cleanup_free char *file = NULL;
 	struct stat st;
 	int r;
 
-	lg_sha256(data, len, d);
-	lg_sha256_hex(d, hex);
+	lg_sha256_hex_of(data, len, hex);
 	snprintf(ref, AUDIT_BLOB_REF_LEN + 1, "sha256:%s", hex);
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return lg_err_sys(err, "create `%s`", dir);
@@ -523,7 +519,6 @@ int audit_append(struct audit_log *a, const json_t *event, struct lg_err **err)
 	char *canon = NULL;
 	char *line = NULL;
 	char ts[32];
-	uint8_t d[LG_SHA256_LEN];
 	char hex[LG_SHA256_HEX_LEN + 1];
 	size_t len;
 	ssize_t w;
@@ -585,8 +580,7 @@ int audit_append(struct audit_log *a, const json_t *event, struct lg_err **err)
 		r = lg_err_set(err, EINVAL, "audit: cannot encode event");
 		goto out;
 	}
-	lg_sha256(canon, strlen(canon), d);
-	lg_sha256_hex(d, hex);
+	lg_sha256_hex_of(canon, strlen(canon), hex);
 	json_object_set_new(e, "hash", json_string(hex));
 	line = json_dumps(e, DUMP_FLAGS);
 	if (line == NULL) {

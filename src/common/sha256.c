@@ -125,6 +125,14 @@ void lg_sha256_hex(const uint8_t digest[LG_SHA256_LEN], char hex[LG_SHA256_HEX_L
 	hex[LG_SHA256_HEX_LEN] = '\0';
 }
 
+void lg_sha256_hex_of(const void *data, size_t len, char hex[LG_SHA256_HEX_LEN + 1])
+{
+	uint8_t d[LG_SHA256_LEN];
+
+	lg_sha256(data, len, d);
+	lg_sha256_hex(d, hex);
+}
+
 int lg_sha256_fd(int fd, char hex_out[LG_SHA256_HEX_LEN + 1], uint64_t *size_out,
 		 struct lg_err **err)
 {

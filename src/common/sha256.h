@@ -28,6 +28,9 @@ void lg_sha256(const void *data, size_t len, uint8_t out[LG_SHA256_LEN]);
 /* Lower-case hex of a digest; hex must hold LG_SHA256_HEX_LEN + 1 bytes. */
 void lg_sha256_hex(const uint8_t digest[LG_SHA256_LEN], char hex[LG_SHA256_HEX_LEN + 1]);
 
+/* The digest of a buffer, straight to hex. */
+void lg_sha256_hex_of(const void *data, size_t len, char hex[LG_SHA256_HEX_LEN + 1]);
+
 /*
  * Hex digest of everything read from fd (from its current offset to EOF).
  * If size_out is non-NULL it receives the number of bytes hashed.  Does not

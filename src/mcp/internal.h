@@ -136,8 +136,11 @@ void mcp_sandbox_put(struct mcp_server *s, struct mcp_sandbox *sb);
 struct mcp_sandbox *mcp_sandbox_add(struct mcp_session *ss, struct lg_sandbox *lsb,
 				    struct mcp_net *net, unsigned cpus, uint64_t memory_mib,
 				    const char *image, unsigned idle_timeout_s);
-/* 1 if this session's sandbox id holds unsaved work, 0 if not, -1 if there is none. */
-int mcp_sandbox_dirty(struct mcp_session *ss, const char *id);
+/*
+ * What the policy knows of this session's sandbox id: whether it holds
+ * unsaved work and whether its VM is lost.  -1 if there is none.
+ */
+int mcp_sandbox_facts(struct mcp_session *ss, const char *id, bool *dirty, bool *lost);
 void mcp_sandbox_mark_dirty(struct mcp_server *s, struct mcp_sandbox *sb);
 /*
  * Records that sb's VM is gone (first reason wins) and hands its lg_sandbox
@@ -148,8 +151,6 @@ struct lg_sandbox *mcp_sandbox_mark_lost(struct mcp_server *s, struct mcp_sandbo
 					 const char *why);
 /* A copy of why sb's VM is gone, or NULL while it runs. */
 char *mcp_sandbox_lost(struct mcp_server *s, struct mcp_sandbox *sb);
-/* 1 if this session's sandbox id is lost, 0 if not, -1 if there is none. */
-int mcp_sandbox_is_lost(struct mcp_session *ss, const char *id);
 /* Unregisters and destroys; false if this session has no such sandbox. */
 bool mcp_sandbox_destroy(struct mcp_session *ss, const char *id);
 /* A JSON array describing this session's sandboxes.  New reference. */

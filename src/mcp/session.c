@@ -808,16 +808,18 @@ static struct mcp_sandbox *find_locked(struct mcp_server *s, struct mcp_session 
 	return NULL;
 }
 
-int mcp_sandbox_dirty(struct mcp_session *ss, const char *id)
+int mcp_sandbox_facts(struct mcp_session *ss, const char *id, bool *dirty, bool *lost)
 {
 	struct mcp_sandbox *sb;
-	int dirty;
 
 	pthread_mutex_lock(&ss->srv->lock);
 	sb = find_locked(ss->srv, ss, id);
-	dirty = sb == NULL ? -1 : sb->dirty;
+	if (sb != NULL) {
+		*dirty = sb->dirty;
+		*lost = sb->lost != NULL;
+	}
 	pthread_mutex_unlock(&ss->srv->lock);
-	return dirty;
+	return sb != NULL ? 0 : -1;
 }
 
 struct mcp_sandbox *mcp_sandbox_get(struct mcp_session *ss, const char *id)
@@ -874,18 +876,6 @@ char *mcp_sandbox_lost(struct mcp_server *s, struct mcp_sandbox *sb)
 	why = sb->lost != NULL ? xstrdup(sb->lost) : NULL;
 	pthread_mutex_unlock(&s->lock);
 	return why;
-}
-
-int mcp_sandbox_is_lost(struct mcp_session *ss, const char *id)
-{
-	struct mcp_sandbox *sb;
-	int r;
-
-	pthread_mutex_lock(&ss->srv->lock);
-	sb = find_locked(ss->srv, ss, id);
-	r = sb == NULL ? -1 : sb->lost != NULL;
-	pthread_mutex_unlock(&ss->srv->lock);
-	return r;
 }
 
 void mcp_sandbox_put(struct mcp_server *s, struct mcp_sandbox *sb)

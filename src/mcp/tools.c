@@ -422,6 +422,7 @@ static bool audit(struct mcp_session *ss, json_t *event);
 static void sandbox_lost(struct mcp_session *ss, struct mcp_sandbox *sb, const char *why)
 {
 	struct lg_sandbox *vm = mcp_sandbox_mark_lost(ss->srv, sb, why);
+	bool dirty = false, lost;
 
 	if (vm == NULL)
 		return;
@@ -430,7 +431,7 @@ static void sandbox_lost(struct mcp_session *ss, struct mcp_sandbox *sb, const c
 	lg_sandbox_destroy(vm);
 	audit(ss, json_pack("{s:s, s:s, s:s, s:s, s:b}", "type", "sandbox_lost", "session", ss->id,
 			    "sandbox_id", sb->id, "reason", why, "dirty",
-			    mcp_sandbox_dirty(ss, sb->id) == 1));
+			    mcp_sandbox_facts(ss, sb->id, &dirty, &lost) == 0 && dirty));
 }
 
 static json_t *t_exec(struct mcp_session *ss, struct mcp_call *call, const json_t *args)
@@ -772,7 +773,7 @@ json_t *mcp_tools_list(void)
  */
 #define AUDIT_ARGS_INLINE (64u << 10)
 
-static json_t *audit_value(struct mcp_session *ss, const json_t *v)
+static json_t *audit_args(struct mcp_session *ss, const json_t *v)
 {
 	cleanup_free char *canon =
 	    json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII | JSON_ENCODE_ANY);
@@ -791,11 +792,6 @@ static json_t *audit_value(struct mcp_session *ss, const json_t *v)
 		return NULL;
 	}
 	return json_string(ref);
-}
-
-static json_t *audit_args(struct mcp_session *ss, const json_t *args)
-{
-	return audit_value(ss, args);
 }
 
 /*
@@ -870,11 +866,9 @@ static json_t *card_bytes(struct card_cut *cc, const char *what, const uint8_t *
 	cleanup_free char *s = lg_utf8_sanitize(p, keep, &m);
 
 	if (keep < n) {
-		uint8_t d[LG_SHA256_LEN];
 		char hex[LG_SHA256_HEX_LEN + 1];
 
-		lg_sha256(p, n, d);
-		lg_sha256_hex(d, hex);
+		lg_sha256_hex_of(p, n, hex);
 		card_omit(cc, "%s: only the first %zu of %zu bytes are shown (sha256 %s)", what,
 			  keep, n, hex);
 	}
@@ -914,11 +908,9 @@ static json_t *card_value(struct card_cut *cc, const char *what, const json_t *v
 			}
 			/* Names count against the budget too: a key can be megabytes long. */
 			if (klen > CARD_KEY_CAP || klen > cc->budget) {
-				uint8_t d[LG_SHA256_LEN];
 				char hex[LG_SHA256_HEX_LEN + 1];
 
-				lg_sha256(k, klen, d);
-				lg_sha256_hex(d, hex);
+				lg_sha256_hex_of(k, klen, hex);
 				shown_key =
 				    xasprintf("(a name of %zu bytes, sha256 %.16s...)", klen, hex);
 				card_omit(cc, "%s: a name of %zu bytes is not shown (sha256 %s)",
@@ -943,12 +935,6 @@ static json_t *card_value(struct card_cut *cc, const char *what, const json_t *v
 		json_array_append_new(copy, card_value(cc, sub, json_array_get(v, i), depth + 1));
 	}
 	return copy;
-}
-
-/* Text for a card's before/after, cut as card_bytes() cuts. */
-static json_t *card_text(struct card_cut *cc, const char *what, const uint8_t *p, size_t n)
-{
-	return card_bytes(cc, what, p, n);
 }
 
 /*
@@ -1039,7 +1025,7 @@ static json_t *make_card(struct mcp_session *ss, const char *tool, const json_t 
 		struct mcp_sandbox *sb;
 
 		if (write_payload(args, &after, &alen, why, sizeof(why)) == 0) {
-			json_object_set_new(card, "after", card_text(&cc, "after", after, alen));
+			json_object_set_new(card, "after", card_bytes(&cc, "after", after, alen));
 			json_object_set_new(card, "after_bytes", json_integer((json_int_t)alen));
 		}
 		free(after);
@@ -1049,7 +1035,7 @@ static json_t *make_card(struct mcp_session *ss, const char *tool, const json_t 
 			if (sb->sb != NULL && lg_agent_read_file(sb->sb->agent, path, 1u << 20,
 								 &before, &blen, NULL) == 0) {
 				json_object_set_new(card, "before",
-						    card_text(&cc, "before", before, blen));
+						    card_bytes(&cc, "before", before, blen));
 				json_object_set_new(card, "before_bytes",
 						    json_integer((json_int_t)blen));
 				free(before);
@@ -1114,12 +1100,9 @@ static bool cliff(struct mcp_session *ss, struct mcp_call *call, const char *too
 		json_decref(action);
 	}
 	lg_info("session %s: %s needs approval %s (%s)", ss->id, tool, approval_id(a), d->reason);
-	json_object_set_new(card, "approval", json_string(approval_id(a)));
-	{
-		char *ch = approval_channels_text(approval_channels(a));
-		json_object_set_new(card, "channels", json_string(ch));
-		free(ch);
-	}
+	/* As the broker holds it: with its id and who may decide. */
+	json_decref(card);
+	card = approval_card(a);
 	/*
 	 * Tracked either way, so that a closing session can cancel the wait.
 	 * The client is not asked when its answer would not count (--decide).
@@ -1185,14 +1168,13 @@ static json_t *context_for(struct mcp_session *ss, const json_t *args)
 	const char *sid = json_string_value(json_object_get(args, "sandbox_id"));
 	json_t *ctx = json_object();
 
-	int dirty = sid != NULL ? mcp_sandbox_dirty(ss, sid) : -1;
-	int lost = sid != NULL ? mcp_sandbox_is_lost(ss, sid) : -1;
+	bool dirty, lost;
 
 	/* An unknown sandbox gets no fact: the policy then decides on what it knows. */
-	if (dirty >= 0)
+	if (sid != NULL && mcp_sandbox_facts(ss, sid, &dirty, &lost) == 0) {
 		json_object_set_new(ctx, "sandbox_dirty", json_boolean(dirty));
-	if (lost >= 0)
 		json_object_set_new(ctx, "sandbox_lost", json_boolean(lost));
+	}
 	return ctx;
 }
 
