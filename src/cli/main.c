@@ -21,7 +21,7 @@ static int cmd_help(int argc, char **argv);
 
 static const struct command commands[] = {
     {"run", cmd_run, "run a command in a throw-away micro-VM"},
-    {"image", cmd_image, "build, list, verify and remove guest images"},
+    {"image", cmd_image, "build, import, list, verify and remove guest images"},
     {"mcp", cmd_mcp, "serve MCP (stdio or Streamable HTTP) with the approval cliff"},
     {"approvals", cmd_approvals, "list, show, approve or deny actions waiting for a human"},
     {"audit", cmd_audit, "verify the audit log's hash chain, seal and side files"},

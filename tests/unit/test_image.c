@@ -14,6 +14,7 @@
 #include "image/cpio.h"
 #include "image/image.h"
 #include "image/kmod.h"
+#include "image/spec.h"
 #include "image/vmlinux.h"
 
 #include <dirent.h>
@@ -21,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <jansson.h>
 #include <lzma.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -861,6 +863,10 @@ static void make_kernel_tree(const char *root, const char *ver)
 	add_module_file(moddir, "kernel/lib/loop_a.ko", MODINFO("depends=loop_b\0"));
 	add_module_file(moddir, "kernel/lib/loop_b.ko", MODINFO("depends=loop_a\0"));
 	add_module_file(moddir, "kernel/lib/needs_ghost.ko", MODINFO("depends=ghost\0"));
+	/* What a rootfs image adds: erofs (needing libcrc32c) and overlay. */
+	add_module_file(moddir, "kernel/lib/libcrc32c.ko", MODINFO("license=GPL\0"));
+	add_module_file(moddir, "kernel/fs/erofs/erofs.ko", MODINFO("depends=libcrc32c\0"));
+	add_module_file(moddir, "kernel/fs/overlayfs/overlay.ko", MODINFO("license=GPL\0"));
 	/* virtio_blk is built in here. */
 	write_path(builtin, "kernel/drivers/block/virtio_blk.ko\n", 35);
 
@@ -1059,8 +1065,19 @@ static void test_image_open_errors(void **state)
 	assert_true(img->kernel[0] == '/' && img->initrd[0] == '/');
 	assert_string_equal(img->modules[0], "virtio");
 	assert_null(img->modules[1]);
+	/* A format-1 manifest is an initramfs image, rebuilt as one. */
+	assert_int_equal(img->kind, LG_IMAGE_INITRAMFS);
+	assert_null(img->rootfs);
+	assert_int_equal(img->rootfs_size, 0);
+	assert_null(img->packages[0]);
+	assert_null(img->env[0]);
+	assert_null(img->workdir);
+	assert_null(img->user);
+	assert_string_equal(img->rebuild, "luminaguard image build --name good");
 	lg_image_free(img);
 	assert_int_equal(lg_image_verify("good", &err), 0);
+	assert_int_equal(lg_image_check("good", &img, &err), 0);
+	lg_image_free(img);
 	free(dir);
 
 	/* Size mismatch. */
@@ -1109,7 +1126,7 @@ static void test_image_open_errors(void **state)
 	p = xasprintf("%s/manifest.json", dir);
 	write_path(p, "{\"format\":", 10);
 	expect_open_error("badjson", "manifest.json");
-	write_path(p, "{\"format\":2}", 12);
+	write_path(p, "{\"format\":3}", 12);
 	expect_open_error("badjson", "format");
 	write_path(p, "{\"format\":1,\"name\":\"someone-else\"}", 34);
 	expect_open_error("badjson", "name");
@@ -1148,6 +1165,23 @@ static void test_image_open_errors(void **state)
 	free(home);
 }
 
+static json_t *load_manifest(const char *name)
+{
+	char *images = lg_images_dir();
+	char *p = xasprintf("%s/%s/manifest.json", images, name);
+	json_t *m = json_load_file(p, JSON_REJECT_DUPLICATES, NULL);
+
+	assert_non_null(m);
+	free(p);
+	free(images);
+	return m;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+	return json_string_value(json_object_get(o, k));
+}
+
 /* A complete build from a synthetic kernel tree: no real kernel or busybox needed. */
 static void test_image_build_synthetic(void **state)
 {
@@ -1180,6 +1214,20 @@ static void test_image_build_synthetic(void **state)
 	assert_string_equal(img->modules[4], "virtio_rng");
 	assert_null(img->modules[5]);
 	assert_non_null(strstr(img->agent, "sha256:"));
+	assert_int_equal(img->kind, LG_IMAGE_INITRAMFS);
+	assert_null(img->rootfs);
+	{
+		char *want = xasprintf("luminaguard image build --agent %s --busybox %s", exe, exe);
+		json_t *m = load_manifest("default");
+
+		assert_string_equal(img->rebuild, want);
+		assert_int_equal(json_integer_value(json_object_get(m, "format")), 2);
+		assert_string_equal(jstr(m, "kind"), "initramfs");
+		assert_string_equal(jstr(m, "rebuild"), img->rebuild);
+		assert_null(json_object_get(m, "rootfs"));
+		json_decref(m);
+		free(want);
+	}
 
 	vm = read_path_all(img->kernel, &vlen);
 	assert_int_equal(vlen, 200000);
@@ -1286,6 +1334,611 @@ static void test_image_build_synthetic(void **state)
 	free(home);
 }
 
+/* ---- rootfs images ---- */
+
+static bool have_program(const char *name)
+{
+	char *cmd = xasprintf("command -v %s >/dev/null 2>&1", name);
+	int r = system(cmd);
+
+	free(cmd);
+	return r == 0;
+}
+
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void sh(const char *fmt, ...)
+{
+	char *cmd = NULL;
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	assert_true(vasprintf(&cmd, fmt, ap) >= 0);
+	va_end(ap);
+	r = system(cmd);
+	if (r != 0)
+		fail_msg("`%s` failed (%d)", cmd, r);
+	free(cmd);
+}
+
+/* Runs cmd in a shell, returns its stdout (new string) and its exit status in *rc. */
+static char *run_capture(const char *cmd, int *rc)
+{
+	FILE *f = popen(cmd, "r");
+	char *out = xzalloc(65536);
+	size_t n;
+	int st;
+
+	assert_non_null(f);
+	n = fread(out, 1, 65535, f);
+	out[n] = '\0';
+	st = pclose(f);
+	*rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	return out;
+}
+
+/* A tiny root file system made with the system tar from a staged tree, in dir/rootfs.tar. */
+static void make_rootfs_tar(const char *dir)
+{
+	sh("cd '%s' && mkdir -p stage/etc stage/usr/bin stage/var/lib/dpkg && "
+	   "printf 'ID=tiny\\n' > stage/etc/os-release && "
+	   "printf '#!/bin/sh\\necho hi\\n' > stage/usr/bin/hello && chmod 755 stage/usr/bin/hello "
+	   "&& "
+	   "ln -s usr/bin stage/bin && "
+	   "printf 'Package: a\\nStatus: install ok installed\\n\\n"
+	   "Package: b\\nStatus: install ok installed\\n\\n"
+	   "Package: c\\nStatus: deinstall ok config-files\\n\\n' > stage/var/lib/dpkg/status && "
+	   "tar -C stage -cf rootfs.tar . && rm -rf stage",
+	   dir);
+}
+
+/* A tarball whose one entry climbs out of the extraction directory. */
+static void write_hostile_tar(const char *path)
+{
+	uint8_t t[512 * 4] = {0};
+	unsigned sum = 0;
+
+	memcpy(t, "../escape", 9);
+	memcpy(t + 100, "0000644", 7);
+	memcpy(t + 108, "0000000", 7);
+	memcpy(t + 116, "0000000", 7);
+	memcpy(t + 124, "00000000005", 11);
+	memcpy(t + 136, "00000000000", 11);
+	t[156] = '0';
+	memcpy(t + 257,
+	       "ustar\0"
+	       "00",
+	       8);
+	memset(t + 148, ' ', 8);
+	for (int i = 0; i < 512; i++)
+		sum += t[i];
+	snprintf((char *)t + 148, 8, "%06o", sum);
+	memcpy(t + 512, "evil\n", 5);
+	write_path(path, t, sizeof(t));
+}
+
+/* The hidden entries of images/ must be the lock alone: no build left anything. */
+static void assert_store_clean(const char *const *want_images)
+{
+	char *images = lg_images_dir();
+	DIR *d = opendir(images);
+	struct dirent *de;
+	size_t n = 0, want = 0;
+
+	assert_non_null(d);
+	while (want_images[want] != NULL)
+		want++;
+	while ((de = readdir(d)) != NULL) {
+		bool known = false;
+
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+		    strcmp(de->d_name, ".lock") == 0)
+			continue;
+		for (size_t i = 0; i < want; i++)
+			known = known || strcmp(de->d_name, want_images[i]) == 0;
+		if (!known)
+			fail_msg("unexpected `%s` in `%s`", de->d_name, images);
+		n++;
+	}
+	closedir(d);
+	assert_int_equal(n, want);
+	free(images);
+}
+
+static ssize_t module_index(const struct lg_image *img, const char *name)
+{
+	for (size_t i = 0; img->modules[i] != NULL; i++)
+		if (strcmp(img->modules[i], name) == 0)
+			return (ssize_t)i;
+	return -1;
+}
+
+static char *read_text(const char *path)
+{
+	size_t len;
+	uint8_t *b = read_path_all(path, &len);
+
+	b[len] = '\0';
+	return (char *)b;
+}
+
+/* What lg_image_open fails with: one line, saying why and how to rebuild. */
+static void expect_damaged(const char *name, const char *why, const char *rebuild)
+{
+	struct lg_image *img = (struct lg_image *)0x1;
+	struct lg_err *err = NULL;
+	char *want =
+	    xasprintf("image '%s' is damaged: %s; rebuild it with: %s", name, why, rebuild);
+
+	assert_true(lg_image_open(name, &img, &err) < 0);
+	assert_null(img);
+	if (strcmp(err->msg, want) != 0)
+		fail_msg("error `%s`, expected `%s`", err->msg, want);
+	lg_err_free(&err);
+	free(want);
+}
+
+static int cancel_now(void)
+{
+	return 1;
+}
+
+/* A rootfs image from a handmade tarball: the manifest, the stamp, damage and hostile input. */
+static void test_image_rootfs_import(void **state)
+{
+	static const char *const only_imp[] = {"imp", NULL};
+	char *home, *root, *exe, *tar, *odd_tar, *rebuild, *rpath, *stamp_path, *stamp1, *stamp2;
+	char *libexec, *cmd, *out, *abs_home;
+	struct lg_image_build_opts o = {0};
+	struct lg_image *img = NULL;
+	struct lg_err *err = NULL;
+	json_t *m, *r, *f;
+	uint8_t *k, byte, flipped;
+	size_t klen;
+	struct stat st;
+	int fd, rc;
+	off_t mid;
+
+	if (!have_program("mkfs.erofs") || !have_program("tar")) {
+		fprintf(stderr, "skipping: needs mkfs.erofs (erofs-utils) and tar\n");
+		skip();
+	}
+	home = set_home();
+	abs_home = realpath(home, NULL);
+	root = xasprintf("%s/kernels/1.0", home);
+	exe = xasprintf("%s/static-exe", home);
+	tar = xasprintf("%s/rootfs.tar", home);
+	/* A name the rebuild command must quote for the shell. */
+	odd_tar = xasprintf("%s/my root's.tar", home);
+	make_kernel_tree(root, "1.0");
+	k = make_vmlinux(true, 8192, &klen);
+	write_path(exe, k, klen);
+	make_rootfs_tar(home);
+	assert_int_equal(rename(tar, odd_tar), 0);
+
+	o.agent_path = exe;
+	o.busybox_path = exe;
+	o.name = "imp";
+	o.import_tar = odd_tar;
+	if (lg_image_build(&o, &img, &err) < 0)
+		fail_msg("import: %s", err->msg);
+	assert_int_equal(img->kind, LG_IMAGE_ROOTFS);
+	rpath = xasprintf("%s/images/imp/rootfs.erofs", abs_home);
+	assert_string_equal(img->rootfs, rpath);
+	assert_int_equal(stat(rpath, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0644);
+	assert_int_equal(img->rootfs_size, (uint64_t)st.st_size);
+	assert_int_equal(img->installed_packages, 2);
+	assert_null(img->packages[0]);
+	assert_null(img->suite);
+	assert_null(img->env[0]);
+	assert_null(img->workdir);
+	assert_null(img->user);
+	rebuild =
+	    xasprintf("luminaguard image import imp '%s/my root'\\''s.tar' --agent %s/static-exe "
+		      "--busybox %s/static-exe",
+		      abs_home, abs_home, abs_home);
+	assert_string_equal(img->rebuild, rebuild);
+	/* The modules the agent mounts the base with, dependencies first. */
+	assert_true(module_index(img, "erofs") > module_index(img, "libcrc32c"));
+	assert_true(module_index(img, "libcrc32c") >= 0);
+	assert_true(module_index(img, "overlay") >= 0);
+	assert_true(module_index(img, "virtio_console") >= 0);
+	lg_image_free(img);
+
+	m = load_manifest("imp");
+	assert_int_equal(json_integer_value(json_object_get(m, "format")), 2);
+	assert_string_equal(jstr(m, "kind"), "rootfs");
+	assert_string_equal(jstr(m, "rebuild"), rebuild);
+	f = json_object_get(json_object_get(m, "files"), "rootfs.erofs");
+	assert_int_equal(json_integer_value(json_object_get(f, "size")), st.st_size);
+	assert_int_equal(strlen(jstr(f, "sha256")), 64);
+	r = json_object_get(m, "rootfs");
+	assert_string_equal(jstr(r, "fs"), "erofs");
+	assert_string_equal(jstr(r, "compression"), "lz4hc");
+	assert_string_equal(jstr(r, "source"), "import");
+	assert_true(json_is_null(json_object_get(r, "suite")));
+	assert_int_equal(json_array_size(json_object_get(r, "packages")), 0);
+	assert_int_equal(json_integer_value(json_object_get(r, "installed_packages")), 2);
+	assert_true(json_is_boolean(json_object_get(r, "owners")));
+	assert_null(json_object_get(m, "defaults"));
+	json_decref(m);
+
+	stamp_path = xasprintf("%s/images/imp/.verified", home);
+	stamp1 = read_text(stamp_path);
+	assert_non_null(strstr(stamp1, "lg-verified 1 "));
+	assert_int_equal(lg_image_verify("imp", &err), 0);
+	assert_int_equal(lg_image_check("imp", &img, &err), 0);
+	lg_image_free(img);
+
+	/* The CLI's list line, with this agent installed (ok) and another one (stale). */
+	libexec = xasprintf("%s/libexec", home);
+	assert_int_equal(mkdir(libexec, 0755), 0);
+	cmd = xasprintf("%s/lg-agent", libexec);
+	write_path(cmd, k, klen);
+	free(cmd);
+	cmd = xasprintf("LUMINAGUARD_LIBEXEC='%s' '%s/luminaguard' image list", libexec,
+			LG_BUILD_DIR);
+	out = run_capture(cmd, &rc);
+	assert_int_equal(rc, 0);
+	{
+		char name[32], kind[32], size[32], pkgs[32], word[64];
+		char *line = strchr(out, '\n');
+
+		assert_non_null(line);
+		assert_true(strncmp(out, "NAME ", 5) == 0);
+		assert_int_equal(
+		    sscanf(line + 1, "%31s %31s %31s %31s %63s", name, kind, size, pkgs, word), 5);
+		assert_string_equal(name, "imp");
+		assert_string_equal(kind, "rootfs");
+		assert_string_equal(pkgs, "2");
+		assert_string_equal(word, "ok");
+	}
+	free(out);
+	free(cmd);
+	cmd = xasprintf("LUMINAGUARD_LIBEXEC='%s' '%s/luminaguard' image list --json", libexec,
+			LG_BUILD_DIR);
+	out = run_capture(cmd, &rc);
+	assert_int_equal(rc, 0);
+	m = json_loads(out, 0, NULL);
+	assert_non_null(m);
+	assert_string_equal(jstr(json_array_get(m, 0), "kind"), "rootfs");
+	assert_string_equal(jstr(json_array_get(m, 0), "state"), "ok");
+	json_decref(m);
+	free(out);
+	free(cmd);
+	cmd = xasprintf("%s/lg-agent", libexec);
+	write_path(cmd,
+		   "\x7f"
+		   "ELF-other",
+		   10);
+	free(cmd);
+	cmd = xasprintf("LUMINAGUARD_LIBEXEC='%s' '%s/luminaguard' image list", libexec,
+			LG_BUILD_DIR);
+	out = run_capture(cmd, &rc);
+	assert_int_equal(rc, 0);
+	assert_non_null(strstr(out, "stale: built for another lg-agent; rebuild it with: "
+				    "luminaguard image import imp"));
+	free(out);
+
+	/* One byte flipped: the file's ctime moved, so the stamp no longer vouches for it. */
+	fd = open(rpath, O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	mid = st.st_size / 2;
+	assert_int_equal(pread(fd, &byte, 1, mid), 1);
+	flipped = byte ^ 0xff;
+	assert_int_equal(pwrite(fd, &flipped, 1, mid), 1);
+	{
+		char *imp_cmd = xasprintf("luminaguard image import imp '%s/my root'\\''s.tar' "
+					  "--agent %s/static-exe --busybox %s/static-exe",
+					  abs_home, abs_home, abs_home);
+		expect_damaged("imp", "rootfs.erofs: SHA-256 differs from the manifest", imp_cmd);
+		free(imp_cmd);
+	}
+	out = run_capture(cmd, &rc);
+	assert_int_equal(rc, 1);
+	assert_non_null(strstr(out, "CORRUPT: image 'imp' is damaged: rootfs.erofs: SHA-256"));
+	free(out);
+	/* Restored: hashed once more, good, and the stamp rewritten for the new ctime. */
+	assert_int_equal(pwrite(fd, &byte, 1, mid), 1);
+	assert_int_equal(lg_image_open("imp", &img, &err), 0);
+	lg_image_free(img);
+	stamp2 = read_text(stamp_path);
+	assert_string_not_equal(stamp1, stamp2);
+	free(stamp1);
+
+	/*
+	 * What the stamp buys: open trusts it without hashing.  Whoever can
+	 * write the image directory can forge one (and the manifest too); a
+	 * full verify never trusts it.
+	 */
+	assert_int_equal(pwrite(fd, &flipped, 1, mid), 1);
+	{
+		struct stat now;
+		char *forged;
+
+		assert_int_equal(fstat(fd, &now), 0);
+		forged =
+		    xasprintf("%.*s dev=%llu ino=%llu size=%lld mtime=%lld.%09ld ctime=%lld.%09ld "
+			      "sha256=%s",
+			      (int)strlen("lg-verified 1"), stamp2, (unsigned long long)now.st_dev,
+			      (unsigned long long)now.st_ino, (long long)now.st_size,
+			      (long long)now.st_mtim.tv_sec, now.st_mtim.tv_nsec,
+			      (long long)now.st_ctim.tv_sec, now.st_ctim.tv_nsec,
+			      strstr(stamp2, "sha256=") + 7);
+		write_path(stamp_path, forged, strlen(forged));
+		free(forged);
+	}
+	assert_int_equal(lg_image_open("imp", &img, &err), 0);
+	lg_image_free(img);
+	assert_true(lg_image_verify("imp", &err) < 0);
+	assert_non_null(strstr(err->msg, "rootfs.erofs: SHA-256 differs from the manifest"));
+	lg_err_free(&err);
+	assert_int_equal(pwrite(fd, &byte, 1, mid), 1);
+	assert_int_equal(lg_image_verify("imp", &err), 0);
+	free(stamp2);
+
+	/* Size and magic are checked on every open, stamp or not. */
+	assert_int_equal(pwrite(fd, "x", 1, st.st_size), 1);
+	assert_true(lg_image_open("imp", &img, &err) < 0);
+	assert_non_null(strstr(err->msg, "rootfs.erofs has"));
+	lg_err_free(&err);
+	assert_int_equal(ftruncate(fd, st.st_size), 0);
+	{
+		uint8_t magic[4];
+
+		assert_int_equal(pread(fd, magic, 4, 1024), 4);
+		assert_memory_equal(magic, "\xe2\xe1\xf5\xe0", 4);
+		assert_int_equal(pwrite(fd, "\0\0\0\0", 4, 1024), 4);
+		assert_true(lg_image_open("imp", &img, &err) < 0);
+		assert_non_null(strstr(err->msg, "rootfs.erofs does not have the expected magic"));
+		lg_err_free(&err);
+		assert_int_equal(pwrite(fd, magic, 4, 1024), 4);
+	}
+	close(fd);
+	assert_int_equal(lg_image_verify("imp", &err), 0);
+
+	/* Missing. */
+	cmd = xasprintf("%s.away", rpath);
+	assert_int_equal(rename(rpath, cmd), 0);
+	expect_damaged("imp", "rootfs.erofs is missing", rebuild);
+	assert_int_equal(rename(cmd, rpath), 0);
+	free(cmd);
+	assert_int_equal(lg_image_verify("imp", &err), 0);
+
+	/* A hostile tarball: one line, nothing left behind, the good image untouched. */
+	cmd = xasprintf("%s/hostile.tar", home);
+	write_hostile_tar(cmd);
+	o.name = "evil";
+	o.import_tar = cmd;
+	assert_true(lg_image_build(&o, &img, &err) < 0);
+	assert_null(img);
+	assert_null(strchr(err->msg, '\n'));
+	assert_non_null(strstr(err->msg, "build image 'evil'"));
+	lg_err_free(&err);
+	assert_store_clean(only_imp);
+	out = xasprintf("%s/escape", home);
+	assert_int_equal(access(out, F_OK), -1);
+	free(out);
+	free(cmd);
+
+	/* A missing tarball and contradictory options fail before anything is made. */
+	o.import_tar = "/nonexistent/rootfs.tar";
+	assert_true(lg_image_build(&o, &img, &err) < 0);
+	assert_non_null(strstr(err->msg, "/nonexistent/rootfs.tar"));
+	lg_err_free(&err);
+	{
+		static const char *const pkgs[] = {"python3", NULL};
+		o.import_tar = odd_tar;
+		o.packages = pkgs;
+		assert_true(lg_image_build(&o, &img, &err) < 0);
+		assert_int_equal(err->errnum, EINVAL);
+		lg_err_free(&err);
+		o.packages = NULL;
+		o.compress = "zstd";
+		assert_true(lg_image_build(&o, &img, &err) < 0);
+		assert_non_null(strstr(err->msg, "zstd"));
+		lg_err_free(&err);
+		o.import_tar = NULL;
+		o.compress = "none";
+		assert_true(lg_image_build(&o, &img, &err) < 0);
+		assert_non_null(strstr(err->msg, "--compress"));
+		lg_err_free(&err);
+	}
+	/* Interrupted (Ctrl-C caught by the CLI): abandoned, nothing left. */
+	o.import_tar = odd_tar;
+	o.compress = NULL;
+	o.cancelled = cancel_now;
+	assert_true(lg_image_build(&o, &img, &err) < 0);
+	assert_non_null(strstr(err->msg, "interrupted"));
+	lg_err_free(&err);
+	o.cancelled = NULL;
+	assert_store_clean(only_imp);
+
+	/* Rebuilt in place, uncompressed: the manifest and the rebuild command say so. */
+	o.name = "imp";
+	o.compress = "none";
+	if (lg_image_build(&o, &img, &err) < 0)
+		fail_msg("rebuild: %s", err->msg);
+	assert_non_null(strstr(img->rebuild, " --compress none"));
+	lg_image_free(img);
+	m = load_manifest("imp");
+	assert_string_equal(jstr(json_object_get(m, "rootfs"), "compression"), "none");
+	json_decref(m);
+	assert_int_equal(lg_image_verify("imp", &err), 0);
+	assert_store_clean(only_imp);
+
+	free(k);
+	free(rebuild);
+	free(rpath);
+	free(stamp_path);
+	free(libexec);
+	lg_rm_rf(home);
+	free(abs_home);
+	free(root);
+	free(exe);
+	free(tar);
+	free(odd_tar);
+	free(home);
+}
+
+/*
+ * The Debian path with mmdebstrap replaced by a script that copies a
+ * handmade tarball to the target it is given: the spec's defaults, the
+ * flags overriding them, the manifest, and a failing mmdebstrap.
+ */
+static void test_image_rootfs_debian_fake(void **state)
+{
+	static const char *const only_py[] = {"py", NULL};
+	static const char *const curl[] = {"curl", NULL};
+	char *home, *abs_home, *root, *exe, *bin, *script, *spec_path, *log, *want, *old_path;
+	struct lg_image_build_opts o = {0};
+	struct lg_image_spec *spec = NULL;
+	struct lg_image *img = NULL;
+	struct lg_err *err = NULL;
+	json_t *m, *r, *d;
+	uint8_t *k;
+	size_t klen;
+	char *args;
+
+	if (!have_program("mkfs.erofs") || !have_program("tar")) {
+		fprintf(stderr, "skipping: needs mkfs.erofs (erofs-utils) and tar\n");
+		skip();
+	}
+	home = set_home();
+	abs_home = realpath(home, NULL);
+	root = xasprintf("%s/kernels/1.0", home);
+	exe = xasprintf("%s/static-exe", home);
+	make_kernel_tree(root, "1.0");
+	k = make_vmlinux(true, 8192, &klen);
+	write_path(exe, k, klen);
+	make_rootfs_tar(home);
+	bin = xasprintf("%s/bin", home);
+	log = xasprintf("%s/mmdebstrap.args", home);
+	assert_int_equal(mkdir(bin, 0755), 0);
+	script = xasprintf("%s/mmdebstrap", bin);
+	{
+		char *text = xasprintf(
+		    "#!/bin/sh\n"
+		    "printf '%%s\\n' \"$@\" > '%s'\n"
+		    "[ \"${LG_FAKE_RC:-0}\" = 0 ] || { echo 'E: no network' >&2; exit 1; }\n"
+		    "for a; do case \"$a\" in */rootfs.tar) cp '%s/rootfs.tar' \"$a\";; "
+		    "esac; done\n",
+		    log, home);
+		write_path(script, text, strlen(text));
+		free(text);
+	}
+	old_path = xstrdup(getenv("PATH"));
+	{
+		char *path = xasprintf("%s:%s", bin, old_path);
+		setenv("PATH", path, 1);
+		free(path);
+	}
+	spec_path = xasprintf("%s/py.json", home);
+	{
+		static const char text[] = "{\"name\": \"py\", \"suite\": \"bookworm\", "
+					   "\"packages\": [\"python3\", \"git\"], "
+					   "\"env\": {\"PYTHONDONTWRITEBYTECODE\": \"1\"}, "
+					   "\"workdir\": \"/work\", \"user\": \"agent\"}\n";
+		write_path(spec_path, text, strlen(text));
+	}
+	assert_int_equal(lg_image_spec_load(spec_path, &spec, &err), 0);
+
+	/* The spec alone: its name, suite and packages. */
+	o.agent_path = exe;
+	o.busybox_path = exe;
+	o.spec = spec;
+	o.spec_path = spec_path;
+	if (lg_image_build(&o, &img, &err) < 0) {
+		if (strstr(err->msg, "subordinate ids") != NULL) {
+			fprintf(stderr, "skipping: %s\n", err->msg);
+			lg_err_free(&err);
+			setenv("PATH", old_path, 1);
+			skip();
+		}
+		fail_msg("build: %s", err->msg);
+	}
+	assert_string_equal(img->name, "py");
+	assert_int_equal(img->kind, LG_IMAGE_ROOTFS);
+	assert_string_equal(img->suite, "bookworm");
+	assert_string_equal(img->packages[0], "python3");
+	assert_string_equal(img->packages[1], "git");
+	assert_null(img->packages[2]);
+	assert_string_equal(img->env[0], "PYTHONDONTWRITEBYTECODE=1");
+	assert_null(img->env[1]);
+	assert_string_equal(img->workdir, "/work");
+	assert_string_equal(img->user, "agent");
+	want = xasprintf("luminaguard image build -f %s/py.json --agent %s/static-exe --busybox "
+			 "%s/static-exe",
+			 abs_home, abs_home, abs_home);
+	assert_string_equal(img->rebuild, want);
+	free(want);
+	lg_image_free(img);
+	args = read_text(log);
+	assert_non_null(strstr(args, "--include=ca-certificates,python3,git\n"));
+	assert_non_null(strstr(args, "\nbookworm\n"));
+	free(args);
+	m = load_manifest("py");
+	r = json_object_get(m, "rootfs");
+	assert_string_equal(jstr(r, "source"), "debian");
+	assert_string_equal(jstr(r, "suite"), "bookworm");
+	assert_int_equal(json_array_size(json_object_get(r, "packages")), 2);
+	d = json_object_get(m, "defaults");
+	assert_string_equal(json_string_value(json_array_get(json_object_get(d, "env"), 0)),
+			    "PYTHONDONTWRITEBYTECODE=1");
+	assert_string_equal(jstr(d, "workdir"), "/work");
+	assert_string_equal(jstr(d, "user"), "agent");
+	json_decref(m);
+	/* The tarball mmdebstrap wrote does not stay in the image. */
+	{
+		char *p = xasprintf("%s/images/py/rootfs.tar", home);
+		assert_int_equal(access(p, F_OK), -1);
+		free(p);
+	}
+
+	/* --packages replaces the spec's list, it does not add to it. */
+	o.packages = curl;
+	if (lg_image_build(&o, &img, &err) < 0)
+		fail_msg("build: %s", err->msg);
+	assert_string_equal(img->packages[0], "curl");
+	assert_null(img->packages[1]);
+	want = xasprintf("luminaguard image build -f %s/py.json --packages curl --agent "
+			 "%s/static-exe --busybox %s/static-exe",
+			 abs_home, abs_home, abs_home);
+	assert_string_equal(img->rebuild, want);
+	free(want);
+	lg_image_free(img);
+	args = read_text(log);
+	assert_non_null(strstr(args, "--include=ca-certificates,curl\n"));
+	assert_null(strstr(args, "python3"));
+	free(args);
+
+	/* mmdebstrap fails: one line, the previous image still there and good, nothing else. */
+	setenv("LG_FAKE_RC", "1", 1);
+	assert_true(lg_image_build(&o, &img, &err) < 0);
+	assert_null(strchr(err->msg, '\n'));
+	assert_non_null(strstr(err->msg, "build image 'py'"));
+	lg_err_free(&err);
+	unsetenv("LG_FAKE_RC");
+	assert_store_clean(only_py);
+	assert_int_equal(lg_image_verify("py", &err), 0);
+
+	setenv("PATH", old_path, 1);
+	lg_image_spec_free(spec);
+	free(old_path);
+	free(k);
+	free(bin);
+	free(log);
+	free(script);
+	free(spec_path);
+	lg_rm_rf(home);
+	free(abs_home);
+	free(root);
+	free(exe);
+	free(home);
+}
+
 /* Kernel trees to try: the user's fetched kernels, then the example trees. */
 static size_t real_kernel_trees(char **out, size_t max)
 {
@@ -1360,14 +2013,23 @@ static void test_image_build_real(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_sha256_vectors),    cmocka_unit_test(test_sha256_file),
-	    cmocka_unit_test(test_cpio_roundtrip),    cmocka_unit_test(test_vmlinux_xz),
-	    cmocka_unit_test(test_vmlinux_lz4),	      cmocka_unit_test(test_vmlinux_unsupported),
-	    cmocka_unit_test(test_vmlinux_check),     cmocka_unit_test(test_kmod_depends),
-	    cmocka_unit_test(test_kmod_malformed),    cmocka_unit_test(test_kmod_sort),
-	    cmocka_unit_test(test_kmod_resolve),      cmocka_unit_test(test_image_names),
-	    cmocka_unit_test(test_image_open_errors), cmocka_unit_test(test_image_build_synthetic),
+	    cmocka_unit_test(test_sha256_vectors),
+	    cmocka_unit_test(test_sha256_file),
+	    cmocka_unit_test(test_cpio_roundtrip),
+	    cmocka_unit_test(test_vmlinux_xz),
+	    cmocka_unit_test(test_vmlinux_lz4),
+	    cmocka_unit_test(test_vmlinux_unsupported),
+	    cmocka_unit_test(test_vmlinux_check),
+	    cmocka_unit_test(test_kmod_depends),
+	    cmocka_unit_test(test_kmod_malformed),
+	    cmocka_unit_test(test_kmod_sort),
+	    cmocka_unit_test(test_kmod_resolve),
+	    cmocka_unit_test(test_image_names),
+	    cmocka_unit_test(test_image_open_errors),
+	    cmocka_unit_test(test_image_build_synthetic),
 	    cmocka_unit_test(test_image_build_real),
+	    cmocka_unit_test(test_image_rootfs_import),
+	    cmocka_unit_test(test_image_rootfs_debian_fake),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
