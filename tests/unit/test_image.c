@@ -1700,6 +1700,7 @@ static void test_image_rootfs_import(void **state)
 	assert_int_equal(lg_image_verify("imp", &err), 0);
 
 	/* Missing. */
+	free(cmd);
 	cmd = xasprintf("%s.away", rpath);
 	assert_int_equal(rename(rpath, cmd), 0);
 	expect_damaged("imp", "rootfs.erofs is missing", rebuild);
