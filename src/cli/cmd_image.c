@@ -407,14 +407,10 @@ out_usage:
 	return 2;
 }
 
-static void human_size(uint64_t n, char buf[32])
+/* Sizes in MiB with one decimal: images differ by a few MiB at 50 to 500. */
+static void mib_size(uint64_t n, char buf[32])
 {
-	if (n >= 10ull << 20)
-		snprintf(buf, 32, "%lluM", (unsigned long long)(n >> 20));
-	else if (n >= 1ull << 20)
-		snprintf(buf, 32, "%.1fM", (double)n / (1 << 20));
-	else
-		snprintf(buf, 32, "%lluK", (unsigned long long)((n + 1023) >> 10));
+	snprintf(buf, 32, "%.1f MiB", (double)n / (1 << 20));
 }
 
 /* "sha256:<hex>" of the lg-agent a build would use now, or NULL when there is none. */
@@ -469,7 +465,7 @@ static int image_list(int argc, char **argv)
 		    "%s: no images in `%s`; build one with: %s image build --packages python3\n",
 		    PROG, dir, PROG);
 	} else {
-		printf("%-16s %-9s %7s %8s  %s\n", "NAME", "KIND", "SIZE", "PACKAGES", "STATE");
+		printf("%-16s %-9s %10s %8s  %s\n", "NAME", "KIND", "SIZE", "PACKAGES", "STATE");
 	}
 	for (char **n = names; *n != NULL; n++) {
 		struct lg_image *img = NULL;
@@ -484,7 +480,7 @@ static int image_list(int argc, char **argv)
 			status = 1;
 		} else {
 			bytes = img->kernel_size + img->initrd_size + img->rootfs_size;
-			human_size(bytes, size);
+			mib_size(bytes, size);
 			if (img->kind == LG_IMAGE_ROOTFS)
 				snprintf(pkgs, sizeof(pkgs), "%u", img->installed_packages);
 			/* The agent is the guest's half of the protocol: another one may not
@@ -515,7 +511,7 @@ static int image_list(int argc, char **argv)
 			}
 			json_array_append_new(arr, o);
 		} else {
-			printf("%-16s %-9s %7s %8s  %s\n", *n,
+			printf("%-16s %-9s %10s %8s  %s\n", *n,
 			       img ? lg_image_kind_name(img->kind) : "-", size, pkgs, state);
 		}
 		lg_err_free(&err);

@@ -1352,9 +1352,10 @@ static char *compose_rebuild(const struct lg_image_build_opts *o, const struct p
 		cmd = xstrdup("luminaguard image build");
 		if (o->spec != NULL && o->spec_path != NULL)
 			append_arg(&cmd, "-f", o->spec_path, true);
-		if (o->name != NULL || (o->spec != NULL && o->spec_path == NULL) ||
-		    (o->spec == NULL && strcmp(p->name, LG_IMAGE_DEFAULT_NAME) != 0))
-			append_arg(&cmd, "--name", p->name, false);
+		/* --name only where it changes something: a spec may name another image. */
+		if (o->spec != NULL || strcmp(p->name, LG_IMAGE_DEFAULT_NAME) != 0)
+			if (o->name != NULL || o->spec_path == NULL)
+				append_arg(&cmd, "--name", p->name, false);
 		/* A spec known only by its contents: what it asked for, spelled out. */
 		if (o->packages != NULL || (o->spec != NULL && o->spec_path == NULL)) {
 			cleanup_free char *csv = join_csv(p->packages);

@@ -1583,13 +1583,16 @@ static void test_image_rootfs_import(void **state)
 	out = run_capture(cmd, &rc);
 	assert_int_equal(rc, 0);
 	{
-		char name[32], kind[32], size[32], pkgs[32], word[64];
+		char name[32], kind[32], size[32], unit[8], pkgs[32], word[64];
 		char *line = strchr(out, '\n');
 
 		assert_non_null(line);
 		assert_true(strncmp(out, "NAME ", 5) == 0);
-		assert_int_equal(
-		    sscanf(line + 1, "%31s %31s %31s %31s %63s", name, kind, size, pkgs, word), 5);
+		assert_int_equal(sscanf(line + 1, "%31s %31s %31s %7s %31s %63s", name, kind, size,
+					unit, pkgs, word),
+				 6);
+		assert_non_null(strchr(size, '.'));
+		assert_string_equal(unit, "MiB");
 		assert_string_equal(name, "imp");
 		assert_string_equal(kind, "rootfs");
 		assert_string_equal(pkgs, "2");
