@@ -1707,6 +1707,24 @@ static void test_image_rootfs_import(void **state)
 	cmd = xasprintf("%s.away", rpath);
 	assert_int_equal(rename(rpath, cmd), 0);
 	expect_damaged("imp", "rootfs.erofs is missing", rebuild);
+	/* A rebuild command with a terminal escape in it is not printed. */
+	{
+		char *mpath = xasprintf("%s/images/imp/manifest.json", home);
+		char *orig = read_text(mpath);
+		char *text;
+
+		m = load_manifest("imp");
+		json_object_set_new(m, "rebuild", json_string("luminaguard \x1b]0;owned\x07"));
+		text = json_dumps(m, 0);
+		write_path(mpath, text, strlen(text));
+		expect_damaged("imp", "rootfs.erofs is missing",
+			       "luminaguard image build --name imp");
+		write_path(mpath, orig, strlen(orig));
+		json_decref(m);
+		free(text);
+		free(orig);
+		free(mpath);
+	}
 	assert_int_equal(rename(cmd, rpath), 0);
 	free(cmd);
 	assert_int_equal(lg_image_verify("imp", &err), 0);
