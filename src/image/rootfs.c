@@ -319,14 +319,22 @@ static int work(struct worker *w, struct lg_err **err)
 	w->st.owners_kept = ts.owners_applied;
 	w->st.packages = count_packages(w->tree);
 
-	char *z = strcmp(w->compress, "none") ? xasprintf("-z%s", w->compress) : NULL;
 	/*
 	 * -x-1: no xattrs are read from the tree (the extractor sets none, and a host file
 	 * system's own labels do not belong in the image).  No -T: a fixed timestamp would
 	 * replace every file's mtime, and Python compares a .pyc with its source's mtime.
 	 */
-	char *argv[] = {(char *)w->mkfs,    "--quiet",	     "-x-1", z ? z : "--quiet",
-			(char *)w->tmp_out, (char *)w->tree, NULL};
+	char *z = strcmp(w->compress, "none") ? xasprintf("-z%s", w->compress) : NULL;
+	char *argv[8];
+	size_t i = 0;
+	argv[i++] = (char *)w->mkfs;
+	argv[i++] = "--quiet";
+	argv[i++] = "-x-1";
+	if (z)
+		argv[i++] = z;
+	argv[i++] = (char *)w->tmp_out;
+	argv[i++] = (char *)w->tree;
+	argv[i] = NULL;
 	ret = run_tool(argv, "mkfs.erofs", NULL, err);
 	free(z);
 out:
@@ -447,6 +455,7 @@ static int work_in_userns(struct worker *w, bool subids, struct lg_err **err)
 		uid_t uid = getuid();
 		gid_t gid = getgid();
 		char c, map[64];
+		bool ready = false;
 
 		close(go[1]);
 		close(rep[0]);
@@ -474,13 +483,15 @@ static int work_in_userns(struct worker *w, bool subids, struct lg_err **err)
 		/* Tell the parent the namespace exists, then wait for its maps ('g'). */
 		if (write(rep[1], "u", 1) != 1 || read(go[0], &c, 1) != 1 || c != 'g')
 			_exit(1);
+		ready = true;
 		if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
 			cr.ret = lg_err_sys(&cerr, "becoming root in the user namespace");
 			goto report;
 		}
 		cr.ret = work(w, &cerr);
 	report:
-		if (cr.ret < 0 && write(rep[1], "x", 1) != 1)
+		/* Before 'u', an 'x' tells the parent a report comes instead. */
+		if (!ready && write(rep[1], "x", 1) != 1)
 			_exit(1);
 		cr.st = w->st;
 		if (cerr) {
