@@ -23,6 +23,7 @@
  */
 #include "guest/agent.h"
 #include "guest/request.h"
+#include "guest/user.h"
 
 #include "common/err.h"
 #include "common/util.h"
@@ -32,6 +33,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -97,7 +99,9 @@ struct exec {
 struct agent {
 	int fd;
 	int sigfd;
-	int end; /* enum agent_end, 0 while running */
+	int end;	       /* enum agent_end, 0 while running */
+	int setup_errno;       /* the root file system could not be set up: why (HELLO) */
+	const char *setup_msg; /* borrowed from agent_serve's caller */
 	bool shutdown;
 	struct lg_reader rd;
 	struct lg_buf out;
@@ -247,6 +251,11 @@ static void send_hello(struct agent *a)
 
 	lg_tlv_put_u32(&a->out, LG_TAG_VERSION, LG_PROTO_VERSION);
 	lg_tlv_put_str(&a->out, LG_TAG_AGENT, "lg-agent " LG_VERSION);
+	if (a->setup_errno != 0) {
+		lg_tlv_put_u32(&a->out, LG_TAG_ERRNO, (uint32_t)a->setup_errno);
+		lg_tlv_put_str(&a->out, LG_TAG_MESSAGE,
+			       a->setup_msg != NULL ? a->setup_msg : "unknown error");
+	}
 	lg_frame_end(&a->out, start);
 }
 
@@ -416,9 +425,51 @@ static int drop_boot_cap(void)
 	return 0;
 }
 
-static void __attribute__((noreturn))
-exec_child(char **argv, char **envp, const char *cwd, int in_r, int out_w, int err_w, int stat_w)
+/* Sets KEY=VAL in envp unless EXEC's ENV set KEY (the request wins). Child only: leaks. */
+static char **env_default(char **envp, const struct req *rq, const char *key, const char *val)
 {
+	size_t klen = strlen(key), n;
+
+	for (size_t i = 0; i < rq->envc; i++)
+		if (strncmp(rq->env[i], key, klen) == 0 && rq->env[i][klen] == '=')
+			return envp;
+	for (n = 0; envp[n] != NULL; n++) {
+		if (strncmp(envp[n], key, klen) == 0 && envp[n][klen] == '=') {
+			envp[n] = xasprintf("%s=%s", key, val);
+			return envp;
+		}
+	}
+	envp = xrealloc(envp, (n + 2) * sizeof(char *));
+	envp[n] = xasprintf("%s=%s", key, val);
+	envp[n + 1] = NULL;
+	return envp;
+}
+
+/*
+ * EXEC's USER: groups, then gid, then uid, as login(1) does; each needs
+ * the privilege the next one gives up.  The agent is single-threaded, so
+ * glibc's set*id broadcast to other threads (the jailer's problem) has
+ * nobody to wait for.  For a uid other than 0 the kernel clears every
+ * capability at setresuid, so the command has none; for root the set is
+ * what drop_boot_cap() left.
+ */
+static void become_user(int stat_w, const struct guest_user *u)
+{
+	if (setgroups(u->ngroups, u->groups) < 0)
+		child_fail(stat_w, true, errno, 126, "setgroups for user %s: %s", u->name,
+			   strerror(errno));
+	if (setresgid(u->gid, u->gid, u->gid) < 0)
+		child_fail(stat_w, true, errno, 126, "setgid %u for user %s: %s", (unsigned)u->gid,
+			   u->name, strerror(errno));
+	if (setresuid(u->uid, u->uid, u->uid) < 0)
+		child_fail(stat_w, true, errno, 126, "setuid %u for user %s: %s", (unsigned)u->uid,
+			   u->name, strerror(errno));
+}
+
+static void __attribute__((noreturn))
+exec_child(const struct req *rq, char **envp, int in_r, int out_w, int err_w, int stat_w)
+{
+	struct guest_user user = {0};
 	sigset_t none;
 
 	/* Its own session and process group, so KILL and timeouts reach every descendant. */
@@ -428,6 +479,16 @@ exec_child(char **argv, char **envp, const char *cwd, int in_r, int out_w, int e
 	int cap_err = drop_boot_cap();
 	if (cap_err != 0)
 		child_fail(stat_w, true, cap_err, 126, "drop CAP_SYS_BOOT: %s", strerror(cap_err));
+	/*
+	 * Resolved here, in the child, not in PID 1: the files are the image's
+	 * and any root command may have rewritten them (guest/user.h).
+	 */
+	if (rq->user != NULL) {
+		struct lg_err *uerr = NULL;
+
+		if (user_lookup(rq->user, &user, &uerr) < 0)
+			child_fail(stat_w, true, uerr->errnum, 126, "%s", uerr->msg);
+	}
 	if (in_r < 0) {
 		in_r = open("/dev/null", O_RDONLY | O_CLOEXEC);
 		if (in_r < 0)
@@ -446,14 +507,23 @@ exec_child(char **argv, char **envp, const char *cwd, int in_r, int out_w, int e
 		signal(sig, SIG_DFL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	if (cwd != NULL && chdir(cwd) < 0)
-		child_fail(stat_w, true, errno, 126, "chdir %s: %s", cwd, strerror(errno));
+	if (rq->user != NULL) {
+		become_user(stat_w, &user);
+		envp = env_default(envp, rq, "HOME", user.home);
+		envp = env_default(envp, rq, "USER", user.name);
+		envp = env_default(envp, rq, "LOGNAME", user.name);
+	}
+	/* After the switch: the user's own permissions decide whether it may enter. */
+	if (rq->cwd != NULL && chdir(rq->cwd) < 0)
+		child_fail(stat_w, true, errno, 126, "chdir %s: %s", rq->cwd, strerror(errno));
+	if (rq->cwd == NULL && rq->user != NULL && chdir(user.home) < 0 && chdir("/") < 0)
+		child_fail(stat_w, true, errno, 126, "chdir /: %s", strerror(errno));
 	/* execvp looks PATH up in environ: the command's PATH, if ENV set one. */
 	environ = envp;
-	execvp(argv[0], argv);
+	execvp(rq->argv[0], rq->argv);
 	if (errno == ENOENT)
-		child_fail(stat_w, false, errno, 127, "%s: command not found", argv[0]);
-	child_fail(stat_w, false, errno, 126, "%s: %s", argv[0], strerror(errno));
+		child_fail(stat_w, false, errno, 127, "%s: command not found", rq->argv[0]);
+	child_fail(stat_w, false, errno, 126, "%s: %s", rq->argv[0], strerror(errno));
 }
 
 /* The agent's environment with the request's "K=V" entries on top. Borrows all strings. */
@@ -528,7 +598,7 @@ static int op_exec(struct agent *a, uint32_t id, struct req *rq, struct lg_buf *
 	if (pid < 0)
 		return lg_err_sys(err, "fork");
 	if (pid == 0)
-		exec_child(rq->argv, envp, rq->cwd, in[0], out[1], errp[1], status[1]);
+		exec_child(rq, envp, in[0], out[1], errp[1], status[1]);
 
 	lg_set_nonblock(out[0], true);
 	lg_set_nonblock(errp[0], true);
@@ -1295,7 +1365,7 @@ static void serve_loop(struct agent *a)
 	}
 }
 
-int agent_serve(int fd)
+int agent_serve(int fd, int setup_errno, const char *setup_msg)
 {
 	struct agent *a;
 	sigset_t mask, old;
@@ -1322,6 +1392,8 @@ int agent_serve(int fd)
 	a = xzalloc(sizeof(*a));
 	a->fd = fd;
 	a->sigfd = sigfd;
+	a->setup_errno = setup_errno;
+	a->setup_msg = setup_msg;
 	lg_reader_init(&a->rd);
 	for (size_t i = 0; i < MAX_EXECS; i++)
 		exec_release(&a->execs[i]);

@@ -24,8 +24,13 @@ enum agent_end {
  * close-on-exec.  Returns an enum agent_end, or -errno if the loop could not
  * be set up at all.  Works as PID 1 (it also reaps orphans) and as an
  * ordinary process.
+ *
+ * setup_errno (0: none) and setup_msg (one line): the guest could not set
+ * up its root file system; HELLO carries them as ERRNO and MESSAGE and the
+ * host gives up on the sandbox (docs/agent-protocol.md).  Requests are
+ * still served, on the initramfs root.
  */
-int agent_serve(int fd);
+int agent_serve(int fd, int setup_errno, const char *setup_msg);
 
 /*
  * The net port's forwarder (netfwd.c): listens on 127.0.0.1:listen_port

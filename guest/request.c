@@ -18,6 +18,7 @@ void req_free(struct req *rq)
 {
 	free(rq->path);
 	free(rq->cwd);
+	free(rq->user);
 	strv_free(rq->argv, rq->argc);
 	strv_free(rq->env, rq->envc);
 }
@@ -78,6 +79,9 @@ int req_parse(struct req *rq, const uint8_t *p, size_t n, struct lg_err **err)
 			break;
 		case LG_TAG_CWD:
 			r = set_str(&rq->cwd, &t, "CWD", err);
+			break;
+		case LG_TAG_USER:
+			r = set_str(&rq->user, &t, "USER", err);
 			break;
 		case LG_TAG_ARGV:
 			r = strv_push(&rq->argv, &rq->argc, MAX_ARGS, &t, "ARGV", err);

@@ -20,6 +20,7 @@
 struct req {
 	char *path;
 	char *cwd;
+	char *user;  /* EXEC's USER: a name or a decimal uid; NULL: the agent's own (root) */
 	char **argv; /* NULL-terminated when argc > 0 */
 	size_t argc;
 	char **env;

@@ -285,6 +285,29 @@ int lg_agent_connect(int fd, int cancel_fd, int timeout_ms, struct lg_agent **ou
 		goto fail;
 	}
 	a->version = version;
+	/*
+	 * Protocol 3: the guest booted but could not mount the image's root
+	 * (no disk, a bad image).  Its commands would run in the bare
+	 * initramfs: nothing to serve.  An older agent never sends ERRNO here.
+	 */
+	if (f.have[LG_TAG_ERRNO]) {
+		uint32_t guest_errno;
+		char msg[512];
+
+		if (field_u32(&f, LG_TAG_ERRNO, 0, &guest_errno) < 0) {
+			r = lg_err_set(err, EPROTO, "agent channel: malformed HELLO");
+			goto fail;
+		}
+		if (guest_errno != 0) {
+			field_msg(&f, msg, sizeof(msg));
+			r = lg_err_msg(
+			    err, LG_AGENT_SETUP_ERRNO,
+			    "the guest could not set up its root file system: %s",
+			    *msg ? msg
+				 : (guest_errno < 4096 ? strerror((int)guest_errno) : "error"));
+			goto fail;
+		}
+	}
 	if (f.have[LG_TAG_AGENT]) {
 		char name[128];
 		struct fields tmp = {0};
@@ -743,6 +766,26 @@ static int handle_exit(struct lg_agent *a, const struct lg_frame_hdr *h, const u
 	return 0;
 }
 
+/*
+ * Debian's rule for user names (adduser's NAME_REGEX with the system
+ * accounts' '_'), or a decimal uid.  Checked here so that what reaches the
+ * guest's passwd lookup is a plain name, and the error is the caller's.
+ */
+static bool user_spec_ok(const char *u)
+{
+	size_t n = strlen(u), i;
+
+	if (n > 0 && n <= 10 && strspn(u, "0123456789") == n)
+		return strtoull(u, NULL, 10) < UINT32_MAX; /* (uid_t)-1 is no uid */
+	if (n == 0 || !((u[0] >= 'a' && u[0] <= 'z') || u[0] == '_'))
+		return false;
+	for (i = 1; i < n && i < 32; i++)
+		if (!((u[i] >= 'a' && u[i] <= 'z') || (u[i] >= '0' && u[i] <= '9') || u[i] == '_' ||
+		      u[i] == '-'))
+			break;
+	return i == n || (i == n - 1 && u[i] == '$');
+}
+
 int lg_agent_exec(struct lg_agent *a, const struct lg_exec_opts *o, struct lg_exec_result *res,
 		  struct lg_err **err)
 {
@@ -755,6 +798,17 @@ int lg_agent_exec(struct lg_agent *a, const struct lg_exec_opts *o, struct lg_ex
 		return r;
 	if (o->argv == NULL || o->argv[0] == NULL)
 		return lg_err_set(err, EINVAL, "exec: empty command");
+	if (o->user != NULL && !user_spec_ok(o->user))
+		return lg_err_msg(err, EINVAL,
+				  "exec: bad user \"%.64s\": want a name ([a-z_][a-z0-9_-]*, at "
+				  "most 32 characters) or a decimal uid",
+				  o->user);
+	/* An older agent skips the field it does not know: the command would run as root. */
+	if (o->user != NULL && a->version < LG_PROTO_VERSION_USER)
+		return lg_err_msg(err, EOPNOTSUPP,
+				  "exec: the image's agent (protocol %u) cannot run commands as "
+				  "another user; rebuild the image with: luminaguard image build",
+				  a->version);
 	memset(res, 0, sizeof(*res));
 	/* stdin_data is a source in memory: fd -1, ready whenever wanted. */
 	s.in[0].fd = o->stdin_fd;
@@ -771,6 +825,8 @@ int lg_agent_exec(struct lg_agent *a, const struct lg_exec_opts *o, struct lg_ex
 		lg_tlv_put_str(&a->out, LG_TAG_ENV, o->env[i]);
 	if (o->cwd != NULL)
 		lg_tlv_put_str(&a->out, LG_TAG_CWD, o->cwd);
+	if (o->user != NULL)
+		lg_tlv_put_str(&a->out, LG_TAG_USER, o->user);
 	lg_tlv_put_u32(&a->out, LG_TAG_TIMEOUT_MS, o->timeout_ms);
 	lg_tlv_put_u32(&a->out, LG_TAG_FLAGS, has_stdin ? LG_EXEC_STDIN : 0);
 	if (lg_frame_end(&a->out, start) < 0)

@@ -11,6 +11,7 @@
 #include "common/err.h"
 #include "proto/proto.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -31,6 +32,13 @@ struct lg_agent;
  */
 
 /*
+ * lg_agent_connect's code when the guest booted but could not set up the
+ * image's root file system (HELLO with ERRNO and MESSAGE, protocol 3): the
+ * message is "the guest could not set up its root file system: WHY".
+ */
+#define LG_AGENT_SETUP_ERRNO ENOMEDIUM
+
+/*
  * Waits for the agent's HELLO on fd (borrowed, not closed) for at most
  * timeout_ms.  cancel_fd (or -1): when it becomes readable every wait in
  * this client gives up with -EINTR; the CLI points it at its signal pipe.
@@ -44,9 +52,17 @@ const char *lg_agent_name(const struct lg_agent *a);
 enum lg_stream { LG_STREAM_STDOUT = 1, LG_STREAM_STDERR = 2 };
 
 struct lg_exec_opts {
-	char *const *argv;	/* NULL-terminated, at least one word */
-	char *const *env;	/* "K=V", NULL-terminated, may be NULL */
-	const char *cwd;	/* may be NULL */
+	char *const *argv; /* NULL-terminated, at least one word */
+	char *const *env;  /* "K=V", NULL-terminated, may be NULL */
+	const char *cwd;   /* may be NULL: "/", or the user's home when user is set */
+	/*
+	 * NULL: the image's default, root.  Else a user name
+	 * ([a-z_][a-z0-9_-]{0,31}, an optional trailing '$') or a decimal uid,
+	 * resolved in the guest's /etc/passwd; anything else is -EINVAL here.
+	 * Needs a protocol-3 agent (-EOPNOTSUPP otherwise: an older one would
+	 * ignore the field and run the command as root).
+	 */
+	const char *user;
 	uint32_t timeout_ms;	/* enforced in the guest; 0 = none */
 	int stdin_fd;		/* copied to the command until EOF; -1 = /dev/null */
 	const void *stdin_data; /* used when stdin_fd < 0 and this is non-NULL */

@@ -28,13 +28,19 @@
  * 2: per-exec stdin credit (LG_MSG_STDIN_ACK).  A host also accepts
  * LG_PROTO_VERSION_MIN, an agent that grants no credit: it then sends stdin
  * bounded only by its own queue, as version 1 did.
+ * 3: EXEC's USER, and HELLO's ERRNO and MESSAGE (the guest could not set up
+ * its root file system).  An older agent skips a USER it does not know and
+ * would run the command as root, so a host sends USER only to an agent of
+ * version 3 or later and refuses the exec otherwise.
  */
-#define LG_PROTO_VERSION     2u
+#define LG_PROTO_VERSION     3u
 #define LG_PROTO_VERSION_MIN 1u
 #define LG_FRAME_HDR_SIZE    12u
 #define LG_FRAME_MAX_PAYLOAD (1u << 20)	   /* 1 MiB: bounds every buffer on both sides */
 #define LG_DATA_CHUNK	     (64u * 1024u) /* data frames are split to this size */
 #define LG_TLV_HDR_SIZE	     6u
+/* The first version whose agent honours EXEC's USER. */
+#define LG_PROTO_VERSION_USER 3u
 /*
  * Per exec, at most this many STDIN bytes may be sent and not yet returned
  * by STDIN_ACK: the agent buffers no more than this for a command that is
@@ -51,9 +57,9 @@
 #define LG_NET_PROXY_PORT 3128
 
 enum lg_msg {
-	LG_MSG_HELLO = 1,      /* g->h, id 0: VERSION, AGENT */
+	LG_MSG_HELLO = 1,      /* g->h, id 0: VERSION, AGENT, [ERRNO, MESSAGE] */
 	LG_MSG_PING = 2,       /* h->g -> RESULT */
-	LG_MSG_EXEC = 3,       /* h->g: ARGV*, ENV*, CWD, TIMEOUT_MS, FLAGS -> data..., EXIT */
+	LG_MSG_EXEC = 3,       /* h->g: ARGV*, ENV*, CWD, TIMEOUT_MS, FLAGS, USER -> ..., EXIT */
 	LG_MSG_STDIN = 4,      /* h->g: raw bytes for the exec `id`; empty = EOF */
 	LG_MSG_STDOUT = 5,     /* g->h: raw bytes */
 	LG_MSG_STDERR = 6,     /* g->h: raw bytes */
@@ -100,7 +106,8 @@ enum lg_tag {
 	LG_TAG_FTYPE = 19,     /* u32: enum lg_ftype */
 	LG_TAG_MTIME = 20,     /* u64 seconds since the epoch */
 	LG_TAG_DIRENT = 21,    /* bytes: u32 ftype, u32 mode, u64 size, name (rest) */
-	LG_TAG_MAX_ = 21,
+	LG_TAG_USER = 22,      /* string: a user name or a decimal uid (protocol 3) */
+	LG_TAG_MAX_ = 22,
 };
 
 /* LG_TAG_FLAGS values. */

@@ -282,6 +282,8 @@ static struct conn *conn_start(void)
 	assert_int_equal(field_u32(&f, LG_TAG_VERSION, 0), LG_PROTO_VERSION);
 	agent = field_str(&f, LG_TAG_AGENT);
 	assert_true(strncmp(agent, "lg-agent ", 9) == 0);
+	/* `lg-agent --fd` has no root file system to set up, hence nothing to report. */
+	assert_int_equal(field_u32(&f, LG_TAG_ERRNO, UINT32_MAX), UINT32_MAX);
 	free(agent);
 	frame_free(&f);
 	return c;
@@ -398,6 +400,7 @@ struct exec_opts {
 	const char *const *argv;
 	const char *const *env;
 	const char *cwd;
+	const char *user;
 	uint32_t timeout_ms;
 	bool use_stdin;
 	const void *in;
@@ -432,6 +435,8 @@ static void exec_send(struct conn *c, uint32_t id, const struct exec_opts *o)
 		lg_tlv_put_str(&c->out, LG_TAG_ENV, o->env[i]);
 	if (o->cwd != NULL)
 		lg_tlv_put_str(&c->out, LG_TAG_CWD, o->cwd);
+	if (o->user != NULL)
+		lg_tlv_put_str(&c->out, LG_TAG_USER, o->user);
 	lg_tlv_put_u32(&c->out, LG_TAG_TIMEOUT_MS, o->timeout_ms);
 	lg_tlv_put_u32(&c->out, LG_TAG_FLAGS, o->use_stdin ? LG_EXEC_STDIN : 0);
 	req_send(&r);
@@ -616,6 +621,106 @@ static void test_exec_env_cwd(void **state)
 	assert_true(r.refused);
 	assert_int_equal(r.err, EINVAL);
 	exec_res_free(&r);
+	conn_stop(c);
+}
+
+static uint64_t cap_field(const struct lg_buf *status, const char *name);
+
+/* The ids, environment and directory a command as `user` gets. */
+#define WHOAMI "id -u; id -g; id -G; echo \"$HOME:$USER:$LOGNAME\"; pwd"
+
+static void run_as(struct conn *c, uint32_t id, const char *user, const char *const *env,
+		   const char *cwd, struct exec_res *r)
+{
+	run(c, id,
+	    &(struct exec_opts){
+		.argv = ARGV("sh", "-c", WHOAMI), .env = env, .cwd = cwd, .user = user},
+	    r);
+}
+
+/*
+ * EXEC's USER against this host's /etc/passwd (the agent reads the files
+ * of its root, here the host's).  Switching ids needs root: as another
+ * user only the refusals are checked.
+ */
+static void test_exec_user(void **state)
+{
+	struct conn *c = conn_start();
+	char dir[] = "/tmp/lg-agent-user-XXXXXX";
+	struct stat st;
+	struct exec_res r;
+	char *path;
+
+	/* An unknown name: the command never ran, one line says why. */
+	run_as(c, 1, "lg-no-such-user", NULL, NULL, &r);
+	assert_false(r.refused);
+	assert_int_equal(r.err, ENOENT);
+	assert_string_equal(r.msg, "no user 'lg-no-such-user' in /etc/passwd");
+	assert_output(&r.out, "");
+	exec_res_free(&r);
+	run_as(c, 2, "a:b", NULL, NULL, &r);
+	assert_int_equal(r.err, EINVAL);
+	assert_non_null(strstr(r.msg, "bad user"));
+	exec_res_free(&r);
+
+	if (geteuid() != 0) {
+		/* The agent cannot give its ids away: EXIT says so, nothing ran. */
+		run_as(c, 3, "nobody", NULL, NULL, &r);
+		assert_int_equal(r.err, EPERM);
+		assert_non_null(strstr(r.msg, "nobody"));
+		exec_res_free(&r);
+		conn_stop(c);
+		skip();
+	}
+
+	/* By name: ids, groups, HOME/USER/LOGNAME from passwd; a missing home means "/". */
+	run_as(c, 3, "nobody", NULL, NULL, &r);
+	assert_int_equal(r.err, 0);
+	assert_int_equal(r.exit_code, 0);
+	assert_output(&r.out, "65534\n65534\n65534\n/nonexistent:nobody:nobody\n/\n");
+	exec_res_free(&r);
+
+	/* By uid, the same entry; EXEC's ENV and CWD still win. */
+	run_as(c, 4, "65534", ARGV("HOME=/h", "LOGNAME=x"), "/tmp", &r);
+	assert_int_equal(r.exit_code, 0);
+	assert_output(&r.out, "65534\n65534\n65534\n/h:nobody:x\n/tmp\n");
+	exec_res_free(&r);
+
+	/* A uid without an entry: that uid and gid, no other group, home "/". */
+	run_as(c, 5, "4242", NULL, NULL, &r);
+	assert_int_equal(r.exit_code, 0);
+	assert_output(&r.out, "4242\n4242\n4242\n/:4242:4242\n/\n");
+	exec_res_free(&r);
+
+	/* root by name starts in its home, which exists. */
+	run_as(c, 6, "root", NULL, NULL, &r);
+	assert_int_equal(r.exit_code, 0);
+	assert_non_null(strstr((const char *)lg_buf_head(&r.out), "/root:root:root\n/root\n"));
+	exec_res_free(&r);
+
+	/* As nobody: no capability left, and what it writes is nobody's. */
+	run(c, 7, &(struct exec_opts){.argv = ARGV("cat", "/proc/self/status"), .user = "nobody"},
+	    &r);
+	assert_int_equal(r.exit_code, 0);
+	assert_int_equal(cap_field(&r.out, "CapEff:"), 0);
+	assert_int_equal(cap_field(&r.out, "CapPrm:"), 0);
+	exec_res_free(&r);
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(chmod(dir, 01777), 0);
+	path = xasprintf("%s/f", dir);
+	run(c, 8,
+	    &(struct exec_opts){.argv = ARGV("sh", "-c", "echo x > f; cat /etc/shadow"),
+				.cwd = dir,
+				.user = "nobody"},
+	    &r);
+	assert_int_not_equal(r.exit_code, 0); /* shadow is not nobody's to read */
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_uid, 65534);
+	assert_int_equal(st.st_gid, 65534);
+	exec_res_free(&r);
+	unlink(path);
+	rmdir(dir);
+	free(path);
 	conn_stop(c);
 }
 
@@ -2073,6 +2178,142 @@ static void test_client_refusal_code(void **state)
 	lg_buf_free(&b);
 }
 
+/*
+ * lg_exec_opts.user: checked on the host before anything is sent, sent
+ * only to an agent that knows it (an older one would run the command as
+ * root), and resolved by the agent.
+ */
+static void test_client_user(void **state)
+{
+	static const char *const bad[] = {
+	    "",
+	    "Root",
+	    "-x",
+	    "1x",
+	    "a b",
+	    "a:b",
+	    "../etc",
+	    "a$b",
+	    "4294967295",
+	    "12345678901",
+	    "abcdefghijklmnopqrstuvwxyz0123456", /* 33 */
+	};
+	char *argv[] = {(char *)"id", (char *)"-un", NULL};
+	struct lg_exec_opts o = {.argv = argv, .stdin_fd = -1, .cancel_fd = -1};
+	struct lg_exec_result res;
+	struct lg_err *err = NULL;
+	struct lg_agent *a = NULL;
+	struct lg_buf b = {0};
+	struct client cl;
+	struct sink s = {0};
+	int fd;
+
+	client_start(&cl);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		o.user = bad[i];
+		if (lg_agent_exec(cl.a, &o, &res, &err) != -EINVAL)
+			fail_msg("user \"%s\" was not refused", bad[i]);
+		assert_non_null(strstr(err->msg, "bad user"));
+		assert_null(strchr(err->msg, '\n'));
+		lg_err_free(&err);
+	}
+	/* Nothing reached the agent: the channel is in step. */
+	assert_int_equal(lg_agent_ping(cl.a, NULL), 0);
+
+	o.user = "lg-no-such-user";
+	assert_int_equal(lg_agent_exec(cl.a, &o, &res, &err), -EREMOTEIO);
+	assert_string_equal(err->msg, "cannot run the command in the guest: no user "
+				      "'lg-no-such-user' in /etc/passwd");
+	lg_err_free(&err);
+	if (geteuid() == 0) {
+		o.user = "nobody";
+		assert_int_equal(client_exec(&cl, &o, &s, &res), 0);
+		assert_int_equal(res.exit_code, 0);
+		assert_int_equal(lg_buf_pending(&s.out), 7);
+		assert_memory_equal(lg_buf_head(&s.out), "nobody\n", 7);
+		lg_buf_free(&s.out);
+		s = (struct sink){0};
+		o.user = "root$"; /* a valid name (Samba's machine accounts) that is not there */
+		assert_int_equal(lg_agent_exec(cl.a, &o, &res, &err), -EREMOTEIO);
+		lg_err_free(&err);
+	}
+	client_stop(&cl);
+
+	/* A protocol-2 agent would skip USER and run the command as root: refused. */
+	put_hello(&b, 2);
+	fd = fake_guest(&b, NULL, &a, &err);
+	assert_true(fd >= 0);
+	o.user = "nobody";
+	assert_int_equal(lg_agent_exec(a, &o, &res, &err), -EOPNOTSUPP);
+	assert_non_null(strstr(err->msg, "rebuild the image"));
+	lg_err_free(&err);
+	lg_agent_free(a);
+	close(fd);
+	lg_buf_free(&b);
+}
+
+static void put_setup_hello(struct lg_buf *b, const void *errno_val, size_t errno_len,
+			    const char *msg)
+{
+	size_t st = lg_frame_begin(b, LG_MSG_HELLO, 0);
+	lg_tlv_put_u32(b, LG_TAG_VERSION, LG_PROTO_VERSION);
+	lg_tlv_put_str(b, LG_TAG_AGENT, "fake");
+	lg_tlv_put(b, LG_TAG_ERRNO, errno_val, errno_len);
+	if (msg != NULL)
+		lg_tlv_put_str(b, LG_TAG_MESSAGE, msg);
+	lg_frame_end(b, st);
+}
+
+/*
+ * A guest that booted but could not set up its root file system says so
+ * in HELLO: the connect fails with LG_AGENT_SETUP_ERRNO and its reason,
+ * in one printable line.
+ */
+static void test_client_setup_error(void **state)
+{
+	static const struct {
+		uint32_t errnum;
+		size_t len;
+		const char *msg;
+		int want;
+		const char *want_msg;
+	} cases[] = {
+	    {EINVAL, 4, "root disk: mount erofs /dev/vda: Invalid argument", -LG_AGENT_SETUP_ERRNO,
+	     "the guest could not set up its root file system: root disk: mount erofs /dev/vda: "
+	     "Invalid argument"},
+	    /* A hostile guest's bytes reach no terminal: one line, control bytes shown as '?'. */
+	    {ENODEV, 4, "no disk\n\033[2Jfake prompt$ ", -LG_AGENT_SETUP_ERRNO,
+	     "the guest could not set up its root file system: no disk??[2Jfake prompt$ "},
+	    {ENODEV, 4, NULL, -LG_AGENT_SETUP_ERRNO,
+	     "the guest could not set up its root file system: No such device"},
+	    {ECONNRESET, 4, "x", -LG_AGENT_SETUP_ERRNO, NULL}, /* the guest's errno is not ours */
+	    {EINVAL, 2, "short", -EPROTO, "agent channel: malformed HELLO: Protocol error"},
+	    {0, 4, NULL, 0, NULL}, /* ERRNO 0: nothing went wrong */
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct lg_buf b = {0};
+		struct lg_err *err = NULL;
+		struct lg_agent *a = NULL;
+		uint8_t le[4];
+		int fd;
+
+		lg_put_le32(le, cases[i].errnum);
+		put_setup_hello(&b, le, cases[i].len, cases[i].msg);
+		fd = fake_guest(&b, NULL, &a, &err);
+		if (fd != cases[i].want && !(cases[i].want == 0 && fd >= 0))
+			fail_msg("case %zu: connect returned %d (%s)", i, fd, err ? err->msg : "");
+		if (fd >= 0) {
+			lg_agent_free(a);
+			close(fd);
+		} else if (cases[i].want_msg != NULL) {
+			assert_string_equal(err->msg, cases[i].want_msg);
+		}
+		lg_err_free(&err);
+		lg_buf_free(&b);
+	}
+}
+
 /* ---- tests: commands cannot end the sandbox ---- */
 
 /* Capability set `name` ("CapBnd:" ...) of the command, from its /proc/self/status. */
@@ -2118,6 +2359,7 @@ int main(void)
 	    cmocka_unit_test(test_exec_exit_code_and_stderr),
 	    cmocka_unit_test(test_exec_not_found),
 	    cmocka_unit_test(test_exec_env_cwd),
+	    cmocka_unit_test(test_exec_user),
 	    cmocka_unit_test(test_exec_signal),
 	    cmocka_unit_test(test_exec_timeout),
 	    cmocka_unit_test(test_exec_stdin),
@@ -2150,6 +2392,8 @@ int main(void)
 	    cmocka_unit_test(test_client_hostile_stdin_ack),
 	    cmocka_unit_test(test_client_vm_gone),
 	    cmocka_unit_test(test_client_refusal_code),
+	    cmocka_unit_test(test_client_user),
+	    cmocka_unit_test(test_client_setup_error),
 	    cmocka_unit_test(test_exec_no_boot_cap),
 	};
 
