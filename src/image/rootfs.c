@@ -445,6 +445,7 @@ static int work_in_userns(struct worker *w, bool subids, struct lg_err **err)
 		ret = lg_err_sys(err, "pipe");
 		goto out;
 	}
+	pid_t parent = getpid();
 	pid = fork();
 	if (pid < 0) {
 		ret = lg_err_sys(err, "fork");
@@ -459,8 +460,10 @@ static int work_in_userns(struct worker *w, bool subids, struct lg_err **err)
 
 		close(go[1]);
 		close(rep[0]);
-		/* Dies with the caller: no worker outlives an interrupted import. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		/* Dies with the caller: no worker outlives an interrupted import (set again after
+		 * each id change, which may clear it; the getppid check closes the race). */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(1);
 		if (unshare(CLONE_NEWUSER) < 0) {
 			cr.ret = lg_err_sys(&cerr, "unshare(CLONE_NEWUSER) (are user namespaces "
 						   "disabled? kernel.unprivileged_userns_clone)");
@@ -488,6 +491,8 @@ static int work_in_userns(struct worker *w, bool subids, struct lg_err **err)
 			cr.ret = lg_err_sys(&cerr, "becoming root in the user namespace");
 			goto report;
 		}
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(1);
 		cr.ret = work(w, &cerr);
 	report:
 		/* Before 'u', an 'x' tells the parent a report comes instead. */
