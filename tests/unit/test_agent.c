@@ -695,7 +695,8 @@ static void test_exec_user(void **state)
 	/* root by name starts in its home, which exists. */
 	run_as(c, 6, "root", NULL, NULL, &r);
 	assert_int_equal(r.exit_code, 0);
-	assert_non_null(strstr((const char *)lg_buf_head(&r.out), "/root:root:root\n/root\n"));
+	assert_non_null(
+	    memmem(lg_buf_head(&r.out), lg_buf_pending(&r.out), "0\n/root:root:root\n/root\n", 24));
 	exec_res_free(&r);
 
 	/* As nobody: no capability left, and what it writes is nobody's. */
