@@ -570,7 +570,9 @@ static int mount_stage(struct boot *b)
 	}
 	/* Read-only twice over: the mount, and the disk itself (find_root_disk). */
 	if (mount(dev, STAGE_LOWER, "erofs", MS_RDONLY | MS_NODEV, NULL) < 0) {
-		boot_fail(b, errno, "root disk: mount erofs %s: %s", dev, strerror(errno));
+		/* ENODEV from mount(2): the kernel has no such file system type. */
+		boot_fail(b, errno, "root disk: mount erofs %s: %s%s", dev, strerror(errno),
+			  errno == ENODEV ? " (no erofs module in " MODULES_LIST "?)" : "");
 		return -b->err;
 	}
 	/*
@@ -592,7 +594,8 @@ static int mount_stage(struct boot *b)
 	snprintf(data, sizeof(data), "lowerdir=%s,upperdir=%s,workdir=%s", STAGE_LOWER, STAGE_UPPER,
 		 STAGE_WORK);
 	if (mount("overlay", STAGE_ROOT, "overlay", 0, data) < 0) {
-		boot_fail(b, errno, "root file system: mount overlay: %s", strerror(errno));
+		boot_fail(b, errno, "root file system: mount overlay: %s%s", strerror(errno),
+			  errno == ENODEV ? " (no overlay module in " MODULES_LIST "?)" : "");
 		goto undo_layer;
 	}
 	if (stat(STAGE_ROOT "/bin", &st) < 0 && stat(STAGE_ROOT "/usr/bin", &st) < 0)
