@@ -124,9 +124,21 @@ static void last_line(int fd, const char *prefer, char *out, size_t outsz)
 static pid_t spawn(char *const argv[], int in_fd, int out_fd, int errfd)
 {
 	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t dfl;
 	pid_t pid;
 	int ret;
 
+	/* Helpers die of ^C even when spawned by the worker, which ignores it (see there). */
+	sigemptyset(&dfl);
+	sigaddset(&dfl, SIGINT);
+	sigaddset(&dfl, SIGTERM);
+	sigaddset(&dfl, SIGHUP);
+	sigaddset(&dfl, SIGQUIT);
+	sigaddset(&dfl, SIGPIPE);
+	posix_spawnattr_init(&attr);
+	posix_spawnattr_setsigdefault(&attr, &dfl);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
 	posix_spawn_file_actions_init(&fa);
 	if (in_fd >= 0)
 		posix_spawn_file_actions_adddup2(&fa, in_fd, 0);
@@ -137,8 +149,9 @@ static pid_t spawn(char *const argv[], int in_fd, int out_fd, int errfd)
 	else
 		posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
 	posix_spawn_file_actions_adddup2(&fa, errfd, 2);
-	ret = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+	ret = posix_spawn(&pid, argv[0], &fa, &attr, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
 	return ret ? -ret : pid;
 }
 
@@ -464,6 +477,16 @@ static int work_in_userns(struct worker *w, bool subids, struct lg_err **err)
 		 * each id change, which may clear it; the getppid check closes the race). */
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 			_exit(1);
+		/*
+		 * ^C reaches the whole process group.  The worker outlives it so that it can
+		 * still remove its tree, which nobody outside the namespace could: the
+		 * decompressor and mkfs.erofs die of it, the worker sees their failure, cleans
+		 * up and reports.
+		 */
+		signal(SIGINT, SIG_IGN);
+		signal(SIGTERM, SIG_IGN);
+		signal(SIGHUP, SIG_IGN);
+		signal(SIGQUIT, SIG_IGN);
 		if (unshare(CLONE_NEWUSER) < 0) {
 			cr.ret = lg_err_sys(&cerr, "unshare(CLONE_NEWUSER) (are user namespaces "
 						   "disabled? kernel.unprivileged_userns_clone)");
@@ -673,12 +696,20 @@ int lg_rootfs_from_tar(const char *tar_path, const char *work_dir, const char *o
 	if (dpid > 0) {
 		int status = wait_status(dpid);
 		dpid = -1;
-		/* A truncated or corrupt stream can still end the tar cleanly (the cut falls in the
-		 * padding): only the decompressor's own status tells. */
-		if (ret == 0 && status != 0) {
+		/*
+		 * A truncated or corrupt stream can still end the tar cleanly (the cut falls in
+		 * the padding): only the decompressor's own status tells.  When the extraction
+		 * failed too, the decompressor's failure is the cause ("unexpected end of file"
+		 * rather than "tar archive truncated"), unless it merely died of the pipe the
+		 * extraction closed.
+		 */
+		bool own = status != 0 && !(WIFSIGNALED(status) && WTERMSIG(status) == SIGPIPE);
+		if (own && (ret == 0 || err != NULL)) {
 			char how[64], line[ERR_LINE_MAX + 1];
 			describe_status(status, how, sizeof(how));
 			last_line(errfd, NULL, line, sizeof(line));
+			if (err)
+				lg_err_free(err);
 			ret = lg_err_msg(err, EIO, "decompressing %s failed (%s)%s%s", tar_path,
 					 how, line[0] ? ": " : "", line);
 		}
