@@ -89,6 +89,10 @@ static int cliff(const struct run_opts *o, struct lg_err **err)
 		json_object_set_new(args, "cwd", json_string(o->workdir));
 	if (o->image != NULL)
 		json_object_set_new(args, "image", json_string(o->image));
+	if (o->disk_mib != 0)
+		json_object_set_new(args, "disk", json_integer((json_int_t)o->disk_mib));
+	if (o->user != NULL)
+		json_object_set_new(args, "user", json_string(o->user));
 	policy_classify(p, "sandbox_run", args, NULL, &d);
 	if (d.verdict == POLICY_GREEN) {
 		r = 0;
@@ -318,6 +322,7 @@ int cmd_run(int argc, char **argv)
 	so.accel = o.accel;
 	so.cpus = o.cpus;
 	so.memory_mib = o.memory_mib;
+	so.disk_mib = o.disk_mib;
 	so.jail = &o.jail;
 	so.cancel_fd = lg_signals_fd();
 	so.console_fd = o.console ? STDERR_FILENO : -1;
@@ -337,6 +342,7 @@ int cmd_run(int argc, char **argv)
 	eo.argv = o.command;
 	eo.env = o.n_env ? o.env : NULL;
 	eo.cwd = o.workdir;
+	eo.user = o.user;
 	eo.timeout_ms = o.timeout_s * 1000u;
 	eo.stdin_fd = o.no_stdin ? -1 : STDIN_FILENO;
 	/*
@@ -349,7 +355,7 @@ int cmd_run(int argc, char **argv)
 		eo.stdin_fd = -1;
 	}
 	eo.on_output = write_output;
-	r = lg_agent_exec(sb->agent, &eo, &res, &err);
+	r = lg_sandbox_exec(sb, &eo, &res, &err);
 	if (r < 0)
 		goto out_err;
 

@@ -22,6 +22,11 @@ const char run_usage[] =
     "  --memory MIB       guest memory in MiB (64 up to the host's, default 256)\n"
     "  --timeout S        kill the command after S seconds (default: none)\n"
     "  --image NAME       guest image (default: default; see `luminaguard image list`)\n"
+    "  --disk MIB         a root file system image's writable layer in MiB\n"
+    "                     (16..262144, default 256); it lives in guest RAM and is\n"
+    "                     gone with the sandbox; a full layer is ENOSPC in the guest\n"
+    "  --user NAME        run the command as this user of the image (default: the\n"
+    "                     image's default user, else root)\n"
     "  --backend NAME     hypervisor backend (default: qemu)\n"
     "  --accel NAME       auto, kvm or tcg (default auto: kvm on hardware\n"
     "                     virtualization, tcg otherwise)\n"
@@ -67,6 +72,8 @@ enum {
 	OPT_NET,
 	OPT_NO_JAIL,
 	OPT_SECCOMP,
+	OPT_DISK,
+	OPT_USER,
 };
 
 static const struct option long_opts[] = {
@@ -86,6 +93,8 @@ static const struct option long_opts[] = {
     {"net", required_argument, NULL, OPT_NET},
     {"no-jail", no_argument, NULL, OPT_NO_JAIL},
     {"seccomp", required_argument, NULL, OPT_SECCOMP},
+    {"disk", required_argument, NULL, OPT_DISK},
+    {"user", required_argument, NULL, OPT_USER},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -167,6 +176,20 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, struct lg_err **er
 				return lg_err_msg(
 				    err, EINVAL, "--workdir: '%s' is not an absolute path", optarg);
 			o->workdir = optarg;
+			break;
+		case OPT_DISK:
+			if (lg_parse_u64(optarg, HV_MIN_LAYER_MIB, HV_MAX_LAYER_MIB, &v) < 0)
+				return lg_err_msg(err, EINVAL,
+						  "--disk: '%s' is not a size in MiB in %u..%u",
+						  optarg, HV_MIN_LAYER_MIB, HV_MAX_LAYER_MIB);
+			o->disk_mib = v;
+			break;
+		case OPT_USER:
+			if (!lg_exec_user_valid(optarg))
+				return lg_err_msg(
+				    err, EINVAL, "--user: '%s' is not a user name or a numeric uid",
+				    optarg);
+			o->user = optarg;
 			break;
 		case OPT_NO_STDIN:
 			o->no_stdin = true;

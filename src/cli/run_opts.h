@@ -21,6 +21,8 @@ struct run_opts {
 	const char *backend;
 	enum hv_accel accel;
 	const char *workdir;
+	uint64_t disk_mib;	       /* --disk; 0 = the default */
+	const char *user;	       /* --user; NULL = the image's default */
 	char *env[LG_RUN_MAX_ENV + 1]; /* borrowed from argv */
 	size_t n_env;
 	bool no_stdin;
@@ -31,7 +33,7 @@ struct run_opts {
 	uint32_t approval_timeout_s;
 	struct jail_opts jail; /* --no-jail, --seccomp */
 	const char *net_allow; /* --net allow=LIST: the LIST, NULL = no network */
-	char **command; /* borrowed from argv, NULL-terminated */
+	char **command;	       /* borrowed from argv, NULL-terminated */
 };
 
 /*

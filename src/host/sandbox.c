@@ -6,6 +6,7 @@
 #include "image/image.h"
 #include "net/netmux.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,20 @@ static char *last_console_line(struct vm *vm)
 	return xstrdup(start);
 }
 
+static char **strv_dup(char *const *v)
+{
+	size_t n = 0;
+	char **out;
+
+	while (v != NULL && v[n] != NULL)
+		n++;
+	out = xmalloc((n + 1) * sizeof(*out));
+	for (size_t i = 0; i < n; i++)
+		out[i] = xstrdup(v[i]);
+	out[n] = NULL;
+	return out;
+}
+
 int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, struct lg_err **err)
 {
 	struct lg_image *img = NULL;
@@ -76,6 +91,14 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, 
 	cfg.memory_mib = o->memory_mib ? o->memory_mib : LG_DEFAULT_MEMORY_MIB;
 	cfg.kernel = img->kernel;
 	cfg.initrd = img->initrd;
+	if (img->rootfs != NULL) {
+		cfg.rootfs = img->rootfs;
+		cfg.layer_mib = o->disk_mib ? o->disk_mib : LG_DEFAULT_DISK_MIB;
+		sb->layer_mib = cfg.layer_mib;
+	}
+	sb->env = strv_dup(img->env);
+	sb->workdir = img->workdir != NULL ? xstrdup(img->workdir) : NULL;
+	sb->user = img->user != NULL ? xstrdup(img->user) : NULL;
 	cfg.accel = sb->accel;
 	cfg.console_fd = o->console_fd;
 	cfg.net_fd = -1;
@@ -84,8 +107,8 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, 
 	if (r < 0)
 		goto fail;
 	if (o->admission != NULL) {
-		struct lg_admission_cost c = {.vcpus = cfg.cpus,
-					      .memory_mib = cfg.memory_mib + HV_VMM_OVERHEAD_MIB};
+		struct lg_admission_cost c = {
+		    .vcpus = cfg.cpus, .memory_mib = hv_guest_ram_mib(&cfg) + HV_VMM_OVERHEAD_MIB};
 		r = lg_admission_reserve(o->admission, &c, err);
 		if (r < 0)
 			goto fail;
@@ -126,7 +149,17 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, 
 	r = lg_agent_connect(sb->backend->agent_fd(sb->vm), o->cancel_fd, boot_timeout_ms(o),
 			     &sb->agent, err);
 	if (r < 0) {
-		if (r != -EINTR) {
+		if (r == -LG_AGENT_SETUP_ERRNO && img->rootfs != NULL) {
+			/* The guest booted but could not mount the image's root disk. */
+			cleanup_free char *why = xstrdup((*err)->msg);
+
+			lg_err_free(err);
+			lg_err_set(err, LG_AGENT_SETUP_ERRNO,
+				   "image '%s': %s; check it with: luminaguard image verify %s%s%s",
+				   img->name, why, img->name,
+				   img->rebuild ? "; rebuild it with: " : "",
+				   img->rebuild ? img->rebuild : "");
+		} else if (r != -EINTR) {
 			cleanup_free char *line = last_console_line(sb->vm);
 			lg_err_wrap(err, "the guest did not start%s%s%s", line ? " (console: " : "",
 				    line ? line : "", line ? ")" : "");
@@ -168,8 +201,55 @@ void lg_sandbox_destroy(struct lg_sandbox *sb)
 	 */
 	lg_netmux_stop(sb->net);
 	lg_agent_free(sb->agent);
+	lg_strv_free(sb->env);
+	free(sb->workdir);
+	free(sb->user);
 	/* Only now: the VMM that used the budget is gone. */
 	if (sb->admission != NULL)
 		lg_admission_release(sb->admission, &sb->cost);
 	free(sb);
+}
+
+int lg_sandbox_exec(struct lg_sandbox *sb, const struct lg_exec_opts *o, struct lg_exec_result *res,
+		    struct lg_err **err)
+{
+	struct lg_exec_opts eo = *o;
+	cleanup_free char **env = NULL;
+	size_t n = 0, m = 0;
+
+	if (sb->env[0] != NULL) {
+		while (sb->env[n] != NULL)
+			n++;
+		while (o->env != NULL && o->env[m] != NULL)
+			m++;
+		/* The agent applies ENV in order, a later KEY replacing an earlier one. */
+		env = xmalloc((n + m + 1) * sizeof(*env));
+		memcpy(env, sb->env, n * sizeof(*env));
+		if (m > 0)
+			memcpy(env + n, o->env, m * sizeof(*env));
+		env[n + m] = NULL;
+		eo.env = env;
+	}
+	if (eo.cwd == NULL)
+		eo.cwd = sb->workdir;
+	if (eo.user == NULL)
+		eo.user = sb->user;
+	return lg_agent_exec(sb->agent, &eo, res, err);
+}
+
+bool lg_exec_user_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 32)
+		return false;
+	if (strspn(s, "0123456789") == n)
+		return n <= 10;
+	if (!(islower((unsigned char)s[0]) || s[0] == '_'))
+		return false;
+	for (size_t i = 1; i < n; i++)
+		if (!islower((unsigned char)s[i]) && !isdigit((unsigned char)s[i]) && s[i] != '_' &&
+		    s[i] != '-')
+			return false;
+	return true;
 }

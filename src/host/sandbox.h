@@ -18,6 +18,12 @@ struct lg_sandbox_opts {
 	enum hv_accel accel; /* AUTO resolves per host */
 	unsigned cpus;	     /* 0: 1 */
 	uint64_t memory_mib; /* 0: 256 */
+	/*
+	 * A root file system image's writable layer in MiB (0: 256).  It is a
+	 * tmpfs in the guest, so it adds to the VM's RAM, its cgroup limit and
+	 * its admission cost; initramfs images have no layer and ignore it.
+	 */
+	uint64_t disk_mib;
 	int cancel_fd;	     /* readable = give up (signal pipe), or -1 */
 	int console_fd;	     /* mirror the guest console here, or -1 */
 	int boot_timeout_ms; /* 0: $LUMINAGUARD_BOOT_TIMEOUT seconds, else 120 s */
@@ -48,9 +54,15 @@ struct lg_sandbox {
 	struct lg_netmux *net;		/* NULL without network */
 	struct lg_admission *admission; /* holds .cost while non-NULL */
 	struct lg_admission_cost cost;
+	/* The image's defaults for every exec (manifest "defaults"); NULL = none. */
+	char **env; /* "K=V", NULL-terminated, never NULL */
+	char *workdir;
+	char *user;
+	uint64_t layer_mib; /* 0: an initramfs image, no layer */
 };
 
 #define LG_DEFAULT_MEMORY_MIB 256u
+#define LG_DEFAULT_DISK_MIB   256u
 
 int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out,
 		      struct lg_err **err);
@@ -59,5 +71,16 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out,
  * backend end the VMM; nothing of the sandbox remains afterwards.  NULL ok.
  */
 void lg_sandbox_destroy(struct lg_sandbox *sb);
+
+/*
+ * lg_agent_exec() with the image's defaults filled in: its environment
+ * under o->env (o->env wins), its working directory and user when o has
+ * none.
+ */
+int lg_sandbox_exec(struct lg_sandbox *sb, const struct lg_exec_opts *o, struct lg_exec_result *res,
+		    struct lg_err **err);
+
+/* True for a user --user/"user" may name: [a-z_][a-z0-9_-]{0,31}, or a uid in decimal. */
+bool lg_exec_user_valid(const char *s);
 
 #endif

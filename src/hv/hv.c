@@ -57,11 +57,22 @@ int hv_config_check(const struct vm_config *cfg, struct lg_err **err)
 		uint64_t host_mib = pages > 0 && psize > 0
 					? (uint64_t)pages * (uint64_t)psize / (1024u * 1024u)
 					: 0;
-		if (host_mib > 0 && cfg->memory_mib > host_mib)
-			return lg_err_set(
-			    err, 0, "memory size %llu MiB exceeds this host's %llu MiB",
-			    (unsigned long long)cfg->memory_mib, (unsigned long long)host_mib);
+		if (host_mib > 0 && hv_guest_ram_mib(cfg) > host_mib)
+			return lg_err_set(err, 0,
+					  "memory size %llu MiB exceeds this host's %llu MiB",
+					  (unsigned long long)hv_guest_ram_mib(cfg),
+					  (unsigned long long)host_mib);
 	}
+	if (cfg->rootfs != NULL &&
+	    (cfg->layer_mib < HV_MIN_LAYER_MIB || cfg->layer_mib > HV_MAX_LAYER_MIB))
+		return lg_err_msg(err, EINVAL, "invalid disk size %llu MiB (must be %u..%u MiB)",
+				  (unsigned long long)cfg->layer_mib, HV_MIN_LAYER_MIB,
+				  HV_MAX_LAYER_MIB);
+	/* A path with a comma would split QEMU's -drive option list. */
+	if (cfg->rootfs != NULL && (cfg->rootfs[0] != '/' || strchr(cfg->rootfs, ',') != NULL))
+		return lg_err_msg(err, EINVAL,
+				  "root disk path %s must be absolute and without commas",
+				  cfg->rootfs);
 	if (cfg->kernel == NULL || cfg->initrd == NULL)
 		return lg_err_msg(err, EINVAL, "no kernel or initramfs given");
 	if (cfg->accel == HV_ACCEL_AUTO)

@@ -65,6 +65,18 @@ struct vm_config {
 	const char *kernel;  /* uncompressed ELF vmlinux (PVH entry) */
 	const char *initrd;  /* newc cpio */
 	const char *cmdline; /* extra kernel command-line words, may be NULL */
+	/*
+	 * A root file system image (erofs), or NULL when the initramfs is the
+	 * whole guest.  It becomes a read-only virtio-blk disk with the virtio
+	 * serial HV_ROOT_DISK_SERIAL: shared by every VM of the image, never
+	 * written (docs/images.md).
+	 */
+	const char *rootfs;
+	/*
+	 * With rootfs: the guest's writable layer in MiB, a tmpfs upper of an
+	 * overlay in guest RAM, so the VM's RAM is memory_mib + layer_mib.
+	 */
+	uint64_t layer_mib;
 	enum hv_accel accel; /* resolved, never AUTO */
 	int console_fd;	     /* if >= 0, the guest console is copied here too */
 	/*
@@ -78,8 +90,12 @@ struct vm_config {
 	const struct jail_opts *jail;
 };
 
-#define HV_MAX_CPUS	  64u
-#define HV_MIN_MEMORY_MIB 64u
+#define HV_MAX_CPUS 64u
+/* The virtio serial lg-agent finds the root disk by (virtio-mmio probe order is not ours). */
+#define HV_ROOT_DISK_SERIAL "lg-root"
+#define HV_MIN_LAYER_MIB    16u
+#define HV_MAX_LAYER_MIB    (256u * 1024u)
+#define HV_MIN_MEMORY_MIB   64u
 /*
  * The VMM's memory beyond guest RAM, for the cgroup limit and for
  * admission: TCG's translation buffer (bounded by the backend's tb-size),
@@ -136,6 +152,12 @@ extern const struct hv_backend *const hv_backends[];
 
 /* Finds a backend by name; NULL name means the default.  -ENOENT if none. */
 int hv_backend_find(const char *name, const struct hv_backend **out, struct lg_err **err);
+
+/* Guest RAM of a VM: its memory plus its writable layer (both live in guest RAM). */
+static inline uint64_t hv_guest_ram_mib(const struct vm_config *cfg)
+{
+	return cfg->memory_mib + (cfg->rootfs != NULL ? cfg->layer_mib : 0);
+}
 
 /* Checks a configuration before any process starts. */
 int hv_config_check(const struct vm_config *cfg, struct lg_err **err);

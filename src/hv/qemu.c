@@ -264,8 +264,15 @@ char *hv_qemu_kernel_cmdline(enum hv_accel accel, const char *extra)
 static void build_argv(struct argv_builder *a, const char *bin, const struct vm_config *cfg,
 		       const struct jail_opts *jo)
 {
-	cleanup_free char *cmdline = hv_qemu_kernel_cmdline(cfg->accel, cfg->cmdline);
+	cleanup_free char *extra = NULL;
+	cleanup_free char *cmdline = NULL;
 
+	/* lg-agent reads these to mount the root disk and size the layer (guest/init.c). */
+	if (cfg->rootfs != NULL)
+		extra =
+		    xasprintf("lg.root=erofs lg.layer=%llu%s%s", (unsigned long long)cfg->layer_mib,
+			      cfg->cmdline ? " " : "", cfg->cmdline ? cfg->cmdline : "");
+	cmdline = hv_qemu_kernel_cmdline(cfg->accel, extra != NULL ? extra : cfg->cmdline);
 	argv_add(a, "%s", bin);
 	argv_add(a, "-M");
 	/*
@@ -283,7 +290,7 @@ static void build_argv(struct argv_builder *a, const char *bin, const struct vm_
 	argv_add(a, "-smp");
 	argv_add(a, "%u", cfg->cpus);
 	argv_add(a, "-m");
-	argv_add(a, "%llu", (unsigned long long)cfg->memory_mib);
+	argv_add(a, "%llu", (unsigned long long)hv_guest_ram_mib(cfg));
 	argv_add(a, "-nodefaults");
 	argv_add(a, "-no-user-config");
 	argv_add(a, "-nographic");
@@ -320,6 +327,20 @@ static void build_argv(struct argv_builder *a, const char *bin, const struct vm_
 		argv_add(a, "socket,id=net,fd=%d", QEMU_FD_NET);
 		argv_add(a, "-device");
 		argv_add(a, "virtserialport,chardev=net,name=%s", LG_NET_PORT_NAME);
+	}
+	if (cfg->rootfs != NULL) {
+		/*
+		 * The base image, shared by every VM of the image: readonly=on
+		 * opens the file O_RDONLY and makes virtio-blk report a read-only
+		 * disk, so neither this QEMU nor its guest can change what the
+		 * next sandbox boots.  It is the only disk: the writable layer
+		 * is guest RAM, so a snapshot holds it and nothing needs hotplug
+		 * (docs/images.md).
+		 */
+		argv_add(a, "-drive");
+		argv_add(a, "file=%s,if=none,id=lgroot,format=raw,readonly=on", cfg->rootfs);
+		argv_add(a, "-device");
+		argv_add(a, "virtio-blk-device,drive=lgroot,serial=%s", HV_ROOT_DISK_SERIAL);
 	}
 }
 
@@ -446,10 +467,13 @@ static int qemu_spawn(const struct vm_config *cfg, struct vm **out, struct lg_er
 	tcg_mod = cfg->accel == HV_ACCEL_TCG ? tcg_module(bin) : NULL;
 	{
 		const char *modules[] = {tcg_mod, NULL};
-		const char *files[2 + ARRAY_SIZE(qemu_firmware) + 1] = {cfg->kernel, cfg->initrd};
+		/* The root disk, when there is one, is mounted read-only like the kernel. */
+		const char *files[3 + ARRAY_SIZE(qemu_firmware) + 1] = {cfg->kernel, cfg->initrd};
 		int pass[4] = {pairs[0][1], pairs[1][1], pairs[2][1], cfg->net_fd};
 		size_t nf = 2;
 
+		if (cfg->rootfs != NULL)
+			files[nf++] = cfg->rootfs;
 		for (size_t i = 0; firmware[i] != NULL; i++)
 			files[nf++] = firmware[i];
 		files[nf] = NULL;
@@ -463,7 +487,7 @@ static int qemu_spawn(const struct vm_config *cfg, struct vm **out, struct lg_er
 		    .pass_fds = pass,
 		    .n_pass_fds = cfg->net_fd >= 0 ? 4 : 3,
 		    .stderr_fd = errpipe[1],
-		    .memory_bytes = (cfg->memory_mib + HV_VMM_OVERHEAD_MIB) << 20,
+		    .memory_bytes = (hv_guest_ram_mib(cfg) + HV_VMM_OVERHEAD_MIB) << 20,
 		    .pids_max = VMM_PIDS_BASE + cfg->cpus,
 		    .cpus = cfg->cpus + 1,
 		    .fsize_bytes = 16u << 20,

@@ -187,6 +187,16 @@ static const struct lg_sc_rule qemu_rules[] = {
     ALLOW("shutdown"),
     ALLOW("fcntl"),
     /*
+     * The root disk of a rootfs image (TRACED, issue 9: boot, python3,
+     * a full walk of the file system, writes to the layer and an attempted
+     * write to /dev/vda): file-posix reads it with preadv from its thread
+     * pool; the image is opened read-only (readonly=on), so no pwritev,
+     * fdatasync or fallocate is ever needed, and a write the guest tries
+     * is refused by virtio-blk before it reaches the host.  fcntl (above)
+     * takes the image's shared OFD lock.
+     */
+    ALLOW("preadv"),
+    /*
      * Signals (TRACED: handler set-up and masks).  rt_sigreturn
      * (REASONED): returning from any handler; QEMU handles SIGTERM, SIGINT
      * and SIGHUP (termsig_handler), SIGBUS under KVM and SIG_IPI kicks.

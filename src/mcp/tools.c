@@ -148,6 +148,7 @@ struct exec_args {
 	char **env;
 	size_t envc;
 	const char *cwd;
+	const char *user;
 	const char *stdin_text;
 	uint32_t timeout_ms;
 };
@@ -179,10 +180,15 @@ static int parse_exec_args(const json_t *args, struct exec_args *e, char *why, s
 	memset(e, 0, sizeof(*e));
 	if (arg_str(args, "command", false, &command, why, whylen) < 0 ||
 	    arg_str(args, "cwd", false, &e->cwd, why, whylen) < 0 ||
+	    arg_str(args, "user", false, &e->user, why, whylen) < 0 ||
 	    arg_str(args, "stdin", false, &e->stdin_text, why, whylen) < 0 ||
 	    arg_uint(args, "timeout", 0, MAX_TIMEOUT_S, 0, &timeout_s, why, whylen) < 0)
 		return -1;
 	e->timeout_ms = (uint32_t)(timeout_s * 1000u);
+	if (e->user != NULL && !lg_exec_user_valid(e->user)) {
+		snprintf(why, whylen, "user must be a user name of the image or a numeric uid");
+		return -1;
+	}
 	if ((command == NULL) == (argv == NULL || json_is_null(argv))) {
 		snprintf(why, whylen, "give exactly one of command (a shell command line) or argv");
 		return -1;
@@ -253,6 +259,7 @@ static json_t *run_exec(struct lg_sandbox *lsb, const struct exec_args *e, int c
 	    .argv = e->argv,
 	    .env = e->env,
 	    .cwd = e->cwd,
+	    .user = e->user,
 	    .timeout_ms = e->timeout_ms,
 	    .stdin_fd = -1,
 	    .stdin_data = e->stdin_text,
@@ -265,7 +272,7 @@ static json_t *run_exec(struct lg_sandbox *lsb, const struct exec_args *e, int c
 	json_t *st;
 	char *text;
 
-	if (lg_agent_exec(lsb->agent, &o, &res, &err) < 0) {
+	if (lg_sandbox_exec(lsb, &o, &res, &err) < 0) {
 		json_t *r = tool_error("exec failed: %s", err->msg);
 		*broken = lg_agent_ping(lsb->agent, NULL) < 0;
 		lg_err_free(&err);
@@ -297,7 +304,7 @@ static json_t *run_exec(struct lg_sandbox *lsb, const struct exec_args *e, int c
 /* ---- the tools ---- */
 
 struct vm_args {
-	uint64_t cpus, memory, idle;
+	uint64_t cpus, memory, disk, idle;
 	const char *image;
 };
 
@@ -306,6 +313,8 @@ static int parse_vm_args(const json_t *args, struct vm_args *v, char *why, size_
 	return arg_uint(args, "cpus", 1, HV_MAX_CPUS, 1, &v->cpus, why, whylen) < 0 ||
 		       arg_uint(args, "memory", HV_MIN_MEMORY_MIB, 64 * 1024, LG_DEFAULT_MEMORY_MIB,
 				&v->memory, why, whylen) < 0 ||
+		       arg_uint(args, "disk", HV_MIN_LAYER_MIB, HV_MAX_LAYER_MIB,
+				LG_DEFAULT_DISK_MIB, &v->disk, why, whylen) < 0 ||
 		       arg_str(args, "image", false, &v->image, why, whylen) < 0
 		   ? -1
 		   : 0;
@@ -324,6 +333,7 @@ static int boot(struct mcp_session *ss, const struct vm_args *v, struct lg_sandb
 	    .accel = ss->srv->o.accel,
 	    .cpus = (unsigned)v->cpus,
 	    .memory_mib = v->memory,
+	    .disk_mib = v->disk,
 	    .cancel_fd = -1,
 	    .console_fd = -1,
 	    .jail = ss->srv->o.jail,
@@ -659,12 +669,16 @@ static json_t *t_list(struct mcp_session *ss, struct mcp_call *call, const json_
 	"stdin\"},"                                                                                \
 	"\"env\": {\"type\": \"object\", \"additionalProperties\": {\"type\": \"string\"}},"       \
 	"\"cwd\": {\"type\": \"string\", \"description\": \"absolute working directory\"},"        \
+	"\"user\": {\"type\": \"string\", \"description\": \"run as this user of the image "       \
+	"(a name or a numeric uid; default: the image's default user, else root)\"},"              \
 	"\"timeout\": {\"type\": \"integer\", \"minimum\": 0, \"description\": \"seconds; the "    \
 	"command is killed after it (0: none)\"}"
 #define VM_PROPS                                                                                   \
 	"\"cpus\": {\"type\": \"integer\", \"minimum\": 1, \"maximum\": 64},"                      \
 	"\"memory\": {\"type\": \"integer\", \"minimum\": 64, \"description\": \"MiB\"},"          \
-	"\"image\": {\"type\": \"string\", \"description\": \"guest image name\"}"
+	"\"image\": {\"type\": \"string\", \"description\": \"guest image name\"},"                \
+	"\"disk\": {\"type\": \"integer\", \"minimum\": 16, \"description\": \"MiB of writable "   \
+	"layer over a root file system image (default 256); gone with the sandbox\"}"
 #define SANDBOX_ID "\"sandbox_id\": {\"type\": \"string\"}"
 
 static const struct tool tools[] = {

@@ -52,12 +52,14 @@ took=$(( $(date +%s) - start ))
 check "--timeout kills the command (exit 124)" "$([ $rc = 124 ] && [ $took -lt 40 ] && grep -q 'timed out' "$TMP/err"; echo $?)" "rc=$rc took=${took}s" "$(cat "$TMP/err")"
 
 # --- options reach the guest ---
-out=$("$LG" run --cpus 2 --memory 300 --env GREETING=hi --workdir /tmp -- sh -c 'echo "$GREETING $(pwd) $(nproc)"; grep MemTotal /proc/meminfo' </dev/null); rc=$?
+# (guest RAM is --memory plus the --disk layer, which is a tmpfs in it)
+out=$("$LG" run --cpus 2 --memory 300 --disk 32 --env GREETING=hi --workdir /tmp -- sh -c 'echo "$GREETING $(pwd) $(nproc)"; grep MemTotal /proc/meminfo; df -k / | tail -1' </dev/null); rc=$?
 mem_kb=$(echo "$out" | awk '/MemTotal/ {print $2}')
-check "--cpus --memory --env --workdir apply in the guest" "$([ $rc = 0 ] && [[ "$out" == "hi /tmp 2"* ]] && [ "${mem_kb:-0}" -gt 200000 ] && [ "${mem_kb:-0}" -lt 310000 ]; echo $?)" "rc=$rc out=$out"
+layer_kb=$(echo "$out" | awk 'END {print $2}')
+check "--cpus --memory --disk --env --workdir apply in the guest" "$([ $rc = 0 ] && [[ "$out" == "hi /tmp 2"* ]] && [ "${mem_kb:-0}" -gt 230000 ] && [ "${mem_kb:-0}" -lt 345000 ] && [ "${layer_kb:-0}" = 32768 ]; echo $?)" "rc=$rc out=$out"
 
 # --- bad input: one line, non-zero exit, no VM started ---
-for args in "--cpus 0 -- true" "--memory 10 -- true" "--memory 99999999 -- true" "--accel warp -- true" "--bogus -- true" "--env X -- true" ""; do
+for args in "--cpus 0 -- true" "--disk 1 -- true" "--user 'a b' -- true" "--memory 10 -- true" "--memory 99999999 -- true" "--accel warp -- true" "--bogus -- true" "--env X -- true" ""; do
 	# shellcheck disable=SC2086
 	"$LG" run $args >"$TMP/out" 2>"$TMP/err" </dev/null; rc=$?
 	lines=$(wc -l <"$TMP/err")

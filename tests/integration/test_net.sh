@@ -56,7 +56,8 @@ LPORT=$((20000 + ID % 20000))
 # "nothing is left" check (other VMs may run on the host at the same time).
 MEM=237
 PIDS=()
-IMAGE=default
+# busybox's wget and nc are the clients (the Debian image has neither).
+IMAGE=tiny
 OWN_IMAGE=""
 
 ok() { N=$((N + 1)); PASS=$((PASS + 1)); echo "ok $N - $1"; }
@@ -88,9 +89,9 @@ trap 'cleanup; rm -rf "$TMP"' EXIT
 agent=$(dirname "$LG")/lg-agent
 home=${LUMINAGUARD_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/luminaguard}
 want="sha256:$(sha256sum "$agent" | cut -d' ' -f1)"
-if ! grep -q "\"agent\": \"$want\"" "$home/images/default/manifest.json" 2>/dev/null; then
+if ! grep -q "\"agent\": \"$want\"" "$home/images/tiny/manifest.json" 2>/dev/null; then
 	OWN_IMAGE=net-e2e-$ID
-	echo "# the default image carries another lg-agent; building $OWN_IMAGE from $agent"
+	echo "# the tiny image carries another lg-agent; building $OWN_IMAGE from $agent"
 	if ! "$LG" image build -n "$OWN_IMAGE" --agent "$agent" >/dev/null 2>"$TMP/err"; then
 		echo "Bail out! cannot build a test image: $(cat "$TMP/err")"
 		OWN_IMAGE=""

@@ -51,13 +51,14 @@ describe('admission and paths', { timeout: 300_000 }, () => {
   });
 
   it('memory is a host-wide budget over all VMs', async () => {
-    // One 256 MiB guest + 192 MiB VMM overhead = 448 MiB fits 600; a second does not.
+    // One 256 MiB guest + a 64 MiB writable layer (guest RAM too) + 192 MiB
+    // VMM overhead = 512 MiB fits 600; a second does not, even a small one.
     const srv = await startStdio({ extra: ['--max-memory', '600'] });
     try {
       const { client } = srv;
-      const created = await call(client, 'sandbox_create', { memory: 256 });
+      const created = await call(client, 'sandbox_create', { memory: 256, disk: 64 });
       assert.equal(created.isError, false, resultText(created));
-      const run = await call(client, 'sandbox_run', { command: 'true', memory: 128 });
+      const run = await call(client, 'sandbox_run', { command: 'true', memory: 64, disk: 16 });
       assert.equal(run.isError, true);
       assert.match(resultText(run), /memory budget of 600 MiB/);
       assert.equal(srv.qemu().length, 1);

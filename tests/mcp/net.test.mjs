@@ -47,7 +47,8 @@ describe('sandbox network through the egress proxy', { timeout: 300_000 }, () =>
       elicitation: true, clientName: 'lg-net-approver',
       extra: ['--net', `allow=127.0.0.1:${ctx.portA},127.0.0.1:${ctx.portB}`],
     });
-    const r = await call(ctx.srv.client, 'sandbox_create', {});
+    // busybox's wget is the client (the Debian default image has none).
+    const r = await call(ctx.srv.client, 'sandbox_create', { image: 'tiny' });
     assert.equal(r.isError, false, resultText(r));
     ctx.id = r.structuredContent.sandbox_id;
   });
