@@ -122,8 +122,12 @@ int main(int argc, char **argv)
 	snprintf(initrd, sizeof(initrd), "%s/initramfs.cpio", img);
 	const char *accel = getenv("BENCH_ACCEL") ? getenv("BENCH_ACCEL") : "tcg";
 
-	char *lg_echo[] = {lg, "run", "--accel", (char *)accel, "--", "echo", "x", NULL};
-	char *lg_true[] = {lg, "run", "--accel", (char *)accel, "--", "true", NULL};
+	/* luminaguard boots the same image: its name is the directory's. */
+	char *name = strrchr(img, '/') != NULL ? strrchr(img, '/') + 1 : img;
+	char *lg_echo[] = {lg,	 "run", "--accel", (char *)accel, "--image",
+			   name, "--",	"echo",	   "x",		  NULL};
+	char *lg_true[] = {lg,	 "run", "--accel", (char *)accel, "--image",
+			   name, "--",	"true",	   NULL};
 	char *env_debug[] = {"LUMINAGUARD_LOG=debug", NULL};
 	/* The backend's own command line, so the peer boots the same way. */
 	char *cmdline = hv_qemu_kernel_cmdline(

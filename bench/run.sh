@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 home=${LUMINAGUARD_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/luminaguard}
 ninja -C build bench/bench-boot >/dev/null
-exec build/bench/bench-boot -n "${1:-10}" build/luminaguard "$home/images/default"
+exec build/bench/bench-boot -n "${1:-10}" build/luminaguard "$home/images/tiny"

@@ -1,7 +1,9 @@
 #!/bin/bash
 # Sets up LuminaGuard on a Debian/Ubuntu machine: installs what is missing
 # from Debian's packages, builds, fetches the guest kernel (without touching
-# /boot) and builds the default guest image.  Idempotent: a second run only
+# /boot) and builds the guest images: "default", a Debian root file system
+# with python3 (the sandbox an agent works in), and "tiny", the busybox
+# initramfs alone (the fastest start).  Idempotent: a second run only
 # rebuilds what changed.
 #
 #   scripts/setup.sh            # build into ./build
@@ -19,7 +21,7 @@ fi
 
 PKGS=(gcc libc6-dev meson ninja-build pkg-config libjansson-dev liblzma-dev
 	qemu-system-x86 busybox-static xz-utils cpio kmod libcmocka-dev libmicrohttpd-dev
-	libseccomp-dev)
+	libseccomp-dev mmdebstrap erofs-utils uidmap zstd)
 if [ "${SETUP_TEST_DEPS:-0}" = 1 ]; then
 	PKGS+=(clang libclang-rt-14-dev procps iproute2)
 	# The MCP protocol tests (tests/mcp) run the official MCP SDK on node >= 18;
@@ -49,11 +51,19 @@ ninja -C "$BUILD" >/dev/null
 say "fetching the guest kernel"
 scripts/fetch-kernel.sh >/dev/null
 
-# Rebuild the image when it is missing or older than the agent it carries.
+# Rebuild an image when it is missing, older than the agent it carries, or
+# (for "default") made by a version whose default had no Debian root.
 home=${LUMINAGUARD_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/luminaguard}
-manifest="$home/images/default/manifest.json"
-if [ ! -f "$manifest" ] || [ "$BUILD/lg-agent" -nt "$manifest" ]; then
-	say "building the default guest image"
-	"$BUILD/luminaguard" image build >/dev/null
+stale() { # stale NAME: true if images/NAME must be (re)built
+	local m="$home/images/$1/manifest.json"
+	[ ! -f "$m" ] || [ "$BUILD/lg-agent" -nt "$m" ]
+}
+if stale tiny; then
+	say "building the guest image \"tiny\" (busybox)"
+	"$BUILD/luminaguard" image build --name tiny >/dev/null
 fi
-say "ready: $BUILD/luminaguard run -- uname -a"
+if stale default || ! grep -q '"rootfs.erofs"' "$home/images/default/manifest.json"; then
+	say "building the guest image \"default\" (Debian with python3; a minute or two)"
+	"$BUILD/luminaguard" image build --name default --packages python3 >/dev/null
+fi
+say "ready: $BUILD/luminaguard run -- python3 -c 'print(6*7)'"
