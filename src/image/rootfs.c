@@ -48,6 +48,8 @@ extern char **environ;
 /* mmdebstrap's special hooks see these paths inside the root; removed by the build script. */
 #define HOOK_DIR    "/tmp"
 #define HOOK_SCRIPT HOOK_DIR "/lg-build.sh"
+/* How the build script's own error lines start. */
+#define BUILD_TAG "lg-build: "
 
 static void progress(void (*fn)(void *, const char *), void *data, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -83,15 +85,15 @@ static char *find_program(const char *prog)
 	return NULL;
 }
 
-/* The last non-empty line of what fd (a memfd) holds, printable, at most ERR_LINE_MAX bytes;
- * prefer the last line starting with prefer (e.g. "E: ") when there is one. */
+/* The last non-empty line of what fd (a memfd) holds, printable, at most ERR_LINE_MAX bytes:
+ * the build script's own (BUILD_TAG) if any, else the last starting with prefer ("E: "). */
 static void last_line(int fd, const char *prefer, char *out, size_t outsz)
 {
 	char buf[8192];
 	off_t size = lseek(fd, 0, SEEK_END);
 	off_t off = size > (off_t)sizeof(buf) - 1 ? size - (off_t)sizeof(buf) + 1 : 0;
 	ssize_t n = size > 0 ? pread(fd, buf, (size_t)(size - off), off) : 0;
-	char *best = NULL, *last = NULL;
+	char *best = NULL, *last = NULL, *ours = NULL;
 
 	out[0] = '\0';
 	if (n <= 0)
@@ -104,9 +106,13 @@ static void last_line(int fd, const char *prefer, char *out, size_t outsz)
 		if (line[0] == '\0')
 			continue;
 		last = line;
-		if (prefer && strncmp(line, prefer, strlen(prefer)) == 0)
+		if (strncmp(line, BUILD_TAG, strlen(BUILD_TAG)) == 0)
+			ours = line;
+		else if (prefer && strncmp(line, prefer, strlen(prefer)) == 0)
 			best = line;
 	}
+	if (ours)
+		best = ours;
 	if (best == NULL)
 		best = last;
 	if (best == NULL)
@@ -939,7 +945,11 @@ static int write_script(const struct lg_image_spec *spec, const char *path, stru
 	if (f == NULL)
 		return lg_err_sys(err, "create %s", path);
 	fputs("# written by luminaguard image build; removes itself\nset -e\nrm -f " HOOK_SCRIPT
-	      "\n",
+	      "\n"
+	      /* The failing run command is named in the one line the user sees. */
+	      "lg_cmd=\n"
+	      "trap 'rc=$?; [ $rc -eq 0 ] || [ -z \"$lg_cmd\" ] || echo \"" BUILD_TAG
+	      "run command failed (exit $rc): $lg_cmd\" >&2' EXIT\n",
 	      f);
 	for (size_t i = 0; i < spec->nfiles; i++) {
 		const struct lg_image_file *fi = &spec->files[i];
@@ -958,7 +968,11 @@ static int write_script(const struct lg_image_spec *spec, const char *path, stru
 		fputs("dst=", f);
 		sh_quote(f, fi->dst);
 		fprintf(f,
-			"\nmkdir -p \"$(dirname \"$dst\")\"\nrm -rf \"$dst\"\nmv %s \"$dst\"\n"
+			"\nmkdir -p \"$(dirname \"$dst\")\"\n"
+			"if [ -d \"$dst\" ] && [ ! -L \"$dst\" ]; then\n"
+			"  echo \"" BUILD_TAG
+			"file $dst: a directory in the image\" >&2; exit 1\nfi\n"
+			"rm -f \"$dst\"\nmv %s \"$dst\"\n"
 			"chown 0:0 \"$dst\"\nchmod %04o \"$dst\"\n",
 			tmp, mode);
 	}
@@ -975,8 +989,11 @@ static int write_script(const struct lg_image_spec *spec, const char *path, stru
 		fputc('\n', f);
 	}
 	/* The commands are shell by design: written as given, one per line, under set -e. */
-	for (char **r = spec->run; r && *r; r++)
-		fprintf(f, "%s\n", *r);
+	for (char **r = spec->run; r && *r; r++) {
+		fputs("lg_cmd=", f);
+		sh_quote(f, *r);
+		fprintf(f, "\n%s\n", *r);
+	}
 	if (fflush(f) != 0 || ferror(f))
 		return lg_err_sys(err, "write %s", path);
 	return 0;
