@@ -33,6 +33,8 @@
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/statfs.h>
+#include <linux/magic.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -608,13 +610,69 @@ undo_layer:
 }
 
 /*
+ * Empties the old root (the initramfs: the agent and the modules, a few MiB
+ * of guest RAM that nothing uses after the switch), as switch_root(8) does.
+ * It is reachable only through dirfd now.  Never crosses into another file
+ * system: the staging mounts (the base and the layer) are mounted on
+ * directories of it, and fstatat on such a name reports the mounted root,
+ * with its own st_dev.  Errors are ignored: this only frees memory.
+ */
+static void delete_contents(int dirfd, dev_t rootdev, int depth)
+{
+	DIR *d;
+	struct dirent *de;
+
+	if (depth > 64)
+		return;
+	d = fdopendir(dirfd);
+	if (d == NULL) {
+		close(dirfd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL) {
+		struct stat st;
+		int sub;
+
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    st.st_dev != rootdev)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			sub = openat(dirfd, de->d_name,
+				     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0)
+				delete_contents(sub, rootdev, depth + 1);
+			unlinkat(dirfd, de->d_name, AT_REMOVEDIR);
+		} else {
+			unlinkat(dirfd, de->d_name, 0);
+		}
+	}
+	closedir(d);
+}
+
+static void free_initramfs(int oldroot)
+{
+	struct statfs sfs;
+	struct stat st;
+
+	/* Only ever a RAM file system: the kernel's rootfs is ramfs or tmpfs. */
+	if (fstatfs(oldroot, &sfs) < 0 || fstat(oldroot, &st) < 0 ||
+	    (sfs.f_type != RAMFS_MAGIC && sfs.f_type != TMPFS_MAGIC)) {
+		close(oldroot);
+		return;
+	}
+	delete_contents(oldroot, st.st_dev, 0);
+}
+
+/*
  * lg.root=erofs: the image's base on the disk with serial ROOT_SERIAL
  * (read-only) under an overlay whose upper layer is a tmpfs of lg.layer
  * MiB, then the mounts of the initramfs moved into it and the root
  * switched, as switch_root(8) does: chdir, MS_MOVE over "/", chroot.
  * (rootfs, the initramfs, cannot be pivot_root'ed.)  The staging mounts
- * stay under the old root, unreachable by path; the initramfs's files
- * are not freed (a few MiB: the agent and the modules).
+ * stay under the old root, unreachable by path; the initramfs's files are
+ * deleted (free_initramfs).
  *
  * On failure the agent stays on the initramfs root and b->err/b->why say
  * why; HELLO carries them and the host gives up on the sandbox.
@@ -622,6 +680,7 @@ undo_layer:
 static int setup_root(struct boot *b)
 {
 	size_t moved = 0;
+	int oldroot;
 	struct stat st;
 
 	if (mount_stage(b) < 0)
@@ -650,18 +709,25 @@ static int setup_root(struct boot *b)
 			goto undo;
 		}
 	}
+	oldroot = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (chdir(STAGE_ROOT) < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0) {
 		boot_fail(b, errno, "root file system: switch root: %s", strerror(errno));
 		if (chdir("/") < 0) {
 			/* Nothing more to undo with. */
 		}
+		if (oldroot >= 0)
+			close(oldroot);
 		goto undo;
 	}
 	/* From here there is no way back: "/" is the overlay's for everyone else. */
 	if (chroot(".") < 0 || chdir("/") < 0) {
 		boot_fail(b, errno, "root file system: chroot: %s", strerror(errno));
+		if (oldroot >= 0)
+			close(oldroot);
 		return -b->err;
 	}
+	if (oldroot >= 0)
+		free_initramfs(oldroot);
 	return 0;
 undo:
 	move_back(moved);
