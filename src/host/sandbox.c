@@ -154,7 +154,7 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, 
 			cleanup_free char *why = xstrdup((*err)->msg);
 
 			lg_err_free(err);
-			lg_err_set(err, LG_AGENT_SETUP_ERRNO,
+			lg_err_msg(err, LG_AGENT_SETUP_ERRNO,
 				   "image '%s': %s; check it with: luminaguard image verify %s%s%s",
 				   img->name, why, img->name,
 				   img->rebuild ? "; rebuild it with: " : "",
