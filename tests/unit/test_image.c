@@ -1877,6 +1877,7 @@ static void test_image_rootfs_debian_fake(void **state)
 			fprintf(stderr, "skipping: %s\n", err->msg);
 			lg_err_free(&err);
 			setenv("PATH", old_path, 1);
+			lg_rm_rf(home);
 			skip();
 		}
 		fail_msg("build: %s", err->msg);
