@@ -89,6 +89,29 @@ if [ $built = 1 ]; then
 	check "an unknown --user is a one-line error" "$([ $rc != 0 ] && one_line "$TMP/err" && grep -q 'nobody-here' "$TMP/err"; echo $?)" "rc=$rc" "$(cat "$TMP/err")"
 fi
 
+# --- the network, timeouts and signals behave as with the initramfs image -------
+if [ $built = 1 ]; then
+	# The in-guest proxy still listens after the switch into the image's
+	# root, and the host refuses a host that is not on the list with 403.
+	out=$("$LG" run --image "$P-py" --user root --net allow=allowed.invalid -- python3 -c '
+import os, socket
+s = socket.create_connection(("127.0.0.1", 3128), timeout=20)
+s.sendall(b"GET http://blocked.invalid/ HTTP/1.1\r\nHost: blocked.invalid\r\nConnection: close\r\n\r\n")
+print(os.environ.get("http_proxy"), s.recv(64).split(b"\r\n")[0].decode())
+' 2>"$TMP/err" </dev/null); rc=$?
+	check "--net: the guest's proxy works from the image's root and refuses an unlisted host" "$([ $rc = 0 ] && [[ $out == "http://127.0.0.1:3128 HTTP/1.1 403"* ]]; echo $?)" "rc=$rc out=$out" "$(tail -3 "$TMP/err")"
+	start=$(date +%s)
+	"$LG" run --image "$P-py" --timeout 2 -- sleep 60 </dev/null 2>"$TMP/err"; rc=$?
+	took=$(($(date +%s) - start))
+	check "--timeout kills a command in the image (exit 124)" "$([ $rc = 124 ] && [ $took -lt 40 ]; echo $?)" "rc=$rc took=${took}s" "$(cat "$TMP/err")"
+	"$LG" run --image "$P-py" -- sleep 60 </dev/null >/dev/null 2>&1 &
+	pid=$!
+	sleep 6
+	kill -INT $pid
+	wait $pid; rc=$?
+	check "SIGINT ends a run in the image and its VM" "$([ $rc = 130 ] && [ -z "$(pgrep -f "qemu-system.*$P-py")" ]; echo $?)" "rc=$rc"
+fi
+
 # --- a handmade tiny rootfs, imported from a tar -------------------------------
 BUSYBOX=/bin/busybox
 mkdir -p "$TMP/tiny/bin" "$TMP/tiny/etc" "$TMP/tiny/root" "$TMP/tiny/tmp" "$TMP/tiny/home/u"
