@@ -124,8 +124,16 @@ int cmd_doctor(int argc, char **argv)
 				if (strcmp(names[i], "default") == 0)
 					have_default = true;
 				if (lg_image_open(names[i], &img, &err) == 0) {
-					printf("image          %s: ok (kernel %s)\n", names[i],
-					       img->kernel_version);
+					if (img->kind == LG_IMAGE_ROOTFS)
+						printf(
+						    "image          %s: ok (rootfs, %u packages, "
+						    "kernel %s)\n",
+						    names[i], img->installed_packages,
+						    img->kernel_version);
+					else
+						printf("image          %s: ok (initramfs, kernel "
+						       "%s)\n",
+						       names[i], img->kernel_version);
 					lg_image_free(img);
 				} else {
 					printf("image          %s: BROKEN: %s\n", names[i],
@@ -139,7 +147,7 @@ int cmd_doctor(int argc, char **argv)
 		}
 		if (!have_default) {
 			printf("image          default: MISSING — build it with: luminaguard image "
-			       "build\n");
+			       "build --packages python3\n");
 			ok = false;
 		}
 	}
