@@ -135,3 +135,14 @@ int lg_base64_decode(const char *s, size_t len, uint8_t **out, size_t *out_len)
 	*out_len = j;
 	return 0;
 }
+
+int lg_hex_digit(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}

@@ -17,6 +17,9 @@ char *lg_utf8_sanitize(const uint8_t *p, size_t n, size_t *out_len);
 
 /* Standard base64 with padding; NUL-terminated, new string. */
 char *lg_base64_encode(const uint8_t *p, size_t n);
+
+/* The value of one hexadecimal digit (either case), or -1 if c is not one. */
+int lg_hex_digit(unsigned char c);
 /*
  * Decodes standard base64 (padding required, no whitespace).  Returns 0 and
  * a new buffer, or -EINVAL on any malformed input.

@@ -150,24 +150,13 @@ static void tok_free(struct tok *t)
 	t->str = NULL;
 }
 
-static int hexval(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Four hex digits at q (q + 4 <= end checked by the caller); -1 if not hex. */
 static long hex4(const unsigned char *q)
 {
 	long v = 0;
 
 	for (int i = 0; i < 4; i++) {
-		int h = hexval(q[i]);
+		int h = lg_hex_digit(q[i]);
 		if (h < 0)
 			return -1;
 		v = v * 16 + h;

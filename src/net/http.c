@@ -10,6 +10,7 @@
  */
 #include "net/egress.h"
 
+#include "common/encoding.h"
 #include "common/util.h"
 
 #include <arpa/inet.h>
@@ -509,17 +510,6 @@ bool lg_http_body_done(const struct lg_http_body *b)
 	return b->state == B_DONE;
 }
 
-static int hexval(uint8_t c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 ssize_t lg_http_body_feed(struct lg_http_body *b, const uint8_t *p, size_t n)
 {
 	size_t i = 0;
@@ -539,11 +529,11 @@ ssize_t lg_http_body_feed(struct lg_http_body *b, const uint8_t *p, size_t n)
 			continue;
 		}
 		case B_SIZE:
-			if (hexval(c) >= 0) {
+			if (lg_hex_digit(c) >= 0) {
 				/* 15 hex digits: under 2^60, no overflow. */
 				if (++b->count > 15)
 					return -EINVAL;
-				b->left = b->left * 16 + hexval(c);
+				b->left = b->left * 16 + lg_hex_digit(c);
 			} else if (b->count == 0) {
 				return -EINVAL;
 			} else if (c == '\r') {
