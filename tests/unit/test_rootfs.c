@@ -21,6 +21,7 @@
 #include "common/util.h"
 #include "image/rootfs.h"
 #include "image/spec.h"
+#include "tarbuild.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -40,62 +41,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* ---- a tiny tar writer (after tests/unit/test_tar.c, with owners) ---- */
-
-struct tb {
-	uint8_t *buf;
-	size_t len, cap;
-};
-
-static void tb_raw(struct tb *t, const void *p, size_t n)
-{
-	if (t->len + n > t->cap) {
-		t->cap = (t->len + n) * 2 + 4096;
-		t->buf = xrealloc(t->buf, t->cap);
-	}
-	memcpy(t->buf + t->len, p, n);
-	t->len += n;
-}
-
-static void tb_pad(struct tb *t)
-{
-	static const uint8_t zeros[512];
-	tb_raw(t, zeros, (512 - t->len % 512) % 512);
-}
-
-static void octal(uint8_t *f, size_t len, uint64_t v)
-{
-	char tmp[32];
-	snprintf(tmp, sizeof(tmp), "%0*llo", (int)len - 1, (unsigned long long)v);
-	memcpy(f, tmp, len - 1);
-	f[len - 1] = '\0';
-}
+/* ---- a tiny tar writer (tarbuild.h), with owners ---- */
 
 static void tb_header(struct tb *t, const char *name, char type, unsigned mode, uint64_t size,
 		      const char *link, unsigned uid, unsigned gid)
 {
-	uint8_t h[512] = {0};
-	unsigned sum = 0;
-
-	memcpy(h, name, strnlen(name, 100));
-	octal(h + 100, 8, mode);
-	octal(h + 108, 8, uid);
-	octal(h + 116, 8, gid);
-	octal(h + 124, 12, size);
-	octal(h + 136, 12, 1234567890);
-	h[156] = (uint8_t)type;
-	if (link)
-		memcpy(h + 157, link, strnlen(link, 100));
-	memcpy(h + 257,
-	       "ustar\0"
-	       "00",
-	       8);
-	memset(h + 148, ' ', 8);
-	for (int i = 0; i < 512; i++)
-		sum += h[i];
-	snprintf((char *)h + 148, 8, "%06o", sum);
-	h[155] = ' ';
-	tb_raw(t, h, 512);
+	tb_header_ids(t, name, type, mode, size, link, uid, gid);
 }
 
 static void tb_file(struct tb *t, const char *name, unsigned mode, unsigned uid, unsigned gid,

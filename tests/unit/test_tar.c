@@ -16,6 +16,7 @@
 #include "common/err.h"
 #include "common/util.h"
 #include "image/tar.h"
+#include "tarbuild.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -27,75 +28,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* ---- a tiny tar writer ---- */
+/* ---- a tiny tar writer (tarbuild.h), owned by 1000:1000 ---- */
 
-struct tb {
-	uint8_t *buf;
-	size_t len, cap;
-};
-
-static void tb_raw(struct tb *t, const void *p, size_t n)
-{
-	if (t->len + n > t->cap) {
-		t->cap = (t->len + n) * 2 + 4096;
-		t->buf = xrealloc(t->buf, t->cap);
-	}
-	memcpy(t->buf + t->len, p, n);
-	t->len += n;
-}
-
-static void tb_pad(struct tb *t)
-{
-	static const uint8_t zeros[512];
-	tb_raw(t, zeros, (512 - t->len % 512) % 512);
-}
-
-static void octal(uint8_t *f, size_t len, uint64_t v)
-{
-	char tmp[32];
-	snprintf(tmp, sizeof(tmp), "%0*llo", (int)len - 1, (unsigned long long)v);
-	memcpy(f, tmp, len - 1);
-	f[len - 1] = '\0';
-}
-
-static void set_checksum(uint8_t *h)
-{
-	unsigned sum = 0;
-
-	memset(h + 148, ' ', 8);
-	for (int i = 0; i < 512; i++)
-		sum += h[i];
-	snprintf((char *)h + 148, 8, "%06o", sum);
-	h[155] = ' ';
-}
-
-/* A ustar header; size is written in base-256 when it does not fit octal. */
 static void tb_header(struct tb *t, const char *name, char type, unsigned mode, uint64_t size,
 		      const char *link)
 {
-	uint8_t h[512] = {0};
-
-	memcpy(h, name, strnlen(name, 100));
-	octal(h + 100, 8, mode);
-	octal(h + 108, 8, 1000);
-	octal(h + 116, 8, 1000);
-	if (size < (1ull << 33)) {
-		octal(h + 124, 12, size);
-	} else {
-		h[124] = 0x80;
-		for (int i = 0; i < 8; i++)
-			h[135 - i] = (uint8_t)(size >> (8 * i));
-	}
-	octal(h + 136, 12, 1234567890);
-	h[156] = (uint8_t)type;
-	if (link)
-		memcpy(h + 157, link, strnlen(link, 100));
-	memcpy(h + 257,
-	       "ustar\0"
-	       "00",
-	       8);
-	set_checksum(h);
-	tb_raw(t, h, 512);
+	tb_header_ids(t, name, type, mode, size, link, 1000, 1000);
 }
 
 static void tb_file(struct tb *t, const char *name, unsigned mode, const char *data)
@@ -572,7 +510,7 @@ static void h_negative_size(struct tb *t)
 {
 	tb_header(t, "neg", '0', 0644, 0, NULL);
 	t->buf[t->len - 512 + 124] = 0xff; /* base-256, negative */
-	set_checksum(t->buf + t->len - 512);
+	tb_set_checksum(t->buf + t->len - 512);
 }
 
 static void h_pax_sparse(struct tb *t)
@@ -842,11 +780,11 @@ static void test_reader(void **state)
 	/* A v7-style header with a base-256 uid and a signed-sum checksum. */
 	memset(h, 0, sizeof(h));
 	memcpy(h, "three\xff", 6);
-	octal(h + 100, 8, 0755);
+	tb_octal(h + 100, 8, 0755);
 	h[108] = 0x80;
 	h[115] = 7;
-	octal(h + 116, 8, 0);
-	octal(h + 124, 12, 0);
+	tb_octal(h + 116, 8, 0);
+	tb_octal(h + 124, 12, 0);
 	h[156] = '5';
 	{
 		int sum = 0;
