@@ -210,6 +210,13 @@ void lg_sandbox_destroy(struct lg_sandbox *sb)
 	free(sb);
 }
 
+int lg_sandbox_kill(struct lg_sandbox *sb)
+{
+	if (sb == NULL || sb->vm == NULL)
+		return -ESRCH;
+	return sb->backend->kill(sb->vm);
+}
+
 int lg_sandbox_exec(struct lg_sandbox *sb, const struct lg_exec_opts *o, struct lg_exec_result *res,
 		    struct lg_err **err)
 {

@@ -73,6 +73,15 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out,
 void lg_sandbox_destroy(struct lg_sandbox *sb);
 
 /*
+ * Kills the sandbox's VMM now (the backend's kill op: through its pidfd,
+ * never a bare pid).  For ending a command that must not finish, e.g. when
+ * its client is gone: the call running in it then fails at once.  Callable
+ * from any thread while the sandbox is not being destroyed; destroy still
+ * has to run.  0, or -ESRCH when the VMM is gone already.
+ */
+int lg_sandbox_kill(struct lg_sandbox *sb);
+
+/*
  * lg_agent_exec() with the image's defaults filled in: its environment
  * under o->env (o->env wins), its working directory and user when o has
  * none.

@@ -134,6 +134,19 @@ struct hv_backend {
 	 * returns no process, fd or file of this VM remains.  Frees vm.
 	 */
 	void (*destroy)(struct vm *vm);
+	/*
+	 * Kills the VMM now (SIGKILL) through the pidfd the backend holds, so
+	 * the signal reaches this VM's process and never one that reused its
+	 * pid after a reap.  Callable from any thread until destroy.  0, or
+	 * -ESRCH when the VMM is already gone.  destroy still has to run.
+	 */
+	int (*kill)(struct vm *vm);
+	/*
+	 * An fd that polls readable once the VMM has exited (its pidfd), for
+	 * noticing a crash, a seccomp kill or an OOM kill at once; -1 if the
+	 * kernel has no pidfds.  Owned by the VM, valid until destroy.
+	 */
+	int (*exit_fd)(struct vm *vm);
 	/* Last bytes of the guest console, for error messages.  New string. */
 	char *(*console_tail)(struct vm *vm);
 };

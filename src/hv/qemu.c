@@ -649,6 +649,30 @@ static int qemu_wait(struct vm *vm, int timeout_ms)
 	return 1;
 }
 
+/*
+ * Signals QEMU through its pidfd: a pid can be reaped (by qemu_wait on
+ * another thread) and reused by an unrelated process, a pidfd cannot.
+ * Without pidfds (Linux before 5.3) the pid is used while not reaped.
+ */
+static int signal_vmm(struct qemu_vm *q, int sig)
+{
+	if (q->pidfd >= 0)
+		return syscall(SYS_pidfd_send_signal, q->pidfd, sig, NULL, 0) < 0 ? -errno : 0;
+	if (q->reaped || q->vm.pid <= 0)
+		return -ESRCH;
+	return kill(q->vm.pid, sig) < 0 ? -errno : 0;
+}
+
+static int qemu_kill(struct vm *vm)
+{
+	return signal_vmm((struct qemu_vm *)vm, SIGKILL);
+}
+
+static int qemu_exit_fd(struct vm *vm)
+{
+	return ((struct qemu_vm *)vm)->pidfd;
+}
+
 /* Ends QEMU and releases every host resource of the VM except q itself. */
 static void qemu_teardown(struct qemu_vm *q)
 {
@@ -657,7 +681,7 @@ static void qemu_teardown(struct qemu_vm *q)
 		if (q->qmp.fd >= 0)
 			qmp_execute(&q->qmp, "quit", NULL, NULL, 1000, NULL);
 		if (!qemu_wait(&q->vm, 2000)) {
-			kill(q->vm.pid, SIGKILL);
+			signal_vmm(q, SIGKILL);
 			reap(q, true);
 		}
 	}
@@ -736,4 +760,6 @@ const struct hv_backend hv_backend_qemu = {
     .wait = qemu_wait,
     .destroy = qemu_destroy,
     .console_tail = qemu_console_tail,
+    .kill = qemu_kill,
+    .exit_fd = qemu_exit_fd,
 };

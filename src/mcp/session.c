@@ -712,9 +712,8 @@ void mcp_session_close(struct mcp_session *ss)
 	 */
 	pthread_mutex_lock(&s->lock);
 	for (struct mcp_sandbox *sb = s->sandboxes; sb != NULL; sb = sb->next)
-		if (sb->owner == ss && sb->busy > 0 && sb->sb != NULL && sb->sb->vm != NULL &&
-		    sb->sb->vm->pid > 0)
-			kill(sb->sb->vm->pid, SIGKILL);
+		if (sb->owner == ss && sb->busy > 0 && sb->sb != NULL)
+			lg_sandbox_kill(sb->sb);
 	pthread_mutex_unlock(&s->lock);
 
 	pthread_mutex_lock(&ss->lock);
@@ -897,8 +896,8 @@ void mcp_sandbox_put(struct mcp_server *s, struct mcp_sandbox *sb)
 static void sandbox_free(struct mcp_server *s, struct mcp_sandbox *sb)
 {
 	pthread_mutex_lock(&s->lock);
-	if (sb->busy > 0 && sb->sb != NULL && sb->sb->vm != NULL && sb->sb->vm->pid > 0)
-		kill(sb->sb->vm->pid, SIGKILL); /* not reaped yet: the pid is still ours */
+	if (sb->busy > 0 && sb->sb != NULL)
+		lg_sandbox_kill(sb->sb);
 	while (sb->busy > 0)
 		pthread_cond_wait(&s->idle, &s->lock);
 	pthread_mutex_unlock(&s->lock);

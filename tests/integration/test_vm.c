@@ -14,6 +14,8 @@
 #include "host/sandbox.h"
 
 #include <dirent.h>
+#include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -463,6 +465,42 @@ static void test_poweroff_refused(void **state)
 	lg_sandbox_destroy(sb);
 }
 
+/*
+ * The backend's kill op ends the VMM through its pidfd, and its exit fd
+ * says so at once: what a service watching its VMs (issue 10) relies on
+ * to notice a dead VMM within a second.  The next command fails instead
+ * of hanging, and destroy leaves nothing.
+ */
+static void test_kill_op(void **state)
+{
+	struct lg_sandbox *sb = boot_image("tiny");
+	char *echo[] = {"echo", "alive", NULL};
+	struct lg_exec_result res;
+	struct capture c = {0};
+	int efd = sb->backend->exit_fd(sb->vm);
+	pid_t pid = sb->vm->pid;
+	uint64_t t0;
+
+	(void)state;
+	/* As every front end does: a write to the dead VM's channel is EPIPE, not a death. */
+	signal(SIGPIPE, SIG_IGN);
+	assert_true(efd >= 0);
+	struct pollfd pfd = {.fd = efd, .events = POLLIN};
+	assert_int_equal(poll(&pfd, 1, 0), 0); /* running: not readable */
+	t0 = lg_now_ms();
+	assert_int_equal(lg_sandbox_kill(sb), 0);
+	assert_int_equal(poll(&pfd, 1, 1000), 1);
+	assert_true(lg_now_ms() - t0 < 1000);
+	struct lg_exec_opts o = {
+	    .cancel_fd = -1, .argv = echo, .stdin_fd = -1, .on_output = capture_cb, .ctx = &c};
+	struct lg_err *err = NULL;
+	assert_true(lg_agent_exec(sb->agent, &o, &res, &err) < 0);
+	lg_err_free(&err);
+	capture_free(&c);
+	lg_sandbox_destroy(sb);
+	assert_int_equal(kill(pid, 0), -1); /* reaped by destroy, nothing left */
+}
+
 static void test_four_vms_at_once(void **state)
 {
 	pthread_t t[4];
@@ -512,6 +550,7 @@ int main(void)
 	};
 	const struct CMUnitTest own_vms[] = {
 	    cmocka_unit_test(test_poweroff_refused),
+	    cmocka_unit_test(test_kill_op),
 	    cmocka_unit_test(test_four_vms_at_once),
 	    cmocka_unit_test(test_nothing_left_behind),
 	};
