@@ -46,6 +46,7 @@
 #include <microhttpd.h>
 
 #define MCP_PATH	"/mcp"
+#define METRICS_PATH	"/metrics"
 #define ALLOWED_METHODS "GET, POST, DELETE"
 #define DEFAULT_IDLE_S	3600u
 /* Idle streams get a keep-alive this often (see stream_read). */
@@ -326,6 +327,21 @@ static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned status, in
 	if (r != NULL && hname != NULL)
 		MHD_add_response_header(r, hname, hvalue);
 	return queue(c, status, r);
+}
+
+/* GET /metrics: the Prometheus text format 0.0.4 (docs/metrics.md). */
+static enum MHD_Result reply_metrics(struct mcp_http *h, struct MHD_Connection *c)
+{
+	char *text = mcp_server_metrics(h->srv);
+	struct MHD_Response *r =
+	    MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+
+	if (r == NULL) {
+		free(text);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4");
+	return queue(c, MHD_HTTP_OK, r);
 }
 
 static enum MHD_Result reply_empty(struct MHD_Connection *c, unsigned status)
@@ -995,7 +1011,7 @@ static enum MHD_Result on_headers(struct mcp_http *h, struct hreq *req, struct M
 	const char *len = header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	uint64_t n;
 
-	if (strcmp(url, MCP_PATH) != 0)
+	if (strcmp(url, MCP_PATH) != 0 && strcmp(url, METRICS_PATH) != 0)
 		return reply_error(c, MHD_HTTP_NOT_FOUND, MCP_INVALID_REQUEST, NULL, NULL,
 				   "Not Found: the MCP endpoint is " MCP_PATH);
 	if (origin != NULL && !origin_allowed(h, origin)) {
@@ -1007,6 +1023,12 @@ static enum MHD_Result on_headers(struct mcp_http *h, struct hreq *req, struct M
 		return reply_error(c, MHD_HTTP_UNAUTHORIZED, MCP_INVALID_REQUEST,
 				   MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer",
 				   "Unauthorized: a valid bearer token is required");
+	/* Same origin and token rules as the MCP endpoint: counts of sandboxes are the server's. */
+	if (strcmp(url, METRICS_PATH) == 0)
+		return strcmp(method, MHD_HTTP_METHOD_GET) == 0
+			   ? reply_metrics(h, c)
+			   : reply_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, MCP_INVALID_REQUEST,
+					 MHD_HTTP_HEADER_ALLOW, "GET", "Method Not Allowed");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) == 0)
 		return do_get(h, req, c);
 	if (strcmp(method, MHD_HTTP_METHOD_DELETE) == 0)

@@ -6,6 +6,7 @@
 #include "mcp/mcp.h"
 
 #include "approval/approval.h"
+#include "common/metrics.h"
 #include "host/sandbox.h"
 
 #include <pthread.h>
@@ -101,7 +102,13 @@ struct mcp_server {
 	pthread_t reaper;
 	bool reaper_started;
 	int stop_pipe[2];
+	/* Prometheus metrics (docs/metrics.md), served at GET /metrics over HTTP. */
+	struct lg_metrics *metrics;
+	struct lg_metrics_standard m;
 };
+
+/* A label's child of a standard family, e.g. mcp_metric(s->m.approvals, "approved"). */
+struct lg_metric_child *mcp_metric(struct lg_metric *family, const char *label);
 
 /* ---- session.c ---- */
 

@@ -38,7 +38,7 @@ struct mcp_server_opts {
 	unsigned idle_timeout_s;	/* reap sandboxes idle this long; 0 = never */
 	unsigned max_sandboxes;		/* VMs at once, per server; 0 = 16 */
 	unsigned max_vcpus;		/* their vCPUs; 0 = 4 per host CPU */
-	uint64_t max_memory_mib; /* guest RAM + VMM overhead; 0 = half the host */
+	uint64_t max_memory_mib;	/* guest RAM + VMM overhead; 0 = half the host */
 	const char *default_image;	/* NULL: "default" */
 	enum hv_accel accel;
 	const struct jail_opts *jail; /* NULL: jailed, seccomp strict */
@@ -51,6 +51,12 @@ struct mcp_session;
 
 int mcp_server_new(const struct mcp_server_opts *o, struct mcp_server **out, struct lg_err **err);
 /* Destroys every sandbox of every session, then frees the server. */
+/*
+ * The server's Prometheus metrics (text format 0.0.4, docs/metrics.md), new
+ * string: what the HTTP transport serves at GET /metrics.
+ */
+char *mcp_server_metrics(struct mcp_server *s);
+
 void mcp_server_free(struct mcp_server *s);
 
 /*

@@ -115,6 +115,7 @@ static bool ask(void *ctx, const char *host, uint16_t port)
 				       : NULL,
 				   a);
 	st = approval_wait(a, &decider, &why);
+	lg_metric_inc(mcp_metric(ss->srv->m.approvals, approval_state_name(st)));
 	if (eid > 0)
 		mcp_forget_elicitation(ss, NULL, eid);
 	untrack(n, slot);
@@ -140,6 +141,7 @@ static void log_event(void *ctx, const struct lg_egress_event *ev)
 	pthread_mutex_lock(&n->lock);
 	memcpy(where, n->sandbox_id, sizeof(where));
 	pthread_mutex_unlock(&n->lock);
+	lg_metric_inc(mcp_metric(ss->srv->m.egress_connections, verdict_name(ev->verdict)));
 	if (ev->verdict == LG_EGRESS_ALLOWED)
 		lg_info("sandbox %s: net %s %s:%u -> %s allowed (up %llu B, down %llu B)", where,
 			ev->method ? ev->method : "?", ev->host ? ev->host : "?",

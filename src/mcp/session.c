@@ -964,6 +964,35 @@ json_t *mcp_sandbox_list(struct mcp_session *ss)
 	return arr;
 }
 
+struct lg_metric_child *mcp_metric(struct lg_metric *family, const char *label)
+{
+	return lg_metric_child(family, (const char *const[]){label});
+}
+
+/*
+ * The sandboxes gauge is counted when scraped, from the one list that
+ * knows each sandbox's state, so it can never drift from it.
+ */
+char *mcp_server_metrics(struct mcp_server *s)
+{
+	unsigned ready = 0, busy = 0, lost = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (struct mcp_sandbox *sb = s->sandboxes; sb != NULL; sb = sb->next) {
+		if (sb->lost != NULL)
+			lost++;
+		else if (sb->busy > 0)
+			busy++;
+		else
+			ready++;
+	}
+	pthread_mutex_unlock(&s->lock);
+	lg_metric_gauge_set(mcp_metric(s->m.sandboxes, "ready"), ready);
+	lg_metric_gauge_set(mcp_metric(s->m.sandboxes, "busy"), busy);
+	lg_metric_gauge_set(mcp_metric(s->m.sandboxes, "lost"), lost);
+	return lg_metrics_render(s->metrics);
+}
+
 /* The idle reaper: sandboxes nobody used for their idle timeout are destroyed. */
 static void *reaper_main(void *arg)
 {
@@ -1010,6 +1039,13 @@ int mcp_server_new(const struct mcp_server_opts *o, struct mcp_server **out, str
 	    .max_vcpus = o->max_vcpus,
 	    .max_memory_mib = o->max_memory_mib,
 	});
+	s->metrics = lg_metrics_new();
+	if (lg_metrics_register_standard(s->metrics, &s->m, err) < 0) {
+		lg_metrics_free(s->metrics);
+		lg_admission_free(s->admission);
+		free(s);
+		return -EINVAL;
+	}
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->idle, NULL);
 	if (pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
@@ -1047,5 +1083,6 @@ void mcp_server_free(struct mcp_server *s)
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->idle);
 	lg_admission_free(s->admission); /* every sandbox is destroyed by now */
+	lg_metrics_free(s->metrics);
 	free(s);
 }

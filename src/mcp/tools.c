@@ -250,8 +250,8 @@ static json_t *json_text(const struct lg_buf *b)
 }
 
 /* Runs e in lsb; returns the tool result. */
-static json_t *run_exec(struct lg_sandbox *lsb, const struct exec_args *e, int cancel_fd,
-			bool *broken)
+static json_t *run_exec(struct mcp_server *srv, struct lg_sandbox *lsb, const struct exec_args *e,
+			int cancel_fd, bool *broken)
 {
 	struct capture c = {0};
 	struct lg_exec_opts o = {
@@ -272,7 +272,12 @@ static json_t *run_exec(struct lg_sandbox *lsb, const struct exec_args *e, int c
 	json_t *st;
 	char *text;
 
-	if (lg_sandbox_exec(lsb, &o, &res, &err) < 0) {
+	uint64_t t0 = lg_now_ms();
+	int ret = lg_sandbox_exec(lsb, &o, &res, &err);
+
+	lg_metric_observe(lg_metric_child(srv->m.exec_seconds, NULL),
+			  (double)(lg_now_ms() - t0) / 1000.0);
+	if (ret < 0) {
 		json_t *r = tool_error("exec failed: %s", err->msg);
 		*broken = lg_agent_ping(lsb->agent, NULL) < 0;
 		lg_err_free(&err);
@@ -350,6 +355,9 @@ static int boot(struct mcp_session *ss, const struct vm_args *v, struct lg_sandb
 	}
 	if (lg_sandbox_create(&so, out, &err) < 0)
 		goto fail;
+	/* Every sandbox of this server is a cold boot today (no pool, no snapshot). */
+	lg_metric_observe(mcp_metric(ss->srv->m.spawn_seconds, LG_SPAWN_PATH_BOOT),
+			  (double)(*out)->boot_ms / 1000.0);
 	return 0;
 fail:
 	snprintf(why, whylen, "%s", err->msg);
@@ -437,6 +445,8 @@ static void sandbox_lost(struct mcp_session *ss, struct mcp_sandbox *sb, const c
 	if (vm == NULL)
 		return;
 	lg_warn("session %s: sandbox %s is lost: %s", ss->id, sb->id, why);
+	/* The VMM ended under a live sandbox: the guest powered off, crashed or QEMU died. */
+	lg_metric_inc(mcp_metric(ss->srv->m.vmm_exits, "lost"));
 	mcp_net_close(sb->net);
 	lg_sandbox_destroy(vm);
 	audit(ss, json_pack("{s:s, s:s, s:s, s:s, s:b}", "type", "sandbox_lost", "session", ss->id,
@@ -459,7 +469,7 @@ static json_t *t_exec(struct mcp_session *ss, struct mcp_call *call, const json_
 	sb = get_sandbox(ss, args, "sandbox_exec", &r);
 	if (sb != NULL) {
 		mcp_sandbox_mark_dirty(ss->srv, sb);
-		r = run_exec(sb->sb, &e, call->cancel_pipe[0], &broken);
+		r = run_exec(ss->srv, sb->sb, &e, call->cancel_pipe[0], &broken);
 		if (broken)
 			sandbox_lost(
 			    ss, sb,
@@ -492,7 +502,7 @@ static json_t *t_run(struct mcp_session *ss, struct mcp_call *call, const json_t
 	}
 	if (net != NULL)
 		mcp_net_set_sandbox(net, "(sandbox_run)");
-	r = run_exec(lsb, &e, call->cancel_pipe[0], &broken);
+	r = run_exec(ss->srv, lsb, &e, call->cancel_pipe[0], &broken);
 	mcp_net_close(net);
 	lg_sandbox_destroy(lsb);
 	mcp_net_free(net);
@@ -1131,6 +1141,7 @@ static bool cliff(struct mcp_session *ss, struct mcp_call *call, const char *too
 	st = approval_wait(a, &decider, &reason);
 	if (eid > 0)
 		mcp_forget_elicitation(ss, call, eid);
+	lg_metric_inc(mcp_metric(ss->srv->m.approvals, approval_state_name(st)));
 
 	/* The broker has recorded the decision (and refuses a yes it cannot record). */
 	if (st != APPROVAL_APPROVED)

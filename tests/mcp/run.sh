@@ -52,7 +52,7 @@ fi
 
 if [ $# -eq 0 ]; then
 	set -- protocol.test.mjs lifecycle.test.mjs approval.test.mjs disconnect.test.mjs net.test.mjs \
-		admission.test.mjs lost.test.mjs image.test.mjs
+		admission.test.mjs lost.test.mjs image.test.mjs metrics.test.mjs
 fi
 
 export LUMINAGUARD="$lg"
