@@ -34,6 +34,7 @@ static const char usage[] =
     "\n"
     "Options:\n"
     "  --http HOST:PORT        serve Streamable HTTP at http://HOST:PORT/mcp instead\n"
+    "                          (and Prometheus metrics at /metrics)\n"
     "  --token-file FILE       require 'Authorization: Bearer <contents of FILE>'\n"
     "                          (needed for any non-loopback --http address)\n"
     "  --allow-origin ORIGIN   a browser Origin to accept (repeatable; default:\n"
