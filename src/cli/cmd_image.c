@@ -249,6 +249,18 @@ static int run_build(struct build_args *a)
 	return 0;
 }
 
+/* An image name for build or import, or a usage error saying what a name may be. */
+static bool name_ok(const char *cmd, const char *name)
+{
+	if (lg_image_name_valid(name))
+		return true;
+	usage_error(cmd,
+		    "invalid image name `%s`: use 1 to %d letters, digits, '.', '_' or '-', "
+		    "not starting with '.'",
+		    name, LG_IMAGE_NAME_MAX);
+	return false;
+}
+
 /* Appends the packages of csv to *v (--packages may be repeated). */
 static int add_packages(const char *csv, char ***v)
 {
@@ -320,14 +332,8 @@ static int image_build(int argc, char **argv)
 		usage_error("build", "unexpected argument `%s`", argv[optind]);
 		goto out_usage;
 	}
-	if (a.o.name != NULL && !lg_image_name_valid(a.o.name)) {
-		usage_error(
-		    "build",
-		    "invalid image name `%s`: use 1 to %d letters, digits, '.', '_' or '-', "
-		    "not starting with '.'",
-		    a.o.name, LG_IMAGE_NAME_MAX);
+	if (a.o.name != NULL && !name_ok("build", a.o.name))
 		goto out_usage;
-	}
 	if (a.o.suite != NULL && !lg_suite_name_valid(a.o.suite)) {
 		usage_error("build", "invalid suite `%s`: a Debian suite such as bookworm",
 			    a.o.suite);
@@ -390,14 +396,8 @@ static int image_import(int argc, char **argv)
 		usage_error("import", "unexpected argument `%s`", argv[optind + 2]);
 		goto out_usage;
 	}
-	if (!lg_image_name_valid(argv[optind])) {
-		usage_error(
-		    "import",
-		    "invalid image name `%s`: use 1 to %d letters, digits, '.', '_' or '-', "
-		    "not starting with '.'",
-		    argv[optind], LG_IMAGE_NAME_MAX);
+	if (!name_ok("import", argv[optind]))
 		goto out_usage;
-	}
 	a.o.name = argv[optind];
 	a.o.import_tar = argv[optind + 1];
 	r = run_build(&a);

@@ -768,10 +768,11 @@ static int handle_exit(struct lg_agent *a, const struct lg_frame_hdr *h, const u
 
 /*
  * Debian's rule for user names (adduser's NAME_REGEX with the system
- * accounts' '_'), or a decimal uid.  Checked here so that what reaches the
- * guest's passwd lookup is a plain name, and the error is the caller's.
+ * accounts' '_'), or a decimal uid.  Checked by lg_agent_exec too, so that
+ * what reaches the guest's passwd lookup is a plain name, and the error is
+ * the caller's.
  */
-static bool user_spec_ok(const char *u)
+bool lg_exec_user_valid(const char *u)
 {
 	size_t n = strlen(u), i;
 
@@ -798,7 +799,7 @@ int lg_agent_exec(struct lg_agent *a, const struct lg_exec_opts *o, struct lg_ex
 		return r;
 	if (o->argv == NULL || o->argv[0] == NULL)
 		return lg_err_set(err, EINVAL, "exec: empty command");
-	if (o->user != NULL && !user_spec_ok(o->user))
+	if (o->user != NULL && !lg_exec_user_valid(o->user))
 		return lg_err_msg(err, EINVAL,
 				  "exec: bad user \"%.64s\": want a name ([a-z_][a-z0-9_-]*, at "
 				  "most 32 characters) or a decimal uid",

@@ -84,6 +84,13 @@ struct lg_exec_result {
 };
 
 /*
+ * True for what lg_exec_opts.user may be: Debian's rule for user names
+ * ([a-z_][a-z0-9_-]{0,31}, a trailing '$' allowed), or a decimal uid below
+ * 2^32-1.  For front ends that check --user before anything boots.
+ */
+bool lg_exec_user_valid(const char *u);
+
+/*
  * Runs a command and streams its output.  Returns 0 when the command ran
  * (whatever its exit code), <0 if it could not run or the channel broke.
  */

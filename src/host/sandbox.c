@@ -47,23 +47,9 @@ static char *last_console_line(struct vm *vm)
 	return xstrdup(start);
 }
 
-static char **strv_dup(char *const *v)
-{
-	size_t n = 0;
-	char **out;
-
-	while (v != NULL && v[n] != NULL)
-		n++;
-	out = xmalloc((n + 1) * sizeof(*out));
-	for (size_t i = 0; i < n; i++)
-		out[i] = xstrdup(v[i]);
-	out[n] = NULL;
-	return out;
-}
-
 int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, struct lg_err **err)
 {
-	struct lg_image *img = NULL;
+	struct lg_image *img;
 	struct lg_sandbox *sb;
 	const char *note = NULL;
 	struct vm_config cfg = {0};
@@ -83,9 +69,10 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, 
 		goto fail;
 	if (note != NULL && o->on_note != NULL)
 		o->on_note(note);
-	r = lg_image_open(o->image != NULL ? o->image : "default", &img, err);
+	r = lg_image_open(o->image != NULL ? o->image : "default", &sb->image, err);
 	if (r < 0)
 		goto fail;
+	img = sb->image;
 
 	cfg.cpus = o->cpus ? o->cpus : 1;
 	cfg.memory_mib = o->memory_mib ? o->memory_mib : LG_DEFAULT_MEMORY_MIB;
@@ -94,11 +81,7 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, 
 	if (img->rootfs != NULL) {
 		cfg.rootfs = img->rootfs;
 		cfg.layer_mib = o->disk_mib ? o->disk_mib : LG_DEFAULT_DISK_MIB;
-		sb->layer_mib = cfg.layer_mib;
 	}
-	sb->env = strv_dup(img->env);
-	sb->workdir = img->workdir != NULL ? xstrdup(img->workdir) : NULL;
-	sb->user = img->user != NULL ? xstrdup(img->user) : NULL;
 	cfg.accel = sb->accel;
 	cfg.console_fd = o->console_fd;
 	cfg.net_fd = -1;
@@ -155,10 +138,9 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, 
 
 			lg_err_free(err);
 			lg_err_msg(err, LG_AGENT_SETUP_ERRNO,
-				   "image '%s': %s; check it with: luminaguard image verify %s%s%s",
-				   img->name, why, img->name,
-				   img->rebuild ? "; rebuild it with: " : "",
-				   img->rebuild ? img->rebuild : "");
+				   "image '%s': %s; check it with: luminaguard image verify %s; "
+				   "rebuild it with: %s",
+				   img->name, why, img->name, img->rebuild);
 		} else if (r != -EINTR) {
 			cleanup_free char *line = last_console_line(sb->vm);
 			lg_err_wrap(err, "the guest did not start%s%s%s", line ? " (console: " : "",
@@ -169,7 +151,6 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, 
 	sb->boot_ms = lg_now_ms() - t0;
 	lg_debug("sandbox up in %llu ms (%s, accel %s, agent %s)", (unsigned long long)sb->boot_ms,
 		 sb->backend->name, hv_accel_name(sb->accel), lg_agent_name(sb->agent));
-	lg_image_free(img);
 	*out = sb;
 	return 0;
 fail:
@@ -177,7 +158,6 @@ fail:
 		close(net[0]);
 	if (net[1] >= 0)
 		close(net[1]);
-	lg_image_free(img);
 	lg_sandbox_destroy(sb);
 	return r;
 }
@@ -201,9 +181,7 @@ void lg_sandbox_destroy(struct lg_sandbox *sb)
 	 */
 	lg_netmux_stop(sb->net);
 	lg_agent_free(sb->agent);
-	lg_strv_free(sb->env);
-	free(sb->workdir);
-	free(sb->user);
+	lg_image_free(sb->image);
 	/* Only now: the VMM that used the budget is gone. */
 	if (sb->admission != NULL)
 		lg_admission_release(sb->admission, &sb->cost);
@@ -220,43 +198,27 @@ int lg_sandbox_kill(struct lg_sandbox *sb)
 int lg_sandbox_exec(struct lg_sandbox *sb, const struct lg_exec_opts *o, struct lg_exec_result *res,
 		    struct lg_err **err)
 {
+	const struct lg_image *img = sb->image;
 	struct lg_exec_opts eo = *o;
 	cleanup_free char **env = NULL;
 	size_t n = 0, m = 0;
 
-	if (sb->env[0] != NULL) {
-		while (sb->env[n] != NULL)
+	if (img->env[0] != NULL) {
+		while (img->env[n] != NULL)
 			n++;
 		while (o->env != NULL && o->env[m] != NULL)
 			m++;
 		/* The agent applies ENV in order, a later KEY replacing an earlier one. */
 		env = xmalloc((n + m + 1) * sizeof(*env));
-		memcpy(env, sb->env, n * sizeof(*env));
+		memcpy(env, img->env, n * sizeof(*env));
 		if (m > 0)
 			memcpy(env + n, o->env, m * sizeof(*env));
 		env[n + m] = NULL;
 		eo.env = env;
 	}
 	if (eo.cwd == NULL)
-		eo.cwd = sb->workdir;
+		eo.cwd = img->workdir;
 	if (eo.user == NULL)
-		eo.user = sb->user;
+		eo.user = img->user;
 	return lg_agent_exec(sb->agent, &eo, res, err);
-}
-
-bool lg_exec_user_valid(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > 32)
-		return false;
-	if (strspn(s, "0123456789") == n)
-		return n <= 10;
-	if (!(islower((unsigned char)s[0]) || s[0] == '_'))
-		return false;
-	for (size_t i = 1; i < n; i++)
-		if (!islower((unsigned char)s[i]) && !isdigit((unsigned char)s[i]) && s[i] != '_' &&
-		    s[i] != '-')
-			return false;
-	return true;
 }

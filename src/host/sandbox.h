@@ -12,6 +12,8 @@
 #include "hv/hv.h"
 #include "net/egress.h"
 
+struct lg_image;
+
 struct lg_sandbox_opts {
 	const char *image;   /* NULL: "default" */
 	const char *backend; /* NULL: the default backend */
@@ -54,11 +56,8 @@ struct lg_sandbox {
 	struct lg_netmux *net;		/* NULL without network */
 	struct lg_admission *admission; /* holds .cost while non-NULL */
 	struct lg_admission_cost cost;
-	/* The image's defaults for every exec (manifest "defaults"); NULL = none. */
-	char **env; /* "K=V", NULL-terminated, never NULL */
-	char *workdir;
-	char *user;
-	uint64_t layer_mib; /* 0: an initramfs image, no layer */
+	/* The image it booted; its "defaults" (env, workdir, user) apply to every exec. */
+	struct lg_image *image;
 };
 
 #define LG_DEFAULT_MEMORY_MIB 256u
@@ -88,8 +87,5 @@ int lg_sandbox_kill(struct lg_sandbox *sb);
  */
 int lg_sandbox_exec(struct lg_sandbox *sb, const struct lg_exec_opts *o, struct lg_exec_result *res,
 		    struct lg_err **err);
-
-/* True for a user --user/"user" may name: [a-z_][a-z0-9_-]{0,31}, or a uid in decimal. */
-bool lg_exec_user_valid(const char *s);
 
 #endif
