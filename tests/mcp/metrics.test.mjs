@@ -5,9 +5,11 @@
 // commands and are approved or refused; it is guarded like /mcp.
 
 import assert from 'node:assert/strict';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
-import { call, redCommand, resultText, startHttpServer } from './lib.mjs';
+import { call, redCommand, resultText, startHttpServer, tempDir } from './lib.mjs';
 
 // One sample's value, e.g. sample(text, 'luminaguard_spawn_seconds_count{path="boot"}').
 function sample(text, series) {
@@ -56,6 +58,25 @@ describe('metrics', { timeout: 300_000 }, () => {
     } finally {
       await srv.stop();
       srv.cleanup();
+    }
+  });
+
+  it('with --token-file, /metrics needs the bearer token like /mcp', async () => {
+    const dir = tempDir();
+    const token = 'lg-metrics-test-token-0123456789abcdef';
+    writeFileSync(join(dir, 'token'), `${token}\n`, { mode: 0o600 });
+    const srv = await startHttpServer({ extra: ['--token-file', join(dir, 'token')] });
+    const metricsUrl = `http://127.0.0.1:${srv.port}/metrics`;
+    try {
+      assert.equal((await fetch(metricsUrl)).status, 401);
+      assert.equal((await fetch(metricsUrl, { headers: { authorization: 'Bearer wrong' } })).status, 401);
+      const ok = await fetch(metricsUrl, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(ok.status, 200);
+      assert.match(await ok.text(), /^# TYPE luminaguard_exec_seconds histogram$/m);
+    } finally {
+      await srv.stop();
+      srv.cleanup();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
