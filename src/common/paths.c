@@ -53,6 +53,18 @@ char *lg_kernels_dir(void)
 	return xasprintf("%s/kernels", home);
 }
 
+char *lg_serve_socket_path(void)
+{
+	cleanup_free char *home = lg_home_dir();
+	return xasprintf("%s/serve.sock", home);
+}
+
+char *lg_serve_mcp_socket_path(void)
+{
+	cleanup_free char *home = lg_home_dir();
+	return xasprintf("%s/mcp.sock", home);
+}
+
 char *lg_find_helper(const char *name)
 {
 	const char *env = getenv("LUMINAGUARD_LIBEXEC");

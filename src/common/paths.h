@@ -14,6 +14,15 @@ char *lg_images_dir(void);
 char *lg_kernels_dir(void);
 
 /*
+ * The service's sockets (`luminaguard serve`), in the data directory (0700):
+ * serve.sock carries the HTTP API for the user who runs the service (run,
+ * ps, kill, curl --unix-socket), mcp.sock one MCP session per connection
+ * (`luminaguard mcp` bridges its stdio to it).  New strings.
+ */
+char *lg_serve_socket_path(void);
+char *lg_serve_mcp_socket_path(void);
+
+/*
  * Path of a helper binary shipped with luminaguard (e.g. "lg-agent"):
  * $LUMINAGUARD_LIBEXEC/NAME if set, else next to the running executable,
  * else ../libexec/luminaguard/NAME relative to it.  Returns a new string
