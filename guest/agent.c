@@ -42,6 +42,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/capability.h>
+#include <linux/random.h>
+#include <sys/ioctl.h>
+#include <time.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -820,9 +823,116 @@ static int run_timers(struct agent *a)
 
 /* ---- file and control requests ---- */
 
+/*
+ * PING's RESULT names the agent and its protocol (4): after a snapshot
+ * restore the host never sees HELLO, so this is how it learns both.
+ */
 static int op_ping(struct agent *a, uint32_t id, struct req *rq, struct lg_buf *fields,
 		   struct lg_err **err)
 {
+	lg_tlv_put_u32(fields, LG_TAG_VERSION, LG_PROTO_VERSION);
+	lg_tlv_put_str(fields, LG_TAG_AGENT, "lg-agent " LG_VERSION);
+	return 0;
+}
+
+/*
+ * Credits the host's seed to the kernel's input pool and makes the CRNG
+ * reseed from it now.  Both are needed: RNDADDENTROPY alone mixes the bytes
+ * into the input pool and credits them, but once the CRNG is initialized
+ * (it is, in every restored or pooled guest) Linux reseeds it from that
+ * pool only on its own schedule (every minute at most), so /dev/urandom and
+ * getrandom() would keep handing out the stream every clone of the snapshot
+ * shares until then.  RNDRESEEDCRNG (Linux 5.5+) reseeds the base CRNG
+ * immediately and bumps its generation, so every per-CPU CRNG rekeys on
+ * its next use.
+ */
+static int reseed(const uint8_t *seed, size_t n, struct lg_err **err)
+{
+	struct {
+		struct rand_pool_info info;
+		uint8_t buf[LG_ADOPT_SEED_MAX];
+	} req;
+	int fd, r = 0;
+
+	memset(&req, 0, sizeof(req));
+	req.info.entropy_count = (int)(n * 8);
+	req.info.buf_size = (int)n;
+	memcpy(req.buf, seed, n);
+	fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return lg_err_sys(err, "adopt: /dev/urandom");
+	if (ioctl(fd, RNDADDENTROPY, &req.info) < 0)
+		r = lg_err_sys(err, "adopt: RNDADDENTROPY");
+	else if (ioctl(fd, RNDRESEEDCRNG) < 0)
+		r = lg_err_sys(err, "adopt: RNDRESEEDCRNG");
+	explicit_bzero(&req, sizeof(req));
+	close(fd);
+	return r;
+}
+
+/* /etc/machine-id, replaced atomically; 0 written, 1 the root is read-only, <0 error. */
+static int write_machine_id(const char *id, struct lg_err **err)
+{
+	static const char tmp[] = "/etc/.machine-id.lg";
+	char line[LG_MACHINE_ID_LEN + 2];
+	int fd;
+
+	snprintf(line, sizeof(line), "%s\n", id);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0444);
+	if (fd < 0) {
+		if (errno == EROFS || errno == ENOENT)
+			return 1; /* no /etc, or a read-only root: nothing to write */
+		return lg_err_sys(err, "adopt: %s", tmp);
+	}
+	if (lg_write_all(fd, line, strlen(line)) < 0 || close(fd) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return lg_err_set(err, e, "adopt: write %s", tmp);
+	}
+	if (rename(tmp, "/etc/machine-id") < 0) {
+		int e = errno;
+		unlink(tmp);
+		return lg_err_set(err, e, "adopt: /etc/machine-id");
+	}
+	return 0;
+}
+
+/*
+ * ADOPT: this guest becomes its claimer's, before any command of theirs
+ * runs.  A restored clone shares its RNG state, clock (stale by the
+ * snapshot's age) and names with every other clone of the snapshot.
+ * req_parse checked each field's form; all four are required.
+ */
+static int op_adopt(struct agent *a, uint32_t id, struct req *rq, struct lg_buf *fields,
+		    struct lg_err **err)
+{
+	uint32_t flags = 0;
+	struct timespec ts;
+	int r;
+
+	if (rq->seed == NULL || !rq->has_realtime || rq->hostname == NULL || rq->machine_id == NULL)
+		return lg_err_set(err, EINVAL,
+				  "ADOPT needs SEED, REALTIME_NS, HOSTNAME and MACHINE_ID");
+	if (getpid() != 1) {
+		/* lg-agent --fd on a host (tests): never touch the host's RNG, clock or names. */
+		lg_tlv_put_u32(fields, LG_TAG_FLAGS, LG_ADOPT_DRY_RUN);
+		return 0;
+	}
+	r = reseed(rq->seed, rq->seed_len, err);
+	if (r < 0)
+		return r;
+	ts.tv_sec = (time_t)(rq->realtime_ns / 1000000000u);
+	ts.tv_nsec = (long)(rq->realtime_ns % 1000000000u);
+	if (clock_settime(CLOCK_REALTIME, &ts) < 0)
+		return lg_err_sys(err, "adopt: clock_settime");
+	if (sethostname(rq->hostname, strlen(rq->hostname)) < 0)
+		return lg_err_sys(err, "adopt: sethostname");
+	r = write_machine_id(rq->machine_id, err);
+	if (r < 0)
+		return r;
+	if (r == 0)
+		flags |= LG_ADOPT_MACHINE_ID_WRITTEN;
+	lg_tlv_put_u32(fields, LG_TAG_FLAGS, flags);
 	return 0;
 }
 
@@ -1143,6 +1253,7 @@ static const op_fn ops[LG_MSG_MAX_ + 1] = {
     [LG_MSG_FILE_READ] = op_file_read, [LG_MSG_LIST_DIR] = op_list_dir,
     [LG_MSG_STAT] = op_stat,	       [LG_MSG_MKDIR] = op_mkdir,
     [LG_MSG_REMOVE] = op_remove,       [LG_MSG_SHUTDOWN] = op_shutdown,
+    [LG_MSG_ADOPT] = op_adopt,
 };
 
 static void dispatch(struct agent *a, const struct lg_frame_hdr *h, const uint8_t *payload)

@@ -19,6 +19,8 @@ void req_free(struct req *rq)
 	free(rq->path);
 	free(rq->cwd);
 	free(rq->user);
+	free(rq->hostname);
+	free(rq->machine_id);
 	strv_free(rq->argv, rq->argc);
 	strv_free(rq->env, rq->envc);
 }
@@ -113,6 +115,34 @@ int req_parse(struct req *rq, const uint8_t *p, size_t n, struct lg_err **err)
 		case LG_TAG_DATA:
 			rq->data = t.val;
 			rq->data_len = t.len;
+			break;
+		case LG_TAG_SEED:
+			if (t.len < LG_ADOPT_SEED_MIN || t.len > LG_ADOPT_SEED_MAX)
+				return lg_err_set(err, EPROTO,
+						  "SEED field has length %u, want %u..%u", t.len,
+						  LG_ADOPT_SEED_MIN, LG_ADOPT_SEED_MAX);
+			rq->seed = t.val;
+			rq->seed_len = t.len;
+			break;
+		case LG_TAG_REALTIME_NS:
+			r = get_u64(&t, &rq->realtime_ns, "REALTIME_NS", err);
+			rq->has_realtime = true;
+			break;
+		case LG_TAG_HOSTNAME:
+			if (!lg_hostname_valid((const char *)t.val, t.len))
+				return lg_err_set(
+				    err, EINVAL,
+				    "HOSTNAME is not a hostname (1..%u letters, digits "
+				    "or '-', not at either end)",
+				    LG_HOSTNAME_MAX);
+			r = set_str(&rq->hostname, &t, "HOSTNAME", err);
+			break;
+		case LG_TAG_MACHINE_ID:
+			if (!lg_machine_id_valid((const char *)t.val, t.len))
+				return lg_err_set(err, EINVAL,
+						  "MACHINE_ID is not %u lowercase hex digits",
+						  LG_MACHINE_ID_LEN);
+			r = set_str(&rq->machine_id, &t, "MACHINE_ID", err);
 			break;
 		default:
 			break; /* a field of another message: not ours to judge */

@@ -36,6 +36,13 @@ struct req {
 	bool has_signal;
 	const uint8_t *data; /* points into the reader: valid during the op */
 	size_t data_len;
+	/* ADOPT (protocol 4); req_parse checks each one's form. */
+	const uint8_t *seed; /* points into the reader, like data */
+	size_t seed_len;
+	uint64_t realtime_ns;
+	bool has_realtime;
+	char *hostname;
+	char *machine_id;
 };
 
 /*

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 /*
@@ -38,6 +40,8 @@ struct lg_agent {
 struct fields {
 	struct lg_tlv f[LG_TAG_MAX_ + 1];
 	bool have[LG_TAG_MAX_ + 1];
+	const uint8_t *payload; /* the whole message, for a strict second look */
+	size_t len;
 };
 
 static int collect(const uint8_t *payload, size_t len, struct fields *out)
@@ -47,6 +51,8 @@ static int collect(const uint8_t *payload, size_t len, struct fields *out)
 	int r;
 
 	memset(out, 0, sizeof(*out));
+	out->payload = payload;
+	out->len = len;
 	lg_tlv_iter_init(&it, payload, len);
 	while ((r = lg_tlv_next(&it, &t)) == 1) {
 		if (t.tag > LG_TAG_MAX_)
@@ -240,6 +246,20 @@ static int wait_event(struct lg_agent *a, uint64_t deadline_ms, struct extra_in 
 	}
 }
 
+/* The AGENT field as a printable name, or "lg-agent". */
+static char *agent_name_of(const struct fields *f)
+{
+	char name[128];
+	struct fields tmp = {0};
+
+	if (!f->have[LG_TAG_AGENT])
+		return xstrdup("lg-agent");
+	tmp.f[LG_TAG_MESSAGE] = f->f[LG_TAG_AGENT];
+	tmp.have[LG_TAG_MESSAGE] = true;
+	field_msg(&tmp, name, sizeof(name));
+	return xstrdup(name);
+}
+
 int lg_agent_connect(int fd, int cancel_fd, int timeout_ms, struct lg_agent **out,
 		     struct lg_err **err)
 {
@@ -308,16 +328,7 @@ int lg_agent_connect(int fd, int cancel_fd, int timeout_ms, struct lg_agent **ou
 			goto fail;
 		}
 	}
-	if (f.have[LG_TAG_AGENT]) {
-		char name[128];
-		struct fields tmp = {0};
-		tmp.f[LG_TAG_MESSAGE] = f.f[LG_TAG_AGENT];
-		tmp.have[LG_TAG_MESSAGE] = true;
-		field_msg(&tmp, name, sizeof(name));
-		a->name = xstrdup(name);
-	} else {
-		a->name = xstrdup("lg-agent");
-	}
+	a->name = agent_name_of(&f);
 	lg_reader_pop(&a->rd);
 	*out = a;
 	return 0;
@@ -339,6 +350,11 @@ void lg_agent_free(struct lg_agent *a)
 const char *lg_agent_name(const struct lg_agent *a)
 {
 	return a->name;
+}
+
+uint32_t lg_agent_version(const struct lg_agent *a)
+{
+	return a->version;
 }
 
 /*
@@ -447,6 +463,165 @@ int lg_agent_ping(struct lg_agent *a, struct lg_err **err)
 		return r;
 	start = begin_request(a, LG_MSG_PING, NULL, &id);
 	return simple_request(a, start, id, "ping", err);
+}
+
+int lg_agent_attach(int fd, int cancel_fd, int timeout_ms, struct lg_agent **out,
+		    struct lg_err **err)
+{
+	struct lg_agent *a = xzalloc(sizeof(*a));
+	struct fields f;
+	uint32_t id, version;
+	size_t start;
+	int r;
+
+	a->fd = fd;
+	a->cancel_fd = cancel_fd;
+	a->next_id = 1;
+	a->request_timeout_ms = (uint32_t)timeout_ms;
+	a->version = LG_PROTO_VERSION_ADOPT; /* what a snapshot's agent must speak; checked below */
+	lg_reader_init(&a->rd);
+	r = lg_set_nonblock(fd, true);
+	if (r < 0) {
+		lg_err_set(err, -r, "agent channel");
+		goto fail;
+	}
+	start = begin_request(a, LG_MSG_PING, NULL, &id);
+	r = lg_frame_end(&a->out, start);
+	if (r == 0)
+		r = roundtrip(a, id, "ping", &f, err);
+	if (r < 0)
+		goto fail;
+	if (!f.have[LG_TAG_VERSION]) {
+		lg_reader_pop(&a->rd);
+		r = lg_err_set(err, EPROTO,
+			       "the guest agent answers PING without its version (protocol below "
+			       "%u, too old for snapshots); rebuild the image with: luminaguard "
+			       "image build",
+			       LG_PROTO_VERSION_ADOPT);
+		goto fail;
+	}
+	if (field_u32(&f, LG_TAG_VERSION, 0, &version) < 0 || version < LG_PROTO_VERSION_ADOPT ||
+	    version > LG_PROTO_VERSION) {
+		lg_reader_pop(&a->rd);
+		r = lg_err_set(err, EPROTO,
+			       "the restored guest agent speaks protocol %u, this host %u..%u; "
+			       "rebuild the image with: luminaguard image build",
+			       version, LG_PROTO_VERSION_ADOPT, LG_PROTO_VERSION);
+		goto fail;
+	}
+	a->version = version;
+	a->name = agent_name_of(&f);
+	lg_reader_pop(&a->rd);
+	a->request_timeout_ms = REQUEST_TIMEOUT_MS;
+	*out = a;
+	return 0;
+fail:
+	lg_agent_free(a);
+	return r < 0 ? r : -EPROTO;
+}
+
+/*
+ * ADOPT's RESULT, strictly: ERRNO, MESSAGE and FLAGS each at most once,
+ * ERRNO 0 (roundtrip turned a refusal into -EREMOTEIO already), FLAGS
+ * present with only known bits, nothing else.  The guest may be hostile,
+ * and what it claims to have done is reported to the caller.
+ */
+static int adopt_reply_parse(const struct fields *f, uint32_t *flags, struct lg_err **err)
+{
+	bool seen[LG_TAG_MAX_ + 1] = {false};
+	struct lg_tlv_iter it;
+	struct lg_tlv t;
+	int r;
+
+	lg_tlv_iter_init(&it, f->payload, f->len);
+	while ((r = lg_tlv_next(&it, &t)) == 1) {
+		if (t.tag != LG_TAG_ERRNO && t.tag != LG_TAG_MESSAGE && t.tag != LG_TAG_FLAGS)
+			return lg_err_set(err, EPROTO,
+					  "adopt: unexpected field %u in the guest's reply",
+					  (unsigned)t.tag);
+		if (seen[t.tag])
+			return lg_err_set(err, EPROTO, "adopt: field %u twice in the guest's reply",
+					  (unsigned)t.tag);
+		seen[t.tag] = true;
+	}
+	if (r < 0)
+		return lg_err_set(err, EPROTO, "adopt: malformed reply from the guest");
+	if (!seen[LG_TAG_FLAGS] || lg_tlv_u32(&f->f[LG_TAG_FLAGS], flags) < 0)
+		return lg_err_set(err, EPROTO, "adopt: the guest's reply has no valid FLAGS");
+	if (*flags & ~(uint32_t)LG_ADOPT_FLAGS_ALL)
+		return lg_err_set(err, EPROTO, "adopt: unknown flags %#x in the guest's reply",
+				  *flags);
+	return 0;
+}
+
+int lg_agent_adopt(struct lg_agent *a, const char *hostname, uint32_t *flags_out,
+		   struct lg_err **err)
+{
+	uint8_t seed[64];
+	char host[16], mid[LG_MACHINE_ID_LEN + 1];
+	struct timespec now;
+	struct fields f;
+	uint32_t id, flags = 0;
+	size_t start, got = 0;
+	int r;
+
+	r = check_usable(a, err);
+	if (r < 0)
+		return r;
+	if (a->version < LG_PROTO_VERSION_ADOPT)
+		return lg_err_set(err, EOPNOTSUPP,
+				  "the guest agent speaks protocol %u and cannot take a fresh RNG "
+				  "seed, clock and hostname (needs %u, for pools and snapshots); "
+				  "rebuild the image with: luminaguard image build",
+				  a->version, LG_PROTO_VERSION_ADOPT);
+	if (hostname == NULL) {
+		memcpy(host, "lg-", 3);
+		lg_random_hex(host + 3, 4);
+		host[11] = '\0';
+		hostname = host;
+	}
+	if (!lg_hostname_valid(hostname, strlen(hostname)))
+		return lg_err_set(
+		    err, EINVAL,
+		    "hostname '%.80s': want 1..%u letters, digits or '-', not starting "
+		    "or ending with '-'",
+		    hostname, LG_HOSTNAME_MAX);
+	do {
+		lg_random_hex(mid, LG_MACHINE_ID_LEN / 2);
+		mid[LG_MACHINE_ID_LEN] = '\0';
+	} while (!lg_machine_id_valid(mid, LG_MACHINE_ID_LEN));
+	while (got < sizeof(seed)) {
+		ssize_t n = getrandom(seed + got, sizeof(seed) - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return lg_err_sys(err, "adopt: getrandom");
+		got += (size_t)n;
+	}
+	/* Last, right before sending: the guest's clock is set to this. */
+	clock_gettime(CLOCK_REALTIME, &now);
+	start = begin_request(a, LG_MSG_ADOPT, NULL, &id);
+	lg_tlv_put(&a->out, LG_TAG_SEED, seed, sizeof(seed));
+	explicit_bzero(seed, sizeof(seed));
+	lg_tlv_put_u64(&a->out, LG_TAG_REALTIME_NS,
+		       (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec);
+	lg_tlv_put_str(&a->out, LG_TAG_HOSTNAME, hostname);
+	lg_tlv_put_str(&a->out, LG_TAG_MACHINE_ID, mid);
+	r = lg_frame_end(&a->out, start);
+	if (r < 0)
+		return lg_err_set(err, EMSGSIZE, "adopt: request too large");
+	r = roundtrip(a, id, "adopt", &f, err);
+	if (r < 0)
+		return r;
+	r = adopt_reply_parse(&f, &flags, err);
+	lg_reader_pop(&a->rd);
+	if (r < 0) {
+		a->broken = true;
+		return r;
+	}
+	if (flags_out != NULL)
+		*flags_out = flags;
+	return 0;
 }
 
 int lg_agent_write_file(struct lg_agent *a, const char *path, const void *data, size_t len,

@@ -48,6 +48,31 @@ int lg_agent_connect(int fd, int cancel_fd, int timeout_ms, struct lg_agent **ou
 void lg_agent_free(struct lg_agent *a);
 /* "lg-agent X.Y" as the guest said in HELLO. */
 const char *lg_agent_name(const struct lg_agent *a);
+/* The protocol version the agent speaks (HELLO's, or PING's after a restore). */
+uint32_t lg_agent_version(const struct lg_agent *a);
+
+/*
+ * For a guest restored from a snapshot, which said HELLO long ago to the
+ * process that made the snapshot: sends PING on fd (borrowed) and waits at
+ * most timeout_ms for its RESULT, which must carry VERSION (protocol 4 or
+ * later, LG_PROTO_VERSION_ADOPT).  A restore whose devices do not match
+ * may "complete" and then hang: this is the check that it runs.
+ */
+int lg_agent_attach(int fd, int cancel_fd, int timeout_ms, struct lg_agent **out,
+		    struct lg_err **err);
+
+/*
+ * ADOPT: makes a restored or pooled guest its claimer's before any command
+ * runs: 64 fresh bytes of the host's getrandom credited to the guest's RNG
+ * and reseeded into its CRNG at once, its clock set to the host's
+ * CLOCK_REALTIME, its hostname (NULL: "lg-" and 8 random hex digits; else
+ * lg_hostname_valid or -EINVAL) and a new /etc/machine-id where its root
+ * is writable.  *flags (may be NULL): the RESULT's LG_ADOPT_* flags.
+ * -EOPNOTSUPP with a one-line error naming `luminaguard image build` for
+ * an agent older than protocol 4; -EPROTO (channel closed) for a reply
+ * that is not exactly ERRNO, MESSAGE and FLAGS with known bits.
+ */
+int lg_agent_adopt(struct lg_agent *a, const char *hostname, uint32_t *flags, struct lg_err **err);
 
 enum lg_stream { LG_STREAM_STDOUT = 1, LG_STREAM_STDERR = 2 };
 

@@ -30,6 +30,7 @@ static const char *const msg_names[] = {
     [LG_MSG_NET_CLOSE] = "NET_CLOSE",
     [LG_MSG_NET_ACK] = "NET_ACK",
     [LG_MSG_STDIN_ACK] = "STDIN_ACK",
+    [LG_MSG_ADOPT] = "ADOPT",
 };
 
 const char *lg_msg_name(uint16_t type)
@@ -37,6 +38,33 @@ const char *lg_msg_name(uint16_t type)
 	if (type == 0 || type > LG_MSG_MAX_)
 		return "UNKNOWN";
 	return msg_names[type];
+}
+
+bool lg_hostname_valid(const char *s, size_t len)
+{
+	if (s == NULL || len == 0 || len > LG_HOSTNAME_MAX || s[0] == '-' || s[len - 1] == '-')
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-'))
+			return false;
+	}
+	return true;
+}
+
+bool lg_machine_id_valid(const char *s, size_t len)
+{
+	bool nonzero = false;
+
+	if (s == NULL || len != LG_MACHINE_ID_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+		nonzero |= s[i] != '0';
+	}
+	return nonzero;
 }
 
 void lg_put_le16(uint8_t *p, uint16_t v)

@@ -32,8 +32,13 @@
  * its root file system).  An older agent skips a USER it does not know and
  * would run the command as root, so a host sends USER only to an agent of
  * version 3 or later and refuses the exec otherwise.
+ * 4: ADOPT (a restored or pooled guest made the claimer's: RNG seed, clock,
+ * hostname, machine-id), and PING's RESULT carries VERSION and AGENT (a
+ * restored guest sent its HELLO long ago, to another host process).  An
+ * older agent's frame reader takes the unknown type for a broken stream
+ * and ends the session, so a host sends ADOPT only to version 4 or later.
  */
-#define LG_PROTO_VERSION     3u
+#define LG_PROTO_VERSION     4u
 #define LG_PROTO_VERSION_MIN 1u
 #define LG_FRAME_HDR_SIZE    12u
 #define LG_FRAME_MAX_PAYLOAD (1u << 20)	   /* 1 MiB: bounds every buffer on both sides */
@@ -41,6 +46,15 @@
 #define LG_TLV_HDR_SIZE	     6u
 /* The first version whose agent honours EXEC's USER. */
 #define LG_PROTO_VERSION_USER 3u
+/* The first version whose agent knows ADOPT (and answers PING with its VERSION). */
+#define LG_PROTO_VERSION_ADOPT 4u
+/* ADOPT's SEED: at least 32 bytes (256 bits for the CRNG), at most 512. */
+#define LG_ADOPT_SEED_MIN 32u
+#define LG_ADOPT_SEED_MAX 512u
+/* A machine-id: 32 lowercase hex digits (systemd's machine-id(5)). */
+#define LG_MACHINE_ID_LEN 32u
+/* A hostname: one RFC 1123 label, 1..63 of [A-Za-z0-9-], no '-' at either end. */
+#define LG_HOSTNAME_MAX 63u
 /*
  * Per exec, at most this many STDIN bytes may be sent and not yet returned
  * by STDIN_ACK: the agent buffers no more than this for a command that is
@@ -81,7 +95,9 @@ enum lg_msg {
 	LG_MSG_NET_ACK = 21,   /* both: payload u32 = bytes consumed, returns send credit */
 	/* Agent port again (protocol 2). */
 	LG_MSG_STDIN_ACK = 22, /* g->h: payload u32 = STDIN bytes taken, returns send credit */
-	LG_MSG_MAX_ = 22,
+	/* Protocol 4. */
+	LG_MSG_ADOPT = 23, /* h->g: SEED, REALTIME_NS, HOSTNAME, MACHINE_ID -> RESULT: FLAGS */
+	LG_MSG_MAX_ = 23,
 };
 
 enum lg_tag {
@@ -107,7 +123,12 @@ enum lg_tag {
 	LG_TAG_MTIME = 20,     /* u64 seconds since the epoch */
 	LG_TAG_DIRENT = 21,    /* bytes: u32 ftype, u32 mode, u64 size, name (rest) */
 	LG_TAG_USER = 22,      /* string: a user name or a decimal uid (protocol 3) */
-	LG_TAG_MAX_ = 22,
+	/* ADOPT's fields (protocol 4). */
+	LG_TAG_SEED = 23,	 /* bytes: LG_ADOPT_SEED_MIN..LG_ADOPT_SEED_MAX from getrandom */
+	LG_TAG_REALTIME_NS = 24, /* u64: the host's CLOCK_REALTIME in ns since the epoch */
+	LG_TAG_HOSTNAME = 25,	 /* string: lg_hostname_valid() */
+	LG_TAG_MACHINE_ID = 26,	 /* string: lg_machine_id_valid() */
+	LG_TAG_MAX_ = 26,
 };
 
 /* LG_TAG_FLAGS values. */
@@ -118,6 +139,11 @@ enum lg_tag {
 #define LG_READ_EOF	    (1u << 0)
 #define LG_MKDIR_PARENTS    (1u << 0)
 #define LG_REMOVE_RECURSIVE (1u << 0)
+/* ADOPT's RESULT FLAGS: what the guest did beyond seed, clock and hostname. */
+#define LG_ADOPT_MACHINE_ID_WRITTEN (1u << 0) /* /etc/machine-id (else its root is read-only) */
+/* Not the guest's PID 1 (lg-agent --fd in a test on a host): checked, nothing changed. */
+#define LG_ADOPT_DRY_RUN   (1u << 1)
+#define LG_ADOPT_FLAGS_ALL (LG_ADOPT_MACHINE_ID_WRITTEN | LG_ADOPT_DRY_RUN)
 
 enum lg_ftype {
 	LG_FTYPE_OTHER = 0,
@@ -136,6 +162,11 @@ struct lg_frame_hdr {
 };
 
 const char *lg_msg_name(uint16_t type);
+
+/* One RFC 1123 label: 1..LG_HOSTNAME_MAX of [A-Za-z0-9-], not starting or ending with '-'. */
+bool lg_hostname_valid(const char *s, size_t len);
+/* Exactly LG_MACHINE_ID_LEN lowercase hex digits, not all zero. */
+bool lg_machine_id_valid(const char *s, size_t len);
 
 /* Little-endian field access, byte by byte: no alignment assumptions. */
 void lg_put_le16(uint8_t *p, uint16_t v);
