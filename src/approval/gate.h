@@ -33,7 +33,10 @@ struct lg_asker_ops {
 	 * for forget, or NULL.  It decides through approval_decide_ref().
 	 */
 	void *(*ask)(void *ctx, struct approval *a, const json_t *card);
-	/* After the wait, decided or not: withdraw the question. */
+	/*
+	 * After the wait, decided or not: withdraw the question.  Called for
+	 * every asker, with what its ask returned (NULL included).
+	 */
 	void (*forget)(void *ctx, void *token);
 };
 
@@ -50,17 +53,20 @@ struct lg_gate {
 };
 
 /*
- * Reads the "before" content of a file write for the card, or returns -1.
- * Front ends with a sandbox to read from pass one.
+ * Reads the "before" content of a file write for the card (*out: new
+ * buffer).  Returns 0; -1 when it cannot be read (the card's "before" is
+ * null); -2 when there is nothing to read it from, such as no such sandbox
+ * (the card has no "before").  Front ends with a sandbox to read from pass
+ * one.
  */
 typedef int (*lg_gate_read_fn)(void *ctx, const char *path, uint8_t **out, size_t *len);
 
 struct lg_gate_req {
-	const char *who;	/* the "session" in the audit log: an MCP session id, "api", "cli" */
-	const char *tool;	/* the MCP tool name the policy knows: sandbox_exec, ... */
-	const json_t *args;	/* as the tool takes them */
-	const json_t *context;	/* facts for the policy (sandbox_dirty, ...), may be NULL */
-	const char *request_id; /* logged and audited when non-NULL */
+	const char *who;       /* the "session" in the audit log: an MCP session id, "api", "cli" */
+	const char *tool;      /* the MCP tool name the policy knows: sandbox_exec, ... */
+	const json_t *args;    /* as the tool takes them */
+	const json_t *context; /* facts for the policy (sandbox_dirty, ...), may be NULL */
+	const char *request_id;	       /* logged and audited when non-NULL */
 	const struct lg_asker *askers; /* besides the broker's channels; may be NULL */
 	size_t n_askers;
 	lg_gate_read_fn read_before; /* may be NULL */
@@ -85,5 +91,13 @@ bool lg_gate_outcome(const struct lg_gate *g, const struct lg_gate_req *r, const
 
 /* Records one event (stolen); false if the log cannot be written. */
 bool lg_gate_audit(const struct lg_gate *g, json_t *event);
+
+/*
+ * The bytes a sandbox_fs_write of `args` writes: "content", decoded as its
+ * "encoding" says (utf-8, the default, or base64).  *out: new buffer.
+ * Returns 0, or -1 with why.  The card's "after" and the tool use this one
+ * decoder, so what a human approves is what is written.
+ */
+int lg_gate_write_payload(const json_t *args, uint8_t **out, size_t *len, char *why, size_t whylen);
 
 #endif
