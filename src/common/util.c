@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <stdio.h>
+#include <sys/random.h>
 #include <dirent.h>
 
 void lg_freep(void *p)
@@ -145,6 +147,33 @@ uint64_t lg_now_ns(void)
 uint64_t lg_now_ms(void)
 {
 	return lg_now_ns() / 1000000ull;
+}
+
+void lg_random_hex(char *out, size_t nbytes)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t raw[32];
+	size_t got = 0;
+
+	if (nbytes > sizeof(raw))
+		abort();
+	while (got < nbytes) {
+		ssize_t n = getrandom(raw + got, nbytes - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			fprintf(
+			    stderr,
+			    "luminaguard: getrandom failed (%s): cannot make an unguessable id\n",
+			    n < 0 ? strerror(errno) : "no bytes");
+			abort();
+		}
+		got += (size_t)n;
+	}
+	for (size_t i = 0; i < nbytes; i++) {
+		out[2 * i] = hex[raw[i] >> 4];
+		out[2 * i + 1] = hex[raw[i] & 15];
+	}
 }
 
 int lg_set_nonblock(int fd, bool on)

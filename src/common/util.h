@@ -55,6 +55,13 @@ int lg_pread_exact(int fd, void *buf, size_t n, uint64_t off, uint64_t fsize);
 uint64_t lg_now_ms(void);
 uint64_t lg_now_ns(void);
 
+/*
+ * 2 * nbytes hex digits of getrandom(2) (nbytes <= 32), NUL not written.
+ * For ids that must not be guessed: where getrandom fails the process
+ * aborts rather than hand out a predictable one.
+ */
+void lg_random_hex(char *out, size_t nbytes);
+
 int lg_set_nonblock(int fd, bool on);
 int lg_set_cloexec(int fd, bool on);
 

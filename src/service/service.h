@@ -69,6 +69,11 @@ struct lg_service_vm_ops {
 	 * the clock stepped to now, its own hostname.  May be NULL.
 	 */
 	int (*adopt)(struct lg_sandbox *sb, const char *hostname, struct lg_err **err);
+	/*
+	 * A valid snapshot directory for sandboxes made with o, built when
+	 * missing or stale (*dir: new string).  NULL: this backend cannot.
+	 */
+	int (*snapshot)(const struct lg_sandbox_opts *o, char **dir, struct lg_err **err);
 };
 
 struct lg_service_opts {
@@ -179,7 +184,8 @@ json_t *lg_service_list(struct lg_service *s, const void *owner);
 /* One entry as in the list, or NULL. */
 json_t *lg_service_describe(struct lg_service *s, const char *id, const void *owner);
 
-/* The pools: one object per key (key, image, cpus, memory_mib, size, ready, booting, hits, misses). */
+/* The pools: one object per key (key, image, cpus, memory_mib, size, ready, booting, hits, misses).
+ */
 json_t *lg_service_pools(struct lg_service *s);
 
 #endif
