@@ -17,6 +17,7 @@
 
 #include "common/log.h"
 #include "common/paths.h"
+#include "common/usock.h"
 #include "common/util.h"
 
 #include <errno.h>
@@ -228,22 +229,12 @@ static json_t *handle_request(struct approval_control *c, const char *line, size
 
 static void serve_connection(struct approval_control *c, int fd)
 {
-	struct ucred cred;
-	socklen_t clen = sizeof(cred);
 	cleanup_free char *line = NULL;
+	uid_t uid;
 	ssize_t n;
 
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 || clen != sizeof(cred)) {
-		reply_error(fd, "permission denied");
-		return;
-	}
-	/*
-	 * Root may decide because root can anyway (it can ptrace us); any
-	 * other user who got a connection through (a too-open directory, a
-	 * socket passed on) must not.
-	 */
-	if (cred.uid != geteuid() && cred.uid != 0) {
-		lg_warn("control socket: refused a connection from uid %u", (unsigned)cred.uid);
+	/* Only our uid or root may decide (common/usock.h says why). */
+	if (!lg_usock_peer_ok_uid(fd, &uid)) {
 		reply_error(fd, "permission denied");
 		return;
 	}
@@ -258,7 +249,7 @@ static void serve_connection(struct approval_control *c, int fd)
 	}
 	if (n < 0)
 		return;
-	reply(fd, handle_request(c, line, (size_t)n, cred.uid));
+	reply(fd, handle_request(c, line, (size_t)n, uid));
 }
 
 static void *control_thread(void *arg)
@@ -292,100 +283,29 @@ static void *control_thread(void *arg)
 }
 
 /*
- * Makes room for our socket at path: nothing there, or a socket that nobody
- * answers on (a server that died without cleaning up), which is removed.  A
- * live server's socket is never taken over, and a file that is not a socket
- * is never removed.
+ * lg_usock_listen makes room for our socket at path: nothing there, or a
+ * socket that nobody answers on (a server that died without cleaning up),
+ * which is removed.  A live server's socket is never taken over, and a file
+ * that is not a socket is never removed.
  */
-static int clear_stale(const char *path, const struct sockaddr_un *addr, struct lg_err **err)
-{
-	struct stat st;
-	cleanup_close int fd = -1;
-
-	if (lstat(path, &st) < 0) {
-		if (errno == ENOENT)
-			return 0;
-		return lg_err_sys(err, "stat `%s`", path);
-	}
-	if (!S_ISSOCK(st.st_mode))
-		return lg_err_msg(err, EEXIST, "`%s` exists and is not a socket", path);
-	/* Non-blocking: a live server with a full backlog must not hang us (EAGAIN). */
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return lg_err_sys(err, "socket");
-	if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0 || errno == EAGAIN)
-		return lg_err_msg(err, EADDRINUSE, "another luminaguard server is using %s", path);
-	if (errno != ECONNREFUSED)
-		return lg_err_sys(err, "connect to the existing socket `%s`", path);
-	if (unlink(path) < 0 && errno != ENOENT)
-		return lg_err_sys(err, "remove the stale socket `%s`", path);
-	lg_info("removed the stale control socket %s", path);
-	return 0;
-}
-
 int approval_control_start(struct approval_broker *b, const char *path,
 			   struct approval_control **out, struct lg_err **err)
 {
-	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	cleanup_free char *dir = NULL;
 	cleanup_close int fd = -1;
 	struct approval_control *c;
-	struct stat st;
-	char *slash;
-	mode_t old_umask;
+	dev_t dev;
+	ino_t ino;
 	int r;
 
-	if (path == NULL || *path == '\0')
-		return lg_err_msg(err, EINVAL, "no control socket path");
-	if (strlen(path) >= sizeof(addr.sun_path))
-		return lg_err_msg(err, ENAMETOOLONG,
-				  "control socket path `%s` is longer than %zu bytes", path,
-				  sizeof(addr.sun_path) - 1);
-	memcpy(addr.sun_path, path, strlen(path) + 1);
-
-	dir = xstrdup(path);
-	slash = strrchr(dir, '/');
-	if (slash != NULL && slash != dir) {
-		*slash = '\0';
-		r = lg_mkdir_p(dir, 0700);
-		if (r < 0)
-			return lg_err_set(err, -r, "create the directory `%s`", dir);
-	}
-	r = clear_stale(path, &addr, err);
-	if (r < 0)
-		return r;
-
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = lg_usock_listen(path, &dev, &ino, err);
 	if (fd < 0)
-		return lg_err_sys(err, "socket");
-	/*
-	 * bind() creates the socket file with mode 0777 & ~umask, and Linux
-	 * ignores fchmod() on a socket before bind: a chmod afterwards would
-	 * leave a window in which anyone could connect.  So the umask makes it
-	 * 0600 from birth.  The umask is process-wide; another thread creating
-	 * a file in this instant gets stricter permissions, never looser.
-	 */
-	old_umask = umask(0177);
-	r = bind(fd, (const struct sockaddr *)&addr, sizeof(addr));
-	umask(old_umask);
-	if (r < 0) {
-		if (errno == EADDRINUSE)
-			return lg_err_msg(err, EADDRINUSE, "another luminaguard server is using %s",
-					  path);
-		return lg_err_sys(err, "bind `%s`", path);
-	}
-	if (listen(fd, 16) < 0 || stat(path, &st) < 0) {
-		lg_err_sys(err, "listen on `%s`", path);
-		unlink(path);
-		return lg_err_code(*err);
-	}
-	lg_set_nonblock(fd, true);
+		return fd;
 
 	c = xzalloc(sizeof(*c));
 	c->b = b;
 	c->path = xstrdup(path);
-	c->dev = st.st_dev;
-	c->ino = st.st_ino;
+	c->dev = dev;
+	c->ino = ino;
 	if (pipe2(c->stop_pipe, O_CLOEXEC) < 0) {
 		lg_err_sys(err, "pipe");
 		goto fail;
@@ -410,8 +330,6 @@ fail:
 
 void approval_control_stop(struct approval_control *c)
 {
-	struct stat st;
-
 	if (c == NULL)
 		return;
 	if (write(c->stop_pipe[1], "x", 1) < 0)
@@ -420,9 +338,7 @@ void approval_control_stop(struct approval_control *c)
 	close(c->listen_fd);
 	close(c->stop_pipe[0]);
 	close(c->stop_pipe[1]);
-	/* Remove the socket only if it is still ours: a newer server may own the path. */
-	if (lstat(c->path, &st) == 0 && st.st_dev == c->dev && st.st_ino == c->ino)
-		unlink(c->path);
+	lg_usock_unlink(c->path, c->dev, c->ino);
 	free(c->path);
 	free(c);
 }
