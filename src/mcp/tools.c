@@ -7,9 +7,8 @@
  */
 #include "mcp/internal.h"
 
+#include "approval/gate.h"
 #include "approval/tty.h"
-#include "audit/audit.h"
-#include "common/sha256.h"
 #include "common/encoding.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -545,31 +544,6 @@ static json_t *t_fs_read(struct mcp_session *ss, struct mcp_call *call, const js
 	return r;
 }
 
-/* The bytes a sandbox_fs_write would write, decoded.  New buffer. */
-static int write_payload(const json_t *args, uint8_t **out, size_t *len, char *why, size_t whylen)
-{
-	const char *content, *encoding;
-
-	if (arg_str(args, "content", true, &content, why, whylen) < 0 ||
-	    arg_str(args, "encoding", false, &encoding, why, whylen) < 0)
-		return -1;
-	if (encoding == NULL || strcmp(encoding, "utf-8") == 0) {
-		*len = json_string_length(json_object_get(args, "content"));
-		*out = xmalloc(*len + 1);
-		memcpy(*out, content, *len);
-		return 0;
-	}
-	if (strcmp(encoding, "base64") == 0) {
-		if (lg_base64_decode(content, strlen(content), out, len) < 0) {
-			snprintf(why, whylen, "content is not valid base64");
-			return -1;
-		}
-		return 0;
-	}
-	snprintf(why, whylen, "encoding must be \"utf-8\" or \"base64\"");
-	return -1;
-}
-
 static json_t *t_fs_write(struct mcp_session *ss, struct mcp_call *call, const json_t *args)
 {
 	const char *path;
@@ -585,7 +559,7 @@ static json_t *t_fs_write(struct mcp_session *ss, struct mcp_call *call, const j
 	if (arg_str(args, "path", true, &path, why, sizeof(why)) < 0 ||
 	    arg_uint(args, "mode", 0, 07777, 0644, &mode, why, sizeof(why)) < 0 ||
 	    arg_bool(args, "mkdirs", true, &mkdirs, why, sizeof(why)) < 0 ||
-	    write_payload(args, &data, &len, why, sizeof(why)) < 0)
+	    lg_gate_write_payload(args, &data, &len, why, sizeof(why)) < 0)
 		return tool_error("sandbox_fs_write: %s", why);
 	sb = get_sandbox(ss, args, "sandbox_fs_write", &r);
 	if (sb == NULL)
@@ -782,301 +756,24 @@ json_t *mcp_tools_list(void)
 	return arr;
 }
 
-/* ---- the approval cliff ---- */
+/* ---- the approval cliff: lg_gate, with MCP elicitation as an asker ---- */
 
-/*
- * What goes to the audit log of the arguments: the whole of them, so the
- * log says exactly what ran.  Up to AUDIT_ARGS_INLINE bytes of canonical
- * JSON they sit in the entry itself; larger ones (a 4 MiB file write) would
- * break the log's 1 MiB line limit, so the entry's "args" is then
- * "sha256:HEX", the hash of the canonical JSON (keys sorted, compact,
- * ASCII), and the text itself goes to a side file, LOG.blobs/HEX, written
- * and fsync'd before the entry (audit verify checks it).  NULL when the side
- * file cannot be written: the caller's audit() then fails and the action is
- * refused.
- */
-#define AUDIT_ARGS_INLINE (64u << 10)
-
-static json_t *audit_args(struct mcp_session *ss, const json_t *v)
+static struct lg_gate session_gate(struct mcp_session *ss)
 {
-	cleanup_free char *canon =
-	    json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII | JSON_ENCODE_ANY);
-	char ref[AUDIT_BLOB_REF_LEN + 1];
-	struct lg_err *err = NULL;
-
-	if (canon == NULL)
-		return NULL;
-	if (strlen(canon) <= AUDIT_ARGS_INLINE)
-		return json_deep_copy(v);
-	if (ss->srv->o.audit == NULL)
-		return json_string("(not recorded: no audit log)");
-	if (audit_put_blob(ss->srv->o.audit, canon, strlen(canon), ref, &err) < 0) {
-		lg_error("audit log: %s", err->msg);
-		lg_err_free(&err);
-		return NULL;
-	}
-	return json_string(ref);
+	return (struct lg_gate){
+	    .policy = ss->srv->o.policy,
+	    .audit = ss->srv->o.audit,
+	    .broker = ss->srv->o.broker,
+	    .approvals = ss->srv->m.approvals,
+	};
 }
 
-/*
- * Records an event (stolen).  Returns false if it could not be recorded:
- * the callers then refuse to act, because an action the log does not know
- * about is exactly what the log exists to prevent.
- */
+/* Records an event (stolen); false if the log cannot be written. */
 static bool audit(struct mcp_session *ss, json_t *event)
 {
-	struct lg_err *err = NULL;
-	bool ok = true;
+	struct lg_gate g = session_gate(ss);
 
-	if (ss->srv->o.audit != NULL && audit_append(ss->srv->o.audit, event, &err) < 0) {
-		lg_error("audit log: %s", err->msg);
-		lg_err_free(&err);
-		ok = false;
-	}
-	json_decref(event);
-	return ok;
-}
-
-/*
- * A card must show everything the action depends on, or say plainly what
- * it left out.  It is bounded (it is shown on a screen, sent to the client
- * and written whole into the audit log, whose lines are at most 1 MiB), so
- * each string is cut at CARD_FIELD_CAP bytes and all of them together at
- * CARD_BUDGET; every cut is listed in the card's "omitted", with the full
- * size and SHA-256, and `luminaguard approvals show ID` gives the whole
- * action (the broker keeps it beside the card).
- */
-#define CARD_FIELD_CAP 4096
-#define CARD_BUDGET    (48u << 10)
-#define CARD_MAX_ITEMS 256
-#define CARD_MAX_DEPTH 8
-
-#define CARD_KEY_CAP	 128
-#define CARD_MAX_OMITTED 32
-
-struct card_cut {
-	json_t *omitted; /* array of strings */
-	size_t budget;	 /* bytes of text still allowed */
-	size_t unlisted; /* cuts past CARD_MAX_OMITTED, counted only */
-};
-
-static void card_omit(struct card_cut *cc, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void card_omit(struct card_cut *cc, const char *fmt, ...)
-{
-	va_list ap;
-	char *s;
-
-	/* The list of cuts is bounded too: past it, they are only counted. */
-	if (json_array_size(cc->omitted) >= CARD_MAX_OMITTED) {
-		cc->unlisted++;
-		return;
-	}
-	va_start(ap, fmt);
-	if (vasprintf(&s, fmt, ap) < 0)
-		abort();
-	va_end(ap);
-	json_array_append_new(cc->omitted, json_string(s));
-	free(s);
-}
-
-/* p[0..n) for a card, cut (and the cut recorded) as the caps say.  `what` names it. */
-static json_t *card_bytes(struct card_cut *cc, const char *what, const uint8_t *p, size_t n)
-{
-	size_t cap = CARD_FIELD_CAP < cc->budget ? CARD_FIELD_CAP : cc->budget;
-	size_t keep = n < cap ? n : cap;
-	size_t m;
-	cleanup_free char *s = lg_utf8_sanitize(p, keep, &m);
-
-	if (keep < n) {
-		char hex[LG_SHA256_HEX_LEN + 1];
-
-		lg_sha256_hex_of(p, n, hex);
-		card_omit(cc, "%s: only the first %zu of %zu bytes are shown (sha256 %s)", what,
-			  keep, n, hex);
-	}
-	cc->budget -= keep;
-	return json_stringn(s, m);
-}
-
-static json_t *card_value(struct card_cut *cc, const char *what, const json_t *v, int depth)
-{
-	json_t *copy;
-	size_t i = 0;
-
-	if (json_is_string(v))
-		return card_bytes(cc, what, (const uint8_t *)json_string_value(v),
-				  json_string_length(v));
-	if (!json_is_object(v) && !json_is_array(v))
-		return json_deep_copy(v);
-	if (depth >= CARD_MAX_DEPTH) {
-		card_omit(cc, "%s: nested deeper than %d levels, not shown", what, CARD_MAX_DEPTH);
-		return json_string("(not shown)");
-	}
-	if (json_is_object(v)) {
-		const char *k;
-		json_t *e;
-
-		copy = json_object();
-		json_object_foreach((json_t *)v, k, e)
-		{
-			size_t klen = strlen(k);
-			cleanup_free char *shown_key = NULL;
-			cleanup_free char *sub = NULL;
-
-			if (i++ == CARD_MAX_ITEMS) {
-				card_omit(cc, "%s: %zu more keys not shown", what,
-					  json_object_size(v) - CARD_MAX_ITEMS);
-				break;
-			}
-			/* Names count against the budget too: a key can be megabytes long. */
-			if (klen > CARD_KEY_CAP || klen > cc->budget) {
-				char hex[LG_SHA256_HEX_LEN + 1];
-
-				lg_sha256_hex_of(k, klen, hex);
-				shown_key =
-				    xasprintf("(a name of %zu bytes, sha256 %.16s...)", klen, hex);
-				card_omit(cc, "%s: a name of %zu bytes is not shown (sha256 %s)",
-					  what, klen, hex);
-			} else {
-				shown_key = xstrdup(k);
-				cc->budget -= klen;
-			}
-			sub = xasprintf("%s.%s", what, shown_key);
-			json_object_set_new(copy, shown_key, card_value(cc, sub, e, depth + 1));
-		}
-		return copy;
-	}
-	copy = json_array();
-	for (i = 0; i < json_array_size(v); i++) {
-		cleanup_free char *sub = xasprintf("%s[%zu]", what, i);
-		if (i == CARD_MAX_ITEMS) {
-			card_omit(cc, "%s: %zu more items not shown", what,
-				  json_array_size(v) - CARD_MAX_ITEMS);
-			break;
-		}
-		json_array_append_new(copy, card_value(cc, sub, json_array_get(v, i), depth + 1));
-	}
-	return copy;
-}
-
-/*
- * One line for lists: the command, argv or path, its first
- * CARD_SUMMARY_CAP bytes and how much more there is (the card's "args"
- * holds the rest).
- */
-#define CARD_SUMMARY_CAP 200
-
-static json_t *card_summary(const char *tool, const json_t *args)
-{
-	const char *command = json_string_value(json_object_get(args, "command"));
-	const char *path = json_string_value(json_object_get(args, "path"));
-	cleanup_free char *argv = NULL;
-	cleanup_free char *clean = NULL;
-	cleanup_free char *line = NULL;
-	const char *what;
-	size_t len, keep, m;
-
-	if (command != NULL)
-		what = command;
-	else if (json_is_array(json_object_get(args, "argv")))
-		what = argv = json_dumps(json_object_get(args, "argv"), JSON_COMPACT);
-	else if (path != NULL)
-		what = path;
-	else
-		return json_string(tool);
-	len = what != NULL ? strlen(what) : 0;
-	keep = len < CARD_SUMMARY_CAP ? len : CARD_SUMMARY_CAP;
-	clean = lg_utf8_sanitize((const uint8_t *)(what != NULL ? what : ""), keep, &m);
-	if (command != NULL)
-		line = xasprintf("run `%s%s", clean, keep < len ? "" : "`");
-	else if (argv != NULL)
-		line = xasprintf("run %s", clean);
-	else
-		line = xasprintf("%s %s", tool, clean);
-	if (keep < len) {
-		char *t = xasprintf("%s ... (%zu more bytes; the whole of it is in the card's "
-				    "args)",
-				    line, len - keep);
-		free(line);
-		line = t;
-	}
-	return json_string(line);
-}
-
-/*
- * The "diff card" a human decides on: who asked (session), what (tool,
- * summary, and every argument in "args": argv or command, env, cwd, stdin,
- * timeout, path, mode...), where, why it is red, and for a file write the
- * content before and after.  What did not fit is listed in "omitted".
- */
-static json_t *make_card(struct mcp_session *ss, const char *tool, const json_t *args,
-			 const struct policy_decision *d)
-{
-	const char *sid = json_string_value(json_object_get(args, "sandbox_id"));
-	json_t *card =
-	    json_pack("{s:s, s:s, s:s, s:s, s:s}", "tool", tool, "risk", policy_risk_name(d->risk),
-		      "rule", d->rule, "reason", d->reason, "session", ss->id);
-	const char *path = json_string_value(json_object_get(args, "path"));
-	bool is_write = strcmp(tool, "sandbox_fs_write") == 0;
-	struct card_cut cc = {.omitted = json_array(), .budget = CARD_BUDGET};
-	json_t *shown_args;
-
-	/* The sandbox id comes from the client, and can be as long as it likes. */
-	json_object_set_new(
-	    card, "where",
-	    sid != NULL ? card_bytes(&cc, "where", (const uint8_t *)sid,
-				     json_string_length(json_object_get(args, "sandbox_id")))
-			: json_string("a new sandbox"));
-
-	json_object_set_new(card, "summary", card_summary(tool, args));
-	if (is_write && json_is_object(args)) {
-		/* The content is shown decoded, as "after"; its raw form would only repeat it. */
-		json_t *rest = json_deep_copy(args);
-		json_object_del(rest, "content");
-		shown_args = card_value(&cc, "args", rest, 0);
-		json_decref(rest);
-	} else {
-		shown_args = card_value(&cc, "args", args, 0);
-	}
-	json_object_set_new(card, "args", shown_args);
-
-	if (is_write && sid != NULL && path != NULL) {
-		char why[256];
-		uint8_t *after = NULL, *before = NULL;
-		size_t alen = 0, blen = 0;
-		struct mcp_sandbox *sb;
-
-		if (write_payload(args, &after, &alen, why, sizeof(why)) == 0) {
-			json_object_set_new(card, "after", card_bytes(&cc, "after", after, alen));
-			json_object_set_new(card, "after_bytes", json_integer((json_int_t)alen));
-		}
-		free(after);
-		sb = mcp_sandbox_get(ss, sid);
-		if (sb != NULL) {
-			/* sb->sb is NULL once lost; it only changes under op_lock, which we hold */
-			if (sb->sb != NULL && lg_agent_read_file(sb->sb->agent, path, 1u << 20,
-								 &before, &blen, NULL) == 0) {
-				json_object_set_new(card, "before",
-						    card_bytes(&cc, "before", before, blen));
-				json_object_set_new(card, "before_bytes",
-						    json_integer((json_int_t)blen));
-				free(before);
-			} else {
-				json_object_set_new(card, "before", json_null());
-			}
-			mcp_sandbox_put(ss->srv, sb);
-		}
-	}
-	if (cc.unlisted > 0)
-		json_array_append_new(
-		    cc.omitted, json_sprintf("... and %zu more cuts, not listed", cc.unlisted));
-	if (json_array_size(cc.omitted) > 0)
-		json_object_set_new(card, "omitted", cc.omitted);
-	else
-		json_decref(cc.omitted);
-	return card;
+	return lg_gate_audit(&g, event);
 }
 
 /*
@@ -1099,93 +796,64 @@ static json_t *elicitation_params(const json_t *card)
 			 "approve");
 }
 
-/*
- * Returns true if the action may run.  Red actions wait for a human: the
- * request is filed with the broker (so `luminaguard approvals` sees it),
- * and the client is asked too when it can elicit; the first answer wins,
- * and the broker's timeout is a no.
- */
-static bool cliff(struct mcp_session *ss, struct mcp_call *call, const char *tool,
-		  const json_t *args, const struct policy_decision *d, char **denial)
-{
-	json_t *card;
-	struct approval *a;
-	enum approval_state st;
-	char *decider = NULL, *reason = NULL;
-	int64_t eid = -1;
+struct elicit_asker {
+	struct mcp_session *ss;
+	struct mcp_call *call;
+};
 
-	if (d->verdict == POLICY_GREEN)
-		return true;
-	card = make_card(ss, tool, args, d);
-	{
-		/* The whole action, for `approvals show`: the card may be cut, this is not. */
-		json_t *action = json_pack("{s:s, s:O}", "tool", tool, "args", args);
-		a = approval_file_full(ss->srv->o.broker, card, action);
-		json_decref(action);
-	}
-	lg_info("session %s: %s needs approval %s (%s)", ss->id, tool, approval_id(a), d->reason);
-	/* As the broker holds it: with its id and who may decide. */
-	json_decref(card);
-	card = approval_card(a);
+struct elicit_token {
+	int64_t eid;
+};
+
+static void *elicit_ask(void *ctx, struct approval *a, const json_t *card)
+{
+	struct elicit_asker *e = ctx;
+	struct elicit_token *t = xzalloc(sizeof(*t));
+
 	/*
 	 * Tracked either way, so that a closing session can cancel the wait.
 	 * The client is not asked when its answer would not count (--decide).
 	 */
-	eid = mcp_send_elicitation(ss, call,
-				   mcp_session_elicits(ss) &&
-					   (approval_channels(a) & APPROVAL_CH_ELICITATION)
-				       ? elicitation_params(card)
-				       : NULL,
-				   a);
-	json_decref(card);
-	st = approval_wait(a, &decider, &reason);
-	if (eid > 0)
-		mcp_forget_elicitation(ss, call, eid);
-	lg_metric_inc(mcp_metric(ss->srv->m.approvals, approval_state_name(st)));
-
-	/* The broker has recorded the decision (and refuses a yes it cannot record). */
-	if (st != APPROVAL_APPROVED)
-		*denial = xasprintf("%s (approval %s) %s%s%s%s", tool, approval_id(a),
-				    st == APPROVAL_TIMED_OUT   ? "was not approved in time"
-				    : st == APPROVAL_CANCELLED ? "was cancelled"
-							       : "was denied",
-				    decider != NULL ? " by " : "", decider != NULL ? decider : "",
-				    reason != NULL ? ": " : "");
-	if (st != APPROVAL_APPROVED && reason != NULL) {
-		char *t = xasprintf("%s%s", *denial, reason);
-		free(*denial);
-		*denial = t;
-	}
-	approval_put(a);
-	free(decider);
-	free(reason);
-	return st == APPROVAL_APPROVED;
+	t->eid = mcp_send_elicitation(e->ss, e->call,
+				      mcp_session_elicits(e->ss) &&
+					      (approval_channels(a) & APPROVAL_CH_ELICITATION)
+					  ? elicitation_params(card)
+					  : NULL,
+				      a);
+	return t;
 }
 
-/*
- * Paths in the guest must be absolute.  A relative one would be resolved
- * by the agent against a working directory the policy cannot see, so
- * `etc/x` would pass a rule on `/etc/ **` and land in /etc/x: refusing it
- * before anything runs keeps what the classifier checked and what the
- * agent opens the same path.  ("cwd" too: a command's relative paths
- * start there.)  Returns NULL or the refusal.
- */
-static char *relative_path_refusal(const char *tool, const json_t *args)
+static void elicit_forget(void *ctx, void *token)
 {
-	static const char *const keys[] = {"path", "cwd"};
+	struct elicit_asker *e = ctx;
+	struct elicit_token *t = token;
 
-	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
-		const char *p = json_string_value(json_object_get(args, keys[i]));
-		if (p != NULL && p[0] != '/') {
-			size_t n;
-			cleanup_free char *clean =
-			    lg_utf8_sanitize((const uint8_t *)p, strnlen(p, 200), &n);
-			return xasprintf("%s: %s must be an absolute path in the sandbox (starting "
-					 "with /), not '%s'",
-					 tool, keys[i], clean);
-		}
-	}
-	return NULL;
+	if (t != NULL && t->eid > 0)
+		mcp_forget_elicitation(e->ss, e->call, t->eid);
+	free(t);
+}
+
+static const struct lg_asker_ops elicit_ops = {
+    .ask = elicit_ask,
+    .forget = elicit_forget,
+};
+
+/* The "before" of a file write, read from the session's sandbox. */
+static int read_before(void *ctx, const char *path, uint8_t **out, size_t *len)
+{
+	struct elicit_asker *e = ctx;
+	const char *sid = json_string_value(json_object_get(e->call->args, "sandbox_id"));
+	struct mcp_sandbox *sb = sid != NULL ? mcp_sandbox_get(e->ss, sid) : NULL;
+	int r = -1;
+
+	if (sb == NULL)
+		return -2;
+	/* sb->sb is NULL once lost; it only changes under op_lock, which we hold */
+	if (sb->sb != NULL &&
+	    lg_agent_read_file(sb->sb->agent, path, 1u << 20, out, len, NULL) == 0)
+		r = 0;
+	mcp_sandbox_put(e->ss->srv, sb);
+	return r;
 }
 
 static json_t *context_for(struct mcp_session *ss, const json_t *args)
@@ -1208,54 +876,49 @@ json_t *mcp_tools_call(struct mcp_session *ss, struct mcp_call *call)
 	const char *name = call->name;
 	const json_t *args = call->args;
 	const struct tool *t = find_tool(name);
-	struct policy_decision d;
-	json_t *ctx, *result;
-	char *denial = NULL, *refusal;
+	struct lg_gate g = session_gate(ss);
+	struct elicit_asker ea = {.ss = ss, .call = call};
+	struct lg_asker asker = {.ops = &elicit_ops, .ctx = &ea};
+	struct lg_gate_req req = {
+	    .who = ss->id,
+	    .tool = name,
+	    .args = args,
+	    .askers = &asker,
+	    .n_askers = 1,
+	    .read_before = read_before,
+	    .read_ctx = &ea,
+	};
+	json_t *result, *fields;
+	char *denial = NULL;
+	bool may_run;
 
 	if (t == NULL)
 		return tool_error("unknown tool %s", name);
-	ctx = context_for(ss, args);
-	policy_classify(ss->srv->o.policy, name, args, ctx, &d);
-	if (!audit(ss, json_pack("{s:s, s:s, s:s, s:o, s:O, s:s, s:s, s:s, s:s}", "type", "request",
-				 "session", ss->id, "tool", name, "args", audit_args(ss, args),
-				 "context", ctx, "verdict", policy_verdict_name(d.verdict), "risk",
-				 policy_risk_name(d.risk), "rule", d.rule, "reason", d.reason))) {
-		json_decref(ctx);
-		policy_decision_clear(&d);
-		return tool_error("%s: the audit log cannot be written; refusing to act", name);
-	}
-	json_decref(ctx);
-
-	refusal = relative_path_refusal(name, args);
-	if (refusal != NULL || !cliff(ss, call, name, args, &d, &denial)) {
-		result = refusal != NULL ? tool_error("%s", refusal)
-					 : tool_error("%s; the action did not run", denial);
-		audit(ss,
-		      json_pack("{s:s, s:s, s:s, s:s}", "type", "outcome", "session", ss->id,
-				"tool", name, "outcome",
-				refusal != NULL ? "not run: relative path" : "not run: denied"));
-		free(refusal);
+	req.context = context_for(ss, args);
+	may_run = lg_gate_enter(&g, &req, &denial);
+	json_decref((json_t *)req.context);
+	req.context = NULL;
+	if (!may_run) {
+		result = tool_error("%s", denial);
 		free(denial);
-		policy_decision_clear(&d);
 		return result;
 	}
-	policy_decision_clear(&d);
 
 	result = t->run(ss, call, args);
 	{
 		json_t *st = json_object_get(result, "structuredContent");
-		json_t *ev = json_pack(
-		    "{s:s, s:s, s:s, s:s}", "type", "outcome", "session", ss->id, "tool", name,
-		    "outcome", json_is_true(json_object_get(result, "isError")) ? "error" : "ok");
+		bool failed = json_is_true(json_object_get(result, "isError"));
+
+		fields = json_object();
 		if (json_object_get(st, "exit_code") != NULL)
-			json_object_set(ev, "exit_code", json_object_get(st, "exit_code"));
+			json_object_set(fields, "exit_code", json_object_get(st, "exit_code"));
 		if (json_object_get(st, "sandbox_id") != NULL)
-			json_object_set(ev, "sandbox_id", json_object_get(st, "sandbox_id"));
-		if (json_is_true(json_object_get(result, "isError"))) {
+			json_object_set(fields, "sandbox_id", json_object_get(st, "sandbox_id"));
+		if (failed) {
 			json_t *c0 = json_array_get(json_object_get(result, "content"), 0);
-			json_object_set(ev, "error", json_object_get(c0, "text"));
+			json_object_set(fields, "error", json_object_get(c0, "text"));
 		}
-		audit(ss, ev);
+		lg_gate_outcome(&g, &req, failed ? "error" : "ok", fields);
 	}
 	return result;
 }
