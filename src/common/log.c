@@ -14,6 +14,7 @@
 
 static enum lg_log_level log_level = LG_LOG_WARN;
 static bool log_json;
+static __thread char log_request_id[65];
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
@@ -40,6 +41,11 @@ enum lg_log_level lg_log_get_level(void)
 	return log_level;
 }
 
+void lg_log_set_request_id(const char *id)
+{
+	snprintf(log_request_id, sizeof(log_request_id), "%s", id != NULL ? id : "");
+}
+
 void lg_log(enum lg_log_level level, const char *fmt, ...)
 {
 	char msg[2048];
@@ -60,6 +66,8 @@ void lg_log(enum lg_log_level level, const char *fmt, ...)
 		o = json_pack("{s:f, s:s, s:s, s:i}", "ts",
 			      (double)ts.tv_sec + (double)ts.tv_nsec / 1e9, "level",
 			      level_names[level], "msg", msg, "pid", (int)getpid());
+		if (o != NULL && log_request_id[0] != '\0')
+			json_object_set_new(o, "request_id", json_string(log_request_id));
 		line = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
 		if (line != NULL)
 			fprintf(stderr, "%s\n", line);
@@ -76,9 +84,10 @@ void lg_log(enum lg_log_level level, const char *fmt, ...)
 	for (char *p = msg; *p != '\0'; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
-	fprintf(stderr, "luminaguard: %s%s\n",
+	fprintf(stderr, "luminaguard: %s%s%s%s%s\n",
 		level == LG_LOG_WARN	? "warning: "
 		: level == LG_LOG_DEBUG ? "debug: "
 					: "",
-		msg);
+		msg, log_request_id[0] != '\0' ? " [req " : "", log_request_id,
+		log_request_id[0] != '\0' ? "]" : "");
 }

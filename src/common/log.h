@@ -12,6 +12,12 @@ enum lg_log_level { LG_LOG_ERROR, LG_LOG_WARN, LG_LOG_INFO, LG_LOG_DEBUG };
 void lg_log_init(void); /* reads LUMINAGUARD_LOG and LUMINAGUARD_LOG_FORMAT */
 void lg_log_set_level(enum lg_log_level level);
 enum lg_log_level lg_log_get_level(void);
+/*
+ * The request this thread works on (an HTTP API request id, at most 64
+ * characters; NULL clears): its log lines carry it, as "request_id" in
+ * JSON and "[req ID]" in text.  Copied into thread-local storage.
+ */
+void lg_log_set_request_id(const char *id);
 void lg_log(enum lg_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define lg_error(...) lg_log(LG_LOG_ERROR, __VA_ARGS__)
