@@ -9,7 +9,9 @@
 #include "common/paths.h"
 #include "common/util.h"
 #include "host/sandbox.h"
+#include "approval/gate.h"
 #include "approval/tty.h"
+#include "audit/audit.h"
 #include "net/egress.h"
 #include "policy/policy.h"
 
@@ -66,100 +68,176 @@ static json_t *card_string(const char *s)
 	return json_stringn(clean, n);
 }
 
-/* The cliff for `run`: the command is classified as the MCP tool sandbox_run would be. */
-static int cliff(const struct run_opts *o, struct lg_err **err)
+/* ---- the approval cliff: lg_gate, with the terminal as its asker ---- */
+
+/* What the cliff holds from the request to the outcome. */
+struct run_cliff {
+	struct policy *policy;
+	struct audit_log *audit;
+	struct approval_broker *broker;
+	struct lg_gate g;
+	struct lg_gate_req req;
+	json_t *args;
+	bool entered; /* the command may run: its outcome is still to be audited */
+};
+
+/*
+ * The terminal asker.  It asks inline, within the broker's timeout: `run`
+ * has no control socket, so no other channel could answer meanwhile.  With
+ * no one to ask (--approve none, or stdin not a terminal) it says no at
+ * once, with what to do instead, rather than letting the request time out.
+ */
+static void *tty_ask(void *ctx, struct approval *a, const json_t *broker_card)
 {
-	struct policy *p = NULL;
-	struct policy_decision d;
-	json_t *args, *argv_json = json_array();
+	const struct run_opts *o = ctx;
+	json_t *card = json_deep_copy(broker_card);
+	struct lg_err *err = NULL;
 	bool approved = false;
 	int r;
 
-	if (o->policy != NULL) {
-		if (policy_load_file(o->policy, &p, err) < 0)
-			return -1;
-	} else {
-		p = policy_default();
+	if (!o->approve_tty) {
+		cleanup_free char *why = xasprintf(
+		    "the policy needs a human's approval for this command (risk %s, rule %s: %s); "
+		    "rerun with --approve tty to be asked",
+		    json_string_value(json_object_get(card, "risk")),
+		    json_string_value(json_object_get(card, "rule")),
+		    json_string_value(json_object_get(card, "reason")));
+		approval_decide_ref(a, false, APPROVAL_CH_TTY, "--approve none", why);
+		json_decref(card);
+		return NULL;
 	}
+	/* A human at a terminal, or no one: piped stdin is not a person's answer. */
+	if (!isatty(STDIN_FILENO)) {
+		approval_decide_ref(a, false, APPROVAL_CH_TTY, "--approve tty",
+				    "--approve tty needs stdin to be a terminal");
+		json_decref(card);
+		return NULL;
+	}
+	/* No control socket here: `approvals show ID` and other channels do not apply. */
+	json_object_del(card, "approval");
+	json_object_del(card, "channels");
+	/* Not an argument the policy sees, but the human should know. */
+	json_object_set_new(
+	    card, "stdin",
+	    json_string(o->no_stdin ? "none (--no-stdin)" : "what you type on this terminal"));
+	r = approval_tty_prompt_fds(card, o->approval_timeout_s, STDIN_FILENO, STDERR_FILENO,
+				    lg_signals_fd(), &approved, &err);
+	json_decref(card);
+	if (r == -ECANCELED)
+		approval_cancel(a); /* interrupted: run_main reports the signal */
+	else if (r < 0)
+		approval_decide_ref(a, false, APPROVAL_CH_TTY, "the terminal", err->msg);
+	else if (r == 0)
+		approval_decide_ref(a, approved, APPROVAL_CH_TTY, "the terminal", NULL);
+	/* r == 1: no answer in time; the broker's own timeout says so. */
+	lg_err_free(&err);
+	return NULL;
+}
+
+static const struct lg_asker_ops tty_asker_ops = {.ask = tty_ask};
+
+static void cliff_free(struct run_cliff *c)
+{
+	approval_broker_free(c->broker);
+	audit_close(c->audit);
+	policy_free(c->policy);
+	json_decref(c->args);
+	memset(c, 0, sizeof(*c));
+}
+
+/*
+ * The cliff for `run`: the command is classified as the MCP tool
+ * sandbox_run would be, with the same arguments (env and timeout too: an
+ * LD_PRELOAD in --env or a workdir changes what runs), and every request,
+ * decision and outcome goes to the audit log.  On success the caller
+ * audits the outcome with cliff_done().
+ */
+static int cliff(const struct run_opts *o, struct run_cliff *c, struct lg_err **err)
+{
+	cleanup_free char *default_audit = NULL;
+	json_t *env = json_object(), *argv_json = json_array();
+	const char *audit_path = o->audit_log;
+	struct lg_asker asker = {.ops = &tty_asker_ops, .ctx = (void *)o};
+	char *denial = NULL;
+
+	memset(c, 0, sizeof(*c));
+	if (o->policy != NULL) {
+		if (policy_load_file(o->policy, &c->policy, err) < 0)
+			goto fail;
+	} else {
+		c->policy = policy_default();
+	}
+	if (audit_path == NULL) {
+		cleanup_free char *home = lg_home_dir();
+		if (lg_mkdir_p(home, 0700) < 0) {
+			lg_err_sys(err, "create `%s`", home);
+			goto fail;
+		}
+		audit_path = default_audit = xasprintf("%s/audit.jsonl", home);
+	}
+	if (audit_open(audit_path, &c->audit, err) < 0)
+		goto fail;
+	c->broker = approval_broker_new(o->approval_timeout_s, c->audit);
+	/* `run` serves no control socket and no client: the terminal is the one channel. */
+	approval_broker_set_channels(
+	    c->broker, (const unsigned[APPROVAL_RISKS]){APPROVAL_CH_TTY, APPROVAL_CH_TTY,
+							APPROVAL_CH_TTY, APPROVAL_CH_TTY});
+
 	for (size_t i = 0; o->command[i] != NULL; i++)
 		json_array_append_new(argv_json, card_string(o->command[i]));
-	args = json_pack("{s:o, s:i, s:I}", "argv", argv_json, "cpus", (int)o->cpus, "memory",
-			 (json_int_t)o->memory_mib);
+	c->args = json_pack("{s:o, s:i, s:I}", "argv", argv_json, "cpus", (int)o->cpus, "memory",
+			    (json_int_t)o->memory_mib);
 	if (o->workdir != NULL)
-		json_object_set_new(args, "cwd", json_string(o->workdir));
+		json_object_set_new(c->args, "cwd", json_string(o->workdir));
 	if (o->image != NULL)
-		json_object_set_new(args, "image", json_string(o->image));
+		json_object_set_new(c->args, "image", json_string(o->image));
 	if (o->disk_mib != 0)
-		json_object_set_new(args, "disk", json_integer((json_int_t)o->disk_mib));
+		json_object_set_new(c->args, "disk", json_integer((json_int_t)o->disk_mib));
 	if (o->user != NULL)
-		json_object_set_new(args, "user", json_string(o->user));
-	policy_classify(p, "sandbox_run", args, NULL, &d);
-	if (d.verdict == POLICY_GREEN) {
-		r = 0;
-		goto out;
+		json_object_set_new(c->args, "user", json_string(o->user));
+	for (size_t i = 0; i < o->n_env; i++) {
+		const char *eq = strchr(o->env[i], '=');
+		size_t klen;
+		cleanup_free char *k = eq != NULL
+					   ? xasprintf("%.*s", (int)(eq - o->env[i]), o->env[i])
+					   : xstrdup(o->env[i]);
+		cleanup_free char *kc = lg_utf8_sanitize((const uint8_t *)k, strlen(k), &klen);
+		json_object_set_new(env, kc, card_string(eq != NULL ? eq + 1 : ""));
 	}
-	if (!o->approve_tty) {
-		r = lg_err_set(
-		    err, 0,
-		    "the policy needs a human's approval for this command (risk %s, rule "
-		    "%s: %s); rerun with --approve tty to be asked",
-		    policy_risk_name(d.risk), d.rule, d.reason);
-		goto out;
-	}
-	{
-		char *argv_text = json_dumps(argv_json, JSON_COMPACT);
-		json_t *card =
-		    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "tool", "sandbox_run", "summary",
-			      argv_text ? argv_text : "?", "where", "a new sandbox", "risk",
-			      policy_risk_name(d.risk), "rule", d.rule, "reason", d.reason);
-		json_t *shown = json_deep_copy(args);
-		json_t *env = json_object();
+	if (o->n_env > 0)
+		json_object_set(c->args, "env", env);
+	json_decref(env);
+	if (o->timeout_s != 0)
+		json_object_set_new(c->args, "timeout", json_integer(o->timeout_s));
 
-		free(argv_text);
-		/*
-		 * Everything the command depends on goes on the card, not only
-		 * argv: an LD_PRELOAD in --env or a workdir changes what runs.
-		 * The printer escapes control characters in all of it.
-		 */
-		for (size_t i = 0; i < o->n_env; i++) {
-			const char *eq = strchr(o->env[i], '=');
-			size_t klen;
-			cleanup_free char *k =
-			    eq != NULL ? xasprintf("%.*s", (int)(eq - o->env[i]), o->env[i])
-				       : xstrdup(o->env[i]);
-			cleanup_free char *kc =
-			    lg_utf8_sanitize((const uint8_t *)k, strlen(k), &klen);
-			json_object_set_new(env, kc, card_string(eq != NULL ? eq + 1 : ""));
-		}
-		if (o->n_env > 0)
-			json_object_set_new(shown, "env", env);
-		else
-			json_decref(env);
-		if (o->timeout_s != 0)
-			json_object_set_new(shown, "timeout", json_integer(o->timeout_s));
-		json_object_set_new(shown, "stdin",
-				    json_string(o->no_stdin ? "none (--no-stdin)"
-							    : "what you type on this terminal"));
-		json_object_set_new(card, "args", shown);
-		/* A human at a terminal, or no one: piped stdin is not a person's answer. */
-		if (!isatty(STDIN_FILENO))
-			r = lg_err_msg(err, ENOTTY, "--approve tty needs stdin to be a terminal");
-		else
-			r = approval_tty_prompt_fds(card, o->approval_timeout_s, STDIN_FILENO,
-						    STDERR_FILENO, lg_signals_fd(), &approved, err);
-		json_decref(card);
+	c->g = (struct lg_gate){.policy = c->policy, .audit = c->audit, .broker = c->broker};
+	c->req = (struct lg_gate_req){
+	    .who = "cli", .tool = "sandbox_run", .args = c->args, .askers = &asker, .n_askers = 1};
+	if (!lg_gate_enter(&c->g, &c->req, &denial)) {
+		lg_err_msg(err, EPERM, "%s", denial);
+		free(denial);
+		goto fail;
 	}
-	if (r >= 0 && !approved)
-		r = lg_err_msg(err, EPERM, "%s",
-			       r == 1 ? "not approved in time; the command did not run"
-				      : "denied; the command did not run");
-	else if (r >= 0)
-		r = 0;
-out:
-	policy_decision_clear(&d);
-	json_decref(args);
-	policy_free(p);
-	return r;
+	c->req.askers = NULL;
+	c->req.n_askers = 0;
+	c->entered = true;
+	return 0;
+fail:
+	cliff_free(c);
+	return -1;
+}
+
+/*
+ * Audits what became of a command the cliff let through (once; a no-op
+ * after a refusal), then closes the log.  `fields` (stolen, may be NULL).
+ */
+static void cliff_done(struct run_cliff *c, const char *outcome, json_t *fields)
+{
+	if (c->entered)
+		lg_gate_outcome(&c->g, &c->req, outcome, fields);
+	else
+		json_decref(fields);
+	cliff_free(c);
 }
 
 /* ---- --net allow=LIST: the approval cliff and the connection log ---- */
@@ -288,6 +366,7 @@ int cmd_run(int argc, char **argv)
 	struct lg_allowlist *allow = NULL;
 	struct lg_egress eg;
 	struct net_ask ask = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	struct run_cliff rc = {0};
 	struct run_opts o;
 	int status;
 	int r;
@@ -314,7 +393,7 @@ int cmd_run(int argc, char **argv)
 		return EXIT_INTERNAL;
 	}
 
-	if (cliff(&o, &err) < 0)
+	if (cliff(&o, &rc, &err) < 0)
 		goto out_err;
 
 	so.image = o.image;
@@ -360,6 +439,9 @@ int cmd_run(int argc, char **argv)
 		goto out_err;
 
 	net_done(sb, so.egress, allow);
+	cliff_done(&rc, "ok",
+		   json_pack("{s:i, s:i, s:b}", "exit_code", res.exit_code, "signal", res.signal,
+			     "timed_out", res.timed_out));
 	if (res.timed_out) {
 		lg_error("the command timed out after %u s and was killed", o.timeout_s);
 		return EXIT_TIMEOUT;
@@ -371,6 +453,11 @@ int cmd_run(int argc, char **argv)
 out_err:
 	net_done(sb, so.egress, allow);
 	status = lg_signals_caught();
+	cliff_done(&rc, "error",
+		   json_pack("{s:s}", "error",
+			     status != 0   ? "interrupted by a signal"
+			     : err != NULL ? err->msg
+					   : "failed"));
 	if (status != 0) {
 		lg_err_free(&err);
 		lg_error("interrupted by signal %d; the VM was destroyed", status);

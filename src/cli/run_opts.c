@@ -41,6 +41,9 @@ const char run_usage[] =
     "                     terminal; none (default) refuses them\n"
     "  --approval-timeout S  seconds a red action waits for a human (default 300;\n"
     "                     no answer means no)\n"
+    "  --audit-log FILE   the audit log: every command's request, the decision\n"
+    "                     on it and its outcome (default: DATA/audit.jsonl, the\n"
+    "                     one `luminaguard mcp` writes; see `luminaguard audit`)\n"
     "  --net none|allow=HOST[,HOST...]\n"
     "                     network (default none: no network device at all);\n"
     "                     allow= gives the guest an HTTP/HTTPS proxy\n"
@@ -74,6 +77,7 @@ enum {
 	OPT_SECCOMP,
 	OPT_DISK,
 	OPT_USER,
+	OPT_AUDIT_LOG,
 };
 
 static const struct option long_opts[] = {
@@ -95,6 +99,7 @@ static const struct option long_opts[] = {
     {"seccomp", required_argument, NULL, OPT_SECCOMP},
     {"disk", required_argument, NULL, OPT_DISK},
     {"user", required_argument, NULL, OPT_USER},
+    {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -205,6 +210,11 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, struct lg_err **er
 				return lg_err_msg(err, EINVAL, "--approve: '%s' is not tty or none",
 						  optarg);
 			o->approve_tty = strcmp(optarg, "tty") == 0;
+			break;
+		case OPT_AUDIT_LOG:
+			if (optarg[0] == '\0')
+				return lg_err_msg(err, EINVAL, "--audit-log: empty file name");
+			o->audit_log = optarg;
 			break;
 		case OPT_APPROVAL_TIMEOUT:
 			if (lg_parse_u64(optarg, 1, 86400, &v) < 0)

@@ -31,6 +31,7 @@ struct run_opts {
 	const char *policy; /* --policy FILE, NULL: the built-in default */
 	bool approve_tty;   /* --approve tty: ask on the terminal for red actions */
 	uint32_t approval_timeout_s;
+	const char *audit_log; /* --audit-log FILE, NULL: DATA/audit.jsonl */
 	struct jail_opts jail; /* --no-jail, --seccomp */
 	const char *net_allow; /* --net allow=LIST: the LIST, NULL = no network */
 	char **command;	       /* borrowed from argv, NULL-terminated */

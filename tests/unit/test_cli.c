@@ -35,6 +35,7 @@ static void test_defaults_and_command(void **state)
 	assert_int_equal(o.memory_mib, 256);
 	assert_int_equal(o.timeout_s, 0);
 	assert_int_equal(o.accel, HV_ACCEL_AUTO);
+	assert_null(o.audit_log); /* the default, DATA/audit.jsonl */
 	assert_string_equal(o.command[0], "uname");
 	/* options after the command belong to the command */
 	assert_string_equal(o.command[1], "-a");
@@ -43,11 +44,12 @@ static void test_defaults_and_command(void **state)
 
 static void test_all_options(void **state)
 {
-	char *argv[] = {"run",	   "--cpus",	 "2",	      "--memory",  "512",     "--timeout",
-			"30",	   "--image",	 "img",	      "--backend", "qemu",    "--accel",
-			"tcg",	   "--env",	 "A=1",	      "--env",	   "B_2=x=y", "--workdir",
-			"/tmp",	   "--no-stdin", "--console", "--",	   "sh",      "-c",
-			"echo $A", NULL};
+	char *argv[] = {
+	    "run",  "--cpus",	  "2",	       "--memory",    "512",	      "--timeout",
+	    "30",   "--image",	  "img",       "--backend",   "qemu",	      "--accel",
+	    "tcg",  "--env",	  "A=1",       "--env",	      "B_2=x=y",      "--workdir",
+	    "/tmp", "--no-stdin", "--console", "--audit-log", "/tmp/a.jsonl", "--",
+	    "sh",   "-c",	  "echo $A",   NULL};
 	struct run_opts o;
 	char msg[256] = "";
 
@@ -64,6 +66,7 @@ static void test_all_options(void **state)
 	assert_string_equal(o.workdir, "/tmp");
 	assert_true(o.no_stdin);
 	assert_true(o.console);
+	assert_string_equal(o.audit_log, "/tmp/a.jsonl");
 	assert_string_equal(o.command[0], "sh");
 	assert_string_equal(o.command[2], "echo $A");
 }
@@ -123,6 +126,7 @@ static void test_bad_flags(void **state)
 	    {{"run", "--net", "allow=", "true", NULL}, "--net"},
 	    {{"run", "--net", "pypi.org", "true", NULL}, "--net"},
 	    {{"run", "--seccomp", "loud", "true", NULL}, "--seccomp"},
+	    {{"run", "--audit-log", "", "true", NULL}, "--audit-log"},
 	    {{"run", "--bogus", "true", NULL}, "unknown option"},
 	    {{"run", "--cpus", NULL}, "run:"},
 	    {{"run", "--", NULL}, "no command"},
