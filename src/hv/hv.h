@@ -88,6 +88,19 @@ struct vm_config {
 	int net_fd;
 	/* How to jail the VMM; NULL = the defaults (jailed, seccomp strict). */
 	const struct jail_opts *jail;
+	/*
+	 * Snapshots (docs/snapshots.md).  ram_file: guest RAM in this file
+	 * instead of anonymous memory (NULL: anonymous), exactly
+	 * hv_guest_ram_mib() MiB long.  ram_shared: the VM writes its RAM
+	 * into the file (a VM to snapshot; the file must be new, never one a
+	 * snapshot holds); else a private copy-on-write mapping of it (a
+	 * restore: the file's pages are shared with every other restore
+	 * through the page cache).  incoming: the VM starts paused, waiting
+	 * for the backend's load_state.
+	 */
+	const char *ram_file;
+	bool ram_shared;
+	bool incoming;
 };
 
 #define HV_MAX_CPUS 64u
@@ -149,6 +162,26 @@ struct hv_backend {
 	int (*exit_fd)(struct vm *vm);
 	/* Last bytes of the guest console, for error messages.  New string. */
 	char *(*console_tail)(struct vm *vm);
+	/*
+	 * Snapshots; NULL where the backend has none.  save_state: on a VM
+	 * spawned with ram_file and ram_shared, pauses it and writes its
+	 * device state (not its RAM, which is in ram_file) to state_fd, a new
+	 * file open for writing.  The VM stays paused; destroy it after.
+	 */
+	int (*save_state)(struct vm *vm, int state_fd, struct lg_err **err);
+	/*
+	 * On a VM spawned with ram_file (not shared) and incoming: loads the
+	 * device state from state_fd (borrowed, read from offset 0) and
+	 * resumes the guest.  The guest's agent must then be checked with a
+	 * PING: a mismatched state may load and hang.
+	 */
+	int (*load_state)(struct vm *vm, int state_fd, int timeout_ms, struct lg_err **err);
+	/*
+	 * What a snapshot depends on beyond cfg and the image: the VMM's
+	 * binary and modules (path, size, mtime), so an upgraded VMM never
+	 * loads an older one's state.  New string, or NULL with *err.
+	 */
+	char *(*identity)(const struct vm_config *cfg, struct lg_err **err);
 };
 
 extern const struct hv_backend hv_backend_qemu;

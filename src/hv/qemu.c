@@ -33,6 +33,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -51,6 +52,11 @@ enum {
 
 #define CONSOLE_TAIL   8192
 #define QMP_TIMEOUT_MS 10000
+/* Saving the device state (about 60 KiB) takes milliseconds; this bounds a stuck one. */
+#define MIGRATE_TIMEOUT_MS 30000
+#define MIGRATE_POLL_US	   2000
+/* The getfd name of a snapshot's device state. */
+#define STATE_FD_NAME "lgstate"
 
 /* TCG's translation buffer: QEMU's default is 1 GiB (or RAM/8). */
 #define TCG_TB_SIZE_MIB 64
@@ -261,6 +267,20 @@ char *hv_qemu_kernel_cmdline(enum hv_accel accel, const char *extra)
 	return xasprintf("%s%s%s%s", base_cmdline, tsc_arg, extra ? " " : "", extra ? extra : "");
 }
 
+/* A QEMU option value with every ',' doubled (QemuOpts' escape).  New string. */
+static char *qemu_opt_escape(const char *v)
+{
+	char *out = xmalloc(2 * strlen(v) + 1), *o = out;
+
+	for (; *v; v++) {
+		*o++ = *v;
+		if (*v == ',')
+			*o++ = ',';
+	}
+	*o = '\0';
+	return out;
+}
+
 static void build_argv(struct argv_builder *a, const char *bin, const struct vm_config *cfg,
 		       const struct jail_opts *jo)
 {
@@ -279,7 +299,8 @@ static void build_argv(struct argv_builder *a, const char *bin, const struct vm_
 	 * pit and pic: the Debian kernel calibrates the TSC against the PIT and
 	 * hangs without it under TCG.  No PCI, no firmware: microvm.
 	 */
-	argv_add(a, "microvm,pit=on,pic=on,rtc=on,isa-serial=on");
+	argv_add(a, "microvm,pit=on,pic=on,rtc=on,isa-serial=on%s",
+		 cfg->ram_file != NULL ? ",memory-backend=lgmem" : "");
 	argv_add(a, "-accel");
 	if (cfg->accel == HV_ACCEL_TCG)
 		argv_add(a, "tcg,tb-size=%u", TCG_TB_SIZE_MIB);
@@ -291,6 +312,24 @@ static void build_argv(struct argv_builder *a, const char *bin, const struct vm_
 	argv_add(a, "%u", cfg->cpus);
 	argv_add(a, "-m");
 	argv_add(a, "%llu", (unsigned long long)hv_guest_ram_mib(cfg));
+	if (cfg->ram_file != NULL) {
+		/*
+		 * Snapshots (docs/snapshots.md): guest RAM in a file.  share=on
+		 * writes it (the VM a snapshot is taken of; with x-ignore-shared
+		 * the migration stream then holds only the device state);
+		 * share=off maps it privately, copy-on-write, for a restore.
+		 * Option values double their commas.
+		 */
+		cleanup_free char *esc = qemu_opt_escape(cfg->ram_file);
+		argv_add(a, "-object");
+		argv_add(a, "memory-backend-file,id=lgmem,size=%lluM,mem-path=%s,share=%s",
+			 (unsigned long long)hv_guest_ram_mib(cfg), esc,
+			 cfg->ram_shared ? "on" : "off");
+	}
+	if (cfg->incoming) {
+		argv_add(a, "-incoming");
+		argv_add(a, "defer");
+	}
 	argv_add(a, "-nodefaults");
 	argv_add(a, "-no-user-config");
 	argv_add(a, "-nographic");
@@ -467,6 +506,14 @@ static int qemu_spawn(const struct vm_config *cfg, struct vm **out, struct lg_er
 	tcg_mod = cfg->accel == HV_ACCEL_TCG ? tcg_module(bin) : NULL;
 	{
 		const char *modules[] = {tcg_mod, NULL};
+		/*
+		 * A snapshot's RAM file is bound writable: QEMU 7.2 opens a
+		 * memory-backend-file O_RDWR even to map it privately
+		 * (readonly=on maps it read-only, which the guest cannot run
+		 * on).  docs/snapshots.md says what that exposes and how a
+		 * restore notices a changed file.
+		 */
+		const char *rw_files[] = {cfg->ram_file, NULL};
 		/* The root disk, when there is one, is mounted read-only like the kernel. */
 		const char *files[3 + ARRAY_SIZE(qemu_firmware) + 1] = {cfg->kernel, cfg->initrd};
 		int pass[4] = {pairs[0][1], pairs[1][1], pairs[2][1], cfg->net_fd};
@@ -482,6 +529,7 @@ static int qemu_spawn(const struct vm_config *cfg, struct vm **out, struct lg_er
 		    .binary = bin,
 		    .argv = args.v,
 		    .files = files,
+		    .rw_files = cfg->ram_file != NULL ? rw_files : NULL,
 		    .modules = modules,
 		    .dev_kvm = cfg->accel == HV_ACCEL_KVM,
 		    .pass_fds = pass,
@@ -750,6 +798,197 @@ static char *qemu_console_tail(struct vm *vm)
 	return s;
 }
 
+/* Polls query-migrate until the outgoing migration completed. */
+static int wait_migration(struct qemu_vm *q, struct lg_err **err)
+{
+	uint64_t deadline = lg_now_ms() + MIGRATE_TIMEOUT_MS;
+
+	for (;;) {
+		json_t *ret = NULL;
+		int r = qmp_execute(&q->qmp, "query-migrate", NULL, &ret, QMP_TIMEOUT_MS, err);
+		const char *st;
+
+		if (r < 0)
+			return r;
+		st = json_string_value(json_object_get(ret, "status"));
+		if (st != NULL && strcmp(st, "completed") == 0) {
+			json_decref(ret);
+			return 0;
+		}
+		if (st == NULL || strcmp(st, "failed") == 0 || strcmp(st, "cancelled") == 0) {
+			const char *why = json_string_value(json_object_get(ret, "error-desc"));
+			r = lg_err_set(err, EIO, "saving the VM state failed (QEMU: %s)",
+				       why != NULL ? why : (st != NULL ? st : "no status"));
+			json_decref(ret);
+			return r;
+		}
+		json_decref(ret);
+		if (lg_now_ms() >= deadline)
+			return lg_err_set(err, ETIMEDOUT,
+					  "saving the VM state did not finish in %d s",
+					  MIGRATE_TIMEOUT_MS / 1000);
+		usleep(MIGRATE_POLL_US);
+	}
+}
+
+static json_t *ignore_shared_caps(void)
+{
+	return json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability", "x-ignore-shared",
+			 "state", 1);
+}
+
+/* getfd: QEMU gets its own copy of fd under STATE_FD_NAME. */
+static int pass_state_fd(struct qemu_vm *q, int fd, struct lg_err **err)
+{
+	json_t *args = json_pack("{s:s}", "fdname", STATE_FD_NAME);
+	int r = qmp_execute_fd(&q->qmp, "getfd", args, fd, NULL, QMP_TIMEOUT_MS, err);
+
+	json_decref(args);
+	return r;
+}
+
+static int qemu_save_state(struct vm *vm, int state_fd, struct lg_err **err)
+{
+	struct qemu_vm *q = (struct qemu_vm *)vm;
+	json_t *args = ignore_shared_caps();
+	int r;
+
+	/*
+	 * x-ignore-shared: RAM in a shared file is not sent, only the device
+	 * state (the RAM file is the rest of the snapshot).  fd: migration and
+	 * not exec:, which QEMU's -sandbox spawn=deny forbids.
+	 */
+	r = qmp_execute(&q->qmp, "migrate-set-capabilities", args, NULL, QMP_TIMEOUT_MS, err);
+	json_decref(args);
+	if (r == 0)
+		r = qmp_execute(&q->qmp, "stop", NULL, NULL, QMP_TIMEOUT_MS, err);
+	if (r == 0)
+		r = pass_state_fd(q, state_fd, err);
+	if (r == 0) {
+		args = json_pack("{s:s}", "uri", "fd:" STATE_FD_NAME);
+		r = qmp_execute(&q->qmp, "migrate", args, NULL, QMP_TIMEOUT_MS, err);
+		json_decref(args);
+	}
+	if (r == 0)
+		r = wait_migration(q, err);
+	return r < 0 ? lg_err_wrap(err, "snapshot") : 0;
+}
+
+static int qemu_load_state(struct vm *vm, int state_fd, int timeout_ms, struct lg_err **err)
+{
+	struct qemu_vm *q = (struct qemu_vm *)vm;
+	uint64_t deadline = lg_now_ms() + (uint64_t)timeout_ms;
+	json_t *args = ignore_shared_caps();
+	int r;
+
+	r = qmp_execute(&q->qmp, "migrate-set-capabilities", args, NULL, QMP_TIMEOUT_MS, err);
+	json_decref(args);
+	if (r == 0)
+		r = pass_state_fd(q, state_fd, err);
+	if (r == 0) {
+		args = json_pack("{s:s}", "uri", "fd:" STATE_FD_NAME);
+		r = qmp_execute(&q->qmp, "migrate-incoming", args, NULL, QMP_TIMEOUT_MS, err);
+		json_decref(args);
+	}
+	/*
+	 * The state loads in the background; a stream QEMU cannot load makes
+	 * it exit (the QMP read then fails).  The saved VM was stopped, so a
+	 * loaded one is "paused" and needs cont.
+	 */
+	while (r == 0) {
+		json_t *ret = NULL;
+		const char *st;
+
+		r = qmp_execute(&q->qmp, "query-status", NULL, &ret, QMP_TIMEOUT_MS, err);
+		if (r < 0)
+			break;
+		st = json_string_value(json_object_get(ret, "status"));
+		if (st != NULL && strcmp(st, "inmigrate") != 0) {
+			bool ok = strcmp(st, "paused") == 0 || strcmp(st, "running") == 0;
+			if (!ok)
+				r = lg_err_set(err, EIO, "the restored VM is '%s', not paused", st);
+			else if (strcmp(st, "paused") == 0)
+				r = qmp_execute(&q->qmp, "cont", NULL, NULL, QMP_TIMEOUT_MS, err);
+			json_decref(ret);
+			break;
+		}
+		json_decref(ret);
+		if (lg_now_ms() >= deadline) {
+			r = lg_err_set(err, ETIMEDOUT,
+				       "loading the VM state did not finish in %d ms", timeout_ms);
+			break;
+		}
+		usleep(MIGRATE_POLL_US);
+	}
+	if (r < 0) {
+		cleanup_free char *tail = NULL;
+		char *nl;
+
+		/* QEMU's own last words say why a stream did not load. */
+		if (!q->reaped)
+			qemu_wait(vm, 300);
+		pthread_mutex_lock(&q->lock);
+		if (q->exit_why != NULL) {
+			/* The jail knows best why it died (seccomp, OOM). */
+			tail = xstrdup(q->exit_why);
+			q->exit_why_shown = true;
+		} else {
+			tail = ring_str(&q->qemu_err);
+		}
+		pthread_mutex_unlock(&q->lock);
+		while ((nl = strrchr(tail, '\n')) != NULL && nl[1] == '\0')
+			*nl = '\0';
+		nl = strrchr(tail, '\n');
+		if (*tail != '\0')
+			lg_err_wrap(err, "restore (QEMU: %s)", nl != NULL ? nl + 1 : tail);
+		else
+			lg_err_wrap(err, "restore");
+	}
+	return r;
+}
+
+static void identity_of(FILE *f, const char *what, const char *path)
+{
+	struct stat st;
+
+	if (path != NULL && stat(path, &st) == 0)
+		fprintf(f, "%s=%s:%llu:%lld.%09ld:%llu\n", what, path,
+			(unsigned long long)st.st_size, (long long)st.st_mtim.tv_sec,
+			st.st_mtim.tv_nsec, (unsigned long long)st.st_ino);
+	else
+		fprintf(f, "%s=-\n", what);
+}
+
+static char *qemu_identity(const struct vm_config *cfg, struct lg_err **err)
+{
+	cleanup_free char *found = find_qemu();
+	cleanup_free char *bin = NULL;
+	cleanup_free char *tcg = NULL;
+	char *out = NULL;
+	size_t n = 0;
+	FILE *f;
+
+	if (found == NULL) {
+		qemu_probe(err);
+		return NULL;
+	}
+	bin = realpath(found, NULL);
+	if (bin == NULL) {
+		lg_err_sys(err, "%s", found);
+		return NULL;
+	}
+	tcg = cfg->accel == HV_ACCEL_TCG ? tcg_module(bin) : NULL;
+	f = open_memstream(&out, &n);
+	if (f == NULL)
+		abort();
+	identity_of(f, "qemu", bin);
+	identity_of(f, "tcg", tcg);
+	/* The machine and devices come from this file's argv: bump on any change there. */
+	fprintf(f, "argv=2 tb=%u\n", TCG_TB_SIZE_MIB);
+	fclose(f);
+	return out;
+}
+
 const struct hv_backend hv_backend_qemu = {
     .name = "qemu",
     .description = "qemu-system-x86_64 -M microvm over QMP (KVM or TCG)",
@@ -762,4 +1001,7 @@ const struct hv_backend hv_backend_qemu = {
     .console_tail = qemu_console_tail,
     .kill = qemu_kill,
     .exit_fd = qemu_exit_fd,
+    .save_state = qemu_save_state,
+    .load_state = qemu_load_state,
+    .identity = qemu_identity,
 };

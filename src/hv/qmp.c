@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 void qmp_msg_clear(struct qmp_msg *m)
@@ -130,8 +131,45 @@ fail:
 	return ret;
 }
 
+/* Sends all of p with fd attached (SCM_RIGHTS) to the first byte; 0 or -errno. */
+static int send_with_fd(int sock, const char *p, size_t n, int fd)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
+	struct msghdr mh = {.msg_iov = &iov,
+			    .msg_iovlen = 1,
+			    .msg_control = u.buf,
+			    .msg_controllen = sizeof(u.buf)};
+	struct cmsghdr *c;
+	ssize_t w;
+
+	memset(&u, 0, sizeof(u));
+	c = CMSG_FIRSTHDR(&mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	do
+		w = sendmsg(sock, &mh, MSG_NOSIGNAL);
+	while (w < 0 && errno == EINTR);
+	if (w < 0)
+		return -errno;
+	if ((size_t)w < n && lg_write_all(sock, p + w, n - (size_t)w) < 0)
+		return -EPIPE;
+	return 0;
+}
+
 int qmp_execute(struct qmp *q, const char *cmd, json_t *args, json_t **ret, int timeout_ms,
 		struct lg_err **err)
+{
+	return qmp_execute_fd(q, cmd, args, -1, ret, timeout_ms, err);
+}
+
+int qmp_execute_fd(struct qmp *q, const char *cmd, json_t *args, int fd, json_t **ret,
+		   int timeout_ms, struct lg_err **err)
 {
 	uint64_t deadline = lg_now_ms() + (uint64_t)timeout_ms;
 	json_t *req;
@@ -149,7 +187,8 @@ int qmp_execute(struct qmp *q, const char *cmd, json_t *args, json_t **ret, int 
 		return lg_err_set(err, ENOMEM, "QMP: cannot encode command");
 	size_t n = strlen(line);
 	line[n] = '\n'; /* json_dumps gives n+1 bytes; reuse the NUL for the newline */
-	ssize_t w = lg_write_all(q->fd, line, n + 1);
+	ssize_t w =
+	    fd >= 0 ? send_with_fd(q->fd, line, n + 1, fd) : lg_write_all(q->fd, line, n + 1);
 	free(line);
 	if (w < 0)
 		return lg_err_set(err, (int)-w, "QMP: send '%s'", cmd);

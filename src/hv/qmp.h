@@ -53,6 +53,12 @@ int qmp_open(struct qmp *q, int fd, int timeout_ms, struct lg_err **err);
  */
 int qmp_execute(struct qmp *q, const char *cmd, json_t *args, json_t **ret, int timeout_ms,
 		struct lg_err **err);
+/*
+ * The same, with fd passed along (SCM_RIGHTS), for "getfd": QEMU takes its
+ * own copy; the caller keeps and closes fd.
+ */
+int qmp_execute_fd(struct qmp *q, const char *cmd, json_t *args, int fd, json_t **ret,
+		   int timeout_ms, struct lg_err **err);
 void qmp_close(struct qmp *q);
 
 #endif

@@ -143,6 +143,7 @@ struct mnt {
 	char *dst;  /* new root + jail path */
 	bool data;  /* not code: also noexec */
 	bool dev;   /* a device node: no nodev */
+	bool rw;    /* jail_spec.rw_files: not remounted read-only */
 	int src_fd; /* the child's */
 };
 
@@ -371,6 +372,8 @@ static void child_mounts(struct plan *p)
 		fl |= locked_flags(m->src_fd);
 		if (m->dev)
 			fl &= ~(unsigned long)MS_NODEV;
+		if (m->rw && !(locked_flags(m->src_fd) & MS_RDONLY))
+			fl &= ~(unsigned long)MS_RDONLY;
 		CHECK(p, mount(NULL, m->dst, NULL, fl, NULL) == 0, STEP_REMOUNT_RO, (int)i);
 		close(m->src_fd);
 		m->src_fd = -1;
@@ -827,6 +830,20 @@ static int plan_build(const struct jail_spec *spec, const struct jail_opts *o, s
 		r = check_readable(spec->files[i], j->have_lease, err);
 		if (r == 0)
 			r = plan_add_mount(p, spec->files[i], spec->files[i], true, false, err);
+	}
+	for (size_t i = 0; r == 0 && spec->rw_files != NULL && spec->rw_files[i] != NULL; i++) {
+		r = check_readable(spec->rw_files[i], j->have_lease, err);
+		if (r == 0 && j->have_lease && access(spec->rw_files[i], F_OK) == 0) {
+			struct stat st;
+			if (stat(spec->rw_files[i], &st) == 0 && !(st.st_mode & S_IWOTH))
+				r = lg_err_msg(err, EACCES,
+					       "jail: %s is not writable by the VM's own user",
+					       spec->rw_files[i]);
+		}
+		if (r == 0)
+			r = plan_add_mount(p, spec->rw_files[i], spec->rw_files[i], true, false, err);
+		if (r == 0)
+			p->m[p->n_m - 1].rw = true;
 	}
 	if (r < 0)
 		return r;

@@ -59,6 +59,12 @@ struct jail_spec {
 	const char *const
 	    *files; /* extra host files, read-only at the same path; NULL-terminated */
 	/*
+	 * Host files bound writable at the same path (NULL-terminated; NULL =
+	 * none): a snapshot's guest RAM file, which QEMU 7.2 opens O_RDWR
+	 * even for a private mapping (docs/snapshots.md).
+	 */
+	const char *const *rw_files;
+	/*
 	 * Shared objects the program dlopen()s (QEMU's accel-tcg module):
 	 * mounted like files but executable, and their libraries too.
 	 * NULL-terminated; NULL = none.

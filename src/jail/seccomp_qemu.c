@@ -197,6 +197,21 @@ static const struct lg_sc_rule qemu_rules[] = {
      */
     ALLOW("preadv"),
     /*
+     * Snapshots (TRACED, docs/snapshots.md: a snapshot made, restored and
+     * an exec run, strace -f of QEMU 7.2 with the same argv):
+     * fstatfs: the memory-backend-file asks the RAM file's file system for
+     * its page size (qemu_fd_getpagesize, hugetlbfs or not); writev /
+     * readv: the migration stream on the state fd passed with getfd
+     * (QIOChannelFile).  The RAM file itself is only mmap()ed.
+     * fadvise64: a restored rootfs VM's root disk, activated after the
+     * incoming migration, drops its cached pages (file-posix's
+     * raw_co_invalidate_cache, POSIX_FADV_DONTNEED); advice only.
+     */
+    ALLOW("fstatfs"),
+    ALLOW("fadvise64"),
+    ALLOW("writev"),
+    ALLOW("readv"),
+    /*
      * Signals (TRACED: handler set-up and masks).  rt_sigreturn
      * (REASONED): returning from any handler; QEMU handles SIGTERM, SIGINT
      * and SIGHUP (termsig_handler), SIGBUS under KVM and SIG_IPI kicks.
