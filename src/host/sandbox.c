@@ -3,6 +3,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "host/snapshot.h"
 #include "image/image.h"
 #include "net/netmux.h"
 
@@ -15,6 +16,8 @@
 
 #define DEFAULT_BOOT_TIMEOUT_MS 120000
 #define SHUTDOWN_WAIT_MS	2000
+/* A restored guest answers PING in milliseconds; one that does not was restored wrong. */
+#define RESTORE_PING_TIMEOUT_MS 10000
 
 static int boot_timeout_ms(const struct lg_sandbox_opts *o)
 {
@@ -47,49 +50,118 @@ static char *last_console_line(struct vm *vm)
 	return xstrdup(start);
 }
 
-int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, struct lg_err **err)
+int lg_sandbox_plan(const struct lg_sandbox_opts *o, struct lg_sandbox_plan *p, struct lg_err **err)
 {
+	const char *note = NULL;
+	struct lg_image *img;
+	struct vm_config *cfg = &p->cfg;
+	int r;
+
+	memset(p, 0, sizeof(*p));
+	r = hv_backend_find(o->backend, &p->backend, err);
+	if (r < 0)
+		return r;
+	r = p->backend->probe(err);
+	if (r < 0)
+		return r;
+	r = hv_accel_resolve(o->accel, &p->accel, &note, err);
+	if (r < 0)
+		return r;
+	if (note != NULL && o->on_note != NULL)
+		o->on_note(note);
+	r = lg_image_open(o->image != NULL ? o->image : "default", &p->image, err);
+	if (r < 0)
+		return r;
+	img = p->image;
+	cfg->cpus = o->cpus ? o->cpus : 1;
+	cfg->memory_mib = o->memory_mib ? o->memory_mib : LG_DEFAULT_MEMORY_MIB;
+	cfg->kernel = img->kernel;
+	cfg->initrd = img->initrd;
+	if (img->rootfs != NULL) {
+		cfg->rootfs = img->rootfs;
+		cfg->layer_mib = o->disk_mib ? o->disk_mib : LG_DEFAULT_DISK_MIB;
+	}
+	cfg->accel = p->accel;
+	cfg->console_fd = o->console_fd;
+	cfg->net_fd = -1;
+	cfg->jail = o->jail;
+	r = hv_config_check(cfg, err);
+	if (r < 0) {
+		lg_sandbox_plan_free(p);
+		return r;
+	}
+	return 0;
+}
+
+void lg_sandbox_plan_free(struct lg_sandbox_plan *p)
+{
+	lg_image_free(p->image);
+	p->image = NULL;
+}
+
+int lg_sandbox_adopt(struct lg_sandbox *sb, const char *hostname, struct lg_err **err)
+{
+	int r = lg_agent_adopt(sb->agent, hostname, NULL, err);
+
+	if (r == -EOPNOTSUPP) {
+		lg_err_free(err);
+		return lg_err_msg(
+		    err, EOPNOTSUPP,
+		    "image '%s' has a guest agent older than protocol %u, which cannot "
+		    "be given a fresh RNG seed, clock and hostname (pools and "
+		    "snapshots need it); rebuild it with: %s",
+		    sb->image->name, LG_PROTO_VERSION_ADOPT, sb->image->rebuild);
+	}
+	return r;
+}
+
+/* How a sandbox starts: a boot, a boot into a snapshot's RAM file, a restore. */
+enum start_mode { START_BOOT, START_SHARED_RAM, START_RESTORE };
+
+static int sandbox_start(const struct lg_sandbox_opts *o, enum start_mode mode,
+			 const char *ram_file, struct lg_sandbox **out, struct lg_err **err)
+{
+	struct lg_sandbox_plan plan;
+	struct lg_snapshot_files snap = {.state_fd = -1};
 	struct lg_image *img;
 	struct lg_sandbox *sb;
-	const char *note = NULL;
-	struct vm_config cfg = {0};
+	struct vm_config cfg;
 	int net[2] = {-1, -1}; /* [0] stays here (the mux), [1] goes to the VMM */
 	uint64_t t0;
 	int r;
 
+	if (mode != START_BOOT && o->egress != NULL)
+		return lg_err_set(err, EINVAL,
+				  "a sandbox with network access cannot come from a snapshot (its "
+				  "VM has no network port); boot it instead");
+	if (o->hostname != NULL && !lg_hostname_valid(o->hostname, strlen(o->hostname)))
+		return lg_err_set(
+		    err, EINVAL,
+		    "hostname '%.80s': want 1..%u letters, digits or '-', not starting "
+		    "or ending with '-'",
+		    o->hostname, LG_HOSTNAME_MAX);
 	sb = xzalloc(sizeof(*sb));
-	r = hv_backend_find(o->backend, &sb->backend, err);
+	r = lg_sandbox_plan(o, &plan, err);
 	if (r < 0)
 		goto fail;
-	r = sb->backend->probe(err);
-	if (r < 0)
-		goto fail;
-	r = hv_accel_resolve(o->accel, &sb->accel, &note, err);
-	if (r < 0)
-		goto fail;
-	if (note != NULL && o->on_note != NULL)
-		o->on_note(note);
-	r = lg_image_open(o->image != NULL ? o->image : "default", &sb->image, err);
-	if (r < 0)
-		goto fail;
+	sb->backend = plan.backend;
+	sb->accel = plan.accel;
+	sb->image = plan.image;
 	img = sb->image;
-
-	cfg.cpus = o->cpus ? o->cpus : 1;
-	cfg.memory_mib = o->memory_mib ? o->memory_mib : LG_DEFAULT_MEMORY_MIB;
-	cfg.kernel = img->kernel;
-	cfg.initrd = img->initrd;
-	if (img->rootfs != NULL) {
-		cfg.rootfs = img->rootfs;
-		cfg.layer_mib = o->disk_mib ? o->disk_mib : LG_DEFAULT_DISK_MIB;
+	cfg = plan.cfg;
+	if (mode == START_SHARED_RAM) {
+		cfg.ram_file = ram_file;
+		cfg.ram_shared = true;
+	} else if (mode == START_RESTORE) {
+		/* Checked before anything starts: a stale or damaged snapshot never half-loads. */
+		r = lg_snapshot_open(o->snapshot, &plan, &snap, err);
+		if (r < 0)
+			goto fail;
+		cfg.ram_file = snap.ram_path;
+		cfg.incoming = true;
 	}
-	cfg.accel = sb->accel;
-	cfg.console_fd = o->console_fd;
-	cfg.net_fd = -1;
-	cfg.jail = o->jail;
-	r = hv_config_check(&cfg, err);
-	if (r < 0)
-		goto fail;
 	if (o->admission != NULL) {
+		/* A restore costs what a boot does: its RAM may all become private. */
 		struct lg_admission_cost c = {
 		    .vcpus = cfg.cpus, .memory_mib = hv_guest_ram_mib(&cfg) + HV_VMM_OVERHEAD_MIB};
 		r = lg_admission_reserve(o->admission, &c, err);
@@ -129,28 +201,54 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, 
 			goto fail;
 		}
 	}
-	r = lg_agent_connect(sb->backend->agent_fd(sb->vm), o->cancel_fd, boot_timeout_ms(o),
-			     &sb->agent, err);
-	if (r < 0) {
-		if (r == -LG_AGENT_SETUP_ERRNO && img->rootfs != NULL) {
-			/* The guest booted but could not mount the image's root disk. */
-			cleanup_free char *why = xstrdup((*err)->msg);
-
-			lg_err_free(err);
-			lg_err_msg(err, LG_AGENT_SETUP_ERRNO,
-				   "image '%s': %s; check it with: luminaguard image verify %s; "
-				   "rebuild it with: %s",
-				   img->name, why, img->name, img->rebuild);
-		} else if (r != -EINTR) {
-			cleanup_free char *line = last_console_line(sb->vm);
-			lg_err_wrap(err, "the guest did not start%s%s%s", line ? " (console: " : "",
-				    line ? line : "", line ? ")" : "");
+	if (mode == START_RESTORE) {
+		r = sb->backend->load_state(sb->vm, snap.state_fd, boot_timeout_ms(o), err);
+		if (r == 0)
+			r = lg_agent_attach(sb->backend->agent_fd(sb->vm), o->cancel_fd,
+					    RESTORE_PING_TIMEOUT_MS, &sb->agent, err);
+		if (r < 0) {
+			if (r != -EINTR)
+				lg_err_wrap(err, "restoring snapshot %s", o->snapshot);
+			goto fail;
 		}
-		goto fail;
+		/* Before anything else runs in it: its own RNG, clock and names. */
+		r = lg_sandbox_adopt(sb, o->hostname, err);
+		if (r < 0)
+			goto fail;
+		sb->restored = true;
+	} else {
+		r = lg_agent_connect(sb->backend->agent_fd(sb->vm), o->cancel_fd,
+				     boot_timeout_ms(o), &sb->agent, err);
+		if (r < 0) {
+			if (r == -LG_AGENT_SETUP_ERRNO && img->rootfs != NULL) {
+				/* The guest booted but could not mount the image's root disk. */
+				cleanup_free char *why = xstrdup((*err)->msg);
+
+				lg_err_free(err);
+				lg_err_msg(
+				    err, LG_AGENT_SETUP_ERRNO,
+				    "image '%s': %s; check it with: luminaguard image verify "
+				    "%s; rebuild it with: %s",
+				    img->name, why, img->name, img->rebuild);
+			} else if (r != -EINTR) {
+				cleanup_free char *line = last_console_line(sb->vm);
+				lg_err_wrap(err, "the guest did not start%s%s%s",
+					    line ? " (console: " : "", line ? line : "",
+					    line ? ")" : "");
+			}
+			goto fail;
+		}
+		if (o->hostname != NULL) {
+			r = lg_sandbox_adopt(sb, o->hostname, err);
+			if (r < 0)
+				goto fail;
+		}
 	}
 	sb->boot_ms = lg_now_ms() - t0;
-	lg_debug("sandbox up in %llu ms (%s, accel %s, agent %s)", (unsigned long long)sb->boot_ms,
+	lg_debug("sandbox up in %llu ms (%s, %s, accel %s, agent %s)",
+		 (unsigned long long)sb->boot_ms, sb->restored ? "restored" : "booted",
 		 sb->backend->name, hv_accel_name(sb->accel), lg_agent_name(sb->agent));
+	lg_snapshot_files_close(&snap);
 	*out = sb;
 	return 0;
 fail:
@@ -158,8 +256,22 @@ fail:
 		close(net[0]);
 	if (net[1] >= 0)
 		close(net[1]);
+	lg_snapshot_files_close(&snap);
 	lg_sandbox_destroy(sb);
 	return r;
+}
+
+int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out, struct lg_err **err)
+{
+	return sandbox_start(o, o->snapshot != NULL ? START_RESTORE : START_BOOT, NULL, out, err);
+}
+
+int lg_sandbox_create_shared_ram(const struct lg_sandbox_opts *o, const char *ram_file,
+				 struct lg_sandbox **out, struct lg_err **err)
+{
+	if (o->snapshot != NULL)
+		return lg_err_set(err, EINVAL, "a snapshot's VM cannot itself be restored");
+	return sandbox_start(o, START_SHARED_RAM, ram_file, out, err);
 }
 
 void lg_sandbox_destroy(struct lg_sandbox *sb)

@@ -45,6 +45,21 @@ struct lg_sandbox_opts {
 	struct lg_admission *admission;
 	/* Called once with a note about the accelerator choice (e.g. PVM -> TCG). */
 	void (*on_note)(const char *note);
+	/*
+	 * A snapshot directory from lg_snapshot_ensure() (host/snapshot.h) for
+	 * these same options: restore from it instead of booting.  It must
+	 * match them (image, kernel, cpus, memory, layer, accel, backend,
+	 * VMM): a restore checks first and fails with -ESTALE and a one-line
+	 * error, never half-loads.  Not with egress (a snapshot's VM has no
+	 * network port): -EINVAL.
+	 */
+	const char *snapshot;
+	/*
+	 * The guest's hostname (lg_hostname_valid), set with ADOPT once the
+	 * agent answers.  NULL: a restore gets "lg-" and 8 random hex digits,
+	 * a boot keeps the image's ("luminaguard") and sends no ADOPT.
+	 */
+	const char *hostname;
 };
 
 struct lg_sandbox {
@@ -52,8 +67,9 @@ struct lg_sandbox {
 	struct vm *vm;
 	struct lg_agent *agent;
 	enum hv_accel accel;
-	uint64_t boot_ms;		/* spawn to agent HELLO */
-	struct lg_netmux *net;		/* NULL without network */
+	uint64_t boot_ms;      /* spawn to ready: agent HELLO, or restored, PINGed and adopted */
+	bool restored;	       /* from opts.snapshot, not booted */
+	struct lg_netmux *net; /* NULL without network */
 	struct lg_admission *admission; /* holds .cost while non-NULL */
 	struct lg_admission_cost cost;
 	/* The image it booted; its "defaults" (env, workdir, user) apply to every exec. */
@@ -65,6 +81,38 @@ struct lg_sandbox {
 
 int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out,
 		      struct lg_err **err);
+
+/*
+ * Makes a pooled or restored sandbox its claimer's before any command of
+ * theirs runs (lg_agent_adopt): a fresh RNG seed reseeded into the guest's
+ * CRNG, its clock stepped to the host's, the hostname (NULL: "lg-" and 8
+ * random hex digits) and a new /etc/machine-id where the root is writable.
+ * -EOPNOTSUPP with a one-line error naming the image's rebuild command
+ * when its agent predates protocol 4.
+ */
+int lg_sandbox_adopt(struct lg_sandbox *sb, const char *hostname, struct lg_err **err);
+
+/*
+ * What lg_sandbox_create would start for o, resolved (backend, accelerator,
+ * image, VM configuration), for host/snapshot.c's key and builder.
+ */
+struct lg_sandbox_plan {
+	const struct hv_backend *backend;
+	enum hv_accel accel;
+	struct lg_image *image;
+	struct vm_config cfg; /* points into image */
+};
+int lg_sandbox_plan(const struct lg_sandbox_opts *o, struct lg_sandbox_plan *p,
+		    struct lg_err **err);
+void lg_sandbox_plan_free(struct lg_sandbox_plan *p);
+
+/*
+ * For host/snapshot.c: boots like lg_sandbox_create (o->snapshot and
+ * o->egress must be NULL) with guest RAM written into ram_file (share=on),
+ * a new file of the VM's RAM size.
+ */
+int lg_sandbox_create_shared_ram(const struct lg_sandbox_opts *o, const char *ram_file,
+				 struct lg_sandbox **out, struct lg_err **err);
 /*
  * Powers the guest off through the agent if it still answers, then lets the
  * backend end the VMM; nothing of the sandbox remains afterwards.  NULL ok.

@@ -1,0 +1,544 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "host/snapshot.h"
+
+#include "common/log.h"
+#include "common/paths.h"
+#include "common/sha256.h"
+#include "common/util.h"
+#include "image/image.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define META_FILE  "meta.json"
+#define RAM_FILE   "ram"
+#define STATE_FILE "state"
+/* Bounds on what a restore reads before it trusts anything. */
+#define META_MAX  (64u * 1024u)
+#define STATE_MAX (64u * 1024u * 1024u)
+/* The directory name: the key's first 128 bits (meta.json holds all of it). */
+#define DIR_KEY_LEN 32
+
+static void put_identity(FILE *f, const char *what, const char *path)
+{
+	struct stat st;
+
+	if (path != NULL && stat(path, &st) == 0)
+		fprintf(f, "%s=%s:%llu:%lld.%09ld\n", what, path, (unsigned long long)st.st_size,
+			(long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+	else
+		fprintf(f, "%s=-\n", what);
+}
+
+/*
+ * The key: sha256 of everything a restore must match.  The manifest holds
+ * the sha256 of every file of the image (and of lg-agent); the files' size
+ * and mtime catch one replaced without its manifest.  The kernel command
+ * line is not in it: a restored kernel never reads it again.
+ */
+static int snapshot_key(const struct lg_sandbox_plan *p, char key[LG_SHA256_HEX_LEN + 1],
+			struct lg_err **err)
+{
+	const struct vm_config *c = &p->cfg;
+	cleanup_free char *manifest = xasprintf("%s/manifest.json", p->image->dir);
+	cleanup_free char *vmm = NULL;
+	char mhex[LG_SHA256_HEX_LEN + 1];
+	char *text = NULL;
+	size_t n = 0;
+	FILE *f;
+	int r;
+
+	if (p->backend->identity == NULL || p->backend->save_state == NULL ||
+	    p->backend->load_state == NULL)
+		return lg_err_set(err, EOPNOTSUPP, "the %s backend has no snapshots",
+				  p->backend->name);
+	r = lg_sha256_file(manifest, mhex, err);
+	if (r < 0)
+		return lg_err_wrap(err, "image '%s'", p->image->name);
+	vmm = p->backend->identity(c, err);
+	if (vmm == NULL)
+		return -EIO;
+	f = open_memstream(&text, &n);
+	if (f == NULL)
+		abort();
+	fprintf(f, "luminaguard snapshot format=%d proto=%u\n", LG_SNAPSHOT_FORMAT,
+		LG_PROTO_VERSION);
+	fprintf(f, "backend=%s accel=%s\n", p->backend->name, hv_accel_name(c->accel));
+	fprintf(f, "cpus=%u memory_mib=%llu layer_mib=%llu ram_mib=%llu\n", c->cpus,
+		(unsigned long long)c->memory_mib,
+		(unsigned long long)(c->rootfs != NULL ? c->layer_mib : 0),
+		(unsigned long long)hv_guest_ram_mib(c));
+	fprintf(f, "image=%s manifest=%s\n", p->image->name, mhex);
+	put_identity(f, "kernel", c->kernel);
+	put_identity(f, "initrd", c->initrd);
+	put_identity(f, "rootfs", c->rootfs);
+	fputs(vmm, f);
+	fclose(f);
+	lg_sha256_hex_of(text, n, key);
+	free(text);
+	return 0;
+}
+
+static char *snapshots_dir(void)
+{
+	cleanup_free char *home = lg_home_dir();
+	return xasprintf("%s/snapshots", home);
+}
+
+static char *dir_for_key(const char *base, const char *key)
+{
+	return xasprintf("%s/%.*s", base, DIR_KEY_LEN, key);
+}
+
+int lg_snapshot_dir(const struct lg_sandbox_opts *o, char **dir, struct lg_err **err)
+{
+	struct lg_sandbox_plan p;
+	char key[LG_SHA256_HEX_LEN + 1];
+	cleanup_free char *base = NULL;
+	int r;
+
+	r = lg_sandbox_plan(o, &p, err);
+	if (r < 0)
+		return r;
+	r = snapshot_key(&p, key, err);
+	lg_sandbox_plan_free(&p);
+	if (r < 0)
+		return r;
+	base = snapshots_dir();
+	*dir = dir_for_key(base, key);
+	return 0;
+}
+
+void lg_snapshot_files_close(struct lg_snapshot_files *f)
+{
+	if (f->state_fd >= 0)
+		close(f->state_fd);
+	f->state_fd = -1;
+	free(f->ram_path);
+	f->ram_path = NULL;
+}
+
+static int stale(struct lg_err **err, const char *dir, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int stale(struct lg_err **err, const char *dir, const char *fmt, ...)
+{
+	char why[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	return lg_err_msg(err, ESTALE,
+			  "snapshot %s is stale or damaged (%s); it is rebuilt by "
+			  "the next lg_snapshot_ensure",
+			  dir, why);
+}
+
+static uint64_t ns_of(const struct timespec *t)
+{
+	return (uint64_t)t->tv_sec * 1000000000u + (uint64_t)t->tv_nsec;
+}
+
+static bool json_u64(json_t *o, const char *k, uint64_t *out)
+{
+	json_t *v = json_object_get(o, k);
+
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return false;
+	*out = (uint64_t)json_integer_value(v);
+	return true;
+}
+
+int lg_snapshot_open(const char *dir, const struct lg_sandbox_plan *p,
+		     struct lg_snapshot_files *out, struct lg_err **err)
+{
+	char key[LG_SHA256_HEX_LEN + 1], hex[LG_SHA256_HEX_LEN + 1];
+	cleanup_free char *meta_path = xasprintf("%s/" META_FILE, dir);
+	cleanup_free char *state_path = xasprintf("%s/" STATE_FILE, dir);
+	cleanup_free char *ram_path = xasprintf("%s/" RAM_FILE, dir);
+	cleanup_free char *text = NULL;
+	json_t *meta = NULL, *ram, *state;
+	json_error_t jerr;
+	uint64_t format, ram_size, ino, mtime, ctime_ns, state_size, got;
+	const char *mkey, *msha;
+	struct stat st;
+	ssize_t n;
+	int fd = -1, r;
+
+	out->state_fd = -1;
+	out->ram_path = NULL;
+	r = snapshot_key(p, key, err);
+	if (r < 0)
+		return r;
+	fd = open(meta_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return lg_err_set(err, ENOENT, "no snapshot in %s", dir);
+		return stale(err, dir, "%s: %s", META_FILE, strerror(errno));
+	}
+	text = xmalloc(META_MAX + 1);
+	n = lg_read_all(fd, text, META_MAX + 1);
+	close(fd);
+	fd = -1;
+	if (n < 0 || (size_t)n > META_MAX)
+		return stale(err, dir, "%s unreadable or over %u bytes", META_FILE, META_MAX);
+	meta = json_loadb(text, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
+	if (!json_is_object(meta)) {
+		json_decref(meta);
+		return stale(err, dir, "%s is not a JSON object", META_FILE);
+	}
+	ram = json_object_get(meta, "ram");
+	state = json_object_get(meta, "state");
+	mkey = json_string_value(json_object_get(meta, "key"));
+	msha = json_string_value(json_object_get(state, "sha256"));
+	if (!json_u64(meta, "format", &format) || format != LG_SNAPSHOT_FORMAT) {
+		r = stale(err, dir, "format %lld, this build reads %d",
+			  (long long)json_integer_value(json_object_get(meta, "format")),
+			  LG_SNAPSHOT_FORMAT);
+		goto out;
+	}
+	if (mkey == NULL || strcmp(mkey, key) != 0) {
+		r = stale(err, dir, "made for another image, size, kernel or VMM");
+		goto out;
+	}
+	if (!json_u64(ram, "size", &ram_size) || !json_u64(ram, "ino", &ino) ||
+	    !json_u64(ram, "mtime_ns", &mtime) || !json_u64(ram, "ctime_ns", &ctime_ns) ||
+	    !json_u64(state, "size", &state_size) || msha == NULL) {
+		r = stale(err, dir, "%s lacks a field", META_FILE);
+		goto out;
+	}
+	/*
+	 * The RAM file (hundreds of MiB) is not hashed on every restore: its
+	 * size, inode and times must be the ones recorded when it was made.
+	 * Any write to it, through any path, moves its ctime, which nobody
+	 * can set back.
+	 */
+	if (lstat(ram_path, &st) < 0 || !S_ISREG(st.st_mode)) {
+		r = stale(err, dir, "no RAM file");
+		goto out;
+	}
+	if ((uint64_t)st.st_size != ram_size || ram_size != hv_guest_ram_mib(&p->cfg) << 20) {
+		r = stale(err, dir, "RAM file of %llu bytes, want %llu",
+			  (unsigned long long)st.st_size,
+			  (unsigned long long)(hv_guest_ram_mib(&p->cfg) << 20));
+		goto out;
+	}
+	if ((uint64_t)st.st_ino != ino || ns_of(&st.st_mtim) != mtime ||
+	    ns_of(&st.st_ctim) != ctime_ns) {
+		r = stale(err, dir, "the RAM file changed after the snapshot was made");
+		goto out;
+	}
+	/*
+	 * The device state is small (about 60 KiB): it is hashed whole, from
+	 * the very fd QEMU then reads, because QEMU's loader is what would
+	 * parse a damaged one, and a state that loads wrong can hang the guest
+	 * rather than fail.
+	 */
+	fd = open(state_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		r = stale(err, dir, "no device state file");
+		goto out;
+	}
+	if ((uint64_t)st.st_size != state_size || state_size > STATE_MAX) {
+		r = stale(err, dir, "device state of %llu bytes, want %llu",
+			  (unsigned long long)st.st_size, (unsigned long long)state_size);
+		goto out;
+	}
+	r = lg_sha256_fd(fd, hex, &got, err);
+	if (r < 0) {
+		lg_err_free(err);
+		r = stale(err, dir, "device state unreadable");
+		goto out;
+	}
+	if (got != state_size || strcmp(hex, msha) != 0) {
+		r = stale(err, dir, "device state checksum mismatch");
+		goto out;
+	}
+	if (lseek(fd, 0, SEEK_SET) != 0) {
+		r = lg_err_sys(err, "snapshot %s: seek", dir);
+		goto out;
+	}
+	out->state_fd = fd;
+	out->ram_path = ram_path;
+	ram_path = NULL;
+	fd = -1;
+	r = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	json_decref(meta);
+	return r;
+}
+
+/* Removes a snapshot directory (no subdirectories): its files, then it. */
+static void remove_flat(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			unlinkat(dirfd(d), de->d_name, 0);
+	}
+	closedir(d);
+	rmdir(path);
+}
+
+/* Leftovers of builds that died (this key's only: the caller holds its lock). */
+static void remove_leftovers(const char *base, const char *key)
+{
+	DIR *d = opendir(base);
+	struct dirent *de;
+	cleanup_free char *tmp = xasprintf(".tmp-%.*s-", DIR_KEY_LEN, key);
+	cleanup_free char *old = xasprintf(".old-%.*s-", DIR_KEY_LEN, key);
+
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, tmp, strlen(tmp)) == 0 ||
+		    strncmp(de->d_name, old, strlen(old)) == 0) {
+			cleanup_free char *p = xasprintf("%s/%s", base, de->d_name);
+			remove_flat(p);
+		}
+	}
+	closedir(d);
+}
+
+static int fsync_path(const char *path, int flags)
+{
+	int fd = open(path, flags | O_CLOEXEC), r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+static int write_meta(const char *tmp, const char *key, const struct lg_sandbox_plan *p,
+		      const char *agent, uint32_t agent_version, struct lg_err **err)
+{
+	cleanup_free char *ram_path = xasprintf("%s/" RAM_FILE, tmp);
+	cleanup_free char *state_path = xasprintf("%s/" STATE_FILE, tmp);
+	cleanup_free char *meta_path = xasprintf("%s/" META_FILE, tmp);
+	char hex[LG_SHA256_HEX_LEN + 1], created[32];
+	struct stat ram_st;
+	uint64_t state_size;
+	time_t now = time(NULL);
+	struct tm tm;
+	json_t *meta;
+	char *text;
+	int fd, r;
+
+	/* Durable first: the RAM the VM wrote, then the state; then their identities. */
+	r = fsync_path(ram_path, O_RDONLY);
+	if (r == 0)
+		r = fsync_path(state_path, O_RDONLY);
+	if (r < 0)
+		return lg_err_set(err, -r, "snapshot: fsync");
+	fd = open(state_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return lg_err_sys(err, "snapshot: %s", state_path);
+	r = lg_sha256_fd(fd, hex, &state_size, err);
+	close(fd);
+	if (r < 0)
+		return lg_err_wrap(err, "snapshot: %s", state_path);
+	if (stat(ram_path, &ram_st) < 0)
+		return lg_err_sys(err, "snapshot: %s", ram_path);
+	gmtime_r(&now, &tm);
+	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	meta = json_pack("{s:i, s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:s, s:i, s:s,"
+			 " s:{s:s, s:I, s:I, s:I, s:I, s:I}, s:{s:s, s:I, s:s}}",
+			 "format", LG_SNAPSHOT_FORMAT, "key", key, "backend", p->backend->name,
+			 "accel", hv_accel_name(p->cfg.accel), "image", p->image->name, "cpus",
+			 (int)p->cfg.cpus, "memory_mib", (json_int_t)p->cfg.memory_mib, "layer_mib",
+			 (json_int_t)(p->cfg.rootfs != NULL ? p->cfg.layer_mib : 0), "agent", agent,
+			 "agent_version", (int)agent_version, "created", created, "ram", "file",
+			 RAM_FILE, "size", (json_int_t)ram_st.st_size, "disk_bytes",
+			 (json_int_t)ram_st.st_blocks * 512, "ino", (json_int_t)ram_st.st_ino,
+			 "mtime_ns", (json_int_t)ns_of(&ram_st.st_mtim), "ctime_ns",
+			 (json_int_t)ns_of(&ram_st.st_ctim), "state", "file", STATE_FILE, "size",
+			 (json_int_t)state_size, "sha256", hex);
+	text = json_dumps(meta, JSON_INDENT(2) | JSON_SORT_KEYS);
+	json_decref(meta);
+	if (text == NULL)
+		return lg_err_set(err, ENOMEM, "snapshot: meta");
+	fd = open(meta_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		free(text);
+		return lg_err_sys(err, "snapshot: %s", meta_path);
+	}
+	r = lg_write_all(fd, text, strlen(text)) < 0 || fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	free(text);
+	if (r == 0)
+		r = fsync_path(tmp, O_RDONLY | O_DIRECTORY);
+	if (r < 0)
+		return lg_err_set(err, -r, "snapshot: %s", meta_path);
+	return 0;
+}
+
+/* Boots the VM, saves it into tmp (ram, state, meta.json) and ends the VM. */
+static int build(const struct lg_sandbox_opts *o, const struct lg_sandbox_plan *p, const char *tmp,
+		 const char *key, struct lg_err **err)
+{
+	cleanup_free char *ram_path = xasprintf("%s/" RAM_FILE, tmp);
+	cleanup_free char *state_path = xasprintf("%s/" STATE_FILE, tmp);
+	cleanup_free char *agent = NULL;
+	struct lg_sandbox_opts bo = *o;
+	struct lg_sandbox *sb = NULL;
+	uint32_t version;
+	uint64_t t0 = lg_now_ms();
+	int fd, r;
+
+	/*
+	 * A new RAM file of the VM's size (sparse: only what the guest touches
+	 * takes disk).  World-writable inside a 0700 directory: a jailed QEMU
+	 * runs as a uid of its own and QEMU 7.2 opens it O_RDWR even to map it
+	 * privately (docs/snapshots.md); no other host user can reach it.
+	 */
+	fd = open(ram_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return lg_err_sys(err, "snapshot: %s", ram_path);
+	r = fchmod(fd, 0666) < 0 || ftruncate(fd, (off_t)(hv_guest_ram_mib(&p->cfg) << 20)) < 0
+		? -errno
+		: 0;
+	close(fd);
+	if (r < 0)
+		return lg_err_set(err, -r, "snapshot: %s", ram_path);
+
+	bo.snapshot = NULL;
+	bo.hostname = NULL;
+	r = lg_sandbox_create_shared_ram(&bo, ram_path, &sb, err);
+	if (r < 0)
+		return lg_err_wrap(err, "snapshot of image '%s'", p->image->name);
+	version = lg_agent_version(sb->agent);
+	agent = xstrdup(lg_agent_name(sb->agent));
+	if (version < LG_PROTO_VERSION_ADOPT) {
+		r = lg_err_set(err, EOPNOTSUPP,
+			       "image '%s' has a guest agent of protocol %u, too old for snapshots "
+			       "(needs %u); rebuild it with: %s",
+			       p->image->name, version, LG_PROTO_VERSION_ADOPT, p->image->rebuild);
+		lg_sandbox_destroy(sb);
+		return r;
+	}
+	fd = open(state_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		r = lg_err_sys(err, "snapshot: %s", state_path);
+		lg_sandbox_destroy(sb);
+		return r;
+	}
+	/* Right after HELLO the agent is idle: nothing in flight on its channel. */
+	r = sb->backend->save_state(sb->vm, fd, err);
+	close(fd);
+	/* Paused for good: no poweroff through the agent, the backend ends it. */
+	lg_agent_free(sb->agent);
+	sb->agent = NULL;
+	lg_sandbox_destroy(sb);
+	if (r < 0)
+		return r;
+	r = write_meta(tmp, key, p, agent, version, err);
+	if (r == 0)
+		lg_info("snapshot of image '%s' (%u cpus, %llu MiB) made in %llu ms",
+			p->image->name, p->cfg.cpus, (unsigned long long)hv_guest_ram_mib(&p->cfg),
+			(unsigned long long)(lg_now_ms() - t0));
+	return r;
+}
+
+int lg_snapshot_ensure(const struct lg_sandbox_opts *o, char **dir, struct lg_err **err)
+{
+	struct lg_sandbox_plan p;
+	struct lg_snapshot_files files;
+	char key[LG_SHA256_HEX_LEN + 1], rnd[9];
+	cleanup_free char *base = snapshots_dir();
+	cleanup_free char *final = NULL;
+	cleanup_free char *lock_path = NULL;
+	cleanup_free char *tmp = NULL;
+	int lock = -1, r;
+
+	if (o->egress != NULL)
+		return lg_err_set(err, EINVAL, "a snapshot's VM has no network port");
+	r = lg_sandbox_plan(o, &p, err);
+	if (r < 0)
+		return r;
+	r = snapshot_key(&p, key, err);
+	if (r < 0)
+		goto out;
+	r = lg_mkdir_p(base, 0700);
+	if (r < 0) {
+		r = lg_err_set(err, -r, "cannot create %s", base);
+		goto out;
+	}
+	final = dir_for_key(base, key);
+	lock_path = xasprintf("%s.lock", final);
+	lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lock < 0) {
+		r = lg_err_sys(err, "%s", lock_path);
+		goto out;
+	}
+	/* Per open file description: also excludes another thread of this process. */
+	while ((r = flock(lock, LOCK_EX)) < 0 && errno == EINTR)
+		;
+	if (r < 0) {
+		r = lg_err_sys(err, "flock %s", lock_path);
+		goto out;
+	}
+	r = lg_snapshot_open(final, &p, &files, err);
+	if (r == 0) {
+		lg_snapshot_files_close(&files);
+		goto done;
+	}
+	if (r != -ENOENT && r != -ESTALE)
+		goto out;
+	if (r == -ESTALE)
+		lg_info("%s; rebuilding it", (*err)->msg);
+	lg_err_free(err);
+
+	remove_leftovers(base, key);
+	lg_random_hex(rnd, 4);
+	rnd[8] = '\0';
+	tmp = xasprintf("%s/.tmp-%.*s-%s", base, DIR_KEY_LEN, key, rnd);
+	if (mkdir(tmp, 0700) < 0) {
+		r = lg_err_sys(err, "%s", tmp);
+		goto out;
+	}
+	r = build(o, &p, tmp, key, err);
+	if (r < 0) {
+		remove_flat(tmp);
+		goto out;
+	}
+	/* A directory cannot be renamed over a non-empty one: the old one goes first. */
+	if (access(final, F_OK) == 0) {
+		cleanup_free char *old = xasprintf("%s/.old-%.*s-%s", base, DIR_KEY_LEN, key, rnd);
+		if (rename(final, old) == 0)
+			remove_flat(old);
+	}
+	if (rename(tmp, final) < 0) {
+		r = lg_err_sys(err, "snapshot: rename into %s", final);
+		remove_flat(tmp);
+		goto out;
+	}
+	fsync_path(base, O_RDONLY | O_DIRECTORY);
+done:
+	*dir = final;
+	final = NULL;
+	r = 0;
+out:
+	if (lock >= 0)
+		close(lock); /* and the flock with it */
+	lg_sandbox_plan_free(&p);
+	return r;
+}

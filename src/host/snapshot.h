@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Snapshots: boot a sandbox once, save it, restore it many times
+ * (docs/snapshots.md).
+ *
+ * A snapshot is a directory <data dir>/snapshots/<key> holding
+ *   ram        the guest's RAM as the VM left it (sparse, the VM's RAM size);
+ *              restores map it privately, so they share its page-cache
+ *              pages copy-on-write;
+ *   state      the VMM's device state (QEMU's migration stream, x-ignore-shared);
+ *   meta.json  the format version, the key, and the sizes and identities
+ *              a restore checks before it loads anything.
+ * <key> hashes everything a restore must match: the image (its manifest,
+ * which holds every file's sha256, and the files' size and mtime), cpus,
+ * memory, the writable layer, accelerator, backend, the VMM binary, the
+ * snapshot format and the agent protocol.
+ */
+#ifndef LG_HOST_SNAPSHOT_H
+#define LG_HOST_SNAPSHOT_H
+
+#include "common/err.h"
+#include "host/sandbox.h"
+
+/* Bump on any change to the directory's layout or meta.json. */
+#define LG_SNAPSHOT_FORMAT 1
+
+/*
+ * Where the snapshot for o lives (it need not exist).  New string in *dir.
+ * Reads the image's manifest; starts nothing.
+ */
+int lg_snapshot_dir(const struct lg_sandbox_opts *o, char **dir, struct lg_err **err);
+
+/*
+ * A valid snapshot directory for o in *dir (new string), building it when
+ * it is missing, stale or damaged: a VM boots with its RAM in a file, its
+ * agent says HELLO, its device state is saved, meta.json written and
+ * everything fsynced, and the directory renamed into place whole.  Holds
+ * an flock on <dir>.lock meanwhile, so concurrent calls from threads or
+ * processes build once and never see a half-written snapshot.  o->egress
+ * must be NULL; o->snapshot and o->hostname are ignored.  The build's VM
+ * counts in o->admission while it runs.
+ */
+int lg_snapshot_ensure(const struct lg_sandbox_opts *o, char **dir, struct lg_err **err);
+
+/* ---- for host/sandbox.c ---- */
+
+struct lg_snapshot_files {
+	int state_fd;	/* the device state, checked, at offset 0; -1 when closed */
+	char *ram_path; /* the RAM file, checked */
+};
+
+/*
+ * Checks dir against what p would start before anything loads: meta.json's
+ * format and key, the RAM file's size and identity, the state's size and
+ * sha256.  -ESTALE with a one-line error for any mismatch (-ENOENT when
+ * there is no snapshot); lg_snapshot_ensure then rebuilds it.
+ */
+int lg_snapshot_open(const char *dir, const struct lg_sandbox_plan *p,
+		     struct lg_snapshot_files *out, struct lg_err **err);
+void lg_snapshot_files_close(struct lg_snapshot_files *f);
+
+#endif
