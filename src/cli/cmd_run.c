@@ -155,7 +155,7 @@ static void cliff_free(struct run_cliff *c)
 static int cliff(const struct run_opts *o, struct run_cliff *c, struct lg_err **err)
 {
 	cleanup_free char *default_audit = NULL;
-	json_t *env = json_object(), *argv_json = json_array();
+	json_t *env, *argv_json;
 	const char *audit_path = o->audit_log;
 	struct lg_asker asker = {.ops = &tty_asker_ops, .ctx = (void *)o};
 	char *denial = NULL;
@@ -183,6 +183,7 @@ static int cliff(const struct run_opts *o, struct run_cliff *c, struct lg_err **
 	    c->broker, (const unsigned[APPROVAL_RISKS]){APPROVAL_CH_TTY, APPROVAL_CH_TTY,
 							APPROVAL_CH_TTY, APPROVAL_CH_TTY});
 
+	argv_json = json_array();
 	for (size_t i = 0; o->command[i] != NULL; i++)
 		json_array_append_new(argv_json, card_string(o->command[i]));
 	c->args = json_pack("{s:o, s:i, s:I}", "argv", argv_json, "cpus", (int)o->cpus, "memory",
@@ -195,6 +196,7 @@ static int cliff(const struct run_opts *o, struct run_cliff *c, struct lg_err **
 		json_object_set_new(c->args, "disk", json_integer((json_int_t)o->disk_mib));
 	if (o->user != NULL)
 		json_object_set_new(c->args, "user", json_string(o->user));
+	env = json_object();
 	for (size_t i = 0; i < o->n_env; i++) {
 		const char *eq = strchr(o->env[i], '=');
 		size_t klen;
