@@ -12,6 +12,7 @@
 #include "mcp/mcp.h"
 #include "net/egress.h"
 #include "jail/jail.h"
+#include "mcp/sock.h"
 #include "mcp/stdio.h"
 #include "policy/policy.h"
 
@@ -69,6 +70,9 @@ static const char usage[] =
     "                          red action (approve = allowed for that sandbox)\n"
     "  --seccomp LEVEL         VMM syscall filter: strict (default), log, off\n"
     "  --no-jail               run VMMs without the jailer (debugging only)\n"
+    "  --standalone            serve here even when `luminaguard serve` runs (on\n"
+    "                          stdio its sessions otherwise go to the service,\n"
+    "                          whose settings then apply)\n"
     "  -h, --help              this text\n"
     "\n"
     "DATA is $LUMINAGUARD_HOME or ~/.local/share/luminaguard.\n";
@@ -92,6 +96,7 @@ enum {
 	OPT_MAX_MEMORY,
 	OPT_NO_JAIL,
 	OPT_SECCOMP,
+	OPT_STANDALONE,
 };
 
 static const struct option long_opts[] = {
@@ -113,6 +118,7 @@ static const struct option long_opts[] = {
     {"net", required_argument, NULL, OPT_NET},
     {"no-jail", no_argument, NULL, OPT_NO_JAIL},
     {"seccomp", required_argument, NULL, OPT_SECCOMP},
+    {"standalone", no_argument, NULL, OPT_STANDALONE},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -154,11 +160,13 @@ int cmd_mcp(int argc, char **argv)
 	struct mcp_server *srv = NULL;
 	struct mcp_http *h = NULL;
 	struct lg_err *err = NULL;
-	int c, status = 1;
+	bool standalone = false;
+	int c, status = 1, n_opts = 0;
 
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+h", long_opts, NULL)) != -1) {
+		n_opts++;
 		switch (c) {
 		case OPT_HTTP:
 			http = optarg;
@@ -235,10 +243,11 @@ int cmd_mcp(int argc, char **argv)
 		case OPT_MAX_MEMORY:
 			if (lg_parse_u64(optarg, HV_MIN_MEMORY_MIB + HV_VMM_OVERHEAD_MIB,
 					 UINT64_C(1) << 32, &max_mem) < 0) {
-				fprintf(stderr,
-					"luminaguard: mcp: --max-memory: '%s' is not a number of MiB "
-					"(at least %u)\n",
-					optarg, HV_MIN_MEMORY_MIB + HV_VMM_OVERHEAD_MIB);
+				fprintf(
+				    stderr,
+				    "luminaguard: mcp: --max-memory: '%s' is not a number of MiB "
+				    "(at least %u)\n",
+				    optarg, HV_MIN_MEMORY_MIB + HV_VMM_OVERHEAD_MIB);
 				return 2;
 			}
 			break;
@@ -272,6 +281,9 @@ int cmd_mcp(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case OPT_STANDALONE:
+			standalone = true;
+			break;
 		case 'h':
 			fputs(usage, stdout);
 			return 0;
@@ -284,6 +296,26 @@ int cmd_mcp(int argc, char **argv)
 	if (optind < argc) {
 		fprintf(stderr, "luminaguard: mcp: unexpected argument '%s'\n", argv[optind]);
 		return 2;
+	}
+	/*
+	 * On stdio, a running service (`luminaguard serve`) hosts the session,
+	 * so its sandboxes live beside every other front end's: this process
+	 * only carries the bytes.  The service's policy, limits and network
+	 * apply then, not these options.
+	 */
+	if (http == NULL && !standalone) {
+		cleanup_free char *sock = lg_serve_mcp_socket_path();
+		int r = mcp_sock_bridge(sock, STDIN_FILENO, STDOUT_FILENO, lg_signals_fd(), &err);
+
+		if (r != 0 && n_opts > 0)
+			lg_log(LG_LOG_ERROR, "mcp: a service is running: its settings apply, not "
+					     "these options (--standalone to use them here)");
+		if (r < 0) {
+			lg_err_report("luminaguard", &err);
+			return 1;
+		}
+		if (r == 1)
+			return 0;
 	}
 	if (so.net_allow != NULL) {
 		/* Checked now, so a typo is a usage error and not a failed sandbox later. */

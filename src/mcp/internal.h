@@ -8,35 +8,12 @@
 #include "approval/approval.h"
 #include "common/metrics.h"
 #include "host/sandbox.h"
+#include "service/service.h"
 
 #include <pthread.h>
 
-#define MCP_SANDBOX_ID_LEN 16 /* "sb-" + 12 hex + NUL */
-
-struct mcp_sandbox {
-	struct mcp_sandbox *next;
-	char id[MCP_SANDBOX_ID_LEN];
-	struct mcp_session *owner;
-	struct lg_sandbox *sb;	 /* NULL once lost */
-	pthread_mutex_t op_lock; /* one agent request at a time */
-	uint64_t created_ms;	 /* CLOCK_REALTIME, for display */
-	uint64_t last_used_ms;	 /* monotonic */
-	unsigned idle_timeout_s;
-	unsigned cpus;
-	uint64_t memory_mib;
-	char *image;
-	bool dirty; /* had an exec or a write: holds unsaved work */
-	/*
-	 * Why its VM is gone when it ended without a sandbox_destroy (the guest
-	 * powered itself off, crashed, or stopped answering), else NULL.  Such
-	 * a sandbox stays listed, as "lost", until sandbox_destroy: vanishing
-	 * would let a green command do what only destroy may (issue 8).
-	 */
-	char *lost;
-	int busy; /* operations in flight; the reaper leaves it alone */
-	bool doomed;
-	struct mcp_net *net; /* its egress, or NULL without network */
-};
+/* A sandbox id ("sb-" and 12 hex digits, the service's) and its NUL. */
+#define MCP_SANDBOX_ID_LEN 16
 
 /* A tools/call running on a worker thread. */
 struct mcp_call {
@@ -93,17 +70,12 @@ struct mcp_session {
 
 struct mcp_server {
 	struct mcp_server_opts o;
-	pthread_mutex_t lock;
-	pthread_cond_t idle; /* a sandbox's busy count went down */
-	struct mcp_sandbox *sandboxes;
-	unsigned n_sandboxes;
-	struct lg_admission *admission; /* every VM of this server, sandbox_run's too */
+	pthread_mutex_t lock; /* the session list */
+	/* Owns the sandboxes: the server's own (standalone), or a running service's. */
+	struct lg_service *svc;
+	bool own_svc;
 	struct mcp_session *sessions;
-	pthread_t reaper;
-	bool reaper_started;
-	int stop_pipe[2];
-	/* Prometheus metrics (docs/metrics.md), served at GET /metrics over HTTP. */
-	struct lg_metrics *metrics;
+	/* The service's standard metric families (docs/metrics.md). */
 	struct lg_metrics_standard m;
 };
 
@@ -134,36 +106,21 @@ int64_t mcp_send_elicitation(struct mcp_session *ss, struct mcp_call *call, json
  */
 void mcp_forget_elicitation(struct mcp_session *ss, struct mcp_call *call, int64_t id);
 
-/* ---- sandboxes (session.c) ---- */
+/* ---- sandboxes (session.c): the service's entries, seen through the session that owns them ----
+ */
 
-/* Looks up a sandbox of this session and marks it busy; NULL if none. */
-struct mcp_sandbox *mcp_sandbox_get(struct mcp_session *ss, const char *id);
-void mcp_sandbox_put(struct mcp_server *s, struct mcp_sandbox *sb);
-/* Registers a booted sandbox; fails (and destroys it) when over the limit. */
-struct mcp_sandbox *mcp_sandbox_add(struct mcp_session *ss, struct lg_sandbox *lsb,
-				    struct mcp_net *net, unsigned cpus, uint64_t memory_mib,
-				    const char *image, unsigned idle_timeout_s);
+/* Takes a sandbox of this session (lg_service_get); NULL if none. */
+struct lg_entry *mcp_sandbox_get(struct mcp_session *ss, const char *id);
+void mcp_sandbox_put(struct mcp_server *s, struct lg_entry *e);
 /*
  * What the policy knows of this session's sandbox id: whether it holds
  * unsaved work and whether its VM is lost.  -1 if there is none.
  */
 int mcp_sandbox_facts(struct mcp_session *ss, const char *id, bool *dirty, bool *lost);
-void mcp_sandbox_mark_dirty(struct mcp_server *s, struct mcp_sandbox *sb);
-/*
- * Records that sb's VM is gone (first reason wins) and hands its lg_sandbox
- * to the caller to destroy; NULL if it was lost already.  The caller holds
- * sb (mcp_sandbox_get), so no other request is using the VM.
- */
-struct lg_sandbox *mcp_sandbox_mark_lost(struct mcp_server *s, struct mcp_sandbox *sb,
-					 const char *why);
-/* A copy of why sb's VM is gone, or NULL while it runs. */
-char *mcp_sandbox_lost(struct mcp_server *s, struct mcp_sandbox *sb);
 /* Unregisters and destroys; false if this session has no such sandbox. */
 bool mcp_sandbox_destroy(struct mcp_session *ss, const char *id);
 /* A JSON array describing this session's sandboxes.  New reference. */
 json_t *mcp_sandbox_list(struct mcp_session *ss);
-/* A free slot for one more sandbox?  (checked again when it is added) */
-bool mcp_sandbox_room(struct mcp_server *s);
 
 /* ---- net.c: a sandbox's egress, when the server has --net allow= ---- */
 

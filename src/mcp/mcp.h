@@ -19,6 +19,7 @@
 struct policy;
 struct audit_log;
 struct approval_broker;
+struct lg_service;
 
 #define MCP_MAX_MESSAGE (4u << 20) /* bytes of one JSON-RPC message */
 
@@ -44,19 +45,24 @@ struct mcp_server_opts {
 	const struct jail_opts *jail; /* NULL: jailed, seccomp strict */
 	/* The network allowlist of every sandbox (--net allow=); NULL: no network. */
 	const char *net_allow;
+	/*
+	 * The service that owns the sandboxes (borrowed: `luminaguard serve`'s),
+	 * or NULL for one of the server's own, made from the limits above.
+	 */
+	struct lg_service *service;
 };
 
 struct mcp_server;
 struct mcp_session;
 
 int mcp_server_new(const struct mcp_server_opts *o, struct mcp_server **out, struct lg_err **err);
-/* Destroys every sandbox of every session, then frees the server. */
 /*
  * The server's Prometheus metrics (text format 0.0.4, docs/metrics.md), new
  * string: what the HTTP transport serves at GET /metrics.
  */
 char *mcp_server_metrics(struct mcp_server *s);
 
+/* Closes every session (each destroys its sandboxes), then frees the server. */
 void mcp_server_free(struct mcp_server *s);
 
 /*

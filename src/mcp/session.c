@@ -48,25 +48,7 @@ bool mcp_protocol_supported(const char *version)
  */
 static void random_hex(char *out, size_t nbytes)
 {
-	static const char hex[] = "0123456789abcdef";
-	uint8_t raw[32];
-	ssize_t n;
-
-	if (nbytes > sizeof(raw))
-		abort();
-	do
-		n = getrandom(raw, nbytes, 0);
-	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)nbytes) {
-		fprintf(stderr,
-			"luminaguard: getrandom failed (%s): cannot make an unguessable id\n",
-			n < 0 ? strerror(errno) : "short read");
-		abort();
-	}
-	for (size_t i = 0; i < nbytes; i++) {
-		out[2 * i] = hex[raw[i] >> 4];
-		out[2 * i + 1] = hex[raw[i] & 15];
-	}
+	lg_random_hex(out, nbytes);
 	out[2 * nbytes] = '\0';
 }
 
@@ -656,30 +638,6 @@ const char *mcp_session_protocol(const struct mcp_session *ss)
 	return __atomic_load_n(&ss->protocol, __ATOMIC_ACQUIRE);
 }
 
-/* Destroys every sandbox owned by ss (or all, for ss == NULL). */
-static void destroy_owned(struct mcp_server *s, struct mcp_session *ss)
-{
-	for (;;) {
-		struct mcp_sandbox *sb = NULL;
-
-		pthread_mutex_lock(&s->lock);
-		for (struct mcp_sandbox *it = s->sandboxes; it != NULL; it = it->next)
-			if (!it->doomed && (ss == NULL || it->owner == ss)) {
-				sb = it;
-				break;
-			}
-		if (sb == NULL) {
-			pthread_mutex_unlock(&s->lock);
-			return;
-		}
-		char id[MCP_SANDBOX_ID_LEN];
-		memcpy(id, sb->id, sizeof(id));
-		struct mcp_session *owner = sb->owner;
-		pthread_mutex_unlock(&s->lock);
-		mcp_sandbox_destroy(owner, id);
-	}
-}
-
 void mcp_session_close(struct mcp_session *ss)
 {
 	struct mcp_server *s;
@@ -710,18 +668,14 @@ void mcp_session_close(struct mcp_session *ss)
 	 * would hold the close up until it ends.  Kill those VMs; the calls
 	 * then fail at once and the sandboxes are destroyed below.
 	 */
-	pthread_mutex_lock(&s->lock);
-	for (struct mcp_sandbox *sb = s->sandboxes; sb != NULL; sb = sb->next)
-		if (sb->owner == ss && sb->busy > 0 && sb->sb != NULL)
-			lg_sandbox_kill(sb->sb);
-	pthread_mutex_unlock(&s->lock);
+	lg_service_kill_busy(s->svc, ss);
 
 	pthread_mutex_lock(&ss->lock);
 	while (ss->running > 0)
 		pthread_cond_wait(&ss->cond, &ss->lock);
 	pthread_mutex_unlock(&ss->lock);
 
-	destroy_owned(s, ss);
+	lg_service_destroy_owned(s->svc, ss);
 
 	pthread_mutex_lock(&s->lock);
 	for (struct mcp_session **pp = &s->sessions; *pp != NULL; pp = &(*pp)->next)
@@ -737,230 +691,49 @@ void mcp_session_close(struct mcp_session *ss)
 	free(ss);
 }
 
-/* ---- sandbox registry ---- */
+/* ---- sandboxes: the service's entries this session owns ---- */
 
-static uint64_t realtime_ms(void)
+struct lg_entry *mcp_sandbox_get(struct mcp_session *ss, const char *id)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	return lg_service_get(ss->srv->svc, id, ss);
 }
 
-static unsigned max_sandboxes(const struct mcp_server *s)
+void mcp_sandbox_put(struct mcp_server *s, struct lg_entry *e)
 {
-	return s->o.max_sandboxes ? s->o.max_sandboxes : DEFAULT_MAX_SANDBOXES;
-}
-
-bool mcp_sandbox_room(struct mcp_server *s)
-{
-	bool room;
-
-	pthread_mutex_lock(&s->lock);
-	room = s->n_sandboxes < max_sandboxes(s);
-	pthread_mutex_unlock(&s->lock);
-	return room;
-}
-
-struct mcp_sandbox *mcp_sandbox_add(struct mcp_session *ss, struct lg_sandbox *lsb,
-				    struct mcp_net *net, unsigned cpus, uint64_t memory_mib,
-				    const char *image, unsigned idle_timeout_s)
-{
-	struct mcp_server *s = ss->srv;
-	struct mcp_sandbox *sb;
-
-	pthread_mutex_lock(&s->lock);
-	if (s->n_sandboxes >= max_sandboxes(s)) {
-		pthread_mutex_unlock(&s->lock);
-		mcp_net_close(net);
-		lg_sandbox_destroy(lsb);
-		mcp_net_free(net);
-		return NULL;
-	}
-	sb = xzalloc(sizeof(*sb));
-	memcpy(sb->id, "sb-", 3);
-	random_hex(sb->id + 3, 6);
-	sb->owner = ss;
-	sb->sb = lsb;
-	pthread_mutex_init(&sb->op_lock, NULL);
-	sb->created_ms = realtime_ms();
-	sb->last_used_ms = lg_now_ms();
-	sb->idle_timeout_s = idle_timeout_s;
-	sb->cpus = cpus;
-	sb->memory_mib = memory_mib;
-	sb->image = xstrdup(image);
-	sb->net = net;
-	if (net != NULL)
-		mcp_net_set_sandbox(net, sb->id);
-	sb->next = s->sandboxes;
-	s->sandboxes = sb;
-	s->n_sandboxes++;
-	pthread_mutex_unlock(&s->lock);
-	return sb;
-}
-
-/* The live sandbox `id` of session ss, or NULL.  Caller holds s->lock. */
-static struct mcp_sandbox *find_locked(struct mcp_server *s, struct mcp_session *ss, const char *id)
-{
-	for (struct mcp_sandbox *sb = s->sandboxes; sb != NULL; sb = sb->next)
-		if (!sb->doomed && sb->owner == ss && strcmp(sb->id, id) == 0)
-			return sb;
-	return NULL;
+	lg_service_put(s->svc, e);
 }
 
 int mcp_sandbox_facts(struct mcp_session *ss, const char *id, bool *dirty, bool *lost)
 {
-	struct mcp_sandbox *sb;
-
-	pthread_mutex_lock(&ss->srv->lock);
-	sb = find_locked(ss->srv, ss, id);
-	if (sb != NULL) {
-		*dirty = sb->dirty;
-		*lost = sb->lost != NULL;
-	}
-	pthread_mutex_unlock(&ss->srv->lock);
-	return sb != NULL ? 0 : -1;
-}
-
-struct mcp_sandbox *mcp_sandbox_get(struct mcp_session *ss, const char *id)
-{
-	struct mcp_server *s = ss->srv;
-	struct mcp_sandbox *sb;
-
-	pthread_mutex_lock(&s->lock);
-	sb = find_locked(s, ss, id);
-	if (sb != NULL)
-		sb->busy++;
-	pthread_mutex_unlock(&s->lock);
-	if (sb == NULL)
-		return NULL;
-	pthread_mutex_lock(&sb->op_lock);
-	/* Destroyed while we queued for it: let the destroyer have it. */
-	pthread_mutex_lock(&s->lock);
-	bool doomed = sb->doomed;
-	pthread_mutex_unlock(&s->lock);
-	if (doomed) {
-		mcp_sandbox_put(s, sb);
-		return NULL;
-	}
-	return sb;
-}
-
-void mcp_sandbox_mark_dirty(struct mcp_server *s, struct mcp_sandbox *sb)
-{
-	pthread_mutex_lock(&s->lock);
-	sb->dirty = true;
-	pthread_mutex_unlock(&s->lock);
-}
-
-struct lg_sandbox *mcp_sandbox_mark_lost(struct mcp_server *s, struct mcp_sandbox *sb,
-					 const char *why)
-{
-	struct lg_sandbox *vm = NULL;
-
-	pthread_mutex_lock(&s->lock);
-	if (sb->lost == NULL) {
-		sb->lost = xstrdup(why);
-		vm = sb->sb;
-		sb->sb = NULL;
-	}
-	pthread_mutex_unlock(&s->lock);
-	return vm;
-}
-
-char *mcp_sandbox_lost(struct mcp_server *s, struct mcp_sandbox *sb)
-{
-	char *why;
-
-	pthread_mutex_lock(&s->lock);
-	why = sb->lost != NULL ? xstrdup(sb->lost) : NULL;
-	pthread_mutex_unlock(&s->lock);
-	return why;
-}
-
-void mcp_sandbox_put(struct mcp_server *s, struct mcp_sandbox *sb)
-{
-	pthread_mutex_unlock(&sb->op_lock);
-	pthread_mutex_lock(&s->lock);
-	sb->busy--;
-	sb->last_used_ms = lg_now_ms();
-	pthread_cond_broadcast(&s->idle);
-	pthread_mutex_unlock(&s->lock);
-}
-
-/*
- * Frees a sandbox already unlinked and marked doomed.  Nobody may still use
- * or wait for it: a command running in it is ended by killing its VM (the
- * call then fails at once), and the threads queued on op_lock see `doomed`
- * and back off; then we wait for busy to reach 0.
- */
-static void sandbox_free(struct mcp_server *s, struct mcp_sandbox *sb)
-{
-	pthread_mutex_lock(&s->lock);
-	if (sb->busy > 0 && sb->sb != NULL)
-		lg_sandbox_kill(sb->sb);
-	while (sb->busy > 0)
-		pthread_cond_wait(&s->idle, &s->lock);
-	pthread_mutex_unlock(&s->lock);
-	/* A connection waiting for a human would hold the teardown up: end it. */
-	mcp_net_close(sb->net);
-	lg_sandbox_destroy(sb->sb);
-	mcp_net_free(sb->net);
-	pthread_mutex_destroy(&sb->op_lock);
-	free(sb->image);
-	free(sb->lost);
-	free(sb);
-}
-
-/* Unlinks sb from the registry; caller holds s->lock. */
-static void unlink_locked(struct mcp_server *s, struct mcp_sandbox *sb)
-{
-	for (struct mcp_sandbox **pp = &s->sandboxes; *pp != NULL; pp = &(*pp)->next)
-		if (*pp == sb) {
-			*pp = sb->next;
-			s->n_sandboxes--;
-			return;
-		}
+	return lg_service_facts(ss->srv->svc, id, ss, dirty, lost);
 }
 
 bool mcp_sandbox_destroy(struct mcp_session *ss, const char *id)
 {
-	struct mcp_server *s = ss->srv;
-	struct mcp_sandbox *sb;
-
-	pthread_mutex_lock(&s->lock);
-	sb = find_locked(s, ss, id);
-	if (sb != NULL) {
-		sb->doomed = true;
-		unlink_locked(s, sb);
-	}
-	pthread_mutex_unlock(&s->lock);
-	if (sb == NULL)
-		return false;
-	sandbox_free(s, sb);
-	return true;
+	return lg_service_destroy(ss->srv->svc, id, ss) == 0;
 }
 
+/*
+ * sandbox_list as MCP clients know it: "sandbox_id", "state" running or
+ * lost, "busy"; the service's other fields come along.
+ */
 json_t *mcp_sandbox_list(struct mcp_session *ss)
 {
-	struct mcp_server *s = ss->srv;
-	json_t *arr = json_array();
-	uint64_t now = lg_now_ms();
+	json_t *arr = lg_service_list(ss->srv->svc, ss);
+	size_t i;
+	json_t *e;
 
-	pthread_mutex_lock(&s->lock);
-	for (struct mcp_sandbox *sb = s->sandboxes; sb != NULL; sb = sb->next) {
-		if (sb->doomed || sb->owner != ss)
-			continue;
-		json_t *e = json_pack(
-		    "{s:s, s:i, s:I, s:s, s:I, s:I, s:b, s:b, s:s}", "sandbox_id", sb->id, "cpus",
-		    (int)sb->cpus, "memory_mib", (json_int_t)sb->memory_mib, "image", sb->image,
-		    "created_ms", (json_int_t)sb->created_ms, "idle_s",
-		    (json_int_t)((now - sb->last_used_ms) / 1000), "dirty", sb->dirty, "busy",
-		    sb->busy > 0, "state", sb->lost != NULL ? "lost" : "running");
-		if (sb->lost != NULL)
-			json_object_set_new(e, "lost_reason", json_string(sb->lost));
-		json_array_append_new(arr, e);
+	json_array_foreach(arr, i, e)
+	{
+		const char *state = json_string_value(json_object_get(e, "state"));
+		bool busy = state != NULL && strcmp(state, "busy") == 0;
+
+		json_object_set(e, "sandbox_id", json_object_get(e, "id"));
+		json_object_del(e, "id");
+		json_object_set_new(e, "busy", json_boolean(busy));
+		if (state != NULL && strcmp(state, "lost") != 0)
+			json_object_set_new(e, "state", json_string("running"));
 	}
-	pthread_mutex_unlock(&s->lock);
 	return arr;
 }
 
@@ -969,61 +742,9 @@ struct lg_metric_child *mcp_metric(struct lg_metric *family, const char *label)
 	return lg_metric_child(family, (const char *const[]){label});
 }
 
-/*
- * The sandboxes gauge is counted when scraped, from the one list that
- * knows each sandbox's state, so it can never drift from it.
- */
 char *mcp_server_metrics(struct mcp_server *s)
 {
-	unsigned ready = 0, busy = 0, lost = 0;
-
-	pthread_mutex_lock(&s->lock);
-	for (struct mcp_sandbox *sb = s->sandboxes; sb != NULL; sb = sb->next) {
-		if (sb->lost != NULL)
-			lost++;
-		else if (sb->busy > 0)
-			busy++;
-		else
-			ready++;
-	}
-	pthread_mutex_unlock(&s->lock);
-	lg_metric_gauge_set(mcp_metric(s->m.sandboxes, "ready"), ready);
-	lg_metric_gauge_set(mcp_metric(s->m.sandboxes, "busy"), busy);
-	lg_metric_gauge_set(mcp_metric(s->m.sandboxes, "lost"), lost);
-	return lg_metrics_render(s->metrics);
-}
-
-/* The idle reaper: sandboxes nobody used for their idle timeout are destroyed. */
-static void *reaper_main(void *arg)
-{
-	struct mcp_server *s = arg;
-
-	for (;;) {
-		struct pollfd pfd = {.fd = s->stop_pipe[0], .events = POLLIN};
-		struct mcp_sandbox *victim = NULL;
-		uint64_t now;
-
-		if (poll(&pfd, 1, 1000) > 0)
-			return NULL;
-		now = lg_now_ms();
-		pthread_mutex_lock(&s->lock);
-		for (struct mcp_sandbox *sb = s->sandboxes; sb != NULL; sb = sb->next) {
-			if (sb->doomed || sb->busy > 0 || sb->idle_timeout_s == 0)
-				continue;
-			if (now - sb->last_used_ms >= (uint64_t)sb->idle_timeout_s * 1000u) {
-				victim = sb;
-				victim->doomed = true;
-				unlink_locked(s, victim);
-				break;
-			}
-		}
-		pthread_mutex_unlock(&s->lock);
-		if (victim != NULL) {
-			lg_info("sandbox %s idle for %u s: destroyed", victim->id,
-				victim->idle_timeout_s);
-			sandbox_free(s, victim);
-		}
-	}
+	return lg_service_metrics_render(s->svc);
 }
 
 int mcp_server_new(const struct mcp_server_opts *o, struct mcp_server **out, struct lg_err **err)
@@ -1034,34 +755,28 @@ int mcp_server_new(const struct mcp_server_opts *o, struct mcp_server **out, str
 		return lg_err_set(err, EINVAL, "mcp server: a policy and a broker are required");
 	s = xzalloc(sizeof(*s));
 	s->o = *o;
-	s->admission = lg_admission_new(&(struct lg_admission_limits){
-	    .max_vms = max_sandboxes(s),
-	    .max_vcpus = o->max_vcpus,
-	    .max_memory_mib = o->max_memory_mib,
-	});
-	s->metrics = lg_metrics_new();
-	if (lg_metrics_register_standard(s->metrics, &s->m, err) < 0) {
-		lg_metrics_free(s->metrics);
-		lg_admission_free(s->admission);
-		free(s);
-		return -EINVAL;
+	s->svc = o->service;
+	if (s->svc == NULL) {
+		/* Standalone: a service of its own, with this server's limits. */
+		struct lg_service_opts so = {
+		    .default_image = o->default_image,
+		    .accel = o->accel,
+		    .jail = o->jail,
+		    .limits = {.max_vms =
+				   o->max_sandboxes ? o->max_sandboxes : DEFAULT_MAX_SANDBOXES,
+			       .max_vcpus = o->max_vcpus,
+			       .max_memory_mib = o->max_memory_mib},
+		    .idle_timeout_s = o->idle_timeout_s,
+		};
+		if (lg_service_new(&so, &s->svc, err) < 0) {
+			free(s);
+			return -EINVAL;
+		}
+		s->own_svc = true;
 	}
+	/* The families live as long as the service: a copy of their pointers. */
+	s->m = *lg_service_std(s->svc);
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->idle, NULL);
-	if (pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
-		int r = lg_err_sys(err, "pipe");
-		lg_admission_free(s->admission);
-		free(s);
-		return r;
-	}
-	if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
-		close(s->stop_pipe[0]);
-		close(s->stop_pipe[1]);
-		lg_admission_free(s->admission);
-		free(s);
-		return lg_err_set(err, EAGAIN, "cannot start the reaper thread");
-	}
-	s->reaper_started = true;
 	*out = s;
 	return 0;
 }
@@ -1070,19 +785,11 @@ void mcp_server_free(struct mcp_server *s)
 {
 	if (s == NULL)
 		return;
-	if (s->reaper_started) {
-		if (write(s->stop_pipe[1], "x", 1) < 0) {
-		}
-		pthread_join(s->reaper, NULL);
-	}
-	close(s->stop_pipe[0]);
-	close(s->stop_pipe[1]);
+	/* Each session destroys its own sandboxes as it closes. */
 	while (s->sessions != NULL)
 		mcp_session_close(s->sessions);
-	destroy_owned(s, NULL);
+	if (s->own_svc)
+		lg_service_free(s->svc);
 	pthread_mutex_destroy(&s->lock);
-	pthread_cond_destroy(&s->idle);
-	lg_admission_free(s->admission); /* every sandbox is destroyed by now */
-	lg_metrics_free(s->metrics);
 	free(s);
 }

@@ -248,9 +248,9 @@ static json_t *json_text(const struct lg_buf *b)
 	return json_stringn(s, n);
 }
 
-/* Runs e in lsb; returns the tool result. */
-static json_t *run_exec(struct mcp_server *srv, struct lg_sandbox *lsb, const struct exec_args *e,
-			int cancel_fd, bool *broken)
+/* Runs e in the held entry; returns the tool result. */
+static json_t *run_exec(struct mcp_server *srv, struct lg_entry *ent, const struct exec_args *e,
+			int cancel_fd)
 {
 	struct capture c = {0};
 	struct lg_exec_opts o = {
@@ -271,14 +271,11 @@ static json_t *run_exec(struct mcp_server *srv, struct lg_sandbox *lsb, const st
 	json_t *st;
 	char *text;
 
-	uint64_t t0 = lg_now_ms();
-	int ret = lg_sandbox_exec(lsb, &o, &res, &err);
+	/* Timed into exec_seconds; a VM found gone marks the entry lost (on_lost audits it). */
+	int ret = lg_entry_exec(srv->svc, ent, &o, &res, &err);
 
-	lg_metric_observe(lg_metric_child(srv->m.exec_seconds, NULL),
-			  (double)(lg_now_ms() - t0) / 1000.0);
 	if (ret < 0) {
 		json_t *r = tool_error("exec failed: %s", err->msg);
-		*broken = lg_agent_ping(lsb->agent, NULL) < 0;
 		lg_err_free(&err);
 		lg_buf_free(&c.out);
 		lg_buf_free(&c.err);
@@ -325,44 +322,94 @@ static int parse_vm_args(const json_t *args, struct vm_args *v, char *why, size_
 }
 
 /*
- * Boots a sandbox; *net gets its egress when the server allows network
- * (NULL otherwise), which must outlive the sandbox: mcp_net_close() before
- * lg_sandbox_destroy(), mcp_net_free() after.
+ * What the MCP front end keeps with each of its sandboxes: the session
+ * that owns it (valid while the entry is: a closing session destroys its
+ * entries first) and its egress, if the server allows network.
  */
-static int boot(struct mcp_session *ss, const struct vm_args *v, struct lg_sandbox **out,
-		struct mcp_net **net, char *why, size_t whylen)
+struct mcp_front {
+	struct mcp_session *ss;
+	struct mcp_net *net;
+};
+
+static void front_close(void *p)
 {
-	struct lg_sandbox_opts so = {
-	    .image = v->image != NULL ? v->image : ss->srv->o.default_image,
-	    .accel = ss->srv->o.accel,
+	struct mcp_front *f = p;
+
+	/* A connection waiting for a human would hold the teardown up: end it. */
+	mcp_net_close(f->net);
+}
+
+static void front_free(void *p)
+{
+	struct mcp_front *f = p;
+
+	mcp_net_free(f->net);
+	free(f);
+}
+
+static bool audit(struct mcp_session *ss, json_t *event);
+
+/*
+ * A sandbox whose guest ended without sandbox_destroy (the service found
+ * its VMM gone, or its agent stopped answering).  Its VM is torn down (a
+ * hung guest would burn a CPU), but the sandbox is not removed: if it
+ * vanished, a green command (`poweroff -f`, a kernel panic) could do what
+ * only sandbox_destroy may, and a dirty sandbox's destroy needs a human.
+ * It stays listed as "lost", with the reason, until sandbox_destroy; the
+ * loss is audited here.
+ */
+static void front_lost(void *p, const char *id, const char *why)
+{
+	struct mcp_front *f = p;
+	bool dirty = false, lost;
+
+	lg_warn("session %s: sandbox %s is lost: %s", f->ss->id, id, why);
+	mcp_net_close(f->net);
+	audit(f->ss, json_pack("{s:s, s:s, s:s, s:s, s:b}", "type", "sandbox_lost", "session",
+			       f->ss->id, "sandbox_id", id, "reason", why, "dirty",
+			       mcp_sandbox_facts(f->ss, id, &dirty, &lost) == 0 && dirty));
+}
+
+/* Creates a sandbox of session ss in the service (a pooled one when it matches); held. */
+static int create(struct mcp_session *ss, const struct vm_args *v, struct lg_entry **out, char *why,
+		  size_t whylen)
+{
+	struct mcp_front *f = xzalloc(sizeof(*f));
+	struct lg_err *err = NULL;
+	struct lg_create_req req = {
+	    .image = v->image,
 	    .cpus = (unsigned)v->cpus,
 	    .memory_mib = v->memory,
 	    .disk_mib = v->disk,
+	    .owner = ss,
+	    .owner_name = "mcp",
+	    .request_id = ss->id,
+	    .idle_timeout_s = v->idle == 0 ? LG_IDLE_NEVER : (unsigned)v->idle,
+	    .front = f,
+	    .on_close = front_close,
+	    .on_free = front_free,
+	    .on_lost = front_lost,
 	    .cancel_fd = -1,
-	    .console_fd = -1,
-	    .jail = ss->srv->o.jail,
-	    .admission = ss->srv->admission,
 	};
-	struct lg_err *err = NULL;
 
-	*net = NULL;
+	f->ss = ss;
 	if (ss->srv->o.net_allow != NULL) {
-		*net = mcp_net_new(ss, ss->srv->o.net_allow, &err);
-		if (*net == NULL)
+		f->net = mcp_net_new(ss, ss->srv->o.net_allow, &err);
+		if (f->net == NULL) {
+			free(f);
 			goto fail;
-		so.egress = mcp_net_egress(*net);
+		}
+		req.egress = mcp_net_egress(f->net);
 	}
-	if (lg_sandbox_create(&so, out, &err) < 0)
+	/* On failure the service has run front_close and front_free. */
+	if (lg_service_create(ss->srv->svc, &req, out, &err) < 0)
 		goto fail;
-	/* Every sandbox of this server is a cold boot today (no pool, no snapshot). */
-	lg_metric_observe(mcp_metric(ss->srv->m.spawn_seconds, LG_SPAWN_PATH_BOOT),
-			  (double)(*out)->boot_ms / 1000.0);
+	if (f->net != NULL)
+		mcp_net_set_sandbox(f->net, lg_entry_id(*out));
 	return 0;
 fail:
 	snprintf(why, whylen, "%s", err->msg);
 	lg_err_free(&err);
-	mcp_net_free(*net);
-	*net = NULL;
 	return -1;
 }
 
@@ -370,40 +417,31 @@ static json_t *t_create(struct mcp_session *ss, struct mcp_call *call, const jso
 {
 	char why[512];
 	struct vm_args v;
-	struct lg_sandbox *lsb;
-	struct mcp_sandbox *sb;
-	struct mcp_net *net;
+	struct lg_entry *e;
+	json_t *r;
 
 	if (parse_vm_args(args, &v, why, sizeof(why)) < 0 ||
 	    arg_uint(args, "timeout", 0, MAX_TIMEOUT_S, ss->srv->o.idle_timeout_s, &v.idle, why,
 		     sizeof(why)) < 0)
 		return tool_error("sandbox_create: %s", why);
-	if (!mcp_sandbox_room(ss->srv))
-		return tool_error("sandbox_create: the server's sandbox limit is reached; destroy "
-				  "one first");
-	if (boot(ss, &v, &lsb, &net, why, sizeof(why)) < 0)
+	if (create(ss, &v, &e, why, sizeof(why)) < 0)
 		return tool_error("sandbox_create: %s", why);
-	uint64_t boot_ms = lsb->boot_ms;
-	sb = mcp_sandbox_add(ss, lsb, net, (unsigned)v.cpus, v.memory,
-			     v.image != NULL		? v.image
-			     : ss->srv->o.default_image ? ss->srv->o.default_image
-							: "default",
-			     (unsigned)v.idle);
-	if (sb == NULL)
-		return tool_error("sandbox_create: the server's sandbox limit is reached");
-	return tool_ok(json_pack("{s:s, s:I, s:I, s:I, s:I}", "sandbox_id", sb->id, "cpus",
-				 (json_int_t)v.cpus, "memory_mib", (json_int_t)v.memory,
-				 "idle_timeout_s", (json_int_t)v.idle, "boot_ms",
-				 (json_int_t)boot_ms),
-		       NULL);
+	r = tool_ok(json_pack("{s:s, s:I, s:I, s:I, s:I, s:s}", "sandbox_id", lg_entry_id(e),
+			      "cpus", (json_int_t)v.cpus, "memory_mib", (json_int_t)v.memory,
+			      "idle_timeout_s", (json_int_t)v.idle, "boot_ms",
+			      (json_int_t)lg_entry_spawn_ms(e), "spawn_path",
+			      lg_spawn_path_name(lg_entry_path(e))),
+		    NULL);
+	mcp_sandbox_put(ss->srv, e);
+	return r;
 }
 
 /* Looks up args.sandbox_id for this session, or sets *err_result. */
-static struct mcp_sandbox *get_sandbox(struct mcp_session *ss, const json_t *args, const char *tool,
-				       json_t **err_result)
+static struct lg_entry *get_sandbox(struct mcp_session *ss, const json_t *args, const char *tool,
+				    json_t **err_result, struct lg_sandbox **vm)
 {
 	const char *id = json_string_value(json_object_get(args, "sandbox_id"));
-	struct mcp_sandbox *sb;
+	struct lg_entry *sb;
 
 	if (id == NULL) {
 		*err_result = tool_error("%s: sandbox_id (string) is required", tool);
@@ -415,42 +453,21 @@ static struct mcp_sandbox *get_sandbox(struct mcp_session *ss, const json_t *arg
 		    "%s: no sandbox '%.40s' in this session (see sandbox_list)", tool, id);
 		return NULL;
 	}
-	cleanup_free char *lost = mcp_sandbox_lost(ss->srv, sb);
-	if (lost != NULL) {
-		*err_result = tool_error("%s: sandbox %s is lost: %s; what it held is gone "
-					 "(sandbox_destroy removes it from the list)",
-					 tool, sb->id, lost);
+	/*
+	 * Read once: the watcher may mark it lost at any moment, but the VM
+	 * itself is only freed once nobody holds the entry.
+	 */
+	*vm = lg_entry_sandbox(sb);
+	if (*vm == NULL) {
+		cleanup_free char *lost = lg_entry_lost(ss->srv->svc, sb);
+		*err_result =
+		    tool_error("%s: sandbox %s is lost: %s; what it held is gone "
+			       "(sandbox_destroy removes it from the list)",
+			       tool, lg_entry_id(sb), lost != NULL ? lost : "its VM is gone");
 		mcp_sandbox_put(ss->srv, sb);
 		return NULL;
 	}
 	return sb;
-}
-
-static bool audit(struct mcp_session *ss, json_t *event);
-
-/*
- * A sandbox whose guest ended without sandbox_destroy.  Its VM is torn
- * down (a hung guest would burn a CPU), but the sandbox is not removed:
- * if it vanished, a green command (`poweroff -f`, a kernel panic) could
- * do what only sandbox_destroy may, and a dirty sandbox's destroy needs a
- * human.  It stays listed as "lost", with the reason, until
- * sandbox_destroy; the loss is audited.  Caller holds sb.
- */
-static void sandbox_lost(struct mcp_session *ss, struct mcp_sandbox *sb, const char *why)
-{
-	struct lg_sandbox *vm = mcp_sandbox_mark_lost(ss->srv, sb, why);
-	bool dirty = false, lost;
-
-	if (vm == NULL)
-		return;
-	lg_warn("session %s: sandbox %s is lost: %s", ss->id, sb->id, why);
-	/* The VMM ended under a live sandbox: the guest powered off, crashed or QEMU died. */
-	lg_metric_inc(mcp_metric(ss->srv->m.vmm_exits, "lost"));
-	mcp_net_close(sb->net);
-	lg_sandbox_destroy(vm);
-	audit(ss, json_pack("{s:s, s:s, s:s, s:s, s:b}", "type", "sandbox_lost", "session", ss->id,
-			    "sandbox_id", sb->id, "reason", why, "dirty",
-			    mcp_sandbox_facts(ss, sb->id, &dirty, &lost) == 0 && dirty));
 }
 
 static json_t *t_exec(struct mcp_session *ss, struct mcp_call *call, const json_t *args)
@@ -458,36 +475,30 @@ static json_t *t_exec(struct mcp_session *ss, struct mcp_call *call, const json_
 	struct exec_args e;
 	char why[512];
 	json_t *r = NULL;
-	struct mcp_sandbox *sb;
-	bool broken = false;
+	struct lg_entry *sb;
+	struct lg_sandbox *vm;
 
 	if (parse_exec_args(args, &e, why, sizeof(why)) < 0) {
 		exec_args_free(&e);
 		return tool_error("sandbox_exec: %s", why);
 	}
-	sb = get_sandbox(ss, args, "sandbox_exec", &r);
+	sb = get_sandbox(ss, args, "sandbox_exec", &r, &vm);
 	if (sb != NULL) {
-		mcp_sandbox_mark_dirty(ss->srv, sb);
-		r = run_exec(ss->srv, sb->sb, &e, call->cancel_pipe[0], &broken);
-		if (broken)
-			sandbox_lost(
-			    ss, sb,
-			    "its guest stopped answering (it powered itself off, crashed or "
-			    "hung)");
+		r = run_exec(ss->srv, sb, &e, call->cancel_pipe[0]);
 		mcp_sandbox_put(ss->srv, sb);
 	}
 	exec_args_free(&e);
 	return r;
 }
 
+/* One command in a sandbox of its own, destroyed after: a pooled one when it matches. */
 static json_t *t_run(struct mcp_session *ss, struct mcp_call *call, const json_t *args)
 {
 	struct exec_args e;
 	struct vm_args v;
 	char why[512];
-	struct lg_sandbox *lsb;
-	struct mcp_net *net;
-	bool broken = false;
+	struct lg_entry *sb;
+	char id[32];
 	json_t *r;
 
 	if (parse_exec_args(args, &e, why, sizeof(why)) < 0 ||
@@ -495,16 +506,15 @@ static json_t *t_run(struct mcp_session *ss, struct mcp_call *call, const json_t
 		exec_args_free(&e);
 		return tool_error("sandbox_run: %s", why);
 	}
-	if (boot(ss, &v, &lsb, &net, why, sizeof(why)) < 0) {
+	v.idle = 0;
+	if (create(ss, &v, &sb, why, sizeof(why)) < 0) {
 		exec_args_free(&e);
 		return tool_error("sandbox_run: %s", why);
 	}
-	if (net != NULL)
-		mcp_net_set_sandbox(net, "(sandbox_run)");
-	r = run_exec(ss->srv, lsb, &e, call->cancel_pipe[0], &broken);
-	mcp_net_close(net);
-	lg_sandbox_destroy(lsb);
-	mcp_net_free(net);
+	snprintf(id, sizeof(id), "%s", lg_entry_id(sb));
+	r = run_exec(ss->srv, sb, &e, call->cancel_pipe[0]);
+	mcp_sandbox_put(ss->srv, sb);
+	mcp_sandbox_destroy(ss, id);
 	exec_args_free(&e);
 	return r;
 }
@@ -514,17 +524,18 @@ static json_t *t_fs_read(struct mcp_session *ss, struct mcp_call *call, const js
 	const char *path;
 	char why[512];
 	json_t *r = NULL;
-	struct mcp_sandbox *sb;
+	struct lg_entry *sb;
+	struct lg_sandbox *vm;
 	struct lg_err *err = NULL;
 	uint8_t *data;
 	size_t len;
 
 	if (arg_str(args, "path", true, &path, why, sizeof(why)) < 0)
 		return tool_error("sandbox_fs_read: %s", why);
-	sb = get_sandbox(ss, args, "sandbox_fs_read", &r);
+	sb = get_sandbox(ss, args, "sandbox_fs_read", &r, &vm);
 	if (sb == NULL)
 		return r;
-	if (lg_agent_read_file(sb->sb->agent, path, READ_CAP, &data, &len, &err) < 0) {
+	if (lg_agent_read_file(vm->agent, path, READ_CAP, &data, &len, &err) < 0) {
 		r = tool_error("sandbox_fs_read: %s", err->msg);
 		lg_err_free(&err);
 	} else if (lg_utf8_valid(data, len)) {
@@ -549,7 +560,8 @@ static json_t *t_fs_write(struct mcp_session *ss, struct mcp_call *call, const j
 	const char *path;
 	char why[512];
 	json_t *r = NULL;
-	struct mcp_sandbox *sb;
+	struct lg_entry *sb;
+	struct lg_sandbox *vm;
 	struct lg_err *err = NULL;
 	cleanup_free uint8_t *data = NULL;
 	uint64_t mode;
@@ -561,11 +573,11 @@ static json_t *t_fs_write(struct mcp_session *ss, struct mcp_call *call, const j
 	    arg_bool(args, "mkdirs", true, &mkdirs, why, sizeof(why)) < 0 ||
 	    lg_gate_write_payload(args, &data, &len, why, sizeof(why)) < 0)
 		return tool_error("sandbox_fs_write: %s", why);
-	sb = get_sandbox(ss, args, "sandbox_fs_write", &r);
+	sb = get_sandbox(ss, args, "sandbox_fs_write", &r, &vm);
 	if (sb == NULL)
 		return r;
-	mcp_sandbox_mark_dirty(ss->srv, sb);
-	if (lg_agent_write_file(sb->sb->agent, path, data, len, (uint32_t)mode,
+	lg_entry_mark_dirty(ss->srv->svc, sb);
+	if (lg_agent_write_file(vm->agent, path, data, len, (uint32_t)mode,
 				mkdirs ? LG_WRITE_MKDIRS : 0, &err) < 0) {
 		r = tool_error("sandbox_fs_write: %s", err->msg);
 		lg_err_free(&err);
@@ -595,17 +607,18 @@ static json_t *t_fs_list(struct mcp_session *ss, struct mcp_call *call, const js
 	const char *path;
 	char why[512];
 	json_t *r = NULL;
-	struct mcp_sandbox *sb;
+	struct lg_entry *sb;
+	struct lg_sandbox *vm;
 	struct lg_err *err = NULL;
 	struct lg_dirent *ents;
 	size_t n;
 
 	if (arg_str(args, "path", true, &path, why, sizeof(why)) < 0)
 		return tool_error("sandbox_fs_list: %s", why);
-	sb = get_sandbox(ss, args, "sandbox_fs_list", &r);
+	sb = get_sandbox(ss, args, "sandbox_fs_list", &r, &vm);
 	if (sb == NULL)
 		return r;
-	if (lg_agent_list_dir(sb->sb->agent, path, &ents, &n, &err) < 0) {
+	if (lg_agent_list_dir(vm->agent, path, &ents, &n, &err) < 0) {
 		r = tool_error("sandbox_fs_list: %s", err->msg);
 		lg_err_free(&err);
 	} else {
@@ -843,14 +856,15 @@ static int read_before(void *ctx, const char *path, uint8_t **out, size_t *len)
 {
 	struct elicit_asker *e = ctx;
 	const char *sid = json_string_value(json_object_get(e->call->args, "sandbox_id"));
-	struct mcp_sandbox *sb = sid != NULL ? mcp_sandbox_get(e->ss, sid) : NULL;
+	struct lg_entry *sb = sid != NULL ? mcp_sandbox_get(e->ss, sid) : NULL;
+	struct lg_sandbox *vm;
 	int r = -1;
 
 	if (sb == NULL)
 		return -2;
-	/* sb->sb is NULL once lost; it only changes under op_lock, which we hold */
-	if (sb->sb != NULL &&
-	    lg_agent_read_file(sb->sb->agent, path, 1u << 20, out, len, NULL) == 0)
+	/* NULL once lost; the VM itself is not freed while we hold the entry */
+	vm = lg_entry_sandbox(sb);
+	if (vm != NULL && lg_agent_read_file(vm->agent, path, 1u << 20, out, len, NULL) == 0)
 		r = 0;
 	mcp_sandbox_put(e->ss->srv, sb);
 	return r;

@@ -17,6 +17,8 @@
  */
 #include "service/service.h"
 
+#include "host/snapshot.h"
+
 #include "common/log.h"
 #include "common/util.h"
 
@@ -39,6 +41,8 @@
 #define ENTRY_ID_LEN	 16 /* "sb-" + 12 hex + NUL */
 #define WATCH_PERIOD_MS	 250
 #define POOL_BACKOFF_MAX 30000u
+#define POOL_GROWTH	 4u
+#define POOL_DECAY_MS	 30000u
 
 struct lg_entry {
 	struct lg_entry *next;
@@ -69,7 +73,27 @@ struct lg_entry {
 	void *front;
 	void (*on_close)(void *front);
 	void (*on_free)(void *front);
+	void (*on_lost)(void *front, const char *id, const char *why);
 };
+
+/*
+ * A shape of VM (image, cpus, memory, layer) and its snapshot.  With
+ * snapshots on, the first create of a shape boots and asks the refill
+ * thread for a snapshot; later creates of it (and its pool's refills)
+ * restore from it.  Sandboxes with network never restore: a snapshot's VM
+ * has no network port.
+ */
+struct shape {
+	struct shape *next;
+	char image[64];
+	unsigned cpus;
+	uint64_t memory_mib, disk_mib;
+	char *dir;	/* a valid snapshot directory, or NULL */
+	bool wanted;	/* the refill thread should make it */
+	unsigned fails; /* builds that failed: no more after SHAPE_MAX_FAILS */
+};
+#define SHAPE_MAX	16u
+#define SHAPE_MAX_FAILS 2u
 
 /* A booted sandbox waiting in a pool, in no registry. */
 struct pooled {
@@ -82,11 +106,18 @@ struct pool {
 	char key[96]; /* the metric label: IMAGE:CPUS:MIB */
 	struct pooled *ready;
 	unsigned n_ready, booting;
-	char *snapshot;	     /* its snapshot directory once made, else NULL */
-	bool snapshot_tried; /* made (or failed) once: do not retry per refill */
-	unsigned failures;   /* boots that failed in a row */
-	uint64_t retry_at;   /* monotonic ms: no refill before */
-	bool disabled;	     /* its image cannot be adopted: never refilled */
+	struct shape *shape; /* its snapshot */
+	/*
+	 * How many it keeps ready now: spec.size, grown by one for each miss
+	 * up to POOL_GROWTH x spec.size (a burst bigger than the pool should
+	 * find the next one ready), and shrunk back one per POOL_DECAY_MS
+	 * without a miss.
+	 */
+	unsigned target;
+	uint64_t last_miss_ms;
+	unsigned failures; /* boots that failed in a row */
+	uint64_t retry_at; /* monotonic ms: no refill before */
+	bool disabled;	   /* its image cannot be adopted: never refilled */
 	struct lg_metric_child *m_ready, *m_hits, *m_misses;
 	uint64_t hits, misses;
 };
@@ -104,6 +135,8 @@ struct lg_service {
 	struct pool pools[LG_POOL_MAX];
 	size_t n_pools;
 	struct lg_admission *admission;
+	struct shape *shapes;
+	unsigned n_shapes;
 	struct lg_metrics *metrics;
 	struct lg_metrics_standard m;
 	pthread_t watcher, refiller;
@@ -124,6 +157,8 @@ static const struct lg_service_vm_ops real_vm_ops = {
     .destroy = lg_sandbox_destroy,
     .kill = lg_sandbox_kill,
     .exit_fd = real_exit_fd,
+    .adopt = lg_sandbox_adopt,
+    .snapshot = lg_snapshot_ensure,
 };
 
 /* ---- small helpers ---- */
@@ -170,25 +205,25 @@ int lg_pool_spec_parse(const char *text, struct lg_pool_spec *out, struct lg_err
 
 	memset(out, 0, sizeof(*out));
 	if (eq == NULL)
-		return lg_err_set(err, EINVAL, "--pool %s: expected IMAGE[:CPUS:MIB]=N", text);
+		return lg_err_msg(err, EINVAL, "--pool %s: expected IMAGE[:CPUS:MIB]=N", text);
 	colon = memchr(text, ':', (size_t)(eq - text));
 	ilen = (size_t)((colon != NULL ? colon : eq) - text);
 	if (ilen == 0 || ilen >= sizeof(out->image))
-		return lg_err_set(err, EINVAL, "--pool %s: the image name must be 1..%zu bytes",
+		return lg_err_msg(err, EINVAL, "--pool %s: the image name must be 1..%zu bytes",
 				  text, sizeof(out->image) - 1);
 	memcpy(out->image, text, ilen);
 	for (size_t i = 0; i < ilen; i++) {
 		char c = out->image[i];
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 		      c == '-' || c == '_' || c == '.'))
-			return lg_err_set(err, EINVAL, "--pool %s: bad character in the image name",
+			return lg_err_msg(err, EINVAL, "--pool %s: bad character in the image name",
 					  text);
 	}
 	if (colon != NULL) {
 		errno = 0;
 		n = strtoul(colon + 1, &end, 10);
 		if (errno != 0 || end == colon + 1 || *end != ':' || n == 0 || n > HV_MAX_CPUS)
-			return lg_err_set(err, EINVAL, "--pool %s: CPUS must be 1..%u, then :MIB",
+			return lg_err_msg(err, EINVAL, "--pool %s: CPUS must be 1..%u, then :MIB",
 					  text, HV_MAX_CPUS);
 		out->cpus = (unsigned)n;
 		const char *m = end + 1;
@@ -196,14 +231,14 @@ int lg_pool_spec_parse(const char *text, struct lg_pool_spec *out, struct lg_err
 		unsigned long long mib = strtoull(m, &end, 10);
 		if (errno != 0 || end == m || end != eq || mib < HV_MIN_MEMORY_MIB ||
 		    mib > HV_MAX_MEMORY_MIB)
-			return lg_err_set(err, EINVAL, "--pool %s: MIB must be %u..%u", text,
+			return lg_err_msg(err, EINVAL, "--pool %s: MIB must be %u..%u", text,
 					  HV_MIN_MEMORY_MIB, HV_MAX_MEMORY_MIB);
 		out->memory_mib = mib;
 	}
 	errno = 0;
 	n = strtoul(eq + 1, &end, 10);
 	if (errno != 0 || end == eq + 1 || *end != '\0' || n == 0 || n > LG_POOL_MAX_SIZE)
-		return lg_err_set(err, EINVAL, "--pool %s: N must be 1..%u", text,
+		return lg_err_msg(err, EINVAL, "--pool %s: N must be 1..%u", text,
 				  LG_POOL_MAX_SIZE);
 	out->size = (unsigned)n;
 	if (out->cpus == 0)
@@ -254,7 +289,7 @@ static struct pool *pool_to_fill(struct lg_service *s, uint64_t now, int *wait_m
 	*wait_ms = -1;
 	for (size_t i = 0; i < s->n_pools; i++) {
 		struct pool *p = &s->pools[i];
-		if (p->disabled || p->n_ready + p->booting >= p->spec.size)
+		if (p->disabled || p->n_ready + p->booting >= p->target)
 			continue;
 		if (p->retry_at > now) {
 			int w = (int)(p->retry_at - now);
@@ -273,46 +308,159 @@ static void pool_gauge(struct pool *p)
 	lg_metric_gauge_set(p->m_ready, p->n_ready);
 }
 
+/* ---- shapes and their snapshots ---- */
+
+/* The shape, made if new and there is room; NULL when snapshots are off or the table is full. */
+static struct shape *shape_get_locked(struct lg_service *s, const char *image, unsigned cpus,
+				      uint64_t memory_mib, uint64_t disk_mib)
+{
+	struct shape *sh;
+
+	if (!s->o.snapshots || s->vm->snapshot == NULL)
+		return NULL;
+	for (sh = s->shapes; sh != NULL; sh = sh->next)
+		if (strcmp(sh->image, image) == 0 && sh->cpus == cpus &&
+		    sh->memory_mib == memory_mib && sh->disk_mib == disk_mib)
+			return sh;
+	/* Requests choose shapes: a bounded table keeps them from growing it. */
+	if (s->n_shapes >= SHAPE_MAX || strlen(image) >= sizeof(sh->image))
+		return NULL;
+	sh = xzalloc(sizeof(*sh));
+	snprintf(sh->image, sizeof(sh->image), "%s", image);
+	sh->cpus = cpus;
+	sh->memory_mib = memory_mib;
+	sh->disk_mib = disk_mib;
+	sh->next = s->shapes;
+	s->shapes = sh;
+	s->n_shapes++;
+	return sh;
+}
+
+/* A copy of sh's snapshot directory, or NULL (then asks for one).  Under lock. */
+static char *shape_snapshot_locked(struct lg_service *s, struct shape *sh)
+{
+	if (sh == NULL)
+		return NULL;
+	if (sh->dir != NULL)
+		return xstrdup(sh->dir);
+	if (!sh->wanted && sh->fails < SHAPE_MAX_FAILS) {
+		sh->wanted = true;
+		pthread_cond_signal(&s->refill);
+	}
+	return NULL;
+}
+
+/* A restore from sh's snapshot failed: forget it, so that it is made again. */
+static void shape_stale(struct lg_service *s, struct shape *sh, const char *why)
+{
+	pthread_mutex_lock(&s->lock);
+	if (sh->dir != NULL) {
+		lg_warn("snapshot %s: %s; it is made again", sh->dir, why);
+		free(sh->dir);
+		sh->dir = NULL;
+	}
+	if (!sh->wanted) {
+		sh->wanted = true;
+		pthread_cond_signal(&s->refill);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Makes sh's snapshot (on the refill thread; takes seconds: a boot and a save). */
+static void shape_build(struct lg_service *s, struct shape *sh)
+{
+	struct lg_sandbox_opts o;
+	struct lg_err *err = NULL;
+	char *dir = NULL;
+	uint64_t t0 = lg_now_ms();
+
+	vm_opts(s, sh->image, sh->cpus, sh->memory_mib, sh->disk_mib, &o);
+	int r = s->vm->snapshot(&o, &dir, &err);
+	pthread_mutex_lock(&s->lock);
+	sh->wanted = false;
+	if (r < 0) {
+		sh->fails++;
+	} else {
+		free(sh->dir);
+		sh->dir = dir;
+		sh->fails = 0;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (r < 0) {
+		lg_warn("snapshot of %s:%u:%llu: %s; its sandboxes boot", sh->image, sh->cpus,
+			(unsigned long long)sh->memory_mib, err->msg);
+		lg_err_free(&err);
+	} else {
+		lg_info("snapshot of %s:%u:%llu ready in %llu ms", sh->image, sh->cpus,
+			(unsigned long long)sh->memory_mib, (unsigned long long)(lg_now_ms() - t0));
+	}
+}
+
 /*
- * One VM for pool p: restored from the pool's snapshot when there is one
- * (made on the first refill when snapshots are on), else booted.
+ * Creates a VM of o's shape: a restore when its snapshot exists, else a
+ * boot.  *path says which.  A stale snapshot is forgotten and the VM
+ * boots.
  */
+static int spawn(struct lg_service *s, struct lg_sandbox_opts *o, struct shape *sh,
+		 const char *hostname, struct lg_sandbox **out, enum lg_spawn_path *path,
+		 struct lg_err **err)
+{
+	cleanup_free char *snap = NULL;
+	int r;
+
+	if (sh != NULL && o->egress == NULL) {
+		pthread_mutex_lock(&s->lock);
+		snap = shape_snapshot_locked(s, sh);
+		pthread_mutex_unlock(&s->lock);
+	}
+	*path = LG_PATH_BOOT;
+	if (snap != NULL) {
+		/*
+		 * Every restore starts as the same guest: the create adopts it
+		 * (a fresh RNG seed, the clock, its hostname) before it returns.
+		 * A boot keeps the image's hostname and sends no ADOPT, so that
+		 * images with an older agent still boot.
+		 */
+		o->snapshot = snap;
+		o->hostname = hostname;
+		r = s->vm->create(o, out, err);
+		o->snapshot = NULL;
+		o->hostname = NULL;
+		if (r == 0) {
+			*path = LG_PATH_RESTORE;
+			return 0;
+		}
+		if (r != -ESTALE && r != -ENOENT)
+			return r;
+		shape_stale(s, sh, (*err)->msg);
+		lg_err_free(err);
+	}
+	return s->vm->create(o, out, err);
+}
+
+/* One VM for pool p, restored when its shape has a snapshot, else booted. */
 static int pool_spawn(struct lg_service *s, struct pool *p, struct lg_sandbox **out,
 		      enum lg_spawn_path *path, struct lg_err **err)
 {
 	struct lg_sandbox_opts o;
-	char *snap = NULL;
 	uint64_t t0 = lg_now_ms();
 	int r;
 
 	vm_opts(s, p->spec.image, p->spec.cpus, p->spec.memory_mib, LG_DEFAULT_DISK_MIB, &o);
-	pthread_mutex_lock(&s->lock);
-	bool try_snapshot = s->o.snapshots && s->vm->snapshot != NULL && !p->snapshot_tried;
-	p->snapshot_tried = true;
-	pthread_mutex_unlock(&s->lock);
-	if (try_snapshot) {
-		struct lg_err *serr = NULL;
-		if (s->vm->snapshot(&o, &snap, &serr) < 0) {
-			lg_warn("pool %s: no snapshot (%s); its sandboxes boot", p->key, serr->msg);
-			lg_err_free(&serr);
-		} else {
-			pthread_mutex_lock(&s->lock);
-			free(p->snapshot);
-			p->snapshot = snap;
-			pthread_mutex_unlock(&s->lock);
-		}
-	}
-	pthread_mutex_lock(&s->lock);
-	snap = p->snapshot != NULL ? xstrdup(p->snapshot) : NULL;
-	pthread_mutex_unlock(&s->lock);
-	*path = snap != NULL ? LG_PATH_RESTORE : LG_PATH_BOOT;
-	(void)snap; /* restore wiring: lg_sandbox_opts.snapshot */
-	free(snap);
-	r = s->vm->create(&o, out, err);
+	r = spawn(s, &o, p->shape, NULL, out, path, err);
 	if (r == 0)
 		lg_metric_observe(child1(s->m.spawn_seconds, lg_spawn_path_name(*path)),
 				  (double)(lg_now_ms() - t0) / 1000.0);
 	return r;
+}
+
+/* A shape whose snapshot is wanted, or NULL.  Under lock. */
+static struct shape *shape_to_build(struct lg_service *s)
+{
+	for (struct shape *sh = s->shapes; sh != NULL; sh = sh->next)
+		if (sh->wanted)
+			return sh;
+	return NULL;
 }
 
 static void *refill_main(void *arg)
@@ -322,8 +470,18 @@ static void *refill_main(void *arg)
 	pthread_mutex_lock(&s->lock);
 	while (!s->stopping) {
 		int wait_ms;
-		struct pool *p = pool_to_fill(s, lg_now_ms(), &wait_ms);
+		struct shape *sh = shape_to_build(s);
+		struct pool *p;
 
+		/* A pool's first refill waits for its snapshot: every later one is then a restore.
+		 */
+		if (sh != NULL) {
+			pthread_mutex_unlock(&s->lock);
+			shape_build(s, sh);
+			pthread_mutex_lock(&s->lock);
+			continue;
+		}
+		p = pool_to_fill(s, lg_now_ms(), &wait_ms);
 		if (p == NULL) {
 			if (wait_ms < 0) {
 				pthread_cond_wait(&s->refill, &s->lock);
@@ -436,13 +594,14 @@ json_t *lg_service_pools(struct lg_service *s)
 	for (size_t i = 0; i < s->n_pools; i++) {
 		struct pool *p = &s->pools[i];
 		json_array_append_new(
-		    arr, json_pack("{s:s, s:s, s:i, s:I, s:i, s:i, s:i, s:I, s:I, s:b, s:b}", "key",
-				   p->key, "image", p->spec.image, "cpus", (int)p->spec.cpus,
-				   "memory_mib", (json_int_t)p->spec.memory_mib, "size",
-				   (int)p->spec.size, "ready", (int)p->n_ready, "booting",
-				   (int)p->booting, "hits", (json_int_t)p->hits, "misses",
-				   (json_int_t)p->misses, "snapshot", p->snapshot != NULL,
-				   "disabled", p->disabled));
+		    arr,
+		    json_pack("{s:s, s:s, s:i, s:I, s:i, s:i, s:i, s:i, s:I, s:I, s:b, s:b}", "key",
+			      p->key, "image", p->spec.image, "cpus", (int)p->spec.cpus,
+			      "memory_mib", (json_int_t)p->spec.memory_mib, "target",
+			      (int)p->target, "size", (int)p->spec.size, "ready", (int)p->n_ready,
+			      "booting", (int)p->booting, "hits", (json_int_t)p->hits, "misses",
+			      (json_int_t)p->misses, "snapshot",
+			      p->shape != NULL && p->shape->dir != NULL, "disabled", p->disabled));
 	}
 	pthread_mutex_unlock(&s->lock);
 	return arr;
@@ -507,10 +666,10 @@ static int register_entry(struct lg_service *s, struct lg_entry *e, struct lg_er
 	if (s->stopping || s->n_entries >= s->max_entries) {
 		bool stopping = s->stopping;
 		pthread_mutex_unlock(&s->lock);
-		return lg_err_set(err, stopping ? ESHUTDOWN : EAGAIN,
+		return lg_err_msg(err, stopping ? ESHUTDOWN : EAGAIN,
 				  stopping ? "the service is shutting down"
-					   : "too many sandboxes (%u, lost ones included): destroy "
-					     "some first",
+					   : "the limit of %u sandboxes is reached (lost ones "
+					     "included); destroy one first",
 				  s->max_entries);
 	}
 	e->next = s->entries;
@@ -545,10 +704,13 @@ int lg_service_create(struct lg_service *s, const struct lg_create_req *req, str
 	e->cpus = cpus;
 	e->memory_mib = memory;
 	e->disk_mib = disk;
-	e->idle_timeout_s = req->idle_timeout_s != 0 ? req->idle_timeout_s : s->o.idle_timeout_s;
+	e->idle_timeout_s = req->idle_timeout_s == LG_IDLE_NEVER ? 0
+			    : req->idle_timeout_s != 0		 ? req->idle_timeout_s
+								 : s->o.idle_timeout_s;
 	e->front = req->front;
 	e->on_close = req->on_close;
 	e->on_free = req->on_free;
+	e->on_lost = req->on_lost;
 	pthread_mutex_init(&e->op_lock, NULL);
 
 	pthread_mutex_lock(&s->lock);
@@ -562,12 +724,19 @@ int lg_service_create(struct lg_service *s, const struct lg_create_req *req, str
 		} else {
 			p->misses++;
 			lg_metric_inc(p->m_misses);
+			p->last_miss_ms = lg_now_ms();
+			if (p->target < p->spec.size * POOL_GROWTH &&
+			    p->target < LG_POOL_MAX_SIZE) {
+				p->target++;
+				pthread_cond_signal(&s->refill);
+			}
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (full) {
-		r = lg_err_set(err, EAGAIN,
-			       "too many sandboxes (%u, lost ones included): destroy some first",
+		r = lg_err_msg(err, EAGAIN,
+			       "the limit of %u sandboxes is reached (lost ones included); destroy "
+			       "one first",
 			       s->max_entries);
 		goto fail;
 	}
@@ -604,15 +773,21 @@ int lg_service_create(struct lg_service *s, const struct lg_create_req *req, str
 	}
 	if (sb == NULL) {
 		struct lg_sandbox_opts o;
+		struct shape *sh = NULL;
 
 		vm_opts(s, image, cpus, memory, disk, &o);
 		o.egress = req->egress;
 		o.cancel_fd = req->cancel_fd;
-		r = s->vm->create(&o, &sb, err);
+		if (req->egress == NULL) {
+			pthread_mutex_lock(&s->lock);
+			sh = shape_get_locked(s, image, cpus, memory, disk);
+			pthread_mutex_unlock(&s->lock);
+		}
+		r = spawn(s, &o, sh, e->id, &sb, &path, err);
 		/* The budget is full, but waiting VMs hold some of it: free one and retry. */
 		if (r == -EAGAIN && pool_evict_one(s)) {
 			lg_err_free(err);
-			r = s->vm->create(&o, &sb, err);
+			r = spawn(s, &o, sh, e->id, &sb, &path, err);
 		}
 		if (r < 0)
 			goto fail;
@@ -750,14 +925,18 @@ void lg_entry_mark_lost(struct lg_service *s, struct lg_entry *e, const char *wh
 	struct lg_sandbox *gone;
 
 	pthread_mutex_lock(&s->lock);
-	set_lost_locked(s, e, why, "lost");
+	bool first = set_lost_locked(s, e, why, "lost");
 	/* The caller holds e, and with it the only reference in use. */
 	gone = e->busy == 1 ? e->sb : NULL;
 	if (gone != NULL)
 		e->sb = NULL;
 	pthread_mutex_unlock(&s->lock);
-	if (gone != NULL) {
+	if (first) {
 		lg_warn("sandbox %s is lost: %s", e->id, why);
+		if (e->on_lost != NULL)
+			e->on_lost(e->front, e->id, why);
+	}
+	if (gone != NULL) {
 		s->vm->destroy(gone);
 		wake_watcher(s);
 	}
@@ -782,7 +961,7 @@ int lg_entry_exec(struct lg_service *s, struct lg_entry *e, const struct lg_exec
 
 	if (sb == NULL) {
 		cleanup_free char *why = lg_entry_lost(s, e);
-		return lg_err_set(err, EPIPE, "sandbox %s is lost: %s", e->id,
+		return lg_err_msg(err, EPIPE, "sandbox %s is lost: %s", e->id,
 				  why != NULL ? why : "its VM is gone");
 	}
 	lg_entry_mark_dirty(s, e);
@@ -793,8 +972,12 @@ int lg_entry_exec(struct lg_service *s, struct lg_entry *e, const struct lg_exec
 	 * A failed request whose agent no longer answers means the VM is gone
 	 * (powered off, crashed, killed): the entry is lost, with the reason.
 	 */
-	if (r < 0 && r != -ECANCELED && lg_agent_ping(sb->agent, NULL) < 0)
-		lg_entry_mark_lost(s, e, (*err)->msg);
+	if (r < 0 && r != -ECANCELED && lg_agent_ping(sb->agent, NULL) < 0) {
+		cleanup_free char *why = xasprintf(
+		    "its guest stopped answering (it powered itself off, crashed or hung): %s",
+		    (*err)->msg);
+		lg_entry_mark_lost(s, e, why);
+	}
 	return r;
 }
 
@@ -1001,6 +1184,7 @@ static void entry_dead(struct lg_service *s, const char *id, int fd)
 {
 	struct lg_sandbox *gone = NULL;
 	struct lg_entry *e;
+	char *why = NULL;
 
 	pthread_mutex_lock(&s->lock);
 	e = find_locked(s, id, NULL);
@@ -1009,18 +1193,51 @@ static void entry_dead(struct lg_service *s, const char *id, int fd)
 		struct pollfd pf = {.fd = fd, .events = POLLIN};
 		if (poll(&pf, 1, 0) > 0) {
 			const char *label;
-			cleanup_free char *why = exit_reason(fd, &label);
+			why = exit_reason(fd, &label);
 			set_lost_locked(s, e, why, label);
-			lg_warn("sandbox %s is lost: %s", e->id, why);
-			if (e->busy == 0) {
-				gone = e->sb;
-				e->sb = NULL;
-			}
+			/* Held while the front end hears of it, as a request would hold it. */
+			e->busy++;
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
+	if (why == NULL)
+		return;
+	lg_warn("sandbox %s is lost: %s", e->id, why);
+	if (e->on_lost != NULL)
+		e->on_lost(e->front, e->id, why);
+	free(why);
+	pthread_mutex_lock(&s->lock);
+	e->busy--;
+	if (e->busy == 0 && !e->doomed && e->sb != NULL) {
+		gone = e->sb;
+		e->sb = NULL;
+	}
+	pthread_cond_broadcast(&s->idle);
+	pthread_mutex_unlock(&s->lock);
 	if (gone != NULL)
 		s->vm->destroy(gone);
+}
+
+/* A pool grown by a burst shrinks back, one VM per POOL_DECAY_MS without a miss. */
+static void pool_decay(struct lg_service *s)
+{
+	uint64_t now = lg_now_ms();
+
+	for (size_t i = 0; i < s->n_pools; i++) {
+		struct pool *p = &s->pools[i];
+		struct lg_sandbox *extra = NULL;
+
+		pthread_mutex_lock(&s->lock);
+		if (p->target > p->spec.size && now - p->last_miss_ms >= POOL_DECAY_MS) {
+			p->target--;
+			p->last_miss_ms = now;
+			if (p->n_ready > p->target)
+				extra = pool_take(s, p);
+		}
+		pthread_mutex_unlock(&s->lock);
+		if (extra != NULL)
+			s->vm->destroy(extra);
+	}
 }
 
 static void reap_idle(struct lg_service *s)
@@ -1117,6 +1334,7 @@ static void *watch_main(void *arg)
 		if (lg_now_ms() - last_reap >= 1000) {
 			last_reap = lg_now_ms();
 			reap_idle(s);
+			pool_decay(s);
 		}
 	}
 	free(w);
@@ -1173,7 +1391,7 @@ int lg_service_new(const struct lg_service_opts *o, struct lg_service **out, str
 	struct lg_admission_usage u;
 
 	if (o->n_pools > LG_POOL_MAX)
-		return lg_err_set(err, EINVAL, "at most %u pools", LG_POOL_MAX);
+		return lg_err_msg(err, EINVAL, "at most %u pools", LG_POOL_MAX);
 	s = xzalloc(sizeof(*s));
 	s->o = *o;
 	s->o.pools = NULL;
@@ -1205,7 +1423,7 @@ int lg_service_new(const struct lg_service_opts *o, struct lg_service **out, str
 		for (size_t j = 0; j < i; j++)
 			if (pool_for(s, p->spec.image, p->spec.cpus, p->spec.memory_mib,
 				     LG_DEFAULT_DISK_MIB) == &s->pools[j]) {
-				lg_err_set(err, EINVAL, "--pool %s given twice", p->spec.image);
+				lg_err_msg(err, EINVAL, "--pool %s given twice", p->spec.image);
 				goto fail;
 			}
 		snprintf(p->key, sizeof(p->key), "%s:%u:%llu", p->spec.image, p->spec.cpus,
@@ -1213,6 +1431,12 @@ int lg_service_new(const struct lg_service_opts *o, struct lg_service **out, str
 		p->m_ready = child1(s->m.pool_ready, p->key);
 		p->m_hits = child1(s->m.pool_hits, p->key);
 		p->m_misses = child1(s->m.pool_misses, p->key);
+		p->target = p->spec.size;
+		p->shape = shape_get_locked(s, p->spec.image, p->spec.cpus, p->spec.memory_mib,
+					    LG_DEFAULT_DISK_MIB);
+		/* Made before the pool's first VM, so that its refills restore. */
+		if (p->shape != NULL)
+			p->shape->wanted = true;
 		s->n_pools++;
 	}
 	if (pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) < 0) {
@@ -1220,13 +1444,13 @@ int lg_service_new(const struct lg_service_opts *o, struct lg_service **out, str
 		goto fail;
 	}
 	if (pthread_create(&s->watcher, NULL, watch_main, s) != 0) {
-		lg_err_set(err, EAGAIN, "cannot start the watcher thread");
+		lg_err_msg(err, EAGAIN, "cannot start the watcher thread");
 		goto fail;
 	}
 	s->watcher_started = true;
 	if (s->n_pools > 0) {
 		if (pthread_create(&s->refiller, NULL, refill_main, s) != 0) {
-			lg_err_set(err, EAGAIN, "cannot start the pool thread");
+			lg_err_msg(err, EAGAIN, "cannot start the pool thread");
 			goto fail;
 		}
 		s->refiller_started = true;
@@ -1259,7 +1483,12 @@ void lg_service_free(struct lg_service *s)
 		struct lg_sandbox *sb;
 		while ((sb = pool_take(s, p)) != NULL)
 			s->vm->destroy(sb);
-		free(p->snapshot);
+	}
+	while (s->shapes != NULL) {
+		struct shape *sh = s->shapes;
+		s->shapes = sh->next;
+		free(sh->dir);
+		free(sh);
 	}
 	if (s->wake[0] >= 0) {
 		close(s->wake[0]);

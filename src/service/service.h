@@ -108,19 +108,27 @@ struct lg_create_req {
 	const void *owner;	 /* NULL: owned by the user (API, CLI); else e.g. an MCP session */
 	const char *owner_name;	 /* shown in listings: "api", "cli", "mcp" */
 	const char *request_id;	 /* for log lines; may be NULL */
-	unsigned idle_timeout_s; /* 0: the service's */
+	unsigned idle_timeout_s; /* 0: the service's; LG_IDLE_NEVER: never reaped */
 	/*
 	 * Egress of this sandbox, or NULL for no network (borrowed until
 	 * on_free runs).  A create with egress never takes a pooled sandbox:
 	 * pools boot without a network port.
 	 */
 	struct lg_egress *egress;
-	/* Front-end data kept with the entry: on_close when it is going away, on_free after. */
+	/*
+	 * Front-end data kept with the entry: on_close when it is going away,
+	 * on_free after; on_lost once, when its VM is found gone (from the
+	 * watcher's thread or the one whose request found it), while the
+	 * entry is still held, so front stays valid through it.
+	 */
 	void *front;
 	void (*on_close)(void *front);
 	void (*on_free)(void *front);
+	void (*on_lost)(void *front, const char *id, const char *why);
 	int cancel_fd; /* readable = give up the boot; -1 */
 };
+
+#define LG_IDLE_NEVER (~0u)
 
 /* The path a sandbox came by; also the spawn_seconds label. */
 enum lg_spawn_path { LG_PATH_POOL, LG_PATH_RESTORE, LG_PATH_BOOT };

@@ -33,10 +33,12 @@ struct fake {
 	char hostname[64];
 	char image[64];
 	uint64_t memory_mib;
+	bool restored;
 };
 
 static atomic_int live_vms, created_vms, adopt_calls, create_attempts;
 static atomic_int fail_adopt;
+static atomic_int snapshot_calls, stale_snapshots;
 static atomic_int create_delay_ms;
 /* The live fakes, to find a pooled one from outside. */
 static pthread_mutex_t fakes_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -50,7 +52,14 @@ static int fake_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out,
 	atomic_fetch_add(&create_attempts, 1);
 	if (strcmp(o->image, "missing") == 0)
 		return lg_err_set(err, ENOENT, "image missing: not found");
+	if (o->snapshot != NULL && stale_snapshots)
+		return lg_err_set(err, ESTALE, "snapshot %s: stale", o->snapshot);
+	if (o->snapshot != NULL && o->egress != NULL)
+		return lg_err_set(err, EINVAL, "a restore with network");
 	f = xzalloc(sizeof(*f));
+	f->restored = o->snapshot != NULL;
+	if (o->hostname != NULL)
+		snprintf(f->hostname, sizeof(f->hostname), "%s", o->hostname);
 	f->cost = (struct lg_admission_cost){.vcpus = o->cpus, .memory_mib = o->memory_mib};
 	if (o->admission != NULL && lg_admission_reserve(o->admission, &f->cost, err) < 0) {
 		free(f);
@@ -123,13 +132,26 @@ static int fake_adopt(struct lg_sandbox *sb, const char *hostname, struct lg_err
 	return 0;
 }
 
+static int fake_snapshot(const struct lg_sandbox_opts *o, char **dir, struct lg_err **err)
+{
+	atomic_fetch_add(&snapshot_calls, 1);
+	if (strcmp(o->image, "nosnap") == 0)
+		return lg_err_set(err, EIO, "cannot save");
+	*dir = xasprintf("/fake/snapshots/%s-%u-%llu", o->image, o->cpus,
+			 (unsigned long long)o->memory_mib);
+	return 0;
+}
+
 static const struct lg_service_vm_ops fake_ops = {
+    .snapshot = fake_snapshot,
     .create = fake_create,
     .destroy = fake_destroy,
     .kill = fake_kill,
     .exit_fd = fake_exit_fd,
     .adopt = fake_adopt,
 };
+
+static bool snapshots_on;
 
 static struct lg_service *service(unsigned max_vms, const char *const *pools, size_t n_pools,
 				  unsigned idle_s)
@@ -148,6 +170,7 @@ static struct lg_service *service(unsigned max_vms, const char *const *pools, si
 	    .pools = specs,
 	    .n_pools = n_pools,
 	    .vm_ops = &fake_ops,
+	    .snapshots = snapshots_on,
 	};
 	if (lg_service_new(&o, &s, &err) < 0)
 		fail_msg("%s", err->msg);
@@ -346,6 +369,9 @@ static void test_pool_hit_miss_refill(void **state)
 	assert_int_equal(path, LG_PATH_BOOT);
 	assert_int_equal(pool_field(s, 0, "misses"), 1);
 	create_delay_ms = 0;
+	/* A miss grows the pool by one, so that the next burst of this size finds it ready. */
+	assert_int_equal(pool_field(s, 0, "target"), 3);
+	wait_pool_ready(s, 0, 3);
 	lg_service_put(s, a);
 	lg_service_put(s, b);
 	lg_service_put(s, c);
@@ -355,6 +381,7 @@ static void test_pool_hit_miss_refill(void **state)
 	assert_non_null(strstr(metrics, "luminaguard_pool_misses_total{pool=\"img:1:256\"} 1"));
 	assert_non_null(strstr(metrics, "luminaguard_spawn_seconds_count{path=\"pool\"} 3"));
 	assert_non_null(strstr(metrics, "luminaguard_sandboxes{state=\"ready\"} 5"));
+	assert_non_null(strstr(metrics, "luminaguard_pool_ready{pool=\"img:1:256\"} 3"));
 	free(metrics);
 	lg_service_free(s);
 	assert_int_equal(live_vms, 0);
@@ -549,6 +576,85 @@ static void test_missing_image_pool_backs_off(void **state)
 	assert_int_equal(live_vms, 0);
 }
 
+static struct lg_entry *create_net(struct lg_service *s, enum lg_spawn_path *path)
+{
+	struct lg_entry *e = NULL;
+	struct lg_err *err = NULL;
+	struct lg_create_req req = {.egress = (struct lg_egress *)&req, .cancel_fd = -1};
+
+	if (lg_service_create(s, &req, &e, &err) < 0)
+		fail_msg("create: %s", err->msg);
+	*path = lg_entry_path(e);
+	return e;
+}
+
+/*
+ * With snapshots: a pool's VMs are restored from its shape's snapshot; a
+ * miss boots once and asks for a snapshot, then restores with its own
+ * hostname; a stale snapshot falls back to a boot and is made again; a
+ * sandbox with network never restores.
+ */
+static void test_snapshots(void **state)
+{
+	const char *pools[] = {"img=2"};
+	struct lg_service *s;
+	struct lg_entry *e;
+	enum lg_spawn_path path;
+	int calls0 = snapshot_calls;
+
+	snapshots_on = true;
+	s = service(16, pools, 1, 0);
+	wait_pool_ready(s, 0, 2);
+	assert_int_equal(snapshot_calls, calls0 + 1);
+	assert_int_equal(pool_field(s, 0, "snapshot"), 1);
+	e = create(s, NULL, 0, NULL, &path);
+	assert_int_equal(path, LG_PATH_POOL);
+	assert_true(((struct fake *)lg_entry_sandbox(e))->restored);
+	lg_service_put(s, e);
+
+	/* Another shape: boots, and its snapshot is made in the background. */
+	e = create(s, "other", 0, NULL, &path);
+	assert_int_equal(path, LG_PATH_BOOT);
+	lg_service_put(s, e);
+	for (int t = 0; t < 200 && snapshot_calls < calls0 + 2; t++)
+		usleep(5000);
+	assert_int_equal(snapshot_calls, calls0 + 2);
+	usleep(20000);
+	e = create(s, "other", 0, NULL, &path);
+	assert_int_equal(path, LG_PATH_RESTORE);
+	assert_string_equal(((struct fake *)lg_entry_sandbox(e))->hostname, lg_entry_id(e));
+	lg_service_put(s, e);
+
+	/* Stale: this create boots; the next one restores from a snapshot made again. */
+	stale_snapshots = 1;
+	e = create(s, "other", 0, NULL, &path);
+	stale_snapshots = 0;
+	assert_int_equal(path, LG_PATH_BOOT);
+	lg_service_put(s, e);
+	for (int t = 0; t < 200 && snapshot_calls < calls0 + 3; t++)
+		usleep(5000);
+	usleep(20000);
+	e = create(s, "other", 0, NULL, &path);
+	assert_int_equal(path, LG_PATH_RESTORE);
+	lg_service_put(s, e);
+
+	/* Network: never from a pool or a snapshot. */
+	e = create_net(s, &path);
+	assert_int_equal(path, LG_PATH_BOOT);
+	lg_service_put(s, e);
+
+	/* A shape whose snapshot cannot be made keeps booting, and stops asking. */
+	for (int i = 0; i < 4; i++) {
+		e = create(s, "nosnap", 0, NULL, &path);
+		assert_int_equal(path, LG_PATH_BOOT);
+		lg_service_put(s, e);
+		usleep(50000);
+	}
+	lg_service_free(s);
+	snapshots_on = false;
+	assert_int_equal(live_vms, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -562,6 +668,7 @@ int main(void)
 	    cmocka_unit_test(test_idle_reaper),
 	    cmocka_unit_test(test_adopt_failure_disables_pool),
 	    cmocka_unit_test(test_missing_image_pool_backs_off),
+	    cmocka_unit_test(test_snapshots),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
