@@ -2,8 +2,9 @@
 /*
  * Fuzzes the host's agent client with a hostile guest: the input is what
  * the "guest" sends on the channel, then it hangs up.  The client runs a
- * handshake, an exec and file operations over it; every outcome must be a
- * result or an error, never a crash or a hang.
+ * handshake, an exec, file operations and ADOPT over it, then the same
+ * bytes again as a restored guest's answers (attach, ADOPT); every outcome
+ * must be a result or an error, never a crash or a hang.
  */
 #include "host/agent_client.h"
 
@@ -75,7 +76,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		lg_err_free(&err);
 		lg_agent_stat(a, "/", &st, &err);
 		lg_err_free(&err);
+		/* ADOPT's strict reply parser (protocol 4). */
+		lg_agent_adopt(a, "fz", NULL, &err);
+		lg_err_free(&err);
 		lg_agent_ping(a, &err);
+		lg_err_free(&err);
+		lg_agent_free(a);
+	}
+	lg_err_free(&err);
+	close(sv[0]);
+
+	/* The same bytes as what a restored guest answers: attach (PING) and adopt. */
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
+		abort();
+	setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+	if (size > 0 && write(sv[1], data, size) != (ssize_t)size) {
+		close(sv[0]);
+		close(sv[1]);
+		return 0;
+	}
+	close(sv[1]);
+	if (lg_agent_attach(sv[0], -1, 1000, &a, &err) == 0) {
+		uint32_t flags;
+		lg_agent_adopt(a, NULL, &flags, &err);
 		lg_err_free(&err);
 		lg_agent_free(a);
 	}

@@ -2352,6 +2352,293 @@ static void test_exec_no_boot_cap(void **state)
 	conn_stop(c);
 }
 
+/* ---- ADOPT (protocol 4) ---- */
+
+/* The real agent, not PID 1: it checks ADOPT's fields and changes nothing (DRY_RUN). */
+static void test_adopt_request_checks(void **state)
+{
+	struct conn *c = conn_start();
+	uint8_t seed[64] = {1, 2, 3};
+	struct frame f;
+	struct req r;
+	char *msg;
+
+	/* Complete and well formed: OK, flagged as a dry run on a host. */
+	r = req_begin(c, LG_MSG_ADOPT, 1);
+	lg_tlv_put(&c->out, LG_TAG_SEED, seed, sizeof(seed));
+	lg_tlv_put_u64(&c->out, LG_TAG_REALTIME_NS, 1700000000ull * 1000000000ull);
+	lg_tlv_put_str(&c->out, LG_TAG_HOSTNAME, "sb-1");
+	lg_tlv_put_str(&c->out, LG_TAG_MACHINE_ID, "0123456789abcdef0123456789abcdef");
+	req_send(&r);
+	expect_result(c, 1, &f);
+	assert_int_equal(field_u32(&f, LG_TAG_ERRNO, 99), 0);
+	assert_int_equal(field_u32(&f, LG_TAG_FLAGS, 99), LG_ADOPT_DRY_RUN);
+	frame_free(&f);
+
+	/* A field missing. */
+	r = req_begin(c, LG_MSG_ADOPT, 2);
+	lg_tlv_put(&c->out, LG_TAG_SEED, seed, sizeof(seed));
+	lg_tlv_put_str(&c->out, LG_TAG_HOSTNAME, "sb-1");
+	req_send(&r);
+	msg = expect_errno(c, 2, EINVAL);
+	assert_non_null(strstr(msg, "needs SEED, REALTIME_NS, HOSTNAME and MACHINE_ID"));
+	free(msg);
+
+	/* A seed too short to reseed from. */
+	r = req_begin(c, LG_MSG_ADOPT, 3);
+	lg_tlv_put(&c->out, LG_TAG_SEED, seed, 16);
+	req_send(&r);
+	free(expect_errno(c, 3, EPROTO));
+
+	/* Hostnames that are not one RFC 1123 label. */
+	const char *bad_hosts[] = {
+	    "-lead", "trail-", "under_score",
+	    "a.b",   "",       "0123456789012345678901234567890123456789012345678901234567890123"};
+	for (size_t i = 0; i < ARRAY_SIZE(bad_hosts); i++) {
+		r = req_begin(c, LG_MSG_ADOPT, 10 + (uint32_t)i);
+		lg_tlv_put_str(&c->out, LG_TAG_HOSTNAME, bad_hosts[i]);
+		req_send(&r);
+		free(expect_errno(c, 10 + (uint32_t)i, EINVAL));
+	}
+	/* Machine ids that are not 32 lowercase hex digits. */
+	const char *bad_ids[] = {"0123456789ABCDEF0123456789ABCDEF", "0123",
+				 "00000000000000000000000000000000",
+				 "0123456789abcdef0123456789abcdeg"};
+	for (size_t i = 0; i < ARRAY_SIZE(bad_ids); i++) {
+		r = req_begin(c, LG_MSG_ADOPT, 20 + (uint32_t)i);
+		lg_tlv_put_str(&c->out, LG_TAG_MACHINE_ID, bad_ids[i]);
+		req_send(&r);
+		free(expect_errno(c, 20 + (uint32_t)i, EINVAL));
+	}
+	/* Refusals leave the session serving; PING names the agent and its protocol. */
+	r = req_begin(c, LG_MSG_PING, 30);
+	req_send(&r);
+	expect_result(c, 30, &f);
+	assert_int_equal(field_u32(&f, LG_TAG_VERSION, 0), LG_PROTO_VERSION);
+	msg = field_str(&f, LG_TAG_AGENT);
+	assert_true(strncmp(msg, "lg-agent ", 9) == 0);
+	free(msg);
+	frame_free(&f);
+	conn_stop(c);
+}
+
+/* The host's client against the real agent: adopt, and attach (PING) as after a restore. */
+static void test_client_adopt_and_attach(void **state)
+{
+	struct client cl;
+	struct lg_err *err = NULL;
+	struct lg_agent *b = NULL;
+	uint32_t flags = 0;
+
+	client_start(&cl);
+	assert_int_equal(lg_agent_version(cl.a), LG_PROTO_VERSION);
+	assert_int_equal(lg_agent_adopt(cl.a, "box-7", &flags, &err), 0);
+	assert_int_equal(flags, LG_ADOPT_DRY_RUN);
+	assert_int_equal(lg_agent_adopt(cl.a, NULL, NULL, &err), 0);
+	/* A bad hostname is refused here, before anything is sent. */
+	assert_int_equal(lg_agent_adopt(cl.a, "no_underscores", NULL, &err), -EINVAL);
+	assert_null(strchr(err->msg, '\n'));
+	lg_err_free(&err);
+	assert_int_equal(lg_agent_ping(cl.a, &err), 0);
+	/* Attach on the same channel: skips nothing it should not, learns the version. */
+	assert_int_equal(lg_agent_attach(cl.c->fd, -1, IO_TIMEOUT_MS, &b, &err), 0);
+	assert_int_equal(lg_agent_version(b), LG_PROTO_VERSION);
+	assert_true(strncmp(lg_agent_name(b), "lg-agent ", 9) == 0);
+	lg_agent_free(b);
+	client_stop(&cl);
+}
+
+/*
+ * A fake guest that writes `hello` (may be empty), waits for one request
+ * frame, answers it with `reply`, and reads until the host hangs up.
+ * Returns the host's end.
+ */
+static int fake_peer(const struct lg_buf *hello, const struct lg_buf *reply, pid_t *pid)
+{
+	int sv[2];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	*pid = fork();
+	assert_true(*pid >= 0);
+	if (*pid == 0) {
+		struct lg_reader rd;
+		char sink[4096];
+
+		close(sv[0]);
+		if (lg_buf_pending(hello) > 0 &&
+		    lg_write_all(sv[1], lg_buf_head(hello), lg_buf_pending(hello)) < 0)
+			_exit(1);
+		lg_reader_init(&rd);
+		for (;;) {
+			struct lg_frame_hdr h;
+			const uint8_t *p;
+			size_t room;
+			uint8_t *dst;
+			ssize_t n;
+			int r = lg_reader_peek(&rd, &h, &p);
+
+			if (r != 0)
+				break;
+			dst = lg_reader_space(&rd, &room);
+			n = read(sv[1], dst, room);
+			if (n <= 0)
+				_exit(0);
+			lg_reader_commit(&rd, (size_t)n);
+		}
+		if (lg_write_all(sv[1], lg_buf_head(reply), lg_buf_pending(reply)) < 0)
+			_exit(1);
+		while (read(sv[1], sink, sizeof(sink)) > 0)
+			;
+		_exit(0);
+	}
+	close(sv[1]);
+	return sv[0];
+}
+
+static void fake_done(int fd, pid_t pid)
+{
+	close(fd);
+	assert_int_equal(waitpid(pid, NULL, 0), pid);
+}
+
+/* lg_agent_adopt against a guest answering `reply` (a RESULT for id 1). */
+static int hostile_adopt(uint32_t version, const struct lg_buf *reply, uint32_t *flags,
+			 struct lg_err **err)
+{
+	struct lg_buf hello = {0};
+	struct lg_agent *a = NULL;
+	pid_t pid;
+	int fd, r;
+
+	put_hello(&hello, version);
+	fd = fake_peer(&hello, reply, &pid);
+	lg_buf_free(&hello);
+	if (lg_agent_connect(fd, -1, IO_TIMEOUT_MS, &a, err) < 0)
+		fail_msg("connect: %s", (*err)->msg);
+	r = lg_agent_adopt(a, "h", flags, err);
+	if (r == -EPROTO)
+		assert_int_equal(lg_agent_ping(a, NULL), -EPIPE);
+	lg_agent_free(a);
+	fake_done(fd, pid);
+	return r;
+}
+
+/* ADOPT's reply is parsed strictly: exactly ERRNO, MESSAGE, FLAGS, each once, known bits. */
+static void test_client_adopt_hostile_replies(void **state)
+{
+	struct lg_err *err = NULL;
+	uint32_t flags;
+
+	for (int i = 0; i < 9; i++) {
+		struct lg_buf b = {0};
+		size_t st = lg_frame_begin(&b, LG_MSG_RESULT, 1);
+		int want = -EPROTO;
+		uint8_t two[2] = {0, 0};
+
+		switch (i) {
+		case 0: /* well formed */
+			lg_tlv_put_u32(&b, LG_TAG_ERRNO, 0);
+			lg_tlv_put_u32(&b, LG_TAG_FLAGS, LG_ADOPT_MACHINE_ID_WRITTEN);
+			want = 0;
+			break;
+		case 1: /* no FLAGS */
+			lg_tlv_put_u32(&b, LG_TAG_ERRNO, 0);
+			break;
+		case 2: /* FLAGS twice */
+			lg_tlv_put_u32(&b, LG_TAG_ERRNO, 0);
+			lg_tlv_put_u32(&b, LG_TAG_FLAGS, 0);
+			lg_tlv_put_u32(&b, LG_TAG_FLAGS, 1);
+			break;
+		case 3: /* FLAGS of the wrong length */
+			lg_tlv_put_u32(&b, LG_TAG_ERRNO, 0);
+			lg_tlv_put(&b, LG_TAG_FLAGS, two, sizeof(two));
+			break;
+		case 4: /* unknown bits */
+			lg_tlv_put_u32(&b, LG_TAG_ERRNO, 0);
+			lg_tlv_put_u32(&b, LG_TAG_FLAGS, 0x80);
+			break;
+		case 5: /* a field ADOPT never answers with */
+			lg_tlv_put_u32(&b, LG_TAG_ERRNO, 0);
+			lg_tlv_put_u32(&b, LG_TAG_FLAGS, 0);
+			lg_tlv_put_str(&b, LG_TAG_PATH, "/etc/shadow");
+			break;
+		case 6: /* ERRNO twice (a second, non-zero one must not hide) */
+			lg_tlv_put_u32(&b, LG_TAG_ERRNO, 0);
+			lg_tlv_put_u32(&b, LG_TAG_FLAGS, 0);
+			lg_tlv_put_u32(&b, LG_TAG_ERRNO, 5);
+			break;
+		case 7: /* a refusal: the guest's message, the channel stays */
+			lg_tlv_put_u32(&b, LG_TAG_ERRNO, EPERM);
+			lg_tlv_put_str(&b, LG_TAG_MESSAGE, "adopt: clock_settime: nope");
+			want = -EREMOTEIO;
+			break;
+		case 8: /* a field cut short (TLV length past the end) */
+			lg_tlv_put_u32(&b, LG_TAG_ERRNO, 0);
+			lg_tlv_put_u32(&b, LG_TAG_FLAGS, 0);
+			b.len -= 2;
+			break;
+		}
+		lg_frame_end(&b, st);
+		flags = 99;
+		print_message("case %d\n", i);
+		assert_int_equal(hostile_adopt(LG_PROTO_VERSION, &b, &flags, &err), want);
+		if (want == 0)
+			assert_int_equal(flags, LG_ADOPT_MACHINE_ID_WRITTEN);
+		else
+			assert_null(strchr(err->msg, '\n'));
+		lg_err_free(&err);
+		lg_buf_free(&b);
+	}
+}
+
+/* An agent older than protocol 4 is never sent ADOPT (its reader would end the session). */
+static void test_client_adopt_old_agent(void **state)
+{
+	struct lg_buf none = {0};
+	struct lg_err *err = NULL;
+
+	assert_int_equal(hostile_adopt(3, &none, NULL, &err), -EOPNOTSUPP);
+	assert_non_null(strstr(err->msg, "luminaguard image build"));
+	assert_null(strchr(err->msg, '\n'));
+	lg_err_free(&err);
+}
+
+/* Attach (after a restore) needs PING's VERSION, 4 or later. */
+static void test_client_attach_checks(void **state)
+{
+	for (int i = 0; i < 4; i++) {
+		struct lg_buf b = {0}, none = {0};
+		size_t st = lg_frame_begin(&b, LG_MSG_RESULT, 1);
+		struct lg_agent *a = NULL;
+		struct lg_err *err = NULL;
+		pid_t pid;
+		int fd, r;
+
+		lg_tlv_put_u32(&b, LG_TAG_ERRNO, 0);
+		if (i == 1)
+			lg_tlv_put_u32(&b, LG_TAG_VERSION, 3);
+		if (i == 2)
+			lg_tlv_put_u32(&b, LG_TAG_VERSION, LG_PROTO_VERSION + 1);
+		if (i == 3)
+			lg_tlv_put_u32(&b, LG_TAG_VERSION, LG_PROTO_VERSION);
+		lg_frame_end(&b, st);
+		fd = fake_peer(&none, &b, &pid);
+		r = lg_agent_attach(fd, -1, IO_TIMEOUT_MS, &a, &err);
+		if (i == 3) {
+			assert_int_equal(r, 0);
+			assert_int_equal(lg_agent_version(a), LG_PROTO_VERSION);
+			assert_string_equal(lg_agent_name(a), "lg-agent");
+			lg_agent_free(a);
+		} else {
+			assert_int_equal(r, -EPROTO);
+			assert_non_null(strstr(err->msg, "image build"));
+			lg_err_free(&err);
+		}
+		fake_done(fd, pid);
+		lg_buf_free(&b);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2396,6 +2683,11 @@ int main(void)
 	    cmocka_unit_test(test_client_user),
 	    cmocka_unit_test(test_client_setup_error),
 	    cmocka_unit_test(test_exec_no_boot_cap),
+	    cmocka_unit_test(test_adopt_request_checks),
+	    cmocka_unit_test(test_client_adopt_and_attach),
+	    cmocka_unit_test(test_client_adopt_hostile_replies),
+	    cmocka_unit_test(test_client_adopt_old_agent),
+	    cmocka_unit_test(test_client_attach_checks),
 	};
 
 	/* Writing to an agent that hung up must be an error to look at, not death. */

@@ -273,6 +273,34 @@ static void test_msg_names(void **state)
 	assert_string_equal(lg_msg_name(999), "UNKNOWN");
 }
 
+/* ADOPT's hostname and machine-id rules, shared by the host and the guest. */
+static void test_adopt_validators(void **state)
+{
+	const char *good_hosts[] = {
+	    "a", "lg-0123abcd", "A1-b2",
+	    "x23456789012345678901234567890123456789012345678901234567890123"};
+	const char *bad_hosts[] = {
+	    "",		"-a",
+	    "a-",	"a_b",
+	    "a.b",	"a b",
+	    "\xc3\xa9", "x234567890123456789012345678901234567890123456789012345678901234"};
+
+	for (size_t i = 0; i < ARRAY_SIZE(good_hosts); i++)
+		assert_true(lg_hostname_valid(good_hosts[i], strlen(good_hosts[i])));
+	for (size_t i = 0; i < ARRAY_SIZE(bad_hosts); i++)
+		assert_false(lg_hostname_valid(bad_hosts[i], strlen(bad_hosts[i])));
+	/* The length is the field's: an embedded NUL is not a shorter name. */
+	assert_false(lg_hostname_valid("ab\0c", 4));
+	assert_false(lg_hostname_valid(NULL, 0));
+	assert_true(lg_machine_id_valid("0123456789abcdef0123456789abcdef", 32));
+	assert_false(lg_machine_id_valid("0123456789ABCDEF0123456789abcdef", 32));
+	assert_false(lg_machine_id_valid("00000000000000000000000000000000", 32));
+	assert_false(lg_machine_id_valid("0123456789abcdef0123456789abcde", 31));
+	assert_false(lg_machine_id_valid("0123456789abcdef0123456789abcdef0", 33));
+	assert_false(lg_machine_id_valid("0123456789abcdef0123456789abcdez", 32));
+	assert_string_equal(lg_msg_name(LG_MSG_ADOPT), "ADOPT");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -285,6 +313,7 @@ int main(void)
 	    cmocka_unit_test(test_reader_max_frame),
 	    cmocka_unit_test(test_frame_end_oversize),
 	    cmocka_unit_test(test_msg_names),
+	    cmocka_unit_test(test_adopt_validators),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
