@@ -60,6 +60,8 @@ int lg_usock_listen(const char *path, dev_t *dev, ino_t *ino, struct lg_err **er
 	mode_t old_umask;
 	int r;
 
+	if (path == NULL)
+		return lg_err_msg(err, EINVAL, "no socket path");
 	r = make_addr(path, &addr, err);
 	if (r < 0)
 		return r;
