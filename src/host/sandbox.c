@@ -202,10 +202,15 @@ static int sandbox_start(const struct lg_sandbox_opts *o, enum start_mode mode,
 		}
 	}
 	if (mode == START_RESTORE) {
+		uint64_t t_spawned = lg_now_ms(), t_loaded = 0, t_attached = 0;
+
 		r = sb->backend->load_state(sb->vm, snap.state_fd, boot_timeout_ms(o), err);
-		if (r == 0)
+		if (r == 0) {
+			t_loaded = lg_now_ms();
 			r = lg_agent_attach(sb->backend->agent_fd(sb->vm), o->cancel_fd,
 					    RESTORE_PING_TIMEOUT_MS, &sb->agent, err);
+			t_attached = lg_now_ms();
+		}
 		if (r < 0) {
 			if (r != -EINTR)
 				lg_err_wrap(err, "restoring snapshot %s", o->snapshot);
@@ -216,6 +221,12 @@ static int sandbox_start(const struct lg_sandbox_opts *o, enum start_mode mode,
 		if (r < 0)
 			goto fail;
 		sb->restored = true;
+		lg_debug(
+		    "restore: VMM up %llu ms, state loaded %llu ms, PING %llu ms, ADOPT %llu ms",
+		    (unsigned long long)(t_spawned - t0),
+		    (unsigned long long)(t_loaded - t_spawned),
+		    (unsigned long long)(t_attached - t_loaded),
+		    (unsigned long long)(lg_now_ms() - t_attached));
 	} else {
 		r = lg_agent_connect(sb->backend->agent_fd(sb->vm), o->cancel_fd,
 				     boot_timeout_ms(o), &sb->agent, err);
