@@ -422,13 +422,14 @@ static int set_limits_v2(struct lg_cgroup *cg, const struct lg_cgroup_limits *l,
  * reused one) or a cgroup with processes in it is left alone: sweeping is
  * only ever allowed to remove what nobody can be using.
  */
-static void sweep_dir(const char *parent)
+static int sweep_dir(const char *parent)
 {
 	DIR *d = opendir(parent);
 	struct dirent *e;
+	int n = 0;
 
 	if (d == NULL)
-		return;
+		return 0;
 	while ((e = readdir(d)) != NULL) {
 		char *end;
 		long pid;
@@ -444,11 +445,36 @@ static void sweep_dir(const char *parent)
 		cleanup_free char *procs = read_file(dir, "cgroup.procs");
 		if (procs == NULL || procs[strspn(procs, " \n")] != '\0')
 			continue;
-		if (rmdir(dir) == 0)
+		if (rmdir(dir) == 0) {
 			lg_debug("cgroup: removed %s, left by a luminaguard that died", dir);
+			n++;
+		}
 	}
 	closedir(d);
 	/* The shared parent stays: another process may be about to create in it. */
+	return n;
+}
+
+int lg_cgroup_sweep_stale(const char *mountinfo)
+{
+	struct cg_mounts m;
+	int n = 0;
+
+	if (read_mounts(mountinfo, &m, NULL) < 0)
+		return 0;
+	if (m.v2 != NULL) {
+		cleanup_free char *parent = xasprintf("%s/" PARENT, m.v2);
+		n += sweep_dir(parent);
+	}
+	for (int i = 0; i < N_CTL; i++) {
+		/* Co-mounted controllers share a directory: the second sweep finds nothing. */
+		if (m.v1[i] != NULL) {
+			cleanup_free char *parent = xasprintf("%s/" PARENT, m.v1[i]);
+			n += sweep_dir(parent);
+		}
+	}
+	mounts_free(&m);
+	return n;
 }
 
 int lg_cgroup_create(const char *mountinfo, const char *name, const struct lg_cgroup_limits *l,

@@ -52,6 +52,15 @@ size_t lg_cgroup_procs_fds(const struct lg_cgroup *cg, int *fds, size_t max);
 /* Did the memory controller kill something in this cgroup? */
 bool lg_cgroup_oom_killed(const struct lg_cgroup *cg);
 
+/*
+ * Removes what luminaguard processes killed by SIGKILL left: the empty
+ * cgroups vm-<pid>-<n> of pids that are gone (their VMMs died with them
+ * through PDEATHSIG).  lg_cgroup_create() does the same in passing; a
+ * service calls this at start so that nothing stale outlives a restart.
+ * Returns how many it removed.
+ */
+int lg_cgroup_sweep_stale(const char *mountinfo);
+
 /* Kills anything left inside, removes the directories, frees.  NULL ok. */
 void lg_cgroup_destroy(struct lg_cgroup *cg);
 

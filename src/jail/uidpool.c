@@ -17,6 +17,7 @@
 
 #include "common/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -160,6 +161,44 @@ int lg_uid_acquire(const char *lockdir, uid_t first, uid_t last, struct lg_uid_l
 			  "no free per-VM uid: all %" PRIu64
 			  " uids in %u-%u are in use by running VMs (see %s)",
 			  n, (unsigned)first, (unsigned)last, lockdir);
+}
+
+int lg_uid_sweep_stale(const char *lockdir)
+{
+	struct stat st;
+	struct dirent *e;
+	DIR *d;
+	int dirfd, n = 0;
+
+	if (lockdir == NULL)
+		lockdir = LG_UIDPOOL_DIR;
+	/* Never create it (open_lockdir would): nothing to sweep where there is none. */
+	if (lstat(lockdir, &st) < 0 || !S_ISDIR(st.st_mode))
+		return 0;
+	dirfd = open_lockdir(lockdir, NULL);
+	if (dirfd < 0)
+		return 0;
+	d = fdopendir(dirfd);
+	if (d == NULL) {
+		close(dirfd);
+		return 0;
+	}
+	while ((e = readdir(d)) != NULL) {
+		int fd;
+
+		if (e->d_name[0] < '1' || e->d_name[0] > '9' ||
+		    strspn(e->d_name, "0123456789") != strlen(e->d_name))
+			continue;
+		fd = try_lock(dirfd, e->d_name);
+		if (fd < 0)
+			continue; /* held: a VM of a live luminaguard */
+		/* Unlink before unlocking, as lg_uid_release does. */
+		if (unlinkat(dirfd, e->d_name, 0) == 0)
+			n++;
+		close(fd);
+	}
+	closedir(d);
+	return n;
 }
 
 void lg_uid_release(struct lg_uid_lease *l)

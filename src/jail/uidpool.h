@@ -28,6 +28,15 @@ struct lg_uid_lease {
  */
 int lg_uid_acquire(const char *lockdir, uid_t first, uid_t last, struct lg_uid_lease *out,
 		   struct lg_err **err);
+/*
+ * Removes the lock files nobody holds (lockdir NULL = LG_UIDPOOL_DIR), left
+ * by luminaguard processes killed by SIGKILL: their flocks died with them,
+ * so the uids are free already, but the files would pile up.  Each is
+ * locked before it is unlinked, as lg_uid_release does, so a lease being
+ * taken at the same moment is never removed.  Returns how many.
+ */
+int lg_uid_sweep_stale(const char *lockdir);
+
 /* Gives it back: removes the lock file, closes it.  Safe on a zeroed lease. */
 void lg_uid_release(struct lg_uid_lease *l);
 

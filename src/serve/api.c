@@ -83,7 +83,6 @@ struct lg_api {
 	const struct lg_gate *gate;
 	struct approval_broker *broker;
 	struct api_listener unix_l, tcp_l;
-	int stop_pipe[2]; /* readable once stopping: boots give up */
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* a job ended */
 	bool stopping, stopped;
@@ -409,8 +408,10 @@ struct exec_job {
 	struct capture out[2]; /* ?wait=1: stdout, stderr */
 	uint8_t tail[2][4];    /* an incomplete UTF-8 sequence held back per stream */
 	size_t tail_len[2];
-	bool done, cancelled;
-	int ret; /* of the exec */
+	bool done;
+	bool cancelled; /* the command is being killed (its client left, or we stop) */
+	bool abandoned; /* its client left: nothing more is queued, nothing waits for room */
+	int ret;	/* of the exec */
 	char *error;
 	struct lg_exec_result res;
 	uint64_t duration_ms;
@@ -470,14 +471,22 @@ static void job_put(struct exec_job *j)
 		job_free(j);
 }
 
-/* Gives up on the command: the agent client sees the pipe and kills it in the guest. */
-static void job_cancel(struct exec_job *j)
+/*
+ * Gives up on the command: the agent client sees the pipe and kills it in
+ * the guest, and the exec returns its EXIT.  client_gone: nobody reads
+ * the stream any more, so its output is dropped instead of waiting for
+ * room; otherwise (the service stops) the stream still ends with the
+ * exit line.
+ */
+static void job_cancel(struct exec_job *j, bool client_gone)
 {
 	bool first;
 
 	pthread_mutex_lock(&j->lock);
 	first = !j->cancelled && !j->done;
 	j->cancelled = true;
+	if (client_gone)
+		j->abandoned = true;
 	pthread_cond_broadcast(&j->cond);
 	pthread_mutex_unlock(&j->lock);
 	if (first && write(j->cancel_pipe[1], "x", 1) < 0)
@@ -530,9 +539,9 @@ static int push_line_locked(struct exec_job *j, char *line)
 	size_t n = strlen(line);
 
 	/* A line longer than the whole buffer still goes, alone. */
-	while (!j->cancelled && j->len - j->off > 0 && j->len - j->off + n > LG_API_STREAM_BUFFER)
+	while (!j->abandoned && j->len - j->off > 0 && j->len - j->off + n > LG_API_STREAM_BUFFER)
 		pthread_cond_wait(&j->cond, &j->lock);
-	if (j->cancelled) {
+	if (j->abandoned) {
 		free(line);
 		return -ECANCELED;
 	}
@@ -646,7 +655,7 @@ static void *job_main(void *arg)
 		char *text;
 
 		for (int k = 0; k < 2; k++)
-			if (j->tail_len[k] > 0 && !j->cancelled) {
+			if (j->tail_len[k] > 0 && !j->abandoned) {
 				char *line = output_line(k ? LG_STREAM_STDERR : LG_STREAM_STDOUT,
 							 j->tail[k], j->tail_len[k]);
 				if (line != NULL)
@@ -661,7 +670,7 @@ static void *job_main(void *arg)
 			last = json_pack("{s:s}", "error", j->error);
 		text = last != NULL ? json_dumps(last, JSON_COMPACT) : NULL;
 		json_decref(last);
-		if (text != NULL && !j->cancelled)
+		if (text != NULL && !j->abandoned)
 			push_line_locked(j, xasprintf("%s\n", text));
 		free(text);
 	}
@@ -706,7 +715,7 @@ static ssize_t job_read(void *cls, uint64_t pos, char *out, size_t max)
 			ret = MHD_CONTENT_READER_END_OF_STREAM;
 			break;
 		}
-		if (j->cancelled) {
+		if (j->abandoned) {
 			ret = MHD_CONTENT_READER_END_WITH_ERROR;
 			break;
 		}
@@ -714,7 +723,7 @@ static ssize_t job_read(void *cls, uint64_t pos, char *out, size_t max)
 		if (j->len == j->off && !j->done && peer_gone(j->conn_fd)) {
 			pthread_mutex_unlock(&j->lock);
 			lg_info("api: the client of an exec in %s hung up: cancelling it", j->id);
-			job_cancel(j);
+			job_cancel(j, true);
 			pthread_mutex_lock(&j->lock);
 		}
 	}
@@ -782,8 +791,8 @@ static struct lg_entry *take_entry(struct lg_api *a, struct api_req *req, struct
 
 static enum MHD_Result denied(struct api_req *req, struct MHD_Connection *c, char *denial)
 {
-	enum MHD_Result ret = reply_error(req, c, MHD_HTTP_FORBIDDEN, "%s; the action did not run",
-					  denial != NULL ? denial : "denied");
+	enum MHD_Result ret =
+	    reply_error(req, c, MHD_HTTP_FORBIDDEN, "%s", denial != NULL ? denial : "denied");
 	free(denial);
 	return ret;
 }
@@ -855,8 +864,16 @@ static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct M
 	    .owner = NULL,
 	    .owner_name = "api",
 	    .request_id = req->rid,
-	    .idle_timeout_s = (unsigned)idle,
-	    .cancel_fd = a->stop_pipe[0],
+	    /* An explicit 0 is "never", as for MCP's sandbox_create; absent is the service's. */
+	    .idle_timeout_s = !json_is_integer(json_object_get(body, "idle_timeout")) ? 0
+			      : idle == 0 ? LG_IDLE_NEVER
+					  : (unsigned)idle,
+	    /*
+	     * Not the stop pipe: the agent client keeps the boot's cancel fd for
+	     * every later wait of the sandbox, and at stop its commands are to
+	     * end with their exit status, not be cut off.
+	     */
+	    .cancel_fd = -1,
 	};
 	r = lg_service_create(a->svc, &cr, &e, &err);
 	if (r < 0) {
@@ -878,9 +895,9 @@ static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct M
 	d = lg_service_describe(a->svc, id, NULL);
 	if (d == NULL) /* destroyed at once (by another client or an idle timeout of 0) */
 		d = json_pack("{s:s, s:s}", "id", id, "state", "destroyed");
-	lg_info("api: created %s (%s, %s ms)", id,
+	lg_info("api: created %s (%s, %lld ms)", id,
 		json_string_value(json_object_get(d, "spawn_path")) ?: "?",
-		json_is_integer(json_object_get(d, "spawn_ms")) ? "measured" : "?");
+		(long long)json_integer_value(json_object_get(d, "spawn_ms")));
 	ret = reply_json(req, c, MHD_HTTP_CREATED, d);
 out:
 	json_decref(args);
@@ -1061,9 +1078,9 @@ static enum MHD_Result exec_wait(struct lg_api *a, struct api_req *req, struct M
 	pthread_mutex_lock(&j->lock);
 	while (!j->done) {
 		cond_wait_ms(&j->cond, &j->lock, PEER_CHECK_MS);
-		if (!j->done && !j->cancelled && peer_gone(j->conn_fd)) {
+		if (!j->done && !j->abandoned && peer_gone(j->conn_fd)) {
 			pthread_mutex_unlock(&j->lock);
-			job_cancel(j);
+			job_cancel(j, true);
 			pthread_mutex_lock(&j->lock);
 		}
 	}
@@ -1188,7 +1205,7 @@ static enum MHD_Result do_exec(struct lg_api *a, struct api_req *req, struct MHD
 
 	r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, job_read, j, NULL);
 	if (r == NULL) {
-		job_cancel(j);
+		job_cancel(j, true);
 		job_put(j);
 		return MHD_NO;
 	}
@@ -1240,7 +1257,7 @@ static int read_before(void *ctx, const char *path, uint8_t **out, size_t *len)
 	int r = -1;
 
 	if (e == NULL)
-		return -1;
+		return -2;
 	if (lg_entry_sandbox(e) != NULL &&
 	    lg_agent_read_file(entry_agent(e), path, 1u << 20, out, len, NULL) == 0)
 		r = 0;
@@ -1364,8 +1381,8 @@ static enum MHD_Result do_files(struct lg_api *a, struct api_req *req, struct MH
 		lg_gate_outcome(
 		    a->gate, &gr, "error",
 		    json_pack("{s:s, s:s}", "sandbox_id", req->m.id, "error", err->msg));
-		ret = reply_error(req, c, status, "%s %s: %s", tool + strlen("sandbox_fs_"), path,
-				  err->msg);
+		/* The agent client's message names the operation and the path. */
+		ret = reply_error(req, c, status, "%s", err->msg);
 		lg_err_free(&err);
 	} else {
 		lg_gate_outcome(a->gate, &gr, "ok", json_pack("{s:s}", "sandbox_id", req->m.id));
@@ -1678,7 +1695,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	lg_log_set_request_id(req->rid);
 	if (req->job != NULL) {
 		/* A stream that ended early: its client is gone, so is the command's point. */
-		job_cancel(req->job);
+		job_cancel(req->job, true);
 		job_put(req->job);
 	}
 	lg_info("api: %s %s -> %u%s in %llu ms", req->method, req->url, req->status,
@@ -1737,10 +1754,6 @@ int lg_api_new(const struct lg_api_opts *o, struct lg_api **out, struct lg_err *
 	a->broker = o->broker;
 	a->unix_l.a = a->tcp_l.a = a;
 	a->tcp_l.tcp = true;
-	if (pipe2(a->stop_pipe, O_CLOEXEC) < 0) {
-		free(a);
-		return lg_err_sys(err, "pipe");
-	}
 	pthread_mutex_init(&a->lock, NULL);
 	cond_init_mono(&a->cond);
 	*out = a;
@@ -1783,16 +1796,6 @@ int lg_api_listen_unix(struct lg_api *a, const char *path, struct lg_err **err)
 	return r;
 }
 
-static bool is_loopback(const struct sockaddr_storage *sa)
-{
-	if (sa->ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-	}
-	const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-	return IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
-}
-
 int lg_api_listen_tcp(struct lg_api *a, const char *bind_spec, const char *token, unsigned *port,
 		      struct lg_err **err)
 {
@@ -1811,7 +1814,7 @@ int lg_api_listen_tcp(struct lg_api *a, const char *bind_spec, const char *token
 				  "(127.0.0.1:8080, [::1]:8080, localhost:8080)",
 				  bind_spec != NULL ? bind_spec : "");
 	/* Off loopback anyone on the network can reach the API, and it runs commands. */
-	if (!is_loopback(&sa) && (token == NULL || *token == '\0'))
+	if (!lg_route_bind_loopback(&sa) && (token == NULL || *token == '\0'))
 		return lg_err_msg(err, EPERM,
 				  "refusing to serve the API on %s without a bearer token: a "
 				  "non-loopback address needs --token-file",
@@ -1833,7 +1836,7 @@ int lg_api_listen_tcp(struct lg_api *a, const char *bind_spec, const char *token
 	l->token = token != NULL && *token != '\0' ? xstrdup(token) : NULL;
 	/* A browser page may call us only from our own origin (DNS rebinding). */
 	l->origins[0] = xasprintf("http://%s:%u", host, *port);
-	if (is_loopback(&sa)) {
+	if (lg_route_bind_loopback(&sa)) {
 		l->origins[1] = xasprintf("http://localhost:%u", *port);
 		l->origins[2] = xasprintf("http://127.0.0.1:%u", *port);
 		l->origins[3] = xasprintf("http://[::1]:%u", *port);
@@ -1879,8 +1882,6 @@ void lg_api_stop(struct lg_api *a)
 	}
 	a->stopping = true;
 	pthread_mutex_unlock(&a->lock);
-	if (write(a->stop_pipe[1], "x", 1) < 0)
-		lg_warn("api: stop: %s", strerror(errno));
 	/* No new connections; the ones open get 503 for new requests. */
 	for (size_t i = 0; i < ARRAY_SIZE(ls); i++)
 		if (ls[i]->d != NULL) {
@@ -1899,7 +1900,7 @@ void lg_api_stop(struct lg_api *a)
 		pthread_mutex_lock(&a->lock);
 		next = j->next;
 		pthread_mutex_unlock(&a->lock);
-		job_cancel(j);
+		job_cancel(j, false);
 	}
 	wait_jobs(a, STOP_GRACE_MS);
 	pthread_mutex_lock(&a->lock);
@@ -1941,8 +1942,6 @@ void lg_api_free(struct lg_api *a)
 	free(a->tcp_l.token);
 	for (size_t i = 0; i < ARRAY_SIZE(a->tcp_l.origins); i++)
 		free(a->tcp_l.origins[i]);
-	close(a->stop_pipe[0]);
-	close(a->stop_pipe[1]);
 	pthread_mutex_destroy(&a->lock);
 	pthread_cond_destroy(&a->cond);
 	free(a);

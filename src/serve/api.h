@@ -57,7 +57,7 @@ int lg_api_listen_tcp(struct lg_api *a, const char *bind, const char *token, uns
 		      struct lg_err **err);
 
 /*
- * Stops serving: new requests get 503, boots in progress give up, pending
+ * Stops serving: new requests get 503 (boots in progress finish), pending
  * approvals are denied, running commands are cancelled (their VMs killed
  * if they do not end), and every listener is closed; returns once no
  * request of ours runs.  The unix socket file is removed.

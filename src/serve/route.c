@@ -227,3 +227,15 @@ int lg_route_parse_bind(const char *spec, struct sockaddr_storage *sa, socklen_t
 	}
 	return -EINVAL;
 }
+
+bool lg_route_bind_loopback(const struct sockaddr_storage *sa)
+{
+	if (sa->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (sa->ss_family != AF_INET6)
+		return false;
+	const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+	return IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+}

@@ -69,4 +69,7 @@ int lg_route_parse_flag(const char *s, bool *out);
 int lg_route_parse_bind(const char *spec, struct sockaddr_storage *sa, socklen_t *salen, char *host,
 			size_t hostlen);
 
+/* Whether a parsed bind address is loopback (127.0.0.0/8, ::1, ::ffff:127.x). */
+bool lg_route_bind_loopback(const struct sockaddr_storage *sa);
+
 #endif
