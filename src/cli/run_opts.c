@@ -17,6 +17,15 @@ const char run_usage[] =
     "The command's stdout and stderr stream to ours as they are produced;\n"
     "our stdin is its stdin.  The exit status is the command's.\n"
     "\n"
+    "When `luminaguard serve` runs, the command runs in a sandbox of the\n"
+    "service (from its warm pool: milliseconds instead of a boot), which is\n"
+    "destroyed afterwards.  Then the service's default image and policy apply,\n"
+    "a terminal stdin is not read (the command's stdin is empty), and piped\n"
+    "stdin is read to its end first (at most 512 KiB, within 2 s).  --net,\n"
+    "--approve tty, --console, --policy, --backend, --accel, --seccomp,\n"
+    "--no-jail, non-UTF-8 arguments and larger or slower stdin take the\n"
+    "standalone path, as does --standalone.\n"
+    "\n"
     "Options:\n"
     "  --cpus N           vCPUs (1-64, default 1)\n"
     "  --memory MIB       guest memory in MiB (64 up to the host's, default 256)\n"
@@ -52,6 +61,7 @@ const char run_usage[] =
     "                     optional :PORT (default 80 and 443) or :*\n"
     "  --seccomp LEVEL    VMM syscall filter: strict (default), log, off\n"
     "  --no-jail          run the VMM without the jailer (debugging only)\n"
+    "  --standalone       boot a VM here even when a service runs\n"
     "  -h, --help         this text\n"
     "\n"
     "Exit status: the command's; 128+N if it was killed by signal N; 124 if\n"
@@ -78,6 +88,7 @@ enum {
 	OPT_DISK,
 	OPT_USER,
 	OPT_AUDIT_LOG,
+	OPT_STANDALONE,
 };
 
 static const struct option long_opts[] = {
@@ -99,6 +110,7 @@ static const struct option long_opts[] = {
     {"seccomp", required_argument, NULL, OPT_SECCOMP},
     {"disk", required_argument, NULL, OPT_DISK},
     {"user", required_argument, NULL, OPT_USER},
+    {"standalone", no_argument, NULL, OPT_STANDALONE},
     {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -195,6 +207,9 @@ int run_opts_parse(int argc, char **argv, struct run_opts *o, struct lg_err **er
 				    err, EINVAL, "--user: '%s' is not a user name or a numeric uid",
 				    optarg);
 			o->user = optarg;
+			break;
+		case OPT_STANDALONE:
+			o->standalone = true;
 			break;
 		case OPT_NO_STDIN:
 			o->no_stdin = true;

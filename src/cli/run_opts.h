@@ -13,6 +13,11 @@
 #define LG_RUN_MAX_ENV	   256
 #define LG_RUN_MAX_TIMEOUT 86400u
 
+/* run's exit statuses besides the command's own (and 128+N for signal N). */
+#define LG_RUN_EXIT_USAGE    2
+#define LG_RUN_EXIT_TIMEOUT  124 /* --timeout killed the command */
+#define LG_RUN_EXIT_INTERNAL 125 /* LuminaGuard failed, or the approval cliff said no */
+
 struct run_opts {
 	unsigned cpus;
 	uint64_t memory_mib;
@@ -28,6 +33,7 @@ struct run_opts {
 	bool no_stdin;
 	bool console; /* mirror the guest console to stderr */
 	bool help;
+	bool standalone;    /* --standalone: boot our own VM even when a service runs */
 	const char *policy; /* --policy FILE, NULL: the built-in default */
 	bool approve_tty;   /* --approve tty: ask on the terminal for red actions */
 	uint32_t approval_timeout_s;
