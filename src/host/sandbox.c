@@ -122,7 +122,7 @@ static int sandbox_start(const struct lg_sandbox_opts *o, enum start_mode mode,
 			 const char *ram_file, struct lg_sandbox **out, struct lg_err **err)
 {
 	struct lg_sandbox_plan plan;
-	struct lg_snapshot_files snap = {.state_fd = -1};
+	struct lg_snapshot_files snap = {.state_fd = -1, .lock_fd = -1};
 	struct lg_image *img;
 	struct lg_sandbox *sb;
 	struct vm_config cfg;

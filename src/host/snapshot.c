@@ -45,13 +45,12 @@ static void put_identity(FILE *f, const char *what, const char *path)
  * and mtime catch one replaced without its manifest.  The kernel command
  * line is not in it: a restored kernel never reads it again.
  */
-static int snapshot_key(const struct lg_sandbox_plan *p, char key[LG_SHA256_HEX_LEN + 1],
-			struct lg_err **err)
+static int snapshot_key2(const struct lg_sandbox_plan *p, char key[LG_SHA256_HEX_LEN + 1],
+			 char mhex[LG_SHA256_HEX_LEN + 1], struct lg_err **err)
 {
 	const struct vm_config *c = &p->cfg;
 	cleanup_free char *manifest = xasprintf("%s/manifest.json", p->image->dir);
 	cleanup_free char *vmm = NULL;
-	char mhex[LG_SHA256_HEX_LEN + 1];
 	char *text = NULL;
 	size_t n = 0;
 	FILE *f;
@@ -86,6 +85,14 @@ static int snapshot_key(const struct lg_sandbox_plan *p, char key[LG_SHA256_HEX_
 	lg_sha256_hex_of(text, n, key);
 	free(text);
 	return 0;
+}
+
+static int snapshot_key(const struct lg_sandbox_plan *p, char key[LG_SHA256_HEX_LEN + 1],
+			struct lg_err **err)
+{
+	char mhex[LG_SHA256_HEX_LEN + 1];
+
+	return snapshot_key2(p, key, mhex, err);
 }
 
 static char *snapshots_dir(void)
@@ -123,6 +130,9 @@ void lg_snapshot_files_close(struct lg_snapshot_files *f)
 	if (f->state_fd >= 0)
 		close(f->state_fd);
 	f->state_fd = -1;
+	if (f->lock_fd >= 0)
+		close(f->lock_fd);
+	f->lock_fd = -1;
 	free(f->ram_path);
 	f->ram_path = NULL;
 }
@@ -159,8 +169,8 @@ static bool json_u64(json_t *o, const char *k, uint64_t *out)
 	return true;
 }
 
-int lg_snapshot_open(const char *dir, const struct lg_sandbox_plan *p,
-		     struct lg_snapshot_files *out, struct lg_err **err)
+static int snapshot_check(const char *dir, const struct lg_sandbox_plan *p,
+			  struct lg_snapshot_files *out, struct lg_err **err)
 {
 	char key[LG_SHA256_HEX_LEN + 1], hex[LG_SHA256_HEX_LEN + 1];
 	cleanup_free char *meta_path = xasprintf("%s/" META_FILE, dir);
@@ -175,8 +185,6 @@ int lg_snapshot_open(const char *dir, const struct lg_sandbox_plan *p,
 	ssize_t n;
 	int fd = -1, r;
 
-	out->state_fd = -1;
-	out->ram_path = NULL;
 	r = snapshot_key(p, key, err);
 	if (r < 0)
 		return r;
@@ -280,6 +288,37 @@ out:
 	return r;
 }
 
+int lg_snapshot_open(const char *dir, const struct lg_sandbox_plan *p,
+		     struct lg_snapshot_files *out, struct lg_err **err)
+{
+	cleanup_free char *lock_path = xasprintf("%s.lock", dir);
+	int r;
+
+	out->state_fd = -1;
+	out->lock_fd = -1;
+	out->ram_path = NULL;
+	/*
+	 * Shared, against lg_snapshot_ensure's exclusive lock: a rebuild never
+	 * replaces the directory between this check and QEMU mapping the RAM
+	 * file.  Held until lg_snapshot_files_close (after the spawn).  A
+	 * snapshot without a lock file (not made by ensure) goes unlocked.
+	 */
+	out->lock_fd = open(lock_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (out->lock_fd >= 0) {
+		while ((r = flock(out->lock_fd, LOCK_SH)) < 0 && errno == EINTR)
+			;
+		if (r < 0) {
+			r = lg_err_sys(err, "flock %s", lock_path);
+			lg_snapshot_files_close(out);
+			return r;
+		}
+	}
+	r = snapshot_check(dir, p, out, err);
+	if (r < 0)
+		lg_snapshot_files_close(out);
+	return r;
+}
+
 /* Removes a snapshot directory (no subdirectories): its files, then it. */
 static void remove_flat(const char *path)
 {
@@ -316,6 +355,55 @@ static void remove_leftovers(const char *base, const char *key)
 	closedir(d);
 }
 
+/*
+ * Snapshots of an earlier build of this image (its manifest differs) can
+ * never be restored again: removed, each under its own lock, skipping one
+ * that is busy.  VMs restored from one keep running (they hold its files).
+ * Snapshots of other shapes of the same image build stay.
+ */
+static void prune(const char *base, const char *image, const char *manifest)
+{
+	DIR *d = opendir(base);
+	struct dirent *de;
+
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		cleanup_free char *dir = NULL;
+		cleanup_free char *meta_path = NULL;
+		cleanup_free char *lock_path = NULL;
+		json_t *meta;
+		const char *mi, *mm;
+		bool old;
+		int lock;
+
+		if (de->d_name[0] == '.' || strlen(de->d_name) != DIR_KEY_LEN)
+			continue;
+		dir = xasprintf("%s/%s", base, de->d_name);
+		meta_path = xasprintf("%s/" META_FILE, dir);
+		meta = json_load_file(meta_path, JSON_REJECT_DUPLICATES, NULL);
+		mi = json_string_value(json_object_get(meta, "image"));
+		mm = json_string_value(json_object_get(meta, "manifest"));
+		old =
+		    mi != NULL && mm != NULL && strcmp(mi, image) == 0 && strcmp(mm, manifest) != 0;
+		json_decref(meta);
+		if (!old)
+			continue;
+		lock_path = xasprintf("%s.lock", dir);
+		lock = open(lock_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (lock < 0)
+			continue;
+		if (flock(lock, LOCK_EX | LOCK_NB) == 0) {
+			lg_info("removing snapshot %s of an earlier build of image '%s'", dir,
+				image);
+			remove_flat(dir);
+			unlink(lock_path);
+		}
+		close(lock);
+	}
+	closedir(d);
+}
+
 static int fsync_path(const char *path, int flags)
 {
 	int fd = open(path, flags | O_CLOEXEC), r = 0;
@@ -328,8 +416,9 @@ static int fsync_path(const char *path, int flags)
 	return r;
 }
 
-static int write_meta(const char *tmp, const char *key, const struct lg_sandbox_plan *p,
-		      const char *agent, uint32_t agent_version, struct lg_err **err)
+static int write_meta(const char *tmp, const char *key, const char *manifest,
+		      const struct lg_sandbox_plan *p, const char *agent, uint32_t agent_version,
+		      struct lg_err **err)
 {
 	cleanup_free char *ram_path = xasprintf("%s/" RAM_FILE, tmp);
 	cleanup_free char *state_path = xasprintf("%s/" STATE_FILE, tmp);
@@ -393,7 +482,7 @@ static int write_meta(const char *tmp, const char *key, const struct lg_sandbox_
 
 /* Boots the VM, saves it into tmp (ram, state, meta.json) and ends the VM. */
 static int build(const struct lg_sandbox_opts *o, const struct lg_sandbox_plan *p, const char *tmp,
-		 const char *key, struct lg_err **err)
+		 const char *key, const char *manifest, struct lg_err **err)
 {
 	cleanup_free char *ram_path = xasprintf("%s/" RAM_FILE, tmp);
 	cleanup_free char *state_path = xasprintf("%s/" STATE_FILE, tmp);
@@ -406,14 +495,16 @@ static int build(const struct lg_sandbox_opts *o, const struct lg_sandbox_plan *
 
 	/*
 	 * A new RAM file of the VM's size (sparse: only what the guest touches
-	 * takes disk).  World-writable inside a 0700 directory: a jailed QEMU
-	 * runs as a uid of its own and QEMU 7.2 opens it O_RDWR even to map it
-	 * privately (docs/snapshots.md); no other host user can reach it.
+	 * takes disk).  As root, world-writable inside a 0700 directory: each
+	 * jailed QEMU runs as a uid of its own, and QEMU 7.2 opens it O_RDWR
+	 * even to map it privately (docs/snapshots.md); no other host user can
+	 * reach it.  Otherwise the jail keeps our uid and 0600 is enough.
 	 */
 	fd = open(ram_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return lg_err_sys(err, "snapshot: %s", ram_path);
-	r = fchmod(fd, 0666) < 0 || ftruncate(fd, (off_t)(hv_guest_ram_mib(&p->cfg) << 20)) < 0
+	r = fchmod(fd, geteuid() == 0 ? 0666 : 0600) < 0 ||
+		    ftruncate(fd, (off_t)(hv_guest_ram_mib(&p->cfg) << 20)) < 0
 		? -errno
 		: 0;
 	close(fd);
@@ -435,7 +526,7 @@ static int build(const struct lg_sandbox_opts *o, const struct lg_sandbox_plan *
 		lg_sandbox_destroy(sb);
 		return r;
 	}
-	fd = open(state_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	fd = open(state_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		r = lg_err_sys(err, "snapshot: %s", state_path);
 		lg_sandbox_destroy(sb);
@@ -450,7 +541,7 @@ static int build(const struct lg_sandbox_opts *o, const struct lg_sandbox_plan *
 	lg_sandbox_destroy(sb);
 	if (r < 0)
 		return r;
-	r = write_meta(tmp, key, p, agent, version, err);
+	r = write_meta(tmp, key, manifest, p, agent, version, err);
 	if (r == 0)
 		lg_info("snapshot of image '%s' (%u cpus, %llu MiB) made in %llu ms",
 			p->image->name, p->cfg.cpus, (unsigned long long)hv_guest_ram_mib(&p->cfg),
@@ -462,7 +553,7 @@ int lg_snapshot_ensure(const struct lg_sandbox_opts *o, char **dir, struct lg_er
 {
 	struct lg_sandbox_plan p;
 	struct lg_snapshot_files files;
-	char key[LG_SHA256_HEX_LEN + 1], rnd[9];
+	char key[LG_SHA256_HEX_LEN + 1], mhex[LG_SHA256_HEX_LEN + 1], rnd[9];
 	cleanup_free char *base = snapshots_dir();
 	cleanup_free char *final = NULL;
 	cleanup_free char *lock_path = NULL;
@@ -474,7 +565,7 @@ int lg_snapshot_ensure(const struct lg_sandbox_opts *o, char **dir, struct lg_er
 	r = lg_sandbox_plan(o, &p, err);
 	if (r < 0)
 		return r;
-	r = snapshot_key(&p, key, err);
+	r = snapshot_key2(&p, key, mhex, err);
 	if (r < 0)
 		goto out;
 	r = lg_mkdir_p(base, 0700);
@@ -496,7 +587,9 @@ int lg_snapshot_ensure(const struct lg_sandbox_opts *o, char **dir, struct lg_er
 		r = lg_err_sys(err, "flock %s", lock_path);
 		goto out;
 	}
-	r = lg_snapshot_open(final, &p, &files, err);
+	files.state_fd = files.lock_fd = -1;
+	files.ram_path = NULL;
+	r = snapshot_check(final, &p, &files, err);
 	if (r == 0) {
 		lg_snapshot_files_close(&files);
 		goto done;
@@ -515,7 +608,7 @@ int lg_snapshot_ensure(const struct lg_sandbox_opts *o, char **dir, struct lg_er
 		r = lg_err_sys(err, "%s", tmp);
 		goto out;
 	}
-	r = build(o, &p, tmp, key, err);
+	r = build(o, &p, tmp, key, mhex, err);
 	if (r < 0) {
 		remove_flat(tmp);
 		goto out;
@@ -532,6 +625,7 @@ int lg_snapshot_ensure(const struct lg_sandbox_opts *o, char **dir, struct lg_er
 		goto out;
 	}
 	fsync_path(base, O_RDONLY | O_DIRECTORY);
+	prune(base, p.image->name, mhex);
 done:
 	*dir = final;
 	final = NULL;

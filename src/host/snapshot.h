@@ -46,6 +46,7 @@ int lg_snapshot_ensure(const struct lg_sandbox_opts *o, char **dir, struct lg_er
 
 struct lg_snapshot_files {
 	int state_fd;	/* the device state, checked, at offset 0; -1 when closed */
+	int lock_fd;	/* a shared flock on <dir>.lock while the files are in use, or -1 */
 	char *ram_path; /* the RAM file, checked */
 };
 
@@ -57,6 +58,7 @@ struct lg_snapshot_files {
  */
 int lg_snapshot_open(const char *dir, const struct lg_sandbox_plan *p,
 		     struct lg_snapshot_files *out, struct lg_err **err);
+/* Closes the state, drops the lock: after the VMM mapped the RAM file. */
 void lg_snapshot_files_close(struct lg_snapshot_files *f);
 
 #endif

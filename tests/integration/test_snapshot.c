@@ -391,6 +391,40 @@ static void test_concurrent_ensure(void **state)
 	assert_int_equal(count_children(), 0);
 }
 
+/* A rebuild removes snapshots of an earlier build of the image, and only those. */
+static void test_prune_earlier_build(void **state)
+{
+	cleanup_free char *dir = ensure(test_image);
+	cleanup_free char *home = lg_home_dir();
+	cleanup_free char *old = xasprintf("%s/snapshots/0123456789abcdef0123456789abcdef", home);
+	cleanup_free char *other = xasprintf("%s/snapshots/fedcba9876543210fedcba9876543210", home);
+	const char *dirs[] = {old, other};
+	const char *images[] = {test_image, "some-other-image"};
+	struct stat st;
+
+	for (int i = 0; i < 2; i++) {
+		cleanup_free char *meta = xasprintf("%s/meta.json", dirs[i]);
+		cleanup_free char *lock = xasprintf("%s.lock", dirs[i]);
+		FILE *f;
+
+		assert_int_equal(mkdir(dirs[i], 0700), 0);
+		f = fopen(meta, "we");
+		fprintf(f, "{\"format\": 1, \"image\": \"%s\", \"manifest\": \"%064d\"}\n",
+			images[i], 0);
+		fclose(f);
+		close(open(lock, O_WRONLY | O_CREAT, 0600));
+	}
+	remove_snapshot(dir);
+	free(ensure(test_image));
+	assert_int_equal(stat(old, &st), -1);
+	assert_int_equal(stat(other, &st), 0);
+	lg_rm_rf(other);
+	{
+		cleanup_free char *lock = xasprintf("%s.lock", other);
+		unlink(lock);
+	}
+}
+
 /* A root file system image: /etc/machine-id is written and differs per restore. */
 static void test_rootfs_machine_id(void **state)
 {
@@ -428,6 +462,7 @@ int main(void)
 	    cmocka_unit_test(test_damaged_snapshot_refused_and_rebuilt),
 	    cmocka_unit_test(test_other_shape_refused),
 	    cmocka_unit_test(test_concurrent_ensure),
+	    cmocka_unit_test(test_prune_earlier_build),
 	    cmocka_unit_test(test_rootfs_machine_id),
 	};
 	const char *img = getenv("LG_SNAPSHOT_TEST_IMAGE");
