@@ -493,7 +493,7 @@ int lg_agent_attach(int fd, int cancel_fd, int timeout_ms, struct lg_agent **out
 		goto fail;
 	if (!f.have[LG_TAG_VERSION]) {
 		lg_reader_pop(&a->rd);
-		r = lg_err_set(err, EPROTO,
+		r = lg_err_msg(err, EPROTO,
 			       "the guest agent answers PING without its version (protocol below "
 			       "%u, too old for snapshots); rebuild the image with: luminaguard "
 			       "image build",
@@ -503,7 +503,7 @@ int lg_agent_attach(int fd, int cancel_fd, int timeout_ms, struct lg_agent **out
 	if (field_u32(&f, LG_TAG_VERSION, 0, &version) < 0 || version < LG_PROTO_VERSION_ADOPT ||
 	    version > LG_PROTO_VERSION) {
 		lg_reader_pop(&a->rd);
-		r = lg_err_set(err, EPROTO,
+		r = lg_err_msg(err, EPROTO,
 			       "the restored guest agent speaks protocol %u, this host %u..%u; "
 			       "rebuild the image with: luminaguard image build",
 			       version, LG_PROTO_VERSION_ADOPT, LG_PROTO_VERSION);
@@ -569,7 +569,7 @@ int lg_agent_adopt(struct lg_agent *a, const char *hostname, uint32_t *flags_out
 	if (r < 0)
 		return r;
 	if (a->version < LG_PROTO_VERSION_ADOPT)
-		return lg_err_set(err, EOPNOTSUPP,
+		return lg_err_msg(err, EOPNOTSUPP,
 				  "the guest agent speaks protocol %u and cannot take a fresh RNG "
 				  "seed, clock and hostname (needs %u, for pools and snapshots); "
 				  "rebuild the image with: luminaguard image build",

@@ -58,7 +58,7 @@ static int snapshot_key2(const struct lg_sandbox_plan *p, char key[LG_SHA256_HEX
 
 	if (p->backend->identity == NULL || p->backend->save_state == NULL ||
 	    p->backend->load_state == NULL)
-		return lg_err_set(err, EOPNOTSUPP, "the %s backend has no snapshots",
+		return lg_err_msg(err, EOPNOTSUPP, "the %s backend has no snapshots",
 				  p->backend->name);
 	r = lg_sha256_file(manifest, mhex, err);
 	if (r < 0)
@@ -519,7 +519,7 @@ static int build(const struct lg_sandbox_opts *o, const struct lg_sandbox_plan *
 	version = lg_agent_version(sb->agent);
 	agent = xstrdup(lg_agent_name(sb->agent));
 	if (version < LG_PROTO_VERSION_ADOPT) {
-		r = lg_err_set(err, EOPNOTSUPP,
+		r = lg_err_msg(err, EOPNOTSUPP,
 			       "image '%s' has a guest agent of protocol %u, too old for snapshots "
 			       "(needs %u); rebuild it with: %s",
 			       p->image->name, version, LG_PROTO_VERSION_ADOPT, p->image->rebuild);

@@ -425,6 +425,52 @@ static void test_prune_earlier_build(void **state)
 	}
 }
 
+/*
+ * An image whose agent predates protocol 4 ($LG_SNAPSHOT_OLD_HOME: a data
+ * directory holding such a `tiny`, e.g. a copy of one built before): no
+ * snapshot of it is made, and adopting a booted one is refused, each with
+ * one line naming the rebuild command.
+ */
+static void test_old_agent_refused(void **state)
+{
+	const char *old_home = getenv("LG_SNAPSHOT_OLD_HOME");
+	cleanup_free char *saved = NULL;
+	struct lg_sandbox_opts o;
+	struct lg_sandbox *sb = NULL;
+	struct lg_err *err = NULL;
+	char *dir = NULL;
+
+	if (old_home == NULL || *old_home == '\0')
+		skip();
+	saved = xstrdup(getenv("LUMINAGUARD_HOME") != NULL ? getenv("LUMINAGUARD_HOME") : "");
+	setenv("LUMINAGUARD_HOME", old_home, 1);
+	opts_for(&o, "tiny");
+	assert_int_equal(lg_snapshot_ensure(&o, &dir, &err), -EOPNOTSUPP);
+	print_message("ensure: %s\n", err->msg);
+	assert_non_null(strstr(err->msg, "luminaguard image build --name tiny"));
+	assert_null(strchr(err->msg, '\n'));
+	lg_err_free(&err);
+	assert_int_equal(count_leftovers(), 0);
+	assert_int_equal(count_children(), 0);
+
+	if (lg_sandbox_create(&o, &sb, &err) < 0)
+		fail_msg("boot: %s", err->msg);
+	assert_int_equal(lg_sandbox_adopt(sb, NULL, &err), -EOPNOTSUPP);
+	print_message("adopt: %s\n", err->msg);
+	assert_non_null(strstr(err->msg, "luminaguard image build --name tiny"));
+	lg_err_free(&err);
+	/* Nothing was sent: the old agent still serves. */
+	{
+		cleanup_free char *out = sh(sb, "echo still");
+		assert_string_equal(out, "still");
+	}
+	lg_sandbox_destroy(sb);
+	if (*saved != '\0')
+		setenv("LUMINAGUARD_HOME", saved, 1);
+	else
+		unsetenv("LUMINAGUARD_HOME");
+}
+
 /* A root file system image: /etc/machine-id is written and differs per restore. */
 static void test_rootfs_machine_id(void **state)
 {
@@ -463,6 +509,7 @@ int main(void)
 	    cmocka_unit_test(test_other_shape_refused),
 	    cmocka_unit_test(test_concurrent_ensure),
 	    cmocka_unit_test(test_prune_earlier_build),
+	    cmocka_unit_test(test_old_agent_refused),
 	    cmocka_unit_test(test_rootfs_machine_id),
 	};
 	const char *img = getenv("LG_SNAPSHOT_TEST_IMAGE");
