@@ -90,7 +90,7 @@ fi
 if ! build build-fuzz; then
 	failed=$((failed + 1))
 else
-	for t in frame agent-client agent-request qmp policy jsonrpc encoding http netmux control tar spec user; do
+	for t in frame agent-client agent-request qmp policy jsonrpc encoding http netmux control tar spec user client serve-route; do
 		corpus=fuzz/corpus/${t//-/_}
 		work=$log/corpus-$t
 		mkdir -p "$work"

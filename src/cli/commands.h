@@ -20,5 +20,8 @@ int cmd_run(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
 int cmd_mcp(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_ps(int argc, char **argv);   /* cmd_ps.c */
+int cmd_kill(int argc, char **argv); /* cmd_ps.c */
 
 #endif

@@ -21,8 +21,11 @@ static int cmd_help(int argc, char **argv);
 
 static const struct command commands[] = {
     {"run", cmd_run, "run a command in a throw-away micro-VM"},
+    {"ps", cmd_ps, "list the sandboxes of the running service"},
+    {"kill", cmd_kill, "destroy a sandbox of the running service"},
     {"image", cmd_image, "build, import, list, verify and remove guest images"},
     {"mcp", cmd_mcp, "serve MCP (stdio or Streamable HTTP) with the approval cliff"},
+    {"serve", cmd_serve, "run the sandbox service: HTTP API, MCP socket, warm pools, metrics"},
     {"approvals", cmd_approvals, "list, show, approve or deny actions waiting for a human"},
     {"audit", cmd_audit, "verify the audit log's hash chain, seal and side files"},
     {"policy", cmd_policy, "check a policy file, or show the default policy"},

@@ -394,7 +394,7 @@ struct exec_job {
 	uint32_t timeout_ms;
 	uint8_t *stdin_data;
 	size_t stdin_len;
-	struct lg_entry *e; /* held until the thread ends */
+	struct lg_entry *e; /* taken and given back by the thread (the op lock is per thread) */
 	json_t *gate_args;
 	struct lg_gate_req gr;
 	bool wait_mode;
@@ -408,6 +408,8 @@ struct exec_job {
 	struct capture out[2]; /* ?wait=1: stdout, stderr */
 	uint8_t tail[2][4];    /* an incomplete UTF-8 sequence held back per stream */
 	size_t tail_len[2];
+	bool started;	       /* the thread has taken the entry, or failed to (start_status) */
+	unsigned start_status; /* 0, or the HTTP status of why not (404, 409) */
 	bool done;
 	bool cancelled; /* the command is being killed (its client left, or we stop) */
 	bool abandoned; /* its client left: nothing more is queued, nothing waits for room */
@@ -633,6 +635,37 @@ static void *job_main(void *arg)
 	int ret;
 
 	lg_log_set_request_id(j->rid);
+	/*
+	 * The entry is taken here, not by the connection: its op lock is a
+	 * mutex, which the thread that locks it must unlock.
+	 */
+	j->e = lg_service_get(a->svc, j->id, NULL);
+	if (j->e == NULL || lg_entry_sandbox(j->e) == NULL) {
+		char *lost = j->e != NULL ? lg_entry_lost(a->svc, j->e) : NULL;
+
+		if (j->e != NULL)
+			lg_service_put(a->svc, j->e);
+		j->e = NULL;
+		pthread_mutex_lock(&j->lock);
+		j->start_status = lost != NULL ? MHD_HTTP_CONFLICT : MHD_HTTP_NOT_FOUND;
+		j->error =
+		    lost != NULL
+			? xasprintf("sandbox %s is lost: %s; only DELETE works on it", j->id, lost)
+			: xasprintf("no sandbox '%s'", j->id);
+		j->started = j->done = true;
+		pthread_cond_broadcast(&j->cond);
+		pthread_mutex_unlock(&j->lock);
+		lg_gate_outcome(a->gate, &j->gr, "error",
+				json_pack("{s:s, s:s}", "sandbox_id", j->id, "error", j->error));
+		free(lost);
+		goto out;
+	}
+	lg_entry_mark_dirty(a->svc, j->e);
+	pthread_mutex_lock(&j->lock);
+	j->started = true;
+	pthread_cond_broadcast(&j->cond);
+	pthread_mutex_unlock(&j->lock);
+
 	ret = lg_entry_exec(a->svc, j->e, &o, &res, &err);
 	lg_service_put(a->svc, j->e);
 	j->e = NULL;
@@ -681,8 +714,8 @@ static void *job_main(void *arg)
 		ret == 0 ? "ran" : (err != NULL ? err->msg : "failed"),
 		(unsigned long long)(lg_now_ms() - t0));
 	lg_err_free(&err);
+out:
 	lg_log_set_request_id(NULL);
-
 	job_put(j);
 	/* Last: after this, a stopping lg_api may be freed under us. */
 	pthread_mutex_lock(&a->lock);
@@ -1153,14 +1186,7 @@ static enum MHD_Result do_exec(struct lg_api *a, struct api_req *req, struct MHD
 		job_free(j);
 		return denied(req, c, denial);
 	}
-	j->e = take_entry(a, req, c, &j->gr, &ret);
-	if (j->e == NULL) {
-		job_free(j);
-		return ret;
-	}
-	lg_entry_mark_dirty(a->svc, j->e);
 	if (pipe2(j->cancel_pipe, O_CLOEXEC) < 0) {
-		lg_service_put(a->svc, j->e);
 		lg_gate_outcome(a->gate, &j->gr, "error", json_pack("{s:s}", "error", "pipe"));
 		job_free(j);
 		return reply_error(req, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "pipe: %s",
@@ -1170,7 +1196,6 @@ static enum MHD_Result do_exec(struct lg_api *a, struct api_req *req, struct MHD
 	pthread_mutex_lock(&a->lock);
 	if (a->stopping) {
 		pthread_mutex_unlock(&a->lock);
-		lg_service_put(a->svc, j->e);
 		lg_gate_outcome(a->gate, &j->gr, "error",
 				json_pack("{s:s}", "error", "the service is stopping"));
 		job_free(j);
@@ -1187,8 +1212,6 @@ static enum MHD_Result do_exec(struct lg_api *a, struct api_req *req, struct MHD
 	e = pthread_create(&t, &attr, job_main, j);
 	pthread_attr_destroy(&attr);
 	if (e != 0) {
-		lg_service_put(a->svc, j->e);
-		j->e = NULL;
 		lg_gate_outcome(a->gate, &j->gr, "error",
 				json_pack("{s:s}", "error", "cannot start a thread"));
 		pthread_mutex_lock(&a->lock);
@@ -1199,6 +1222,17 @@ static enum MHD_Result do_exec(struct lg_api *a, struct api_req *req, struct MHD
 		job_put(j);
 		return reply_error(req, c, MHD_HTTP_INTERNAL_SERVER_ERROR,
 				   "cannot start the exec thread: %s", strerror(e));
+	}
+	/* The thread takes the sandbox (it may be destroyed or lost meanwhile). */
+	pthread_mutex_lock(&j->lock);
+	while (!j->started)
+		pthread_cond_wait(&j->cond, &j->lock);
+	unsigned start_status = j->start_status;
+	pthread_mutex_unlock(&j->lock);
+	if (start_status != 0) {
+		ret = reply_error(req, c, start_status, "%s", j->error);
+		job_put(j);
+		return ret;
 	}
 	if (wait_all)
 		return exec_wait(a, req, c, j);

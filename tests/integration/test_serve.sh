@@ -1,0 +1,296 @@
+#!/bin/bash
+# End-to-end tests of `luminaguard serve` and its HTTP API (docs/api.md) with
+# real micro-VMs of the `tiny` image, in a temporary data directory with the
+# real one's kernels/ and a `tiny` image built there with this tree's
+# lg-agent (half a second: pooled sandboxes need the current agent).
+# Usage: test_serve.sh PATH/TO/luminaguard
+set -u
+LG=${1:?usage: test_serve.sh LUMINAGUARD}
+LG=$(realpath "$LG")
+SRC_HOME=${LUMINAGUARD_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/luminaguard}
+PASS=0
+FAIL=0
+N=0
+TMP=$(mktemp -d /tmp/lg-serve-test.XXXXXX)
+H=$TMP/home
+SPID=
+cleanup() {
+	if [ -n "$SPID" ] && kill -0 "$SPID" 2>/dev/null; then
+		kill -TERM "$SPID" 2>/dev/null
+		for _ in $(seq 100); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$SPID" 2>/dev/null
+	fi
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+ok() { N=$((N + 1)); PASS=$((PASS + 1)); echo "ok $N - $1"; }
+not_ok() { N=$((N + 1)); FAIL=$((FAIL + 1)); echo "FAIL $N - $1"; shift; for l in "$@"; do echo "#   $l"; done; }
+# lt X Y: X < Y (decimals).  since T0: seconds from T0 (date +%s.%N) to now.
+lt() { awk -v x="$1" -v y="$2" 'BEGIN { exit !(x < y) }'; }
+since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }'; }
+check() { # check NAME CONDITION-RESULT DETAILS...
+	local name=$1 cond=$2
+	shift 2
+	if [ "$cond" = 0 ]; then ok "$name"; else not_ok "$name" "$@"; fi
+}
+
+for need in curl jq; do
+	if ! command -v $need >/dev/null; then
+		echo "1..0 # SKIP $need is not installed (scripts/setup.sh installs it)"
+		exit 77
+	fi
+done
+if [ ! -d "$SRC_HOME/kernels" ]; then
+	echo "1..0 # SKIP no kernel in $SRC_HOME (run scripts/setup.sh)"
+	exit 77
+fi
+mkdir -m 700 "$H"
+ln -s "$SRC_HOME/kernels" "$H/kernels"
+export LUMINAGUARD_HOME=$H
+if ! "$LG" image build --name tiny >"$TMP/image.log" 2>&1; then
+	echo "FAIL 0 - cannot build the tiny image"
+	cat "$TMP/image.log"
+	exit 1
+fi
+unset LUMINAGUARD_LOG
+SOCK=$H/serve.sock
+TOKEN=test-token-0123456789abcdef
+echo "$TOKEN" >"$TMP/token"
+
+# api METHOD PATH [curl args...]: over the unix socket; the body in $TMP/body,
+# the status printed.
+api() {
+	local m=$1 p=$2
+	shift 2
+	curl -s --max-time 120 --unix-socket "$SOCK" -X "$m" -o "$TMP/body" -w '%{http_code}' "$@" "http://lg$p"
+}
+body() { cat "$TMP/body"; }
+# A one-line JSON error with this status.
+is_error() { # is_error STATUS GOT
+	[ "$2" = "$1" ] && [ "$(wc -l <"$TMP/body")" = 1 ] && jq -e '.error | type == "string"' "$TMP/body" >/dev/null
+}
+
+# start_serve ARGS...: starts a service, waits for its "ready" line (60 s).
+start_serve() {
+	: >"$TMP/serve.log"
+	"$LG" serve "$@" >>"$TMP/serve.log" 2>&1 &
+	SPID=$!
+	for _ in $(seq 600); do
+		grep -q 'serve: ready' "$TMP/serve.log" && return 0
+		kill -0 "$SPID" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+# The VMMs (qemu) that are children of a process.
+vmm_children() { pgrep -P "$1" -f qemu-system 2>/dev/null; }
+# Deletes a sandbox; a dirty one needs a human: approved over the socket.
+delete_approved() { # delete_approved ID -> the DELETE's status
+	local id=$1 aid st
+	curl -s --max-time 60 --unix-socket "$SOCK" -X DELETE -o "$TMP/del" -w '%{http_code}' "http://lg/v1/sandboxes/$id" >"$TMP/del.code" &
+	local dpid=$!
+	for _ in $(seq 100); do
+		kill -0 $dpid 2>/dev/null || break
+		aid=$(curl -s --unix-socket "$SOCK" http://lg/v1/approvals | jq -r --arg id "$id" '.pending[] | select(.card.tool == "sandbox_destroy") | .id' | head -1)
+		if [ -n "$aid" ]; then
+			curl -s --unix-socket "$SOCK" -X POST -d '{"approve":true,"reason":"test"}' "http://lg/v1/approvals/$aid" >"$TMP/decide"
+			break
+		fi
+		sleep 0.1
+	done
+	wait $dpid
+	st=$(cat "$TMP/del.code")
+	echo "$st"
+}
+
+# --- refused at start ---
+"$LG" serve --http 0.0.0.0:0 >"$TMP/out" 2>&1; rc=$?
+check "a non-loopback --http without --token-file is refused at start" "$([ $rc = 2 ] && [ "$(wc -l <"$TMP/out")" = 1 ] && grep -q 'needs --token-file' "$TMP/out" && [ ! -e "$SOCK" ]; echo $?)" "rc=$rc" "$(cat "$TMP/out")"
+"$LG" serve --pool 'tiny=0' >"$TMP/out" 2>&1; rc=$?
+check "a bad --pool is a usage error" "$([ $rc = 2 ] && [ "$(wc -l <"$TMP/out")" = 1 ]; echo $?)" "rc=$rc" "$(cat "$TMP/out")"
+
+# --- the service, with a pool of 2 ---
+t0=$(date +%s.%N)
+start_serve --image tiny --pool tiny=2 --http 127.0.0.1:0 --token-file "$TMP/token"; rc=$?
+check "serve starts" "$rc" "$(cat "$TMP/serve.log")"
+PORT=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$TMP/serve.log" | head -1)
+TCP=http://127.0.0.1:$PORT
+
+check "the socket is 0600 and the data directory 0700" "$([ "$(stat -c %a "$SOCK")" = 600 ] && [ "$(stat -c %a "$H")" = 700 ]; echo $?)" "sock=$(stat -c %a "$SOCK") dir=$(stat -c %a "$H")"
+
+"$LG" serve --image tiny >"$TMP/out2" 2>&1; rc=$?
+check "a second serve is refused while one runs" "$([ $rc = 1 ] && grep -q "a service is already running (pid $SPID)" "$TMP/out2"; echo $?)" "rc=$rc" "$(cat "$TMP/out2")"
+
+st=$(api GET /healthz)
+check "GET /healthz" "$([ "$st" = 200 ] && jq -e --argjson p "$SPID" '.status == "ok" and .pid == $p and (.version | type == "string")' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
+
+ready=0
+for _ in $(seq 600); do
+	api GET /healthz >/dev/null
+	ready=$(jq '[.pools[].ready] | add // 0' "$TMP/body")
+	[ "$ready" = 2 ] && break
+	sleep 0.1
+done
+check "the pool has 2 ready after boot" "$([ "$ready" = 2 ]; echo $?)" "$(body)"
+echo "# pool of 2 ready $(since "$t0") s after start"
+
+# --- create: a pool hit ---
+st=$(curl -s --unix-socket "$SOCK" -X POST -d '{}' -o "$TMP/body" -w '%{http_code} %{time_total}' http://lg/v1/sandboxes)
+took=${st#* }
+st=${st% *}
+ID=$(jq -r .id "$TMP/body")
+check "POST /v1/sandboxes is 201 from the pool" "$([ "$st" = 201 ] && jq -e '.spawn_path == "pool" and .state == "ready" and (.id | test("^sb-[0-9a-f]{12}$"))' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
+echo "# create from the pool over the unix socket: ${took} s (curl time_total)"
+
+st=$(api GET /v1/sandboxes)
+check "GET /v1/sandboxes lists it" "$([ "$st" = 200 ] && jq -e --arg id "$ID" 'any(.sandboxes[]; .id == $id and .owner == "api")' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
+st=$(api GET "/v1/sandboxes/$ID")
+check "GET /v1/sandboxes/ID" "$([ "$st" = 200 ] && jq -e --arg id "$ID" '.id == $id and (.pid > 0)' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
+
+# --- metrics before ---
+api GET /metrics >/dev/null
+count0=$(awk '/^luminaguard_exec_seconds_count/ {print $2}' "$TMP/body")
+check "GET /metrics has luminaguard_sandboxes" "$(grep -q '^luminaguard_sandboxes{state="ready"} 1' "$TMP/body" && [ -n "$count0" ]; echo $?)" "$(grep luminaguard_sandboxes "$TMP/body")"
+
+# --- exec, streamed ---
+st=$(api POST "/v1/sandboxes/$ID/exec" -H 'X-Request-Id: test-req.42' -D "$TMP/headers" -d '{"command":"echo out; echo err >&2; exit 7"}')
+check "exec streams NDJSON: stdout, stderr, then the exit" "$([ "$st" = 200 ] && grep -qi '^content-type: application/x-ndjson' "$TMP/headers" &&
+	jq -se '(map(select(.stream == "stdout") | .data) | add) == "out\n" and (map(select(.stream == "stderr") | .data) | add) == "err\n" and (.[-1] | .exit_code == 7 and .signal == 0 and .timed_out == false and (.duration_ms | type == "number"))' "$TMP/body" >/dev/null; echo $?)" "st=$st" "$(body)"
+st=$(api POST "/v1/sandboxes/$ID/exec" -d '{"argv":["printf","\\377\\001"]}')
+check "exec streams bytes that are not UTF-8 as data_b64" "$([ "$st" = 200 ] && jq -se '.[0].data_b64 == "/wE=" and .[0].stream == "stdout" and .[-1].exit_code == 0' "$TMP/body" >/dev/null; echo $?)" "st=$st" "$(body)"
+check "X-Request-Id is echoed and on the service's log lines" "$(grep -qi '^x-request-id: test-req.42' "$TMP/headers" && grep -q 'exec.*\[req test-req.42\]' "$TMP/serve.log"; echo $?)" "$(cat "$TMP/headers")"
+api GET /healthz -H 'X-Request-Id: bad id!' -D "$TMP/headers" >/dev/null
+check "a bad X-Request-Id is replaced by a new one" "$(grep -Eqi '^x-request-id: [0-9a-f]{16}' "$TMP/headers"; echo $?)" "$(cat "$TMP/headers")"
+
+# --- exec ?wait=1 ---
+st=$(api POST "/v1/sandboxes/$ID/exec?wait=1" -d '{"argv":["sh","-c","cat; echo e >&2; exit 3"],"stdin":"in put","env":{"A":"b"},"cwd":"/tmp"}')
+check "exec ?wait=1: exit code, stdout (with stdin), stderr" "$([ "$st" = 200 ] && jq -e '.exit_code == 3 and .stdout == "in put" and .stderr == "e\n"' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
+st=$(api POST "/v1/sandboxes/$ID/exec?wait=1" -d '{"command":"echo $A $(pwd)","env":{"A":"b"},"cwd":"/tmp"}')
+check "exec env and cwd apply" "$([ "$st" = 200 ] && jq -e '.stdout == "b /tmp\n"' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
+st=$(api POST "/v1/sandboxes/$ID/exec?wait=1" -d '{"command":"head -c 1200000 /dev/zero | tr \"\\0\" a"}')
+check "exec ?wait=1 caps output at 1 MiB with truncated" "$([ "$st" = 200 ] && jq -e '(.stdout | length) == 1048576 and .truncated == true' "$TMP/body" >/dev/null; echo $?)" "st=$st $(head -c 200 "$TMP/body")"
+
+api GET /metrics >/dev/null
+count1=$(awk '/^luminaguard_exec_seconds_count/ {print $2}' "$TMP/body")
+check "luminaguard_exec_seconds_count goes up with execs" "$([ "${count1:-0}" -ge $((count0 + 4)) ]; echo $?)" "before=$count0 after=$count1"
+
+# --- a client that hangs up cancels its command ---
+s0=$(date +%s.%N)
+curl -s --max-time 2 --unix-socket "$SOCK" -X POST -d '{"command":"echo started; sleep 60"}' "http://lg/v1/sandboxes/$ID/exec" >"$TMP/hang" 2>/dev/null
+st=$(api POST "/v1/sandboxes/$ID/exec?wait=1" -d '{"command":"echo next"}')
+took=$(since "$s0")
+check "a client that hangs up cancels its command (the sandbox is free at once)" "$(grep -q started "$TMP/hang" && [ "$st" = 200 ] && jq -e '.stdout == "next\n"' "$TMP/body" >/dev/null && lt "$took" 8; echo $?)" "st=$st took=$took" "$(body)"
+
+# --- files ---
+head -c 3000 /dev/urandom >"$TMP/bin"
+st=$(api PUT "/v1/sandboxes/$ID/files?path=/tmp/d/f.bin&mode=0600" --data-binary @"$TMP/bin")
+check "PUT files" "$([ "$st" = 200 ] && jq -e '.bytes == 3000 and .path == "/tmp/d/f.bin"' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
+st=$(api GET "/v1/sandboxes/$ID/files?path=/tmp/d/f.bin")
+check "GET files gives the same bytes" "$([ "$st" = 200 ] && cmp -s "$TMP/body" "$TMP/bin"; echo $?)" "st=$st"
+st=$(api GET "/v1/sandboxes/$ID/files?path=/tmp/d&list=1")
+check "GET files ?list=1" "$([ "$st" = 200 ] && jq -e '.entries == [{"name":"f.bin","type":"file","mode":384,"size":3000}]' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
+
+# --- bad input: the right status and a one-line error ---
+st=$(api POST /v1/sandboxes -d '{"cpus": 1,')
+check "bad JSON is 400" "$(is_error 400 "$st"; echo $?)" "st=$st $(body)"
+st=$(api POST /v1/sandboxes -d '{"cpus":"two"}')
+check "a field of the wrong type is 400" "$(is_error 400 "$st" && grep -q cpus "$TMP/body"; echo $?)" "st=$st $(body)"
+st=$(api POST /v1/sandboxes -d '{"cpu":2}')
+check "an unknown field is 400" "$(is_error 400 "$st" && grep -q 'unknown field' "$TMP/body"; echo $?)" "st=$st $(body)"
+st=$(api POST "/v1/sandboxes/$ID/exec" -d '{"argv":"ls"}')
+check "argv not an array is 400" "$(is_error 400 "$st"; echo $?)" "st=$st $(body)"
+st=$(api POST "/v1/sandboxes/$ID/exec" -d '{"command":"true","cwd":"tmp"}')
+check "a relative cwd is 400" "$(is_error 400 "$st"; echo $?)" "st=$st $(body)"
+st=$(api GET "/v1/sandboxes/$ID/files?path=etc/passwd")
+check "a relative file path is 400" "$(is_error 400 "$st"; echo $?)" "st=$st $(body)"
+st=$(api GET /v1/sandboxes/sb-000000000000)
+check "an unknown sandbox is 404" "$(is_error 404 "$st"; echo $?)" "st=$st $(body)"
+st=$(api POST /v1/sandboxes/sb-000000000000/exec -d '{"command":"true"}')
+check "exec in an unknown sandbox is 404" "$(is_error 404 "$st"; echo $?)" "st=$st $(body)"
+st=$(api GET /v1/nothing)
+check "an unknown route is 404" "$(is_error 404 "$st"; echo $?)" "st=$st $(body)"
+st=$(api PATCH /v1/sandboxes)
+check "a wrong method is 405" "$(is_error 405 "$st"; echo $?)" "st=$st $(body)"
+head -c 1100000 /dev/zero | tr '\0' ' ' >"$TMP/big"
+st=$(api POST /v1/sandboxes --data-binary @"$TMP/big")
+check "a body over 1 MiB is 413" "$(is_error 413 "$st"; echo $?)" "st=$st $(body)"
+head -c 9000000 /dev/zero >"$TMP/big"
+st=$(api PUT "/v1/sandboxes/$ID/files?path=/tmp/big" --data-binary @"$TMP/big")
+check "a file over 8 MiB is 413" "$(is_error 413 "$st"; echo $?)" "st=$st $(body)"
+rm -f "$TMP/big"
+
+# --- TCP: the token and the origin ---
+st=$(curl -s -o "$TMP/body" -w '%{http_code}' "$TCP/healthz")
+check "TCP without a token is 401" "$(is_error 401 "$st"; echo $?)" "st=$st $(body)"
+st=$(curl -s -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer wrong-token-0123456789" "$TCP/healthz")
+check "TCP with a wrong token is 401" "$(is_error 401 "$st"; echo $?)" "st=$st $(body)"
+st=$(curl -s -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$TCP/v1/sandboxes")
+check "TCP with the token is 200" "$([ "$st" = 200 ] && jq -e --arg id "$ID" 'any(.sandboxes[]; .id == $id)' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
+st=$(curl -s -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" -H 'Origin: http://evil.example' "$TCP/healthz")
+check "TCP with a foreign Origin is 403" "$(is_error 403 "$st"; echo $?)" "st=$st $(body)"
+st=$(curl -s -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" -X POST -d '{"approve":true}' "$TCP/v1/approvals/ap-000000000000")
+check "deciding an approval over TCP is 403" "$(is_error 403 "$st"; echo $?)" "st=$st $(body)"
+
+# --- a VMM killed under the service ---
+api POST /v1/sandboxes -d '{}' >/dev/null
+ID2=$(jq -r .id "$TMP/body")
+api GET "/v1/sandboxes/$ID2" >/dev/null
+VPID=$(jq -r .pid "$TMP/body")
+kill -9 "$VPID"
+k0=$(date +%s.%N)
+state=
+for _ in $(seq 60); do
+	api GET "/v1/sandboxes/$ID2" >/dev/null
+	state=$(jq -r .state "$TMP/body")
+	[ "$state" = lost ] && break
+	sleep 0.05
+done
+took=$(since "$k0")
+check "a VMM killed under the service: lost with a reason within a second" "$([ "$state" = lost ] && jq -e '.lost_reason | length > 0' "$TMP/body" >/dev/null && lt "$took" 1.2; echo $?)" "took=$took $(body)"
+echo "# a killed VMM was seen lost after $took s"
+st=$(api POST "/v1/sandboxes/$ID2/exec" -d '{"command":"true"}')
+check "exec in a lost sandbox is 409" "$(is_error 409 "$st"; echo $?)" "st=$st $(body)"
+st=$(api GET /healthz)
+check "the service keeps serving" "$([ "$st" = 200 ]; echo $?)" "st=$st"
+st=$(api DELETE "/v1/sandboxes/$ID2")
+check "DELETE of a lost (clean) sandbox is 200" "$([ "$st" = 200 ] && jq -e --arg id "$ID2" '.id == $id and .deleted == true' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
+
+# --- approvals: a dirty sandbox's DELETE waits for a human ---
+st=$(delete_approved "$ID")
+check "DELETE of a dirty sandbox waits for approval; approved over the socket it is 200" "$([ "$st" = 200 ] && jq -e '.state == "approved"' "$TMP/decide" >/dev/null; echo $?)" "st=$st $(cat "$TMP/del" "$TMP/decide" 2>/dev/null)"
+st=$(api GET "/v1/sandboxes/$ID")
+check "a deleted sandbox is gone" "$(is_error 404 "$st"; echo $?)" "st=$st"
+
+# --- SIGKILL of the service: no VMM survives, the next one starts cleanly ---
+api POST /v1/sandboxes -d '{}' >/dev/null
+vmms=$(vmm_children "$SPID" | tr '\n' ' ')
+old=$SPID
+kill -KILL "$SPID"
+wait "$SPID" 2>/dev/null
+left=
+for _ in $(seq 50); do
+	left=
+	for p in $vmms; do kill -0 "$p" 2>/dev/null && left="$left $p"; done
+	[ -z "$left" ] && break
+	sleep 0.1
+done
+check "SIGKILL of serve leaves no VMM running (${vmms:-none} gone)" "$([ -n "$vmms" ] && [ -z "$left" ]; echo $?)" "vmms=$vmms left=$left"
+start_serve --image tiny; rc=$?
+st=$(api GET /v1/sandboxes)
+check "a new serve starts cleanly after a SIGKILL" "$([ $rc = 0 ] && [ "$st" = 200 ] && jq -e '.sandboxes == []' "$TMP/body" >/dev/null; echo $?)" "rc=$rc st=$st $(body)" "$(tail -5 "$TMP/serve.log")"
+stale=$(find /sys/fs/cgroup -maxdepth 3 -type d -name "vm-$old-*" 2>/dev/null | head -3)
+check "no cgroup of the killed service is left" "$([ -z "$stale" ]; echo $?)" "$stale"
+
+# --- SIGTERM: every sandbox destroyed, the socket removed, exit 0 ---
+api POST /v1/sandboxes -d '{}' >/dev/null
+vmms=$(vmm_children "$SPID" | tr '\n' ' ')
+kill -TERM "$SPID"
+wait "$SPID"; rc=$?
+left=
+for p in $vmms; do kill -0 "$p" 2>/dev/null && left="$left $p"; done
+check "SIGTERM: exit 0, socket removed, no VMM left" "$([ $rc = 0 ] && [ -n "$vmms" ] && [ -z "$left" ] && [ ! -e "$SOCK" ]; echo $?)" "rc=$rc vmms=$vmms left=$left" "$(tail -5 "$TMP/serve.log")"
+SPID=
+
+echo "# $PASS passed, $FAIL failed"
+[ "$FAIL" = 0 ]
