@@ -23,8 +23,8 @@ PKGS=(gcc libc6-dev meson ninja-build pkg-config libjansson-dev liblzma-dev
 	qemu-system-x86 busybox-static xz-utils cpio kmod libcmocka-dev libmicrohttpd-dev
 	libseccomp-dev mmdebstrap erofs-utils uidmap zstd)
 if [ "${SETUP_TEST_DEPS:-0}" = 1 ]; then
-	# curl: the serve API tests; bubblewrap: bench/run-service.sh's process-sandbox floor.
-	PKGS+=(clang libclang-rt-14-dev procps iproute2 curl bubblewrap)
+	# curl, jq: the serve API tests; bubblewrap: bench/run-service.sh's process-sandbox floor.
+	PKGS+=(clang libclang-rt-14-dev procps iproute2 curl jq bubblewrap)
 	# The MCP protocol tests (tests/mcp) run the official MCP SDK on node >= 18;
 	# a node that brings its own npm (e.g. nodesource's) is used as it is.
 	command -v npm >/dev/null || PKGS+=(nodejs npm)

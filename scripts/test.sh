@@ -57,10 +57,12 @@ echo "== threaded suites under ThreadSanitizer (build-tsan)"
 # Only the suites whose code runs on several threads (the approval broker
 # and control socket, the MCP core and its HTTP transport, the net mux and
 # egress proxy, the admission budget), and only their targets are built: a few seconds each.
+# serve is the service itself (its HTTP API's connection and exec threads)
+# under TSan, driven by tests/integration/test_serve.sh with real VMs.
 # lg-agent (netmux starts it) is static and built without sanitizers, as
 # in build-asan.  ASLR off (setarch -R) where it can be: TSan's fixed
 # shadow layout fails on kernels with more mmap randomization.
-tsan_suites="approval gate http netmux egress mcp-hostile admission metrics"
+tsan_suites="approval gate http netmux egress mcp-hostile admission metrics serve"
 if [ ! -f build-tsan/build.ninja ]; then
 	meson setup build-tsan -Db_sanitize=thread -Db_lundef=false >/dev/null
 fi
@@ -69,7 +71,12 @@ if setarch "$(uname -m)" -R true 2>/dev/null; then
 	tsan_wrap=(--wrapper "setarch $(uname -m) -R")
 fi
 tsan_targets="lg-agent"
-for t in $tsan_suites; do tsan_targets="$tsan_targets tests/test-$t"; done
+for t in $tsan_suites; do
+	case $t in
+	serve) tsan_targets="$tsan_targets luminaguard" ;;
+	*) tsan_targets="$tsan_targets tests/test-$t" ;;
+	esac
+done
 # shellcheck disable=SC2086 # word splitting of the target list is intended
 if ! ninja -C build-tsan $tsan_targets >"$log/ninja-build-tsan" 2>&1; then
 	echo "building build-tsan FAILED:"
