@@ -18,6 +18,9 @@
 
 enum { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_EOF };
 
+/* How long a complete reply waits for the service to close the connection. */
+#define DRAIN_MS 200
+
 /* The chunked decoder's states (RFC 9112 section 7.1). */
 enum {
 	CH_SIZE,
@@ -657,19 +660,36 @@ static ssize_t recv_some(struct io *io, uint8_t *buf, size_t len, struct lg_err 
 	}
 }
 
+/*
+ * After a complete reply, waits (briefly) for the service to close: with
+ * Connection: close it does at once, and a client that hangs up first
+ * makes the reply look cut short in the service's log.  What it sends
+ * meanwhile is not ours to read.
+ */
+static void drain(struct io *io, uint8_t *buf, size_t len)
+{
+	uint64_t end = lg_now_ms() + DRAIN_MS;
+
+	if (io->deadline == 0 || end < io->deadline)
+		io->deadline = end;
+	io->cancel_fd = -1;
+	while (recv_some(io, buf, len, NULL) > 0)
+		;
+}
+
 int lg_client_do(int fd, const struct lg_client_req *rq, struct lg_client_resp *resp,
 		 struct lg_err **err)
 {
+	/* Closed on every return: one request per connection. */
 	cleanup_close int s = fd;
-	struct io io = {.fd = fd,
+	struct io io = {.fd = s,
 			.cancel_fd = rq->cancel_fd,
 			.deadline = rq->timeout_ms > 0 ? lg_now_ms() + (uint64_t)rq->timeout_ms : 0,
 			.grace_ms = rq->grace_ms};
 	cleanup_free char *head = NULL, *idh = NULL;
 	struct lg_err *send_err = NULL;
-	cleanup_free uint8_t *buf =
-	    xmalloc(LG_CLIENT_MAX_HEAD > 65536 ? LG_CLIENT_MAX_HEAD : 65536);
 	const size_t bufsz = LG_CLIENT_MAX_HEAD > 65536 ? LG_CLIENT_MAX_HEAD : 65536;
+	cleanup_free uint8_t *buf = xmalloc(bufsz);
 	struct collect col = {0};
 	struct lg_client_lines lines = {.on_line = rq->on_line, .ctx = rq->ctx};
 	struct lg_client_head h;
@@ -748,6 +768,8 @@ int lg_client_do(int fd, const struct lg_client_req *rq, struct lg_client_resp *
 	if (r >= 0 && streamed)
 		r = lg_client_lines_end(&lines, err);
 	lg_client_lines_clear(&lines);
+	if (r >= 0 && b.mode != BODY_EOF)
+		drain(&io, buf, bufsz);
 	if (r < 0) {
 		free(col.buf);
 		return (int)r;

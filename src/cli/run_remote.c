@@ -29,7 +29,7 @@
 /* Ctrl-C during a create: how long we still wait to learn the id to destroy. */
 #define CREATE_GRACE_MS 15000
 /* The final DELETE; a service that does not answer in this time keeps the sandbox. */
-#define DELETE_TIMEOUT_MS 15000
+#define DELETE_TIMEOUT_MS 10000
 
 /* Why the API cannot run this as run would, or NULL. */
 static const char *needs_standalone(const struct run_opts *o)
