@@ -256,7 +256,49 @@ check "the service keeps serving" "$([ "$st" = 200 ]; echo $?)" "st=$st"
 st=$(api DELETE "/v1/sandboxes/$ID2")
 check "DELETE of a lost (clean) sandbox is 200" "$([ "$st" = 200 ] && jq -e --arg id "$ID2" '.id == $id and .deleted == true' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
 
+# --- MCP sessions share the service (luminaguard mcp on stdio bridges to DATA/mcp.sock) ---
+mkfifo "$TMP/mcp.in"
+"$LG" mcp <"$TMP/mcp.in" >"$TMP/mcp.out" 2>"$TMP/mcp.err" &
+MPID=$!
+exec 7>"$TMP/mcp.in"
+printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}' \
+	'{"jsonrpc":"2.0","method":"notifications/initialized"}' \
+	'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sandbox_create","arguments":{}}}' >&7
+MID=
+for _ in $(seq 300); do
+	MID=$(jq -r 'select(.id == 2) | .result.structuredContent.sandbox_id // empty' "$TMP/mcp.out" 2>/dev/null)
+	[ -n "$MID" ] && break
+	sleep 0.1
+done
+st=$(api GET /v1/sandboxes)
+check "an MCP session's sandbox (luminaguard mcp through the service) is listed with owner mcp" "$([ -n "$MID" ] && jq -e --arg id "$MID" 'any(.sandboxes[]; .id == $id and .owner == "mcp")' "$TMP/body" >/dev/null; echo $?)" "mid=$MID $(body)" "$(cat "$TMP/mcp.out" "$TMP/mcp.err")"
+exec 7>&-
+wait $MPID
+gone=1
+for _ in $(seq 100); do
+	api GET /v1/sandboxes >/dev/null
+	jq -e --arg id "$MID" 'any(.sandboxes[]; .id == $id)' "$TMP/body" >/dev/null || { gone=0; break; }
+	sleep 0.1
+done
+check "the session's sandbox goes with the session" "$gone" "$(body)"
+
 # --- approvals: a dirty sandbox's DELETE waits for a human ---
+curl -s --max-time 60 --unix-socket "$SOCK" -X DELETE -o "$TMP/deny.body" -w '%{http_code}' "http://lg/v1/sandboxes/$ID" >"$TMP/deny.code" &
+dpid=$!
+aid=
+for _ in $(seq 100); do
+	aid=$(curl -s --unix-socket "$SOCK" http://lg/v1/approvals | jq -r '.pending[0].id // empty')
+	[ -n "$aid" ] && break
+	sleep 0.1
+done
+"$LG" approvals list >"$TMP/alist" 2>&1
+st=$(api GET "/v1/approvals/$aid")
+check "a pending approval: listed by luminaguard approvals and GET /v1/approvals/ID" "$([ -n "$aid" ] && grep -q "$aid" "$TMP/alist" && [ "$st" = 200 ] && jq -e '.card.tool == "sandbox_destroy"' "$TMP/body" >/dev/null; echo $?)" "aid=$aid st=$st $(body)" "$(cat "$TMP/alist")"
+st=$(api POST "/v1/approvals/$aid" -d '{"approve":false,"reason":"keep it"}')
+decided=$(jq -r .state "$TMP/body")
+wait $dpid
+st2=$(api GET "/v1/sandboxes/$ID")
+check "denied over the socket: DELETE is 403 saying so, the sandbox stays" "$([ "$st" = 200 ] && [ "$decided" = denied ] && [ "$(cat "$TMP/deny.code")" = 403 ] && grep -q 'denied' "$TMP/deny.body" && [ "$st2" = 200 ]; echo $?)" "st=$st decided=$decided st2=$st2 $(cat "$TMP/deny.code" "$TMP/deny.body")"
 st=$(delete_approved "$ID")
 check "DELETE of a dirty sandbox waits for approval; approved over the socket it is 200" "$([ "$st" = 200 ] && jq -e '.state == "approved"' "$TMP/decide" >/dev/null; echo $?)" "st=$st $(cat "$TMP/del" "$TMP/decide" 2>/dev/null)"
 st=$(api GET "/v1/sandboxes/$ID")
@@ -276,14 +318,18 @@ for _ in $(seq 50); do
 	sleep 0.1
 done
 check "SIGKILL of serve leaves no VMM running (${vmms:-none} gone)" "$([ -n "$vmms" ] && [ -z "$left" ]; echo $?)" "vmms=$vmms left=$left"
-start_serve --image tiny; rc=$?
-st=$(api GET /v1/sandboxes)
+LUMINAGUARD_LOG_FORMAT=json start_serve --image tiny --max-sandboxes 1; rc=$?
+st=$(api GET /v1/sandboxes -H 'X-Request-Id: json-req-1')
 check "a new serve starts cleanly after a SIGKILL" "$([ $rc = 0 ] && [ "$st" = 200 ] && jq -e '.sandboxes == []' "$TMP/body" >/dev/null; echo $?)" "rc=$rc st=$st $(body)" "$(tail -5 "$TMP/serve.log")"
+sleep 0.2
+check "LUMINAGUARD_LOG_FORMAT=json: JSON log lines with the request id" "$(grep -v '^luminaguard: serve: ready' "$TMP/serve.log" | jq -es 'length > 0 and any(.[]; .request_id == "json-req-1" and (.msg | test("GET /v1/sandboxes")))' >/dev/null; echo $?)" "$(head -5 "$TMP/serve.log")"
 stale=$(find /sys/fs/cgroup -maxdepth 3 -type d -name "vm-$old-*" 2>/dev/null | head -3)
 check "no cgroup of the killed service is left" "$([ -z "$stale" ]; echo $?)" "$stale"
 
 # --- SIGTERM: every sandbox destroyed, the socket removed, exit 0 ---
 api POST /v1/sandboxes -d '{}' >/dev/null
+st=$(api POST /v1/sandboxes -d '{}')
+check "over --max-sandboxes a create is 429" "$(is_error 429 "$st"; echo $?)" "st=$st $(body)"
 vmms=$(vmm_children "$SPID" | tr '\n' ' ')
 kill -TERM "$SPID"
 wait "$SPID"; rc=$?
