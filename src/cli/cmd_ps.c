@@ -41,7 +41,7 @@ static int ask(const char *method, const char *target, int timeout_ms, struct lg
 	int r;
 
 	r = lg_client_call(sock, &rq, resp, &err);
-	if (r == -ENOENT || r == -ECONNREFUSED) {
+	if (r == -ENOENT || r == -ECONNREFUSED || r == -ENAMETOOLONG || r == -ENOTDIR) {
 		lg_err_free(&err);
 		fprintf(stderr, "luminaguard: no service running (start one with `luminaguard "
 				"serve`)\n");

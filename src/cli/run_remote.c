@@ -465,7 +465,8 @@ int run_via_service(const struct run_opts *o, int *exit_code, struct lg_err **er
 	sock = lg_serve_socket_path();
 	/* Is anyone there?  Asked before stdin is read, so that "no" consumes nothing. */
 	r = lg_client_connect(sock, LG_CLIENT_CONNECT_MS, &fd, err);
-	if (r == -ENOENT || r == -ECONNREFUSED) {
+	/* No socket, nobody on it, or a path no service could listen on. */
+	if (r == -ENOENT || r == -ECONNREFUSED || r == -ENAMETOOLONG || r == -ENOTDIR) {
 		lg_info("run: %s: standalone", (*err)->msg);
 		lg_err_free(err);
 		return 0;

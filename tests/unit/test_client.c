@@ -1013,6 +1013,18 @@ static void test_run_remote_standalone(void **state)
 		assert_null(err);
 		unlink(sa.sun_path);
 	}
+	/* A data directory too long for a socket path: no service could be there. */
+	{
+		char longhome[300];
+
+		memset(longhome, 'x', sizeof(longhome) - 1);
+		longhome[0] = '/';
+		longhome[sizeof(longhome) - 1] = '\0';
+		setenv("LUMINAGUARD_HOME", longhome, 1);
+		assert_int_equal(run_captured(plain, 4, &code, out, sizeof(out), &err), 0);
+		assert_null(err);
+		setenv("LUMINAGUARD_HOME", tmpdir, 1);
+	}
 	/* A live service, but options it cannot express: never asked. */
 	svc_start(&s);
 	assert_int_equal(run_captured(net, 6, &code, out, sizeof(out), &err), 0);
