@@ -1591,7 +1591,7 @@ static enum MHD_Result on_headers(struct api_listener *l, struct api_req *req,
 	struct lg_api *a = l->a;
 	const char *origin = header(c, "Origin");
 	const char *len = header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
-	uint64_t n;
+	uint64_t n = UINT64_MAX;
 
 	if (!l->tcp) {
 		/*
