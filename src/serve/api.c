@@ -1941,7 +1941,18 @@ void lg_api_stop(struct lg_api *a)
 	bool left = a->jobs_running > 0;
 	pthread_mutex_unlock(&a->lock);
 	if (left) {
+		/*
+		 * A client that does not read keeps its command waiting for room
+		 * in the stream: its output is dropped now, and what still runs
+		 * loses its VM.
+		 */
 		lg_warn("api: stopping: killing the VMs of commands that did not end");
+		for (struct exec_job *j = jobs, *next; j != NULL; j = next) {
+			pthread_mutex_lock(&a->lock);
+			next = j->next;
+			pthread_mutex_unlock(&a->lock);
+			job_cancel(j, true);
+		}
 		lg_service_kill_busy(a->svc, NULL);
 		wait_jobs(a, 30000);
 	}
