@@ -309,7 +309,7 @@ api POST /v1/sandboxes -d '{}' >/dev/null
 vmms=$(vmm_children "$SPID" | tr '\n' ' ')
 old=$SPID
 kill -KILL "$SPID"
-wait "$SPID" 2>/dev/null
+{ wait "$SPID"; } 2>/dev/null # (no "Killed" job notice)
 left=
 for _ in $(seq 50); do
 	left=
