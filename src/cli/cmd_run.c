@@ -2,6 +2,7 @@
 /* `luminaguard run`: one command in one throw-away micro-VM. */
 #include "cli/commands.h"
 #include "cli/run_opts.h"
+#include "cli/run_remote.h"
 #include "cli/signals.h"
 
 #include "common/encoding.h"
@@ -397,6 +398,21 @@ int cmd_run(int argc, char **argv)
 
 	if (cliff(&o, &rc, &err) < 0)
 		goto out_err;
+
+	/*
+	 * The fast path: a running service (`luminaguard serve`) hands out a
+	 * warm sandbox.  Its own approval step sees the command too; what the
+	 * API cannot express runs here as before (run_remote.h).
+	 */
+	r = run_via_service(&o, &status, &err);
+	if (r < 0)
+		goto out_err;
+	if (r == 1) {
+		cliff_done(&rc, "ok",
+			   json_pack("{s:i, s:s}", "exit_code", status, "via", "service"));
+		lg_allowlist_free(allow);
+		return status;
+	}
 
 	so.image = o.image;
 	so.backend = o.backend;
