@@ -25,7 +25,7 @@
 const char lg_server_opts_help[] =
     "  --policy FILE           the approval policy (default: built in, see\n"
     "                          `luminaguard policy show`)\n"
-    "  --audit-log FILE        the audit log (default: DATA/audit.jsonl)\n"
+    "  --audit-log FILE        the audit log (default: DATA/audit.jsonl; --audit too)\n"
     "  --approval-timeout S    seconds a red action waits for a human (default 300;\n"
     "                          then it is denied)\n"
     "  --decide RISK=CHANNEL[,CHANNEL...]\n"

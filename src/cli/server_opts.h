@@ -56,6 +56,7 @@ enum {
 #define LG_SERVER_LONG_OPTS                                                                        \
 	{"policy", required_argument, NULL, LG_SOPT_POLICY},                                       \
 	    {"audit-log", required_argument, NULL, LG_SOPT_AUDIT_LOG},                             \
+	    {"audit", required_argument, NULL, LG_SOPT_AUDIT_LOG},                                 \
 	    {"approval-timeout", required_argument, NULL, LG_SOPT_APPROVAL_TIMEOUT},               \
 	    {"control-socket", required_argument, NULL, LG_SOPT_CONTROL_SOCKET},                   \
 	    {"decide", required_argument, NULL, LG_SOPT_DECIDE},                                   \
