@@ -171,6 +171,11 @@ check "exec env and cwd apply" "$([ "$st" = 200 ] && jq -e '.stdout == "b /tmp\n
 st=$(api POST "/v1/sandboxes/$ID/exec?wait=1" -d '{"command":"head -c 1200000 /dev/zero | tr \"\\0\" a"}')
 check "exec ?wait=1 caps output at 1 MiB with truncated" "$([ "$st" = 200 ] && jq -e '(.stdout | length) == 1048576 and .truncated == true' "$TMP/body" >/dev/null; echo $?)" "st=$st $(head -c 200 "$TMP/body")"
 
+st=$(api POST "/v1/sandboxes/$ID/exec?wait=1" -d '{"command":"sleep 30","timeout":1}')
+check "exec timeout: killed in the guest, timed_out" "$([ "$st" = 200 ] && jq -e '.timed_out == true and .duration_ms < 10000' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
+st=$(api POST "/v1/sandboxes/$ID/exec" -d '{"command":"true","user":"no body"}')
+check "a bad user is 400" "$(is_error 400 "$st"; echo $?)" "st=$st $(body)"
+
 api GET /metrics >/dev/null
 count1=$(awk '/^luminaguard_exec_seconds_count/ {print $2}' "$TMP/body")
 check "luminaguard_exec_seconds_count goes up with execs" "$([ "${count1:-0}" -ge $((count0 + 4)) ]; echo $?)" "before=$count0 after=$count1"
@@ -231,6 +236,17 @@ st=$(curl -s -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" 
 check "TCP with a foreign Origin is 403" "$(is_error 403 "$st"; echo $?)" "st=$st $(body)"
 st=$(curl -s -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" -X POST -d '{"approve":true}' "$TCP/v1/approvals/ap-000000000000")
 check "deciding an approval over TCP is 403" "$(is_error 403 "$st"; echo $?)" "st=$st $(body)"
+
+# --- idle_timeout: reaped when unused that long ---
+api POST /v1/sandboxes -d '{"idle_timeout":1}' >/dev/null
+IDLE=$(jq -r .id "$TMP/body")
+gone=1
+for _ in $(seq 60); do
+	st=$(api GET "/v1/sandboxes/$IDLE")
+	[ "$st" = 404 ] && { gone=0; break; }
+	sleep 0.1
+done
+check "a sandbox with idle_timeout 1 is reaped" "$gone" "id=$IDLE st=$st $(body)"
 
 # --- a VMM killed under the service ---
 api POST /v1/sandboxes -d '{}' >/dev/null
