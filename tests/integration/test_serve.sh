@@ -119,6 +119,17 @@ TCP=http://127.0.0.1:$PORT
 
 check "the socket is 0600 and the data directory 0700" "$([ "$(stat -c %a "$SOCK")" = 600 ] && [ "$(stat -c %a "$H")" = 700 ]; echo $?)" "sock=$(stat -c %a "$SOCK") dir=$(stat -c %a "$H")"
 
+# The last wall: a peer of another uid that reached the socket (here the
+# directory and socket are opened up on purpose) is refused by SO_PEERCRED.
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+	chmod 0711 "$TMP" "$H"
+	chmod 0666 "$SOCK"
+	st=$(setpriv --reuid=65534 --regid=65534 --clear-groups curl -s -o /dev/null -w '%{http_code}' --unix-socket "$SOCK" http://lg/v1/sandboxes)
+	chmod 0600 "$SOCK"
+	chmod 0700 "$TMP" "$H"
+	check "a peer of another uid is refused (403) even when it can reach the socket" "$([ "$st" = 403 ] && grep -q 'refused a connection from uid 65534' "$TMP/serve.log"; echo $?)" "st=$st"
+fi
+
 "$LG" serve --image tiny >"$TMP/out2" 2>&1; rc=$?
 check "a second serve is refused while one runs" "$([ $rc = 1 ] && grep -q "a service is already running (pid $SPID)" "$TMP/out2"; echo $?)" "rc=$rc" "$(cat "$TMP/out2")"
 
