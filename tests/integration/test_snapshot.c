@@ -18,6 +18,7 @@
 #include "host/sandbox.h"
 #include "host/snapshot.h"
 #include "image/image.h"
+#include "jail/jail.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -27,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -500,9 +502,83 @@ static void test_rootfs_machine_id(void **state)
 	assert_int_equal(count_children(), 0);
 }
 
+/*
+ * The jail's one writable bind (jail_spec.rw_files, for a snapshot's RAM
+ * file): a jailed program can write that file and still not the read-only
+ * ones next to it.
+ */
+static void test_jail_rw_files(void **state)
+{
+	char tmpl[] = "/tmp/lg-snap-jail-XXXXXX";
+	char *dir = mkdtemp(tmpl);
+	cleanup_free char *ro = NULL;
+	cleanup_free char *rw = NULL;
+	cleanup_free char *script = NULL;
+	cleanup_free char *sh_path = realpath("/bin/sh", NULL);
+	struct jail *j = NULL;
+	struct lg_err *err = NULL;
+	char out[512] = "";
+	int pipefd[2], st, fd;
+	ssize_t n;
+
+	assert_non_null(dir);
+	assert_non_null(sh_path);
+	assert_int_equal(chmod(dir, 0755), 0);
+	ro = xasprintf("%s/ro", dir);
+	rw = xasprintf("%s/rw", dir);
+	/* World-writable too: only the read-only bind may stop the write. */
+	fd = open(ro, O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0 && fchmod(fd, 0666) == 0 && write(fd, "ro\n", 3) == 3);
+	close(fd);
+	fd = open(rw, O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0 && fchmod(fd, 0666) == 0 && write(fd, "rw\n", 3) == 3);
+	close(fd);
+	script = xasprintf("echo x >> %s 2>/dev/null && echo ro-written >&2; "
+			   "echo y >> %s && echo rw-written >&2",
+			   ro, rw);
+	{
+		char *argv[] = {sh_path, (char *)"-c", script, NULL};
+		const char *files[] = {ro, NULL};
+		const char *rw_files[] = {rw, NULL};
+		struct jail_spec spec = {.name = "snaptest",
+					 .vmm_kind = "none",
+					 .binary = sh_path,
+					 .argv = argv,
+					 .files = files,
+					 .rw_files = rw_files,
+					 .stderr_fd = -1};
+
+		assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
+		spec.stderr_fd = pipefd[1];
+		if (jail_spawn(&spec, &j, &err) < 0)
+			fail_msg("jail: %s", err->msg);
+		close(pipefd[1]);
+	}
+	assert_int_equal(waitpid(jail_pid(j), &st, 0), jail_pid(j));
+	jail_release(j);
+	n = read(pipefd[0], out, sizeof(out) - 1);
+	close(pipefd[0]);
+	out[n > 0 ? n : 0] = '\0';
+	print_message("jailed: %s", out);
+	assert_null(strstr(out, "ro-written"));
+	assert_non_null(strstr(out, "Read-only file system"));
+	assert_non_null(strstr(out, "rw-written"));
+	{
+		char buf[16] = "";
+		fd = open(rw, O_RDONLY);
+		assert_int_equal(read(fd, buf, sizeof(buf)), 5);
+		close(fd);
+		assert_memory_equal(buf, "rw\ny\n", 5);
+	}
+	unlink(ro);
+	unlink(rw);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_jail_rw_files),
 	    cmocka_unit_test(test_restored_guests_are_their_own),
 	    cmocka_unit_test(test_clock_after_restore),
 	    cmocka_unit_test(test_damaged_snapshot_refused_and_rebuilt),
