@@ -581,7 +581,7 @@ int lg_agent_adopt(struct lg_agent *a, const char *hostname, uint32_t *flags_out
 		hostname = host;
 	}
 	if (!lg_hostname_valid(hostname, strlen(hostname)))
-		return lg_err_set(
+		return lg_err_msg(
 		    err, EINVAL,
 		    "hostname '%.80s': want 1..%u letters, digits or '-', not starting "
 		    "or ending with '-'",

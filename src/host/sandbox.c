@@ -131,11 +131,11 @@ static int sandbox_start(const struct lg_sandbox_opts *o, enum start_mode mode,
 	int r;
 
 	if (mode != START_BOOT && o->egress != NULL)
-		return lg_err_set(err, EINVAL,
+		return lg_err_msg(err, EINVAL,
 				  "a sandbox with network access cannot come from a snapshot (its "
 				  "VM has no network port); boot it instead");
 	if (o->hostname != NULL && !lg_hostname_valid(o->hostname, strlen(o->hostname)))
-		return lg_err_set(
+		return lg_err_msg(
 		    err, EINVAL,
 		    "hostname '%.80s': want 1..%u letters, digits or '-', not starting "
 		    "or ending with '-'",
