@@ -344,6 +344,13 @@ static void test_other_shape_refused(void **state)
 	assert_non_null(strstr(err->msg, "another image, size"));
 	lg_err_free(&err);
 	assert_null(sb);
+	/* A hostname that is not one RFC 1123 label: refused before anything starts. */
+	opts_for(&o, test_image);
+	o.snapshot = dir;
+	o.hostname = "not_a_hostname";
+	assert_int_equal(lg_sandbox_create(&o, &sb, &err), -EINVAL);
+	assert_null(strchr(err->msg, '\n'));
+	lg_err_free(&err);
 	assert_int_equal(count_children(), 0);
 }
 
