@@ -467,6 +467,10 @@ static int qemu_spawn(const struct vm_config *cfg, struct vm **out, struct lg_er
 	ret = hv_config_check(cfg, err);
 	if (ret < 0)
 		return ret;
+	/* A restore into share=on would write the snapshot every other clone maps. */
+	if (cfg->incoming && (cfg->ram_file == NULL || cfg->ram_shared))
+		return lg_err_msg(err, EINVAL,
+				  "a restored VM needs its RAM file mapped privately (share=off)");
 	/*
 	 * The real path: the jail mounts the binary there and QEMU finds its
 	 * firmware relative to it, so no symlink may stand in between.
