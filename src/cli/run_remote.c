@@ -266,8 +266,9 @@ static int service_error(const struct lg_client_resp *r, struct lg_err **err)
 static int create(const char *sock, const struct run_opts *o, const char *rid, char **id,
 		  struct lg_err **err)
 {
-	json_t *body =
-	    json_pack("{s:i, s:I}", "cpus", (int)o->cpus, "memory", (json_int_t)o->memory_mib);
+	/* ephemeral: thrown away after the command, so the DELETE needs no human (docs/api.md). */
+	json_t *body = json_pack("{s:i, s:I, s:b}", "cpus", (int)o->cpus, "memory",
+				 (json_int_t)o->memory_mib, "ephemeral", 1);
 	cleanup_free char *text = NULL;
 	struct lg_client_req rq = {.method = "POST",
 				   .target = "/v1/sandboxes",

@@ -86,9 +86,26 @@ struct lg_api {
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* a job ended */
 	bool stopping, stopped;
-	unsigned jobs_running; /* exec threads alive */
-	struct exec_job *jobs; /* every job not yet freed */
+	unsigned jobs_running;	     /* exec threads alive */
+	struct exec_job *jobs;	     /* every job not yet freed */
+	struct ephemeral *ephemeral; /* ids of throw-away sandboxes */
+	size_t n_ephemeral;
 };
+
+/*
+ * A sandbox created with "ephemeral": true (`luminaguard run`'s): made for
+ * one command and thrown away after it, as MCP's sandbox_run does in one
+ * call.  Its DELETE passes the gate with the fact sandbox_ephemeral, which
+ * the default policy's destroy-ephemeral rule lets through without a
+ * human.  Kept here, not in the service: a DELETE must not wait for the
+ * entry's op lock to learn it.
+ */
+struct ephemeral {
+	struct ephemeral *next;
+	char id[LG_ROUTE_ID_MAX + 1];
+};
+/* Past this many, ids of sandboxes that are gone (reaped, killed) are dropped. */
+#define EPHEMERAL_PRUNE 256u
 
 /* One request (MHD's con_cls). */
 struct api_req {
@@ -766,6 +783,64 @@ static ssize_t job_read(void *cls, uint64_t pos, char *out, size_t max)
 
 /* ---- sandbox handlers ---- */
 
+static bool ephemeral_has(struct lg_api *a, const char *id)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&a->lock);
+	for (struct ephemeral *e = a->ephemeral; e != NULL && !found; e = e->next)
+		found = strcmp(e->id, id) == 0;
+	pthread_mutex_unlock(&a->lock);
+	return found;
+}
+
+/* Forgets id, or (id NULL) every id whose sandbox the service no longer has. */
+static void ephemeral_drop(struct lg_api *a, const char *id)
+{
+	bool dirty, lost;
+
+	pthread_mutex_lock(&a->lock);
+	for (struct ephemeral **pp = &a->ephemeral; *pp != NULL;) {
+		struct ephemeral *e = *pp;
+
+		/* The service never calls into us: taking its lock under ours cannot deadlock. */
+		if (id != NULL ? strcmp(e->id, id) == 0
+			       : lg_service_facts(a->svc, e->id, NULL, &dirty, &lost) < 0) {
+			*pp = e->next;
+			a->n_ephemeral--;
+			free(e);
+		} else {
+			pp = &e->next;
+		}
+	}
+	pthread_mutex_unlock(&a->lock);
+}
+
+static void ephemeral_add(struct lg_api *a, const char *id)
+{
+	struct ephemeral *e = xzalloc(sizeof(*e));
+	bool prune;
+
+	snprintf(e->id, sizeof(e->id), "%s", id);
+	pthread_mutex_lock(&a->lock);
+	e->next = a->ephemeral;
+	a->ephemeral = e;
+	prune = ++a->n_ephemeral > EPHEMERAL_PRUNE;
+	pthread_mutex_unlock(&a->lock);
+	if (prune)
+		ephemeral_drop(a, NULL);
+}
+
+/* Adds "ephemeral": true to a sandbox object of the service's if it is one. */
+static json_t *mark_ephemeral(struct lg_api *a, json_t *o)
+{
+	const char *id = json_string_value(json_object_get(o, "id"));
+
+	if (id != NULL && ephemeral_has(a, id))
+		json_object_set_new(o, "ephemeral", json_true());
+	return o;
+}
+
 /*
  * The sandbox of this request for an operation: 404 if there is none, 409
  * if its VM is gone.  Returns 0 with *dirty, or queues the answer in *ret.
@@ -832,8 +907,13 @@ static enum MHD_Result denied(struct api_req *req, struct MHD_Connection *c, cha
 
 static enum MHD_Result do_list(struct lg_api *a, struct api_req *req, struct MHD_Connection *c)
 {
-	json_t *list = lg_service_list(a->svc, NULL);
+	json_t *list = lg_service_list(a->svc, NULL), *item;
+	size_t i;
 
+	json_array_foreach(list, i, item)
+	{
+		mark_ephemeral(a, item);
+	}
 	return reply_json(req, c, MHD_HTTP_OK,
 			  json_pack("{s:o}", "sandboxes", list != NULL ? list : json_array()));
 }
@@ -844,12 +924,14 @@ static enum MHD_Result do_get(struct lg_api *a, struct api_req *req, struct MHD_
 
 	if (d == NULL)
 		return reply_error(req, c, MHD_HTTP_NOT_FOUND, "no sandbox '%s'", req->m.id);
-	return reply_json(req, c, MHD_HTTP_OK, d);
+	return reply_json(req, c, MHD_HTTP_OK, mark_ephemeral(a, d));
 }
 
 static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct MHD_Connection *c)
 {
-	static const char *const keys[] = {"image", "cpus", "memory", "disk", "idle_timeout"};
+	static const char *const keys[] = {"image", "cpus",	    "memory",
+					   "disk",  "idle_timeout", "ephemeral"};
+	json_t *eph;
 	uint64_t cpus, memory, disk, idle;
 	const char *image;
 	char why[512];
@@ -875,6 +957,12 @@ static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct M
 		json_decref(body);
 		return reply_error(req, c, MHD_HTTP_BAD_REQUEST, "%s", why);
 	}
+	eph = json_object_get(body, "ephemeral");
+	if (eph != NULL && !json_is_boolean(eph)) {
+		json_decref(body);
+		return reply_error(req, c, MHD_HTTP_BAD_REQUEST,
+				   "\"ephemeral\" must be true or false");
+	}
 	/* The arguments as MCP's sandbox_create takes them, for the policy and the audit log. */
 	args = json_pack("{s:I, s:I, s:I}", "cpus", (json_int_t)cpus, "memory", (json_int_t)memory,
 			 "disk", (json_int_t)disk);
@@ -882,6 +970,8 @@ static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct M
 		json_object_set_new(args, "image", json_string(image));
 	if (json_object_get(body, "idle_timeout") != NULL)
 		json_object_set_new(args, "timeout", json_integer((json_int_t)idle));
+	if (json_is_true(eph))
+		json_object_set_new(args, "ephemeral", json_true());
 
 	struct lg_gate_req gr = {
 	    .who = "api", .tool = "sandbox_create", .args = args, .request_id = req->rid};
@@ -923,11 +1013,15 @@ static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct M
 		goto out;
 	}
 	snprintf(id, sizeof(id), "%s", lg_entry_id(e));
+	/* Known as throw-away before anyone can see its id. */
+	if (json_is_true(eph))
+		ephemeral_add(a, id);
 	lg_service_put(a->svc, e);
 	lg_gate_outcome(a->gate, &gr, "ok", json_pack("{s:s}", "sandbox_id", id));
 	d = lg_service_describe(a->svc, id, NULL);
 	if (d == NULL) /* destroyed at once (by another client or an idle timeout of 0) */
 		d = json_pack("{s:s, s:s}", "id", id, "state", "destroyed");
+	mark_ephemeral(a, d);
 	lg_info("api: created %s (%s, %lld ms)", id,
 		json_string_value(json_object_get(d, "spawn_path")) ?: "?",
 		(long long)json_integer_value(json_object_get(d, "spawn_ms")));
@@ -950,6 +1044,8 @@ static enum MHD_Result do_delete(struct lg_api *a, struct api_req *req, struct M
 		return reply_error(req, c, MHD_HTTP_NOT_FOUND, "no sandbox '%s'", req->m.id);
 	args = json_pack("{s:s}", "sandbox_id", req->m.id);
 	ctx = facts_context(dirty, lost);
+	if (ephemeral_has(a, req->m.id))
+		json_object_set_new(ctx, "sandbox_ephemeral", json_true());
 	struct lg_gate_req gr = {.who = "api",
 				 .tool = "sandbox_destroy",
 				 .args = args,
@@ -963,6 +1059,7 @@ static enum MHD_Result do_delete(struct lg_api *a, struct api_req *req, struct M
 		    json_pack("{s:s, s:s}", "sandbox_id", req->m.id, "error", "no such sandbox"));
 		ret = reply_error(req, c, MHD_HTTP_NOT_FOUND, "no sandbox '%s'", req->m.id);
 	} else {
+		ephemeral_drop(a, req->m.id);
 		lg_gate_outcome(a->gate, &gr, "ok", json_pack("{s:s}", "sandbox_id", req->m.id));
 		ret = reply_json(req, c, MHD_HTTP_OK,
 				 json_pack("{s:s, s:b}", "id", req->m.id, "deleted", 1));
@@ -1987,6 +2084,11 @@ void lg_api_free(struct lg_api *a)
 	free(a->tcp_l.token);
 	for (size_t i = 0; i < ARRAY_SIZE(a->tcp_l.origins); i++)
 		free(a->tcp_l.origins[i]);
+	while (a->ephemeral != NULL) {
+		struct ephemeral *e = a->ephemeral;
+		a->ephemeral = e->next;
+		free(e);
+	}
 	pthread_mutex_destroy(&a->lock);
 	pthread_cond_destroy(&a->cond);
 	free(a);

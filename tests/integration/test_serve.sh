@@ -248,6 +248,18 @@ check "TCP with a foreign Origin is 403" "$(is_error 403 "$st"; echo $?)" "st=$s
 st=$(curl -s -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" -X POST -d '{"approve":true}' "$TCP/v1/approvals/ap-000000000000")
 check "deciding an approval over TCP is 403" "$(is_error 403 "$st"; echo $?)" "st=$st $(body)"
 
+# --- ephemeral: luminaguard run's throw-away sandbox; its DELETE needs no human ---
+st=$(api POST /v1/sandboxes -d '{"ephemeral":"yes"}')
+check "ephemeral must be a boolean" "$(is_error 400 "$st"; echo $?)" "st=$st $(body)"
+api POST /v1/sandboxes -d '{"ephemeral":true}' >/dev/null
+EPH=$(jq -r .id "$TMP/body")
+eph_created=$(jq -r .ephemeral "$TMP/body")
+api POST "/v1/sandboxes/$EPH/exec?wait=1" -d '{"command":"echo work > /tmp/w"}' >/dev/null
+api GET "/v1/sandboxes/$EPH" >/dev/null
+eph_dirty=$(jq -r '.dirty and .ephemeral' "$TMP/body")
+st=$(api DELETE "/v1/sandboxes/$EPH" --max-time 5)
+check "an ephemeral sandbox that ran a command is deleted without a human (destroy-ephemeral)" "$([ "$eph_created" = true ] && [ "$eph_dirty" = true ] && [ "$st" = 200 ] && grep -q '"rule":"destroy-ephemeral"' "$H/audit.jsonl"; echo $?)" "created=$eph_created dirty+eph=$eph_dirty st=$st $(body)"
+
 # --- idle_timeout: reaped when unused that long ---
 api POST /v1/sandboxes -d '{"idle_timeout":1}' >/dev/null
 IDLE=$(jq -r .id "$TMP/body")
@@ -335,8 +347,9 @@ check "a deleted sandbox is gone" "$(is_error 404 "$st"; echo $?)" "st=$st"
 api POST /v1/sandboxes -d '{}' >/dev/null
 vmms=$(vmm_children "$SPID" | tr '\n' ' ')
 old=$SPID
+disown "$SPID" # (no "Killed" job notice)
 kill -KILL "$SPID"
-{ wait "$SPID"; } 2>/dev/null # (no "Killed" job notice)
+for _ in $(seq 50); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
 left=
 for _ in $(seq 50); do
 	left=

@@ -135,6 +135,9 @@ static const struct {
     {"sandbox_list", NULL, NULL, G, LOW, "list"},
     {"sandbox_destroy", "{\"sandbox_id\": \"s1\"}", "{\"sandbox_dirty\": false}", G, LOW,
      "destroy-clean"},
+    /* luminaguard run's throw-away sandbox, through the service's API */
+    {"sandbox_destroy", "{\"sandbox_id\": \"s1\"}",
+     "{\"sandbox_dirty\": true, \"sandbox_ephemeral\": true}", G, LOW, "destroy-ephemeral"},
     /* what crosses the boundary: red */
     {"sandbox_fs_write", "{\"path\": \"/mnt/host/x\", \"content\": \"x\"}",
      "{\"host_mount\": true}", R, HIGH, "host-mount-write"},
@@ -144,6 +147,8 @@ static const struct {
      "host-mount-write"},
     {"sandbox_destroy", "{\"sandbox_id\": \"s1\"}", "{\"sandbox_dirty\": true}", R, MED,
      "destroy-dirty"},
+    {"sandbox_destroy", "{\"sandbox_id\": \"s1\"}",
+     "{\"sandbox_dirty\": true, \"sandbox_ephemeral\": false}", R, MED, "destroy-dirty"},
     /* the server did not say the sandbox is clean: it may hold work */
     {"sandbox_destroy", "{\"sandbox_id\": \"s1\"}", NULL, R, MED, "destroy-dirty"},
     {"sandbox_destroy", "{\"sandbox_id\": \"s1\"}", "{\"sandbox_dirty\": 0}", R, MED,
