@@ -152,6 +152,17 @@ static int real_exit_fd(struct lg_sandbox *sb)
 	return sb->backend->exit_fd != NULL ? sb->backend->exit_fd(sb->vm) : -1;
 }
 
+/* `true` as a claimer's command would run: through lg_sandbox_exec, with the image's defaults. */
+static int real_warm(struct lg_sandbox *sb, struct lg_err **err)
+{
+	char *argv[] = {"true", NULL};
+	struct lg_exec_opts o = {
+	    .argv = argv, .timeout_ms = 30000, .stdin_fd = -1, .cancel_fd = -1};
+	struct lg_exec_result res;
+
+	return lg_sandbox_exec(sb, &o, &res, err);
+}
+
 static const struct lg_service_vm_ops real_vm_ops = {
     .create = lg_sandbox_create,
     .destroy = lg_sandbox_destroy,
@@ -159,6 +170,7 @@ static const struct lg_service_vm_ops real_vm_ops = {
     .exit_fd = real_exit_fd,
     .adopt = lg_sandbox_adopt,
     .snapshot = lg_snapshot_ensure,
+    .warm = real_warm,
 };
 
 /* ---- small helpers ---- */
@@ -448,10 +460,17 @@ static int pool_spawn(struct lg_service *s, struct pool *p, struct lg_sandbox **
 
 	vm_opts(s, p->spec.image, p->spec.cpus, p->spec.memory_mib, LG_DEFAULT_DISK_MIB, &o);
 	r = spawn(s, &o, p->shape, NULL, out, path, err);
-	if (r == 0)
-		lg_metric_observe(child1(s->m.spawn_seconds, lg_spawn_path_name(*path)),
-				  (double)(lg_now_ms() - t0) / 1000.0);
-	return r;
+	if (r < 0)
+		return r;
+	lg_metric_observe(child1(s->m.spawn_seconds, lg_spawn_path_name(*path)),
+			  (double)(lg_now_ms() - t0) / 1000.0);
+	if (s->vm->warm != NULL && s->vm->warm(*out, err) < 0) {
+		lg_err_wrap(err, "its first command");
+		s->vm->destroy(*out);
+		*out = NULL;
+		return -EIO;
+	}
+	return 0;
 }
 
 /* A shape whose snapshot is wanted, or NULL.  Under lock. */

@@ -74,6 +74,13 @@ struct lg_service_vm_ops {
 	 * missing or stale (*dir: new string).  NULL: this backend cannot.
 	 */
 	int (*snapshot)(const struct lg_sandbox_opts *o, char **dir, struct lg_err **err);
+	/*
+	 * Runs a first command in a new pooled VM before it waits in the
+	 * pool, so that the claimer's first command does not pay for the
+	 * guest's cold caches (under TCG: translating the exec path afresh).
+	 * May be NULL.
+	 */
+	int (*warm)(struct lg_sandbox *sb, struct lg_err **err);
 };
 
 struct lg_service_opts {

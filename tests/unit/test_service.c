@@ -132,6 +132,14 @@ static int fake_adopt(struct lg_sandbox *sb, const char *hostname, struct lg_err
 	return 0;
 }
 
+static atomic_int warm_calls, fail_warm;
+
+static int fake_warm(struct lg_sandbox *sb, struct lg_err **err)
+{
+	atomic_fetch_add(&warm_calls, 1);
+	return fail_warm ? lg_err_set(err, EIO, "the guest did not run true") : 0;
+}
+
 static int fake_snapshot(const struct lg_sandbox_opts *o, char **dir, struct lg_err **err)
 {
 	atomic_fetch_add(&snapshot_calls, 1);
@@ -144,6 +152,7 @@ static int fake_snapshot(const struct lg_sandbox_opts *o, char **dir, struct lg_
 
 static const struct lg_service_vm_ops fake_ops = {
     .snapshot = fake_snapshot,
+    .warm = fake_warm,
     .create = fake_create,
     .destroy = fake_destroy,
     .kill = fake_kill,
@@ -343,8 +352,11 @@ static void test_pool_hit_miss_refill(void **state)
 	struct lg_entry *e;
 	char *metrics;
 
+	warm_calls = 0;
 	wait_pool_ready(s, 0, 2);
 	wait_pool_ready(s, 1, 1);
+	/* Each pooled VM ran a first command before it waited: the claimer's is not a cold one. */
+	assert_int_equal(warm_calls, 3);
 	adopt_calls = 0;
 	e = create(s, NULL, 0, NULL, &path);
 	assert_int_equal(path, LG_PATH_POOL);
@@ -561,6 +573,21 @@ static void test_adopt_failure_disables_pool(void **state)
 	assert_int_equal(live_vms, 0);
 }
 
+/* A pooled VM whose first command fails is not handed out: destroyed, and the pool backs off. */
+static void test_warm_failure(void **state)
+{
+	const char *pools[] = {"img=1"};
+	struct lg_service *s;
+
+	fail_warm = 1;
+	s = service(8, pools, 1, 0);
+	usleep(300000);
+	assert_int_equal(pool_field(s, 0, "ready"), 0);
+	assert_int_equal(live_vms, 0);
+	fail_warm = 0;
+	lg_service_free(s);
+}
+
 static void test_missing_image_pool_backs_off(void **state)
 {
 	const char *pools[] = {"missing=2"};
@@ -668,6 +695,7 @@ int main(void)
 	    cmocka_unit_test(test_idle_reaper),
 	    cmocka_unit_test(test_adopt_failure_disables_pool),
 	    cmocka_unit_test(test_missing_image_pool_backs_off),
+	    cmocka_unit_test(test_warm_failure),
 	    cmocka_unit_test(test_snapshots),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
