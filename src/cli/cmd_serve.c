@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,6 +155,7 @@ int cmd_serve(int argc, char **argv)
 	struct lg_api *api = NULL;
 	struct lg_err *err = NULL;
 	unsigned port = 0;
+	bool json_logs;
 	int c, r, lock_fd = -1, status = 1;
 
 	lg_server_opts_init(&so);
@@ -240,6 +242,8 @@ int cmd_serve(int argc, char **argv)
 	/* A service logs every request unless told otherwise (the environment is read once). */
 	if (getenv("LUMINAGUARD_LOG") == NULL && lg_log_get_level() < LG_LOG_INFO)
 		lg_log_set_level(LG_LOG_INFO);
+	json_logs = getenv("LUMINAGUARD_LOG_FORMAT") != NULL &&
+		    strcmp(getenv("LUMINAGUARD_LOG_FORMAT"), "json") == 0;
 
 	home = lg_home_dir();
 	if (lg_mkdir_p(home, 0700) < 0) {
@@ -300,15 +304,33 @@ int cmd_serve(int argc, char **argv)
 	    mcp_sock_start(msrv, mcp_path, &msock, &err) < 0)
 		goto out;
 
-	/* The one line a script waits for: where to connect. */
-	if (http != NULL)
+	/*
+	 * The one line a script waits for: where to connect.  With JSON logs
+	 * it is a JSON line too, so that every line a collector reads parses.
+	 */
+	if (json_logs) {
+		json_t *o =
+		    json_pack("{s:s, s:s, s:i, s:s, s:s}", "level", "info", "msg", "serve: ready",
+			      "pid", (int)getpid(), "unix", sock, "mcp", mcp_path);
+		char *line;
+
+		if (http != NULL) {
+			json_object_set_new(o, "http", json_string(http));
+			json_object_set_new(o, "port", json_integer(port));
+		}
+		line = json_dumps(o, JSON_COMPACT);
+		fprintf(stderr, "%s\n", line != NULL ? line : "{}");
+		free(line);
+		json_decref(o);
+	} else if (http != NULL) {
 		fprintf(stderr,
 			"luminaguard: serve: ready (pid %d): unix:%s, http://%s (port %u), mcp "
 			"unix:%s\n",
 			(int)getpid(), sock, http, port, mcp_path);
-	else
+	} else {
 		fprintf(stderr, "luminaguard: serve: ready (pid %d): unix:%s, mcp unix:%s\n",
 			(int)getpid(), sock, mcp_path);
+	}
 
 	struct pollfd pfd = {.fd = lg_signals_fd(), .events = POLLIN};
 	while (poll(&pfd, 1, -1) < 0 && errno == EINTR)

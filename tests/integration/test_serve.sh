@@ -402,7 +402,7 @@ LUMINAGUARD_LOG_FORMAT=json start_serve --image tiny --max-sandboxes 1; rc=$?
 st=$(api GET /v1/sandboxes -H 'X-Request-Id: json-req-1')
 check "a new serve starts cleanly after a SIGKILL" "$([ $rc = 0 ] && [ "$st" = 200 ] && jq -e '.sandboxes == []' "$TMP/body" >/dev/null; echo $?)" "rc=$rc st=$st $(body)" "$(tail -5 "$TMP/serve.log")"
 sleep 0.2
-check "LUMINAGUARD_LOG_FORMAT=json: JSON log lines with the request id" "$(grep -v '^luminaguard: serve: ready' "$TMP/serve.log" | jq -es 'length > 0 and any(.[]; .request_id == "json-req-1" and (.msg | test("GET /v1/sandboxes")))' >/dev/null; echo $?)" "$(head -5 "$TMP/serve.log")"
+check "LUMINAGUARD_LOG_FORMAT=json: every log line JSON, the ready line too, and the request id on them" "$(jq -es --argjson p "$SPID" 'length > 1 and any(.[]; .msg == "serve: ready" and .pid == $p and (.unix | endswith("serve.sock"))) and any(.[]; .request_id == "json-req-1" and (.msg | test("GET /v1/sandboxes")))' "$TMP/serve.log" >/dev/null; echo $?)" "$(head -5 "$TMP/serve.log")"
 stale=$(find /sys/fs/cgroup -maxdepth 3 -type d -name "vm-$old-*" 2>/dev/null | head -3)
 check "no cgroup of the killed service is left" "$([ -z "$stale" ]; echo $?)" "$stale"
 
