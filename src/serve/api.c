@@ -52,8 +52,15 @@
 
 /* Each connection is a thread; bounds them. */
 #define CONN_LIMIT 256u
-/* Idle keep-alive connections and stalled uploads are closed after this. */
+/*
+ * Idle keep-alive connections and stalled uploads are closed after this.
+ * Not a streamed exec: libmicrohttpd would cut a stream whose content
+ * reader waits longer than this for a command's next output, so a stream
+ * has no timeout (a client that hangs up is seen by peer_gone instead).
+ */
+#ifndef CONN_TIMEOUT_S
 #define CONN_TIMEOUT_S 120u
+#endif
 /* How often a blocked reader or ?wait=1 exec looks whether its client hung up. */
 #define PEER_CHECK_MS 1000u
 /* At stop, how long running commands get to end after their cancel before their VMs are killed. */
@@ -1342,6 +1349,8 @@ static enum MHD_Result do_exec(struct lg_api *a, struct api_req *req, struct MHD
 	}
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-ndjson");
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+	/* A command may be silent for longer than CONN_TIMEOUT_S: see there. */
+	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
 	req->job = j; /* the connection's reference, dropped when the request completes */
 	return queue(req, c, MHD_HTTP_OK, r);
 }
@@ -1828,6 +1837,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		/* A stream that ended early: its client is gone, so is the command's point. */
 		job_cancel(req->job, true);
 		job_put(req->job);
+		/* The connection may serve more requests: idle, it times out again. */
+		MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, CONN_TIMEOUT_S);
 	}
 	lg_info("api: %s %s -> %u%s in %llu ms", req->method, req->url, req->status,
 		toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (cut short)",
