@@ -1098,9 +1098,10 @@ static json_t *describe_locked(const struct lg_entry *e, uint64_t now)
 json_t *lg_service_list(struct lg_service *s, const void *owner)
 {
 	json_t *arr = json_array();
-	uint64_t now = lg_now_ms();
+	uint64_t now;
 
 	pthread_mutex_lock(&s->lock);
+	now = lg_now_ms(); /* under the lock: no entry is newer than it */
 	for (struct lg_entry *e = s->entries; e != NULL; e = e->next)
 		if (!e->doomed && (owner == NULL || e->owner == owner))
 			json_array_append_new(arr, describe_locked(e, now));
@@ -1240,13 +1241,12 @@ static void entry_dead(struct lg_service *s, const char *id, int fd)
 /* A pool grown by a burst shrinks back, one VM per POOL_DECAY_MS without a miss. */
 static void pool_decay(struct lg_service *s)
 {
-	uint64_t now = lg_now_ms();
-
 	for (size_t i = 0; i < s->n_pools; i++) {
 		struct pool *p = &s->pools[i];
 		struct lg_sandbox *extra = NULL;
 
 		pthread_mutex_lock(&s->lock);
+		uint64_t now = lg_now_ms();
 		if (p->target > p->spec.size && now - p->last_miss_ms >= POOL_DECAY_MS) {
 			p->target--;
 			p->last_miss_ms = now;
@@ -1261,16 +1261,21 @@ static void pool_decay(struct lg_service *s)
 
 static void reap_idle(struct lg_service *s)
 {
-	uint64_t now = lg_now_ms();
-
 	for (;;) {
 		struct lg_entry *victim = NULL;
 
 		pthread_mutex_lock(&s->lock);
+		/*
+		 * Read under the lock, after the previous victim's destroy: an
+		 * entry created meanwhile has a later last_used_ms than a clock
+		 * read before it, and the subtraction would wrap.
+		 */
+		uint64_t now = lg_now_ms();
 		for (struct lg_entry *e = s->entries; e != NULL; e = e->next) {
 			if (e->doomed || e->busy > 0 || e->idle_timeout_s == 0)
 				continue;
-			if (now - e->last_used_ms >= (uint64_t)e->idle_timeout_s * 1000u) {
+			if (now >= e->last_used_ms &&
+			    now - e->last_used_ms >= (uint64_t)e->idle_timeout_s * 1000u) {
 				victim = e;
 				victim->doomed = true;
 				unlink_locked(s, victim);
