@@ -1472,7 +1472,8 @@ int lg_service_new(const struct lg_service_opts *o, struct lg_service **out, str
 		goto fail;
 	}
 	s->watcher_started = true;
-	if (s->n_pools > 0) {
+	/* It fills the pools and makes the snapshots that creates ask for. */
+	if (s->n_pools > 0 || (s->o.snapshots && s->vm->snapshot != NULL)) {
 		if (pthread_create(&s->refiller, NULL, refill_main, s) != 0) {
 			lg_err_msg(err, EAGAIN, "cannot start the pool thread");
 			goto fail;

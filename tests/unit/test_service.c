@@ -682,6 +682,29 @@ static void test_snapshots(void **state)
 	assert_int_equal(live_vms, 0);
 }
 
+/* Without any pool, a miss still gets its shape's snapshot made for the next create. */
+static void test_snapshots_without_pool(void **state)
+{
+	struct lg_service *s;
+	struct lg_entry *e;
+	enum lg_spawn_path path = LG_PATH_BOOT;
+
+	snapshots_on = true;
+	s = service(8, NULL, 0, 0);
+	e = create(s, NULL, 0, NULL, &path);
+	assert_int_equal(path, LG_PATH_BOOT);
+	lg_service_put(s, e);
+	for (int t = 0; t < 200 && path != LG_PATH_RESTORE; t++) {
+		usleep(10000);
+		e = create(s, NULL, 0, NULL, &path);
+		lg_service_put(s, e);
+	}
+	assert_int_equal(path, LG_PATH_RESTORE);
+	lg_service_free(s);
+	snapshots_on = false;
+	assert_int_equal(live_vms, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -697,6 +720,7 @@ int main(void)
 	    cmocka_unit_test(test_missing_image_pool_backs_off),
 	    cmocka_unit_test(test_warm_failure),
 	    cmocka_unit_test(test_snapshots),
+	    cmocka_unit_test(test_snapshots_without_pool),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
