@@ -697,7 +697,10 @@ static void test_snapshots_without_pool(void **state)
 	for (int t = 0; t < 200 && path != LG_PATH_RESTORE; t++) {
 		usleep(10000);
 		e = create(s, NULL, 0, NULL, &path);
+		char id[32];
+		snprintf(id, sizeof(id), "%s", lg_entry_id(e));
 		lg_service_put(s, e);
+		assert_int_equal(lg_service_destroy(s, id, NULL), 0);
 	}
 	assert_int_equal(path, LG_PATH_RESTORE);
 	lg_service_free(s);
