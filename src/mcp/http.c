@@ -22,6 +22,8 @@
  */
 #include "mcp/http.h"
 
+#include "common/httpd.h"
+#include "common/sync.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "mcp/mcp.h"
@@ -139,44 +141,6 @@ struct hreq {
 	bool close_session; /* a failed initialize: its session goes when done */
 };
 
-static void cond_init_mono(pthread_cond_t *c)
-{
-	pthread_condattr_t ca;
-
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(c, &ca);
-	pthread_condattr_destroy(&ca);
-}
-
-static void cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, unsigned ms)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	pthread_cond_timedwait(c, m, &ts);
-}
-
-/*
- * Compares a secret with what a client sent in time that depends only on
- * the secret's length, so timing tells nothing about how much matched.
- */
-static bool secret_equal(const char *given, const char *secret)
-{
-	size_t lg = strlen(given), ls = strlen(secret);
-	unsigned char diff = lg != ls;
-
-	for (size_t i = 0; i < ls; i++)
-		diff |= (unsigned char)secret[i] ^ (unsigned char)(i < lg ? given[i] : 0);
-	return diff == 0;
-}
-
 /* ---- request checks ---- */
 
 static const char *header(struct MHD_Connection *c, const char *name)
@@ -229,14 +193,7 @@ static bool origin_allowed(const struct mcp_http *h, const char *origin)
 
 static bool authorized(const struct mcp_http *h, const char *auth)
 {
-	if (h->token == NULL)
-		return true;
-	if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
-		return false;
-	auth += 7;
-	while (*auth == ' ')
-		auth++;
-	return secret_equal(auth, h->token);
+	return lg_http_bearer_ok(auth, h->token);
 }
 
 static bool accepts(struct MHD_Connection *c, const char *type)
@@ -262,13 +219,6 @@ static bool protocol_header_ok(struct MHD_Connection *c)
 {
 	const char *v = header(c, "MCP-Protocol-Version");
 	return v == NULL || mcp_protocol_supported(v);
-}
-
-static int conn_fd(struct MHD_Connection *c)
-{
-	const union MHD_ConnectionInfo *ci =
-	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-	return ci != NULL ? ci->connect_fd : -1;
 }
 
 /* ---- responses ---- */
@@ -362,7 +312,7 @@ static struct hstream *stream_new(struct hsess *hs, bool is_get, bool sse, int f
 	st->tail = &st->head;
 	st->expected = -1;
 	st->last_write_ms = lg_now_ms();
-	cond_init_mono(&st->cond);
+	lg_cond_init_mono(&st->cond);
 	return st;
 }
 
@@ -457,13 +407,6 @@ static char *stream_join(struct hstream *st)
 	return out;
 }
 
-static bool peer_gone(int fd)
-{
-	struct pollfd p = {.fd = fd, .events = POLLRDHUP};
-
-	return fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
-}
-
 /*
  * MHD's content reader: blocks (this connection's thread only) until there
  * is something to write, the stream is complete, or the client is gone.
@@ -523,11 +466,11 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 			ret = MHD_CONTENT_READER_END_OF_STREAM;
 			break;
 		}
-		cond_wait_ms(&st->cond, &h->lock, PEER_CHECK_MS);
+		lg_cond_wait_ms(&st->cond, &h->lock, PEER_CHECK_MS);
 		if (st->cur != NULL || st->head != NULL || st->ended || h->stopping ||
 		    stream_complete(st))
 			continue;
-		if (peer_gone(st->fd)) {
+		if (lg_fd_peer_gone(st->fd)) {
 			ret = MHD_CONTENT_READER_END_WITH_ERROR;
 			break;
 		}
@@ -554,7 +497,7 @@ static struct hsess *session_find(struct mcp_http *h, const char *id)
 
 	pthread_mutex_lock(&h->lock);
 	for (hs = h->sessions; hs != NULL; hs = hs->next)
-		if (secret_equal(id, hs->id))
+		if (lg_secret_equal(id, hs->id))
 			break;
 	if (hs != NULL) {
 		hs->refs++;
@@ -892,7 +835,7 @@ static enum MHD_Result do_post(struct mcp_http *h, struct hreq *req, struct MHD_
 		}
 	}
 
-	st = stream_new(req->hs, false, accepts(c, "text/event-stream"), conn_fd(c));
+	st = stream_new(req->hs, false, accepts(c, "text/event-stream"), lg_mhd_conn_fd(c));
 	err = stream_attach(st);
 	ss = err == 0 ? session_use(req->hs) : NULL;
 	if (ss == NULL) {
@@ -967,7 +910,7 @@ static enum MHD_Result do_get(struct mcp_http *h, struct hreq *req, struct MHD_C
 	req->hs = require_session(h, c, &ret);
 	if (req->hs == NULL)
 		return ret;
-	st = stream_new(req->hs, true, true, conn_fd(c));
+	st = stream_new(req->hs, true, true, lg_mhd_conn_fd(c));
 	err = stream_attach(st);
 	if (err < 0) {
 		stream_free(st);
@@ -1173,7 +1116,7 @@ static void *reaper_main(void *arg)
 			if (hs->refs == 1 && now - hs->last_ms >= h->idle_ms)
 				break;
 		if (hs == NULL) {
-			cond_wait_ms(&h->cond, &h->lock, 1000);
+			lg_cond_wait_ms(&h->cond, &h->lock, 1000);
 			continue;
 		}
 		hs->refs++;
@@ -1348,7 +1291,7 @@ int mcp_http_start(struct mcp_server *srv, const struct mcp_http_opts *o, struct
 	h->idle_ms = (uint64_t)(o->session_idle_s ? o->session_idle_s : DEFAULT_IDLE_S) * 1000u;
 	h->max_sessions = o->max_sessions ? o->max_sessions : MCP_HTTP_DEFAULT_MAX_SESSIONS;
 	pthread_mutex_init(&h->lock, NULL);
-	cond_init_mono(&h->cond);
+	lg_cond_init_mono(&h->cond);
 
 	h->d = MHD_start_daemon(MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD |
 				    MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG,

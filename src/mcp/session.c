@@ -6,6 +6,7 @@
  */
 #include "mcp/internal.h"
 
+#include "common/httpd.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "lg-config.h"
@@ -50,17 +51,6 @@ static void random_hex(char *out, size_t nbytes)
 {
 	lg_random_hex(out, nbytes);
 	out[2 * nbytes] = '\0';
-}
-
-/* Equal strings, in time that does not depend on where they differ. */
-static bool secret_equal(const char *a, const char *b)
-{
-	size_t na = strlen(a), nb = strlen(b);
-	unsigned char d = na != nb;
-
-	for (size_t i = 0; i < na && i < nb; i++)
-		d |= (unsigned char)(a[i] ^ b[i]);
-	return d == 0;
 }
 
 /* ---- sending ---- */
@@ -243,7 +233,7 @@ static void handle_response(struct mcp_session *ss, const json_t *msg)
 	pthread_mutex_lock(&ss->lock);
 	if (json_is_string(id))
 		for (o = ss->outreqs; o != NULL; o = o->next)
-			if (secret_equal(o->wire_id, json_string_value(id)))
+			if (lg_secret_equal(json_string_value(id), o->wire_id))
 				break;
 	if (o == NULL || !o->sent || o->answered) {
 		pthread_mutex_unlock(&ss->lock);

@@ -22,6 +22,8 @@
 #include "approval/approval.h"
 #include "approval/gate.h"
 #include "common/encoding.h"
+#include "common/httpd.h"
+#include "common/sync.h"
 #include "common/log.h"
 #include "common/usock.h"
 #include "common/util.h"
@@ -133,41 +135,6 @@ struct api_req {
 
 /* ---- small helpers ---- */
 
-static void cond_init_mono(pthread_cond_t *c)
-{
-	pthread_condattr_t ca;
-
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(c, &ca);
-	pthread_condattr_destroy(&ca);
-}
-
-static void cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, unsigned ms)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	pthread_cond_timedwait(c, m, &ts);
-}
-
-/* Compares in time that depends only on the secret's length. */
-static bool secret_equal(const char *given, const char *secret)
-{
-	size_t lg = strlen(given), ls = strlen(secret);
-	unsigned char diff = lg != ls;
-
-	for (size_t i = 0; i < ls; i++)
-		diff |= (unsigned char)secret[i] ^ (unsigned char)(i < lg ? given[i] : 0);
-	return diff == 0;
-}
-
 static const char *header(struct MHD_Connection *c, const char *name)
 {
 	return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
@@ -176,20 +143,6 @@ static const char *header(struct MHD_Connection *c, const char *name)
 static const char *query(struct MHD_Connection *c, const char *name)
 {
 	return MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
-}
-
-static int conn_fd(struct MHD_Connection *c)
-{
-	const union MHD_ConnectionInfo *ci =
-	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-	return ci != NULL ? ci->connect_fd : -1;
-}
-
-static bool peer_gone(int fd)
-{
-	struct pollfd p = {.fd = fd, .events = POLLRDHUP};
-
-	return fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
 static bool is_stopping(struct lg_api *a)
@@ -776,8 +729,8 @@ static ssize_t job_read(void *cls, uint64_t pos, char *out, size_t max)
 			ret = MHD_CONTENT_READER_END_WITH_ERROR;
 			break;
 		}
-		cond_wait_ms(&j->cond, &j->lock, PEER_CHECK_MS);
-		if (j->len == j->off && !j->done && peer_gone(j->conn_fd)) {
+		lg_cond_wait_ms(&j->cond, &j->lock, PEER_CHECK_MS);
+		if (j->len == j->off && !j->done && lg_fd_peer_gone(j->conn_fd)) {
 			pthread_mutex_unlock(&j->lock);
 			lg_info("api: the client of an exec in %s hung up: cancelling it", j->id);
 			job_cancel(j, true);
@@ -1185,9 +1138,9 @@ static struct exec_job *job_new(struct lg_api *a, struct api_req *req, struct MH
 	j->cancel_pipe[0] = j->cancel_pipe[1] = -1;
 	snprintf(j->rid, sizeof(j->rid), "%s", req->rid);
 	snprintf(j->id, sizeof(j->id), "%s", req->m.id);
-	j->conn_fd = conn_fd(c);
+	j->conn_fd = lg_mhd_conn_fd(c);
 	pthread_mutex_init(&j->lock, NULL);
-	cond_init_mono(&j->cond);
+	lg_cond_init_mono(&j->cond);
 	return j;
 }
 
@@ -1214,8 +1167,8 @@ static enum MHD_Result exec_wait(struct lg_api *a, struct api_req *req, struct M
 
 	pthread_mutex_lock(&j->lock);
 	while (!j->done) {
-		cond_wait_ms(&j->cond, &j->lock, PEER_CHECK_MS);
-		if (!j->done && !j->abandoned && peer_gone(j->conn_fd)) {
+		lg_cond_wait_ms(&j->cond, &j->lock, PEER_CHECK_MS);
+		if (!j->done && !j->abandoned && lg_fd_peer_gone(j->conn_fd)) {
 			pthread_mutex_unlock(&j->lock);
 			job_cancel(j, true);
 			pthread_mutex_lock(&j->lock);
@@ -1548,7 +1501,7 @@ static uid_t peer_uid(struct MHD_Connection *c)
 {
 	struct ucred cred;
 	socklen_t clen = sizeof(cred);
-	int fd = conn_fd(c);
+	int fd = lg_mhd_conn_fd(c);
 
 	if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
 	    clen != sizeof(cred))
@@ -1674,14 +1627,7 @@ static bool origin_allowed(const struct api_listener *l, const char *origin)
 
 static bool authorized(const struct api_listener *l, const char *auth)
 {
-	if (l->token == NULL)
-		return true;
-	if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
-		return false;
-	auth += 7;
-	while (*auth == ' ')
-		auth++;
-	return secret_equal(auth, l->token);
+	return lg_http_bearer_ok(auth, l->token);
 }
 
 /* How much of an oversized body is read and dropped so that its 413 arrives. */
@@ -1707,7 +1653,7 @@ static enum MHD_Result on_headers(struct api_listener *l, struct api_req *req,
 		 */
 		uid_t uid = (uid_t)-1;
 
-		if (!lg_usock_peer_ok_uid(conn_fd(c), &uid)) {
+		if (!lg_usock_peer_ok_uid(lg_mhd_conn_fd(c), &uid)) {
 			lg_warn("api: refused a connection from uid %d", (int)uid);
 			return reply_error(req, c, MHD_HTTP_FORBIDDEN, "permission denied");
 		}
@@ -1897,7 +1843,7 @@ int lg_api_new(const struct lg_api_opts *o, struct lg_api **out, struct lg_err *
 	a->unix_l.a = a->tcp_l.a = a;
 	a->tcp_l.tcp = true;
 	pthread_mutex_init(&a->lock, NULL);
-	cond_init_mono(&a->cond);
+	lg_cond_init_mono(&a->cond);
 	*out = a;
 	return 0;
 }
@@ -2009,7 +1955,7 @@ static void wait_jobs(struct lg_api *a, unsigned ms)
 
 	pthread_mutex_lock(&a->lock);
 	while (a->jobs_running > 0 && lg_now_ms() < deadline)
-		cond_wait_ms(&a->cond, &a->lock, 100);
+		lg_cond_wait_ms(&a->cond, &a->lock, 100);
 	pthread_mutex_unlock(&a->lock);
 }
 

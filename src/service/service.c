@@ -19,6 +19,7 @@
 
 #include "host/snapshot.h"
 
+#include "common/sync.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -505,15 +506,7 @@ static void *refill_main(void *arg)
 			if (wait_ms < 0) {
 				pthread_cond_wait(&s->refill, &s->lock);
 			} else {
-				struct timespec ts;
-				clock_gettime(CLOCK_MONOTONIC, &ts);
-				ts.tv_sec += wait_ms / 1000;
-				ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-				if (ts.tv_nsec >= 1000000000L) {
-					ts.tv_sec++;
-					ts.tv_nsec -= 1000000000L;
-				}
-				pthread_cond_timedwait(&s->refill, &s->lock, &ts);
+				lg_cond_wait_ms(&s->refill, &s->lock, (unsigned)wait_ms);
 			}
 			continue;
 		}
@@ -1424,13 +1417,7 @@ int lg_service_new(const struct lg_service_opts *o, struct lg_service **out, str
 	s->wake[0] = s->wake[1] = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->idle, NULL);
-	{
-		pthread_condattr_t ca;
-		pthread_condattr_init(&ca);
-		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-		pthread_cond_init(&s->refill, &ca);
-		pthread_condattr_destroy(&ca);
-	}
+	lg_cond_init_mono(&s->refill);
 	s->admission = lg_admission_new(&o->limits);
 	lg_admission_usage(s->admission, &u);
 	s->max_entries = u.limit.max_vms;
