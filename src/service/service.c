@@ -44,6 +44,7 @@
 #define POOL_BACKOFF_MAX 30000u
 #define POOL_GROWTH	 4u
 #define POOL_DECAY_MS	 30000u
+#define EVICT_HOLD_MS	 2000u
 
 struct lg_entry {
 	struct lg_entry *next;
@@ -136,6 +137,12 @@ struct lg_service {
 	struct pool pools[LG_POOL_MAX];
 	size_t n_pools;
 	struct lg_admission *admission;
+	/*
+	 * Monotonic ms before which no pool refills: a create that evicted a
+	 * pooled VM to fit the budget must get that room, not the refill
+	 * thread racing it.
+	 */
+	uint64_t refill_hold_until;
 	struct shape *shapes;
 	unsigned n_shapes;
 	struct lg_metrics *metrics;
@@ -300,6 +307,10 @@ static struct pool *pool_to_fill(struct lg_service *s, uint64_t now, int *wait_m
 	struct pool *best = NULL;
 
 	*wait_ms = -1;
+	if (now < s->refill_hold_until) {
+		*wait_ms = (int)(s->refill_hold_until - now);
+		return NULL;
+	}
 	for (size_t i = 0; i < s->n_pools; i++) {
 		struct pool *p = &s->pools[i];
 		if (p->disabled || p->n_ready + p->booting >= p->target)
@@ -590,6 +601,8 @@ static bool pool_evict_one(struct lg_service *s)
 	pthread_mutex_lock(&s->lock);
 	for (size_t i = 0; i < s->n_pools && sb == NULL; i++)
 		sb = pool_take(s, &s->pools[i]);
+	if (sb != NULL)
+		s->refill_hold_until = lg_now_ms() + EVICT_HOLD_MS;
 	pthread_mutex_unlock(&s->lock);
 	if (sb == NULL)
 		return false;
