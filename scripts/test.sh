@@ -56,13 +56,14 @@ tally "$log/asan"
 echo "== threaded suites under ThreadSanitizer (build-tsan)"
 # Only the suites whose code runs on several threads (the approval broker
 # and control socket, the MCP core and its HTTP transport, the net mux and
-# egress proxy, the admission budget), and only their targets are built: a few seconds each.
+# egress proxy, the admission budget, the sandbox service against its fake
+# VM layer), and only their targets are built: a few seconds each.
 # serve is the service itself (its HTTP API's connection and exec threads)
 # under TSan, driven by tests/integration/test_serve.sh with real VMs.
 # lg-agent (netmux starts it) is static and built without sanitizers, as
 # in build-asan.  ASLR off (setarch -R) where it can be: TSan's fixed
 # shadow layout fails on kernels with more mmap randomization.
-tsan_suites="approval gate http netmux egress mcp-hostile admission metrics serve"
+tsan_suites="approval gate http netmux egress mcp-hostile admission metrics service serve"
 if [ ! -f build-tsan/build.ninja ]; then
 	meson setup build-tsan -Db_sanitize=thread -Db_lundef=false >/dev/null
 fi
