@@ -347,12 +347,13 @@ static void test_admission_counts_pool(void **state)
 static void test_pool_hit_miss_refill(void **state)
 {
 	const char *pools[] = {"img=2", "img:2:512=1"};
-	struct lg_service *s = service(16, pools, 2, 0);
+	struct lg_service *s;
 	enum lg_spawn_path path;
 	struct lg_entry *e;
 	char *metrics;
 
-	warm_calls = 0;
+	warm_calls = 0; /* before the refill thread starts */
+	s = service(16, pools, 2, 0);
 	wait_pool_ready(s, 0, 2);
 	wait_pool_ready(s, 1, 1);
 	/* Each pooled VM ran a first command before it waited: the claimer's is not a cold one. */
