@@ -505,3 +505,81 @@ bool lg_gate_enter(const struct lg_gate *g, const struct lg_gate_req *r, char **
 	policy_decision_clear(&d);
 	return true;
 }
+
+static void strv_add(char ***v, size_t *n, char *s)
+{
+	*v = xrealloc(*v, (*n + 2) * sizeof(char *));
+	(*v)[(*n)++] = s;
+	(*v)[*n] = NULL;
+}
+
+int lg_gate_exec_command(const json_t *argv, const char *command, const json_t *env,
+			 size_t max_args, char ***argv_out, char ***env_out, char *why,
+			 size_t whylen)
+{
+	char **av = NULL, **ev = NULL;
+	size_t ac = 0, ec = 0;
+
+	*argv_out = *env_out = NULL;
+	if ((argv != NULL) == (command != NULL)) {
+		snprintf(why, whylen,
+			 "give either argv (an array of strings) or command (a shell command "
+			 "line), not both or neither");
+		return -1;
+	}
+	if (command != NULL) {
+		strv_add(&av, &ac, xstrdup("/bin/sh"));
+		strv_add(&av, &ac, xstrdup("-c"));
+		strv_add(&av, &ac, xstrdup(command));
+	} else {
+		size_t i;
+		json_t *v;
+
+		if (!json_is_array(argv) || json_array_size(argv) == 0 ||
+		    json_array_size(argv) > max_args) {
+			snprintf(why, whylen,
+				 "argv must be a non-empty array of at most %zu strings", max_args);
+			return -1;
+		}
+		json_array_foreach(argv, i, v)
+		{
+			if (!json_is_string(v) ||
+			    memchr(json_string_value(v), '\0', json_string_length(v))) {
+				snprintf(why, whylen,
+					 "argv[%zu] must be a string without NUL bytes", i);
+				lg_strv_free(av);
+				return -1;
+			}
+			strv_add(&av, &ac, xstrdup(json_string_value(v)));
+		}
+	}
+	if (env != NULL && !json_is_null(env)) {
+		const char *k;
+		json_t *v;
+
+		if (!json_is_object(env)) {
+			snprintf(why, whylen, "env must be an object of strings");
+			lg_strv_free(av);
+			return -1;
+		}
+		json_object_foreach((json_t *)env, k, v)
+		{
+			if (!json_is_string(v) || *k == '\0' || strchr(k, '=') != NULL ||
+			    memchr(json_string_value(v), '\0', json_string_length(v))) {
+				size_t n;
+				/* The name comes from the client: shown sanitized and cut. */
+				cleanup_free char *ck =
+				    lg_utf8_sanitize((const uint8_t *)k, strnlen(k, 64), &n);
+				snprintf(why, whylen, "env.%s must be a string (and a valid name)",
+					 ck);
+				lg_strv_free(av);
+				lg_strv_free(ev);
+				return -1;
+			}
+			strv_add(&ev, &ec, xasprintf("%s=%s", k, json_string_value(v)));
+		}
+	}
+	*argv_out = av;
+	*env_out = ev;
+	return 0;
+}

@@ -100,4 +100,19 @@ bool lg_gate_audit(const struct lg_gate *g, json_t *event);
  */
 int lg_gate_write_payload(const json_t *args, uint8_t **out, size_t *len, char *why, size_t whylen);
 
+/*
+ * The command an exec runs, from the tools' arguments (sandbox_exec,
+ * sandbox_run, the API's exec): `command`, a shell line run as /bin/sh -c,
+ * or `argv`, a non-empty array of at most max_args strings without NUL
+ * bytes; exactly one of them (NULL: not given).  `env` (NULL or JSON null:
+ * none) is an object of strings, each NAME=VALUE.  New NULL-terminated
+ * vectors in *argv_out and *env_out (NULL without env), freed with
+ * lg_strv_free (common/util.h).  Returns 0, or -1 with why and nothing allocated.  The API
+ * and MCP use this one builder, so they run the same command for the same
+ * arguments, the one the card showed.
+ */
+int lg_gate_exec_command(const json_t *argv, const char *command, const json_t *env,
+			 size_t max_args, char ***argv_out, char ***env_out, char *why,
+			 size_t whylen);
+
 #endif

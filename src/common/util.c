@@ -67,6 +67,15 @@ void *xrealloc(void *p, size_t n)
 	return q;
 }
 
+void lg_strv_free(char **v)
+{
+	if (v == NULL)
+		return;
+	for (char **p = v; *p != NULL; p++)
+		free(*p);
+	free(v);
+}
+
 char *xstrdup(const char *s)
 {
 	char *p = strdup(s);

@@ -38,6 +38,8 @@ void *xmalloc(size_t n);
 void *xzalloc(size_t n);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
+/* Frees a NULL-terminated array of strings and the strings (NULL is fine). */
+void lg_strv_free(char **v);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Full read/write that retries on EINTR and short transfers.  -errno on error. */

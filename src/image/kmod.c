@@ -20,15 +20,6 @@
 /* Nesting under lib/modules/<version>/kernel is about 6 deep. */
 #define KMOD_MAX_DEPTH 16
 
-void lg_strv_free(char **v)
-{
-	if (v == NULL)
-		return;
-	for (char **p = v; *p != NULL; p++)
-		free(*p);
-	free(v);
-}
-
 char *lg_kmod_normalize(const char *name)
 {
 	char *s = xstrdup(name);

@@ -41,7 +41,7 @@ int lg_kmod_modinfo_get(const void *data, size_t len, const char *key, char **va
 
 /*
  * Parses the dependencies of a module image: *deps gets a NULL-terminated
- * array of normalized names (possibly empty), freed with lg_strv_free().
+ * array of normalized names (possibly empty), freed with lg_strv_free() (common/util.h).
  */
 int lg_kmod_parse_depends(const void *data, size_t len, char ***deps, struct lg_err **err);
 
@@ -69,8 +69,5 @@ int lg_kmod_resolve(const char *moddir, const char *const *required, const char 
 		    struct lg_kmod **mods, size_t *n, struct lg_err **err);
 
 void lg_kmod_free(struct lg_kmod *mods, size_t n);
-
-/* Frees a NULL-terminated array of strings and the strings (NULL is fine). */
-void lg_strv_free(char **v);
 
 #endif

@@ -143,9 +143,7 @@ static int capture_output(void *ctx, enum lg_stream s, const uint8_t *p, size_t 
 
 struct exec_args {
 	char **argv;
-	size_t argc;
-	char **env;
-	size_t envc;
+	char **env; /* NULL: none */
 	const char *cwd;
 	const char *user;
 	const char *stdin_text;
@@ -154,25 +152,13 @@ struct exec_args {
 
 static void exec_args_free(struct exec_args *e)
 {
-	for (size_t i = 0; i < e->argc; i++)
-		free(e->argv[i]);
-	free(e->argv);
-	for (size_t i = 0; i < e->envc; i++)
-		free(e->env[i]);
-	free(e->env);
-}
-
-static void strv_add(char ***v, size_t *n, char *s)
-{
-	*v = xrealloc(*v, (*n + 2) * sizeof(char *));
-	(*v)[(*n)++] = s;
-	(*v)[*n] = NULL;
+	lg_strv_free(e->argv);
+	lg_strv_free(e->env);
 }
 
 static int parse_exec_args(const json_t *args, struct exec_args *e, char *why, size_t whylen)
 {
 	const json_t *argv = json_object_get(args, "argv");
-	const json_t *env = json_object_get(args, "env");
 	const char *command = NULL;
 	uint64_t timeout_s;
 
@@ -188,56 +174,10 @@ static int parse_exec_args(const json_t *args, struct exec_args *e, char *why, s
 		snprintf(why, whylen, "user must be a user name of the image or a numeric uid");
 		return -1;
 	}
-	if ((command == NULL) == (argv == NULL || json_is_null(argv))) {
-		snprintf(why, whylen, "give exactly one of command (a shell command line) or argv");
-		return -1;
-	}
-	if (command != NULL) {
-		strv_add(&e->argv, &e->argc, xstrdup("/bin/sh"));
-		strv_add(&e->argv, &e->argc, xstrdup("-c"));
-		strv_add(&e->argv, &e->argc, xstrdup(command));
-	} else {
-		size_t i;
-		json_t *v;
-
-		if (!json_is_array(argv) || json_array_size(argv) == 0 ||
-		    json_array_size(argv) > MAX_EXEC_ARGS) {
-			snprintf(why, whylen,
-				 "argv must be a non-empty array of at most %d strings",
-				 MAX_EXEC_ARGS);
-			return -1;
-		}
-		json_array_foreach(argv, i, v)
-		{
-			if (!json_is_string(v) ||
-			    memchr(json_string_value(v), '\0', json_string_length(v))) {
-				snprintf(why, whylen,
-					 "argv[%zu] must be a string without NUL bytes", i);
-				return -1;
-			}
-			strv_add(&e->argv, &e->argc, xstrdup(json_string_value(v)));
-		}
-	}
-	if (env != NULL && !json_is_null(env)) {
-		const char *k;
-		json_t *v;
-
-		if (!json_is_object(env)) {
-			snprintf(why, whylen, "env must be an object of strings");
-			return -1;
-		}
-		json_object_foreach((json_t *)env, k, v)
-		{
-			if (!json_is_string(v) || *k == '\0' || strchr(k, '=') != NULL ||
-			    memchr(json_string_value(v), '\0', json_string_length(v))) {
-				snprintf(why, whylen, "env.%s must be a string (and a valid name)",
-					 k);
-				return -1;
-			}
-			strv_add(&e->env, &e->envc, xasprintf("%s=%s", k, json_string_value(v)));
-		}
-	}
-	return 0;
+	/* A JSON null argv is not given, as every optional argument here. */
+	return lg_gate_exec_command(json_is_null(argv) ? NULL : argv, command,
+				    json_object_get(args, "env"), MAX_EXEC_ARGS, &e->argv, &e->env,
+				    why, whylen);
 }
 
 static json_t *json_text(const struct lg_buf *b)

@@ -365,8 +365,7 @@ struct exec_job {
 	char rid[LG_ROUTE_ID_MAX + 1];
 	char id[LG_ROUTE_ID_MAX + 1];
 	/* What to run. */
-	char **argv, **env;
-	size_t argc, envc;
+	char **argv, **env; /* env NULL: none */
 	char *cwd, *user;
 	uint32_t timeout_ms;
 	uint8_t *stdin_data;
@@ -396,24 +395,10 @@ struct exec_job {
 	uint64_t duration_ms;
 };
 
-static void strv_add(char ***v, size_t *n, char *s)
-{
-	*v = xrealloc(*v, (*n + 2) * sizeof(**v));
-	(*v)[(*n)++] = s;
-	(*v)[*n] = NULL;
-}
-
-static void strv_free(char **v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(v[i]);
-	free(v);
-}
-
 static void job_free(struct exec_job *j)
 {
-	strv_free(j->argv, j->argc);
-	strv_free(j->env, j->envc);
+	lg_strv_free(j->argv);
+	lg_strv_free(j->env);
 	free(j->cwd);
 	free(j->user);
 	free(j->stdin_data);
@@ -1045,58 +1030,10 @@ static int parse_exec(const json_t *body, struct exec_job *j, char *why, size_t 
 	    field_str(body, "stdin_b64", &in_b64, why, whylen) < 0 ||
 	    field_uint(body, "timeout", 0, MAX_TIMEOUT_S, 0, &timeout, why, whylen) < 0)
 		return -1;
-	if ((argv != NULL) == (command != NULL)) {
-		snprintf(why, whylen,
-			 "give either \"argv\" (an array of strings) or \"command\" (a "
-			 "shell command line), not both or neither");
+	/* An "argv" of JSON null counts as given here: the API takes no nulls for it. */
+	if (lg_gate_exec_command(argv, command, env, MAX_EXEC_ARGS, &j->argv, &j->env, why,
+				 whylen) < 0)
 		return -1;
-	}
-	if (command != NULL) {
-		strv_add(&j->argv, &j->argc, xstrdup("/bin/sh"));
-		strv_add(&j->argv, &j->argc, xstrdup("-c"));
-		strv_add(&j->argv, &j->argc, xstrdup(command));
-	} else {
-		size_t i;
-		json_t *v;
-
-		if (!json_is_array(argv) || json_array_size(argv) == 0 ||
-		    json_array_size(argv) > MAX_EXEC_ARGS) {
-			snprintf(why, whylen,
-				 "\"argv\" must be a non-empty array of at most %u strings",
-				 MAX_EXEC_ARGS);
-			return -1;
-		}
-		json_array_foreach(argv, i, v)
-		{
-			if (!json_is_string(v) ||
-			    memchr(json_string_value(v), '\0', json_string_length(v))) {
-				snprintf(why, whylen,
-					 "\"argv\"[%zu] must be a string without NUL bytes", i);
-				return -1;
-			}
-			strv_add(&j->argv, &j->argc, xstrdup(json_string_value(v)));
-		}
-	}
-	if (env != NULL && !json_is_null(env)) {
-		const char *k;
-		json_t *v;
-
-		if (!json_is_object(env)) {
-			snprintf(why, whylen, "\"env\" must be an object of strings");
-			return -1;
-		}
-		json_object_foreach(env, k, v)
-		{
-			if (!json_is_string(v) || *k == '\0' || strchr(k, '=') != NULL ||
-			    memchr(json_string_value(v), '\0', json_string_length(v))) {
-				cleanup_free char *ck = clean(k, 64);
-				snprintf(why, whylen,
-					 "\"env\".%s must be a string (and the name valid)", ck);
-				return -1;
-			}
-			strv_add(&j->env, &j->envc, xasprintf("%s=%s", k, json_string_value(v)));
-		}
-	}
 	if (cwd != NULL && check_guest_path("\"cwd\"", cwd, why, whylen) < 0)
 		return -1;
 	if (user != NULL && !lg_exec_user_valid(user)) {

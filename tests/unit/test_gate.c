@@ -469,6 +469,61 @@ static void test_write_card_before_after(void **state)
 	json_decref(args);
 }
 
+/* The one builder of an exec's command and environment, for MCP and the API alike. */
+static void test_exec_command(void **state)
+{
+	char **argv, **env, why[256];
+	json_t *a = json_pack("[s, s]", "ls", "-l");
+	json_t *e = json_pack("{s:s}", "K", "v=w");
+	json_t *big = json_array();
+
+	assert_int_equal(
+	    lg_gate_exec_command(NULL, "echo hi", NULL, 8, &argv, &env, why, sizeof(why)), 0);
+	assert_string_equal(argv[0], "/bin/sh");
+	assert_string_equal(argv[1], "-c");
+	assert_string_equal(argv[2], "echo hi");
+	assert_null(argv[3]);
+	assert_null(env);
+	lg_strv_free(argv);
+
+	assert_int_equal(lg_gate_exec_command(a, NULL, e, 8, &argv, &env, why, sizeof(why)), 0);
+	assert_string_equal(argv[0], "ls");
+	assert_string_equal(argv[1], "-l");
+	assert_null(argv[2]);
+	assert_string_equal(env[0], "K=v=w");
+	assert_null(env[1]);
+	lg_strv_free(argv);
+	lg_strv_free(env);
+
+	/* Refused, each with one line and nothing allocated. */
+	assert_int_equal(lg_gate_exec_command(a, "ls", NULL, 8, &argv, &env, why, sizeof(why)), -1);
+	assert_non_null(strstr(why, "not both or neither"));
+	assert_int_equal(lg_gate_exec_command(NULL, NULL, NULL, 8, &argv, &env, why, sizeof(why)),
+			 -1);
+	assert_int_equal(lg_gate_exec_command(a, NULL, NULL, 1, &argv, &env, why, sizeof(why)), -1);
+	assert_non_null(strstr(why, "at most 1 strings"));
+	assert_int_equal(lg_gate_exec_command(big, NULL, NULL, 8, &argv, &env, why, sizeof(why)),
+			 -1);
+	json_array_append_new(big, json_stringn("a\0b", 3));
+	assert_int_equal(lg_gate_exec_command(big, NULL, NULL, 8, &argv, &env, why, sizeof(why)),
+			 -1);
+	assert_non_null(strstr(why, "argv[0]"));
+	json_t *bad_env[] = {json_pack("{s:i}", "K", 1), json_pack("{s:s}", "A=B", "x"),
+			     json_pack("{s:s}", "", "x"), json_string("K=v")};
+	for (size_t i = 0; i < ARRAY_SIZE(bad_env); i++) {
+		assert_int_equal(
+		    lg_gate_exec_command(a, NULL, bad_env[i], 8, &argv, &env, why, sizeof(why)),
+		    -1);
+		assert_null(argv);
+		assert_null(env);
+		assert_null(strchr(why, '\n'));
+		json_decref(bad_env[i]);
+	}
+	json_decref(a);
+	json_decref(e);
+	json_decref(big);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -481,6 +536,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_card_cuts_big_argument, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_first_answer_wins, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_card_before_after, setup, teardown),
+	    cmocka_unit_test(test_exec_command),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
