@@ -12,6 +12,10 @@
 #include "hv/hv.h"
 #include "net/egress.h"
 
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
 struct lg_image;
 
 struct lg_sandbox_opts {
@@ -32,10 +36,15 @@ struct lg_sandbox_opts {
 	/* How to jail the VMM; NULL = the defaults (jailed, seccomp strict). */
 	const struct jail_opts *jail;
 	/*
-	 * Egress: NULL = the guest has no network.  Otherwise the guest gets the
-	 * in-guest proxy and its connections are served by this (owned by the
-	 * caller, must outlive the sandbox).
+	 * Network.  NULL and !net_port: the VM gets no network port at all.
+	 * net: the port, and egress through an allowlist from the start.
+	 * net_port without net: the port, with every guest connection refused
+	 * until lg_sandbox_set_net() (a pooled or snapshot VM, whose claimer's
+	 * allowlist is not known yet).  Copied; the sandbox owns its egress.
 	 */
+	const struct lg_sandbox_net *net;
+	bool net_port;
+	/* TRANSITION (removed at integration): the old caller-owned egress. */
 	struct lg_egress *egress;
 	/*
 	 * The budget this VM is counted in (borrowed, must outlive the
@@ -50,8 +59,8 @@ struct lg_sandbox_opts {
 	 * these same options: restore from it instead of booting.  It must
 	 * match them (image, kernel, cpus, memory, layer, accel, backend,
 	 * VMM): a restore checks first and fails with -ESTALE and a one-line
-	 * error, never half-loads.  Not with egress (a snapshot's VM has no
-	 * network port): -EINVAL.
+	 * error, never half-loads.  A snapshot's VM has the network port
+	 * (with nothing attached), so a restore may take net or net_port.
 	 */
 	const char *snapshot;
 	/*
@@ -62,6 +71,10 @@ struct lg_sandbox_opts {
 	const char *hostname;
 };
 
+/*
+ * Opaque: front ends and the service use the functions below.
+ * TRANSITION: the definition moves into sandbox.c at integration.
+ */
 struct lg_sandbox {
 	const struct hv_backend *backend;
 	struct vm *vm;
@@ -74,6 +87,21 @@ struct lg_sandbox {
 	struct lg_admission_cost cost;
 	/* The image it booted; its "defaults" (env, workdir, user) apply to every exec. */
 	struct lg_image *image;
+};
+
+/*
+ * A sandbox's egress (net/egress.h): the allowlist, and who decides about
+ * and hears of the guest's connections.  ask and log are lg_egress's
+ * callbacks (for front ends: approval/gate_net.h's lg_gate_net_ask and
+ * lg_gate_net_log); ask NULL refuses what is not on the allowlist.
+ * ctx must outlive the sandbox (or be closed first, see
+ * lg_gate_net_close): the proxy's threads are joined in destroy.
+ */
+struct lg_sandbox_net {
+	const char *allow; /* allowlist text (lg_allowlist_parse); "" or NULL: empty */
+	bool (*ask)(void *ctx, const char *host, uint16_t port);
+	void (*log)(void *ctx, const struct lg_egress_event *ev);
+	void *ctx;
 };
 
 #define LG_DEFAULT_MEMORY_MIB 256u
@@ -91,6 +119,26 @@ int lg_sandbox_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out,
  * when its agent predates protocol 4.
  */
 int lg_sandbox_adopt(struct lg_sandbox *sb, const char *hostname, struct lg_err **err);
+
+/*
+ * Gives a sandbox booted with net_port and no net yet its network, once,
+ * before any command of its claimer runs: net non-NULL attaches egress
+ * with that allowlist; NULL closes the port for good (the guest's
+ * forwarder exits; the sandbox has no way out).  -EINVAL (bad allowlist,
+ * already set, no port) with a one-line error.
+ */
+int lg_sandbox_set_net(struct lg_sandbox *sb, const struct lg_sandbox_net *net,
+		       struct lg_err **err);
+
+/* Read-only facts about a sandbox. */
+pid_t lg_sandbox_pid(const struct lg_sandbox *sb);	  /* the VMM's, 0 once gone */
+int lg_sandbox_exit_fd(const struct lg_sandbox *sb);	  /* readable once the VMM exits; -1 */
+uint64_t lg_sandbox_boot_ms(const struct lg_sandbox *sb); /* spawn to ready */
+bool lg_sandbox_restored(const struct lg_sandbox *sb);
+bool lg_sandbox_has_net(const struct lg_sandbox *sb); /* egress attached */
+enum hv_accel lg_sandbox_accel(const struct lg_sandbox *sb);
+const char *lg_sandbox_image_name(const struct lg_sandbox *sb);
+struct lg_agent *lg_sandbox_agent(struct lg_sandbox *sb);
 
 /*
  * What lg_sandbox_create would start for o, resolved (backend, accelerator,
@@ -131,7 +179,8 @@ int lg_sandbox_kill(struct lg_sandbox *sb);
 /*
  * lg_agent_exec() with the image's defaults filled in: its environment
  * under o->env (o->env wins), its working directory and user when o has
- * none.
+ * none; with egress attached, the proxy variables (http_proxy, ...) too,
+ * under the image's.
  */
 int lg_sandbox_exec(struct lg_sandbox *sb, const struct lg_exec_opts *o, struct lg_exec_result *res,
 		    struct lg_err **err);
