@@ -333,7 +333,11 @@ static json_t *make_card(const struct lg_gate_req *r, const struct policy_decisi
 				     json_string_length(json_object_get(args, "sandbox_id")))
 			: json_string("a new sandbox"));
 
-	json_object_set_new(card, "summary", card_summary(tool, args));
+	json_object_set_new(card, "summary",
+			    r->summary != NULL ? json_string(r->summary)
+					       : card_summary(tool, args));
+	if (r->note != NULL)
+		json_object_set_new(card, "note", json_string(r->note));
 	if (is_write && json_is_object(args)) {
 		/* The content is shown decoded, as "after"; its raw form would only repeat it. */
 		json_t *rest = json_deep_copy(args);
@@ -477,7 +481,14 @@ bool lg_gate_enter(const struct lg_gate *g, const struct lg_gate_req *r, char **
 	char *refusal;
 
 	*denial = NULL;
-	policy_classify(g->policy, r->tool, r->args, r->context, &d);
+	if (r->decision != NULL) {
+		d.verdict = r->decision->verdict;
+		d.risk = r->decision->risk;
+		d.rule = xstrdup(r->decision->rule);
+		d.reason = xstrdup(r->decision->reason);
+	} else {
+		policy_classify(g->policy, r->tool, r->args, r->context, &d);
+	}
 	ev = json_pack("{s:s, s:s, s:s, s:o, s:O, s:s, s:s, s:s, s:s}", "type", "request",
 		       "session", r->who, "tool", r->tool, "args", audit_args(g, r->args),
 		       "context", ctx, "verdict", policy_verdict_name(d.verdict), "risk",

@@ -71,6 +71,14 @@ struct lg_gate_req {
 	size_t n_askers;
 	lg_gate_read_fn read_before; /* may be NULL */
 	void *read_ctx;
+	/*
+	 * For actions the policy does not classify (egress, approval/gate_net.h):
+	 * the verdict, risk, rule and reason to use instead (copied).  NULL:
+	 * the policy decides.
+	 */
+	const struct policy_decision *decision;
+	const char *summary; /* the card's one line; NULL: made from args */
+	const char *note;    /* the card's "note": what a yes can and cannot open; may be NULL */
 };
 
 /*
