@@ -100,6 +100,12 @@ struct lg_exec_opts {
 	/* Output as it arrives.  A negative return aborts the exec. */
 	int (*on_output)(void *ctx, enum lg_stream stream, const uint8_t *p, size_t n);
 	void *ctx;
+	/*
+	 * The front end's request id (lg_request_id_ok), or NULL.  The agent
+	 * client ignores it; the service (lg_entry_exec) hands it into the
+	 * guest as the command's LUMINAGUARD_REQUEST_ID.
+	 */
+	const char *request_id;
 };
 
 struct lg_exec_result {

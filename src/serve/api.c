@@ -589,6 +589,7 @@ static void *job_main(void *arg)
 	    .cancel_fd = j->cancel_pipe[0],
 	    .on_output = job_output,
 	    .ctx = j,
+	    .request_id = j->rid[0] != '\0' ? j->rid : NULL,
 	};
 	struct lg_exec_result res = {0};
 	struct lg_err *err = NULL;

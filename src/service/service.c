@@ -82,8 +82,9 @@ struct lg_entry {
  * A shape of VM (image, cpus, memory, layer) and its snapshot.  With
  * snapshots on, the first create of a shape boots and asks the refill
  * thread for a snapshot; later creates of it (and its pool's refills)
- * restore from it.  Sandboxes with network never restore: a snapshot's VM
- * has no network port.
+ * restore from it.  A snapshot's VM has the network port with nothing
+ * behind it, so sandboxes with network restore too: their allowlist is
+ * attached after the restore, as a pooled one's is when it is claimed.
  */
 struct shape {
 	struct shape *next;
@@ -112,7 +113,7 @@ struct pool {
 	/*
 	 * How many it keeps ready now: spec.size, grown by one for each miss
 	 * up to POOL_GROWTH x spec.size (a burst bigger than the pool should
-	 * find the next one ready), and shrunk back one per POOL_DECAY_MS
+	 * find the next one ready), and shrunk back one per o.pool_decay_ms
 	 * without a miss.
 	 */
 	unsigned target;
@@ -172,12 +173,9 @@ static int real_warm(struct lg_sandbox *sb, struct lg_err **err)
 }
 
 static const struct lg_service_vm_ops real_vm_ops = {
-    .create = lg_sandbox_create,
-    .destroy = lg_sandbox_destroy,
-    .kill = lg_sandbox_kill,
-    .exit_fd = real_exit_fd,
-    .adopt = lg_sandbox_adopt,
-    .snapshot = lg_snapshot_ensure,
+    /* .set_net = lg_sandbox_set_net, INTEGRATION: once sandbox.c has it */
+    .create = lg_sandbox_create, .destroy = lg_sandbox_destroy, .kill = lg_sandbox_kill,
+    .exit_fd = real_exit_fd,	 .adopt = lg_sandbox_adopt,	.snapshot = lg_snapshot_ensure,
     .warm = real_warm,
 };
 
@@ -283,6 +281,12 @@ static void vm_opts(const struct lg_service *s, const char *image, unsigned cpus
 	o->console_fd = -1;
 	o->jail = s->o.jail;
 	o->admission = s->admission;
+	/*
+	 * Pooled, snapshot and restored VMs start with the network port and
+	 * nothing behind it (every guest connection refused): whoever claims
+	 * one attaches its own allowlist, or closes the port for good.
+	 */
+	o->net_port = true;
 }
 
 /* ---- pools ---- */
@@ -420,14 +424,26 @@ static void shape_build(struct lg_service *s, struct shape *sh)
 	}
 }
 
+/* Gives a VM started with the port its claimer's network (NULL: none); destroys it on failure. */
+static int claim_net(struct lg_service *s, struct lg_sandbox *sb, const struct lg_sandbox_net *net,
+		     struct lg_err **err)
+{
+	if (s->vm->set_net == NULL || s->vm->set_net(sb, net, err) == 0)
+		return 0;
+	lg_err_wrap(err, "attaching the sandbox's network");
+	s->vm->destroy(sb);
+	return -(*err)->errnum;
+}
+
 /*
  * Creates a VM of o's shape: a restore when its snapshot exists, else a
  * boot.  *path says which.  A stale snapshot is forgotten and the VM
- * boots.
+ * boots.  For a pool (claim): the VM keeps the bare network port for
+ * its claimer.  Else it gets net (NULL: no network) before it is returned.
  */
 static int spawn(struct lg_service *s, struct lg_sandbox_opts *o, struct shape *sh,
-		 const char *hostname, struct lg_sandbox **out, enum lg_spawn_path *path,
-		 struct lg_err **err)
+		 const char *hostname, bool claim, const struct lg_sandbox_net *net,
+		 struct lg_sandbox **out, enum lg_spawn_path *path, struct lg_err **err)
 {
 	cleanup_free char *snap = NULL;
 	int r;
@@ -452,14 +468,22 @@ static int spawn(struct lg_service *s, struct lg_sandbox_opts *o, struct shape *
 		o->hostname = NULL;
 		if (r == 0) {
 			*path = LG_PATH_RESTORE;
-			return 0;
+			return claim ? 0 : claim_net(s, *out, net, err);
 		}
 		if (r != -ESTALE && r != -ENOENT)
 			return r;
 		shape_stale(s, sh, (*err)->msg);
 		lg_err_free(err);
 	}
-	return s->vm->create(o, out, err);
+	if (!claim && o->egress == NULL) {
+		/* A boot for one claimer: the port only if it has network. */
+		o->net_port = false;
+		o->net = net;
+	}
+	r = s->vm->create(o, out, err);
+	o->net = NULL;
+	o->net_port = true;
+	return r;
 }
 
 /* One VM for pool p, restored when its shape has a snapshot, else booted. */
@@ -471,7 +495,7 @@ static int pool_spawn(struct lg_service *s, struct pool *p, struct lg_sandbox **
 	int r;
 
 	vm_opts(s, p->spec.image, p->spec.cpus, p->spec.memory_mib, LG_DEFAULT_DISK_MIB, &o);
-	r = spawn(s, &o, p->shape, NULL, out, path, err);
+	r = spawn(s, &o, p->shape, NULL, true, NULL, out, path, err);
 	if (r < 0)
 		return r;
 	lg_metric_observe(child1(s->m.spawn_seconds, lg_spawn_path_name(*path)),
@@ -738,9 +762,21 @@ int lg_service_create(struct lg_service *s, const struct lg_create_req *req, str
 	e->on_lost = req->on_lost;
 	pthread_mutex_init(&e->op_lock, NULL);
 
+	/* A bad allowlist is the request's fault: found before a pooled VM is spent on it. */
+	bool bad_net = false;
+	if (req->net != NULL && req->net->allow != NULL) {
+		struct lg_allowlist *al = NULL;
+		r = lg_allowlist_parse(req->net->allow, &al, err);
+		lg_allowlist_free(al);
+		if (r < 0) {
+			lg_err_wrap(err, "network allowlist");
+			bad_net = true;
+		}
+	}
+
 	pthread_mutex_lock(&s->lock);
-	bool full = s->n_entries >= s->max_entries;
-	p = req->egress == NULL ? pool_for(s, image, cpus, memory, disk) : NULL;
+	bool full = !bad_net && s->n_entries >= s->max_entries;
+	p = req->egress == NULL && !bad_net ? pool_for(s, image, cpus, memory, disk) : NULL;
 	if (!full && p != NULL) {
 		sb = pool_take(s, p);
 		if (sb != NULL) {
@@ -758,6 +794,8 @@ int lg_service_create(struct lg_service *s, const struct lg_create_req *req, str
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
+	if (bad_net)
+		goto fail;
 	if (full) {
 		r = lg_err_msg(err, EAGAIN,
 			       "the limit of %u sandboxes is reached (lost ones included); destroy "
@@ -794,6 +832,16 @@ int lg_service_create(struct lg_service *s, const struct lg_create_req *req, str
 			pthread_mutex_unlock(&s->lock);
 			wake_watcher(s);
 			path = LG_PATH_BOOT;
+		} else {
+			/* Its network, attached only now: the pool could not know it. */
+			r = claim_net(s, sb, req->net, err);
+			if (r < 0) {
+				lg_warn("[%s] pool %s: %s; booting instead", rid, p->key,
+					(*err)->msg);
+				lg_err_free(err);
+				sb = NULL;
+				path = LG_PATH_BOOT;
+			}
 		}
 	}
 	if (sb == NULL) {
@@ -803,16 +851,17 @@ int lg_service_create(struct lg_service *s, const struct lg_create_req *req, str
 		vm_opts(s, image, cpus, memory, disk, &o);
 		o.egress = req->egress;
 		o.cancel_fd = req->cancel_fd;
-		if (req->egress == NULL) {
+		if (req->egress ==
+		    NULL) { /* TRANSITION: the old caller-owned egress never restores */
 			pthread_mutex_lock(&s->lock);
 			sh = shape_get_locked(s, image, cpus, memory, disk);
 			pthread_mutex_unlock(&s->lock);
 		}
-		r = spawn(s, &o, sh, e->id, &sb, &path, err);
+		r = spawn(s, &o, sh, e->id, false, req->net, &sb, &path, err);
 		/* The budget is full, but waiting VMs hold some of it: free one and retry. */
 		if (r == -EAGAIN && pool_evict_one(s)) {
 			lg_err_free(err);
-			r = spawn(s, &o, sh, e->id, &sb, &path, err);
+			r = spawn(s, &o, sh, e->id, false, req->net, &sb, &path, err);
 		}
 		if (r < 0)
 			goto fail;
@@ -990,7 +1039,27 @@ int lg_entry_exec(struct lg_service *s, struct lg_entry *e, const struct lg_exec
 				  why != NULL ? why : "its VM is gone");
 	}
 	lg_entry_mark_dirty(s, e);
-	r = lg_sandbox_exec(sb, o, res, err);
+	/*
+	 * The front end's request id goes into the guest with the command, so
+	 * that what it logs can be tied to the request the service logged.
+	 * Last: a later entry wins in the agent, and this one is the truth.
+	 */
+	struct lg_exec_opts eo = *o;
+	cleanup_free char **env = NULL;
+	cleanup_free char *rid_var = NULL;
+	if (o->request_id != NULL && o->request_id[0] != '\0') {
+		size_t n = 0;
+		while (o->env != NULL && o->env[n] != NULL)
+			n++;
+		env = xmalloc((n + 2) * sizeof(*env));
+		if (n > 0)
+			memcpy(env, o->env, n * sizeof(*env));
+		rid_var = xasprintf("LUMINAGUARD_REQUEST_ID=%s", o->request_id);
+		env[n] = rid_var;
+		env[n + 1] = NULL;
+		eo.env = env;
+	}
+	r = lg_sandbox_exec(sb, &eo, res, err);
 	lg_metric_observe(lg_metric_child(s->m.exec_seconds, NULL),
 			  (double)(lg_now_ms() - t0) / 1000.0);
 	/*
@@ -1244,7 +1313,7 @@ static void entry_dead(struct lg_service *s, const char *id, int fd)
 		s->vm->destroy(gone);
 }
 
-/* A pool grown by a burst shrinks back, one VM per POOL_DECAY_MS without a miss. */
+/* A pool grown by a burst shrinks back, one VM per o.pool_decay_ms without a miss. */
 static void pool_decay(struct lg_service *s)
 {
 	for (size_t i = 0; i < s->n_pools; i++) {
@@ -1253,7 +1322,7 @@ static void pool_decay(struct lg_service *s)
 
 		pthread_mutex_lock(&s->lock);
 		uint64_t now = lg_now_ms();
-		if (p->target > p->spec.size && now - p->last_miss_ms >= POOL_DECAY_MS) {
+		if (p->target > p->spec.size && now - p->last_miss_ms >= s->o.pool_decay_ms) {
 			p->target--;
 			p->last_miss_ms = now;
 			if (p->n_ready > p->target)
@@ -1424,6 +1493,8 @@ int lg_service_new(const struct lg_service_opts *o, struct lg_service **out, str
 		return lg_err_msg(err, EINVAL, "at most %u pools", LG_POOL_MAX);
 	s = xzalloc(sizeof(*s));
 	s->o = *o;
+	if (s->o.pool_decay_ms == 0)
+		s->o.pool_decay_ms = POOL_DECAY_MS;
 	s->o.pools = NULL;
 	s->vm = o->vm_ops != NULL ? o->vm_ops : &real_vm_ops;
 	s->default_image = o->default_image != NULL ? o->default_image : "default";

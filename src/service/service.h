@@ -81,6 +81,12 @@ struct lg_service_vm_ops {
 	 * May be NULL.
 	 */
 	int (*warm)(struct lg_sandbox *sb, struct lg_err **err);
+	/*
+	 * Gives a sandbox started with net_port its claimer's network (NULL:
+	 * none, the port closed for good).  May be NULL (fakes).
+	 */
+	int (*set_net)(struct lg_sandbox *sb, const struct lg_sandbox_net *net,
+		       struct lg_err **err);
 };
 
 struct lg_service_opts {
@@ -95,6 +101,8 @@ struct lg_service_opts {
 	/* Restore pool refills (and cold creates) from snapshots where the backend can. */
 	bool snapshots;
 	const struct lg_service_vm_ops *vm_ops; /* NULL: real VMs */
+	/* A pool grown by misses shrinks back one VM per this long without one; 0: 30 s. */
+	unsigned pool_decay_ms;
 };
 
 int lg_service_new(const struct lg_service_opts *o, struct lg_service **out, struct lg_err **err);
@@ -117,10 +125,16 @@ struct lg_create_req {
 	const char *request_id;	 /* for log lines; may be NULL */
 	unsigned idle_timeout_s; /* 0: the service's; LG_IDLE_NEVER: never reaped */
 	/*
-	 * Egress of this sandbox, or NULL for no network (borrowed until
-	 * on_free runs).  A create with egress never takes a pooled sandbox:
-	 * pools boot without a network port.
+	 * The sandbox's network (allowlist and who decides), or NULL for none.
+	 * Copied; net->ctx is borrowed until on_free runs (close it in
+	 * on_close: lg_gate_net_close).  Pooled and restored VMs start with
+	 * the network port and nothing behind it: the claimer's allowlist is
+	 * attached when it claims, so a create with network takes a pooled
+	 * sandbox like any other.  A bad allowlist is -EINVAL before anything
+	 * is taken or booted.
 	 */
+	const struct lg_sandbox_net *net;
+	/* TRANSITION (removed at integration): a caller-owned egress; never pooled. */
 	struct lg_egress *egress;
 	/*
 	 * Front-end data kept with the entry: on_close when it is going away,
@@ -172,7 +186,8 @@ char *lg_entry_lost(struct lg_service *s, struct lg_entry *e);
 
 /*
  * lg_sandbox_exec on a held entry, timed into luminaguard_exec_seconds; when
- * the agent fails (its VM is gone) the entry is marked lost.
+ * the agent fails (its VM is gone) the entry is marked lost.  o->request_id
+ * reaches the command as LUMINAGUARD_REQUEST_ID.
  */
 int lg_entry_exec(struct lg_service *s, struct lg_entry *e, const struct lg_exec_opts *o,
 		  struct lg_exec_result *res, struct lg_err **err);

@@ -171,6 +171,10 @@ check "exec streams NDJSON: stdout, stderr, then the exit" "$([ "$st" = 200 ] &&
 st=$(api POST "/v1/sandboxes/$ID/exec" -d '{"argv":["printf","\\377\\001"]}')
 check "exec streams bytes that are not UTF-8 as data_b64" "$([ "$st" = 200 ] && jq -se '.[0].data_b64 == "/wE=" and .[0].stream == "stdout" and .[-1].exit_code == 0' "$TMP/body" >/dev/null; echo $?)" "st=$st" "$(body)"
 check "X-Request-Id is echoed and on the service's log lines" "$(grep -qi '^x-request-id: test-req.42' "$TMP/headers" && grep -q 'exec.*\[req test-req.42\]' "$TMP/serve.log"; echo $?)" "$(cat "$TMP/headers")"
+st=$(api POST "/v1/sandboxes/$ID/exec?wait=1" -H 'X-Request-Id: rid-into.the-vm_7' -d '{"command":"echo \"$LUMINAGUARD_REQUEST_ID\""}')
+check "the request id reaches the command in the guest (LUMINAGUARD_REQUEST_ID)" "$([ "$st" = 200 ] && jq -e '.stdout == "rid-into.the-vm_7\n"' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
+st=$(api POST "/v1/sandboxes/$ID/exec?wait=1" -H 'X-Request-Id: real-one' -d '{"command":"echo \"$LUMINAGUARD_REQUEST_ID\"","env":{"LUMINAGUARD_REQUEST_ID":"forged"}}')
+check "a request's env cannot replace its request id" "$([ "$st" = 200 ] && jq -e '.stdout == "real-one\n"' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
 api GET /healthz -H 'X-Request-Id: bad id!' -D "$TMP/headers" >/dev/null
 check "a bad X-Request-Id is replaced by a new one" "$(grep -Eqi '^x-request-id: [0-9a-f]{16}' "$TMP/headers"; echo $?)" "$(cat "$TMP/headers")"
 

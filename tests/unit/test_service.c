@@ -24,9 +24,12 @@
 #include <string.h>
 #include <unistd.h>
 
-/* A fake VM: its "VMM" is the write end of a pipe; closing it is the VMM dying. */
+/*
+ * A fake VM: its "VMM" is the write end of a pipe; closing it is the VMM
+ * dying.  The service sees only an opaque struct lg_sandbox pointer, which
+ * it passes back to these ops.
+ */
 struct fake {
-	struct lg_sandbox sb; /* first: the service only sees this */
 	int exit_pipe[2];
 	struct lg_admission *adm;
 	struct lg_admission_cost cost;
@@ -34,7 +37,16 @@ struct fake {
 	char image[64];
 	uint64_t memory_mib;
 	bool restored;
+	bool net_port;	 /* started with the bare network port */
+	bool net_set;	 /* lg_sandbox_set_net ran */
+	char allow[64];	 /* the allowlist it got, at create or set_net */
+	bool net_closed; /* set_net(NULL): the port closed */
 };
+
+static struct fake *fake_of(struct lg_sandbox *sb)
+{
+	return (struct fake *)sb;
+}
 
 static atomic_int live_vms, created_vms, adopt_calls, create_attempts;
 static atomic_int fail_adopt;
@@ -54,9 +66,12 @@ static int fake_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out,
 		return lg_err_set(err, ENOENT, "image missing: not found");
 	if (o->snapshot != NULL && stale_snapshots)
 		return lg_err_set(err, ESTALE, "snapshot %s: stale", o->snapshot);
-	if (o->snapshot != NULL && o->egress != NULL)
-		return lg_err_set(err, EINVAL, "a restore with network");
+	if (o->net != NULL && o->net_port)
+		return lg_err_set(err, EINVAL, "net and net_port at once");
 	f = xzalloc(sizeof(*f));
+	f->net_port = o->net_port;
+	if (o->net != NULL)
+		snprintf(f->allow, sizeof(f->allow), "%s", o->net->allow);
 	f->restored = o->snapshot != NULL;
 	if (o->hostname != NULL)
 		snprintf(f->hostname, sizeof(f->hostname), "%s", o->hostname);
@@ -81,13 +96,13 @@ static int fake_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out,
 			break;
 		}
 	pthread_mutex_unlock(&fakes_lock);
-	*out = &f->sb;
+	*out = (struct lg_sandbox *)f;
 	return 0;
 }
 
 static void fake_destroy(struct lg_sandbox *sb)
 {
-	struct fake *f = (struct fake *)sb;
+	struct fake *f = fake_of(sb);
 
 	if (sb == NULL)
 		return;
@@ -107,7 +122,7 @@ static void fake_destroy(struct lg_sandbox *sb)
 
 static int fake_kill(struct lg_sandbox *sb)
 {
-	struct fake *f = (struct fake *)sb;
+	struct fake *f = fake_of(sb);
 	int fd = __atomic_exchange_n(&f->exit_pipe[1], -1, __ATOMIC_ACQ_REL);
 
 	if (fd < 0)
@@ -118,12 +133,12 @@ static int fake_kill(struct lg_sandbox *sb)
 
 static int fake_exit_fd(struct lg_sandbox *sb)
 {
-	return ((struct fake *)sb)->exit_pipe[0];
+	return fake_of(sb)->exit_pipe[0];
 }
 
 static int fake_adopt(struct lg_sandbox *sb, const char *hostname, struct lg_err **err)
 {
-	struct fake *f = (struct fake *)sb;
+	struct fake *f = fake_of(sb);
 
 	atomic_fetch_add(&adopt_calls, 1);
 	if (fail_adopt)
@@ -150,7 +165,23 @@ static int fake_snapshot(const struct lg_sandbox_opts *o, char **dir, struct lg_
 	return 0;
 }
 
+static int fake_set_net(struct lg_sandbox *sb, const struct lg_sandbox_net *net,
+			struct lg_err **err)
+{
+	struct fake *f = fake_of(sb);
+
+	if (!f->net_port || f->net_set)
+		return lg_err_set(err, EINVAL, "no bare network port to attach to");
+	f->net_set = true;
+	if (net == NULL)
+		f->net_closed = true;
+	else
+		snprintf(f->allow, sizeof(f->allow), "%s", net->allow);
+	return 0;
+}
+
 static const struct lg_service_vm_ops fake_ops = {
+    .set_net = fake_set_net,
     .snapshot = fake_snapshot,
     .warm = fake_warm,
     .create = fake_create,
@@ -161,6 +192,7 @@ static const struct lg_service_vm_ops fake_ops = {
 };
 
 static bool snapshots_on;
+static unsigned decay_ms; /* the services' pool_decay_ms (0: the default) */
 
 static struct lg_service *service(unsigned max_vms, const char *const *pools, size_t n_pools,
 				  unsigned idle_s)
@@ -180,6 +212,7 @@ static struct lg_service *service(unsigned max_vms, const char *const *pools, si
 	    .n_pools = n_pools,
 	    .vm_ops = &fake_ops,
 	    .snapshots = snapshots_on,
+	    .pool_decay_ms = decay_ms,
 	};
 	if (lg_service_new(&o, &s, &err) < 0)
 		fail_msg("%s", err->msg);
@@ -363,7 +396,7 @@ static void test_pool_hit_miss_refill(void **state)
 	assert_int_equal(path, LG_PATH_POOL);
 	/* Adopted with its own id as hostname before anyone saw it. */
 	assert_int_equal(adopt_calls, 1);
-	assert_string_equal(((struct fake *)lg_entry_sandbox(e))->hostname, lg_entry_id(e));
+	assert_string_equal(fake_of(lg_entry_sandbox(e))->hostname, lg_entry_id(e));
 	lg_service_put(s, e);
 	assert_int_equal(pool_field(s, 0, "hits"), 1);
 	wait_pool_ready(s, 0, 2); /* refilled in the background */
@@ -507,7 +540,8 @@ static void test_watcher_marks_lost(void **state)
 	pthread_mutex_lock(&fakes_lock);
 	for (size_t i = 0; i < ARRAY_SIZE(fakes); i++)
 		if (fakes[i] != NULL)
-			fake_kill(&fakes[i]->sb); /* the only live one: the pooled VM */
+			fake_kill(
+			    (struct lg_sandbox *)fakes[i]); /* the only live one: the pooled VM */
 	pthread_mutex_unlock(&fakes_lock);
 	for (int t = 0; t < 200 && created_vms == before; t++)
 		usleep(5000);
@@ -604,15 +638,33 @@ static void test_missing_image_pool_backs_off(void **state)
 	assert_int_equal(live_vms, 0);
 }
 
-static struct lg_entry *create_net(struct lg_service *s, enum lg_spawn_path *path)
+/* A create with network (allowlist allow); NULL with *errnum when it fails. */
+static struct lg_entry *create_net_allow(struct lg_service *s, const char *image, const char *allow,
+					 enum lg_spawn_path *path, int *errnum)
 {
 	struct lg_entry *e = NULL;
 	struct lg_err *err = NULL;
-	struct lg_create_req req = {.egress = (struct lg_egress *)&req, .cancel_fd = -1};
+	const struct lg_sandbox_net net = {.allow = allow};
+	struct lg_create_req req = {.image = image, .net = &net, .cancel_fd = -1};
+	int r = lg_service_create(s, &req, &e, &err);
 
-	if (lg_service_create(s, &req, &e, &err) < 0)
-		fail_msg("create: %s", err->msg);
+	*errnum = -r;
+	if (r < 0) {
+		lg_err_free(&err);
+		return NULL;
+	}
 	*path = lg_entry_path(e);
+	return e;
+}
+
+static struct lg_entry *create_net(struct lg_service *s, const char *image,
+				   enum lg_spawn_path *path)
+{
+	int errnum;
+	struct lg_entry *e = create_net_allow(s, image, "example.org:443", path, &errnum);
+
+	if (e == NULL)
+		fail_msg("create with network: errno %d", errnum);
 	return e;
 }
 
@@ -637,7 +689,7 @@ static void test_snapshots(void **state)
 	assert_int_equal(pool_field(s, 0, "snapshot"), 1);
 	e = create(s, NULL, 0, NULL, &path);
 	assert_int_equal(path, LG_PATH_POOL);
-	assert_true(((struct fake *)lg_entry_sandbox(e))->restored);
+	assert_true(fake_of(lg_entry_sandbox(e))->restored);
 	lg_service_put(s, e);
 
 	/* Another shape: boots, and its snapshot is made in the background. */
@@ -650,7 +702,7 @@ static void test_snapshots(void **state)
 	usleep(20000);
 	e = create(s, "other", 0, NULL, &path);
 	assert_int_equal(path, LG_PATH_RESTORE);
-	assert_string_equal(((struct fake *)lg_entry_sandbox(e))->hostname, lg_entry_id(e));
+	assert_string_equal(fake_of(lg_entry_sandbox(e))->hostname, lg_entry_id(e));
 	lg_service_put(s, e);
 
 	/* Stale: this create boots; the next one restores from a snapshot made again. */
@@ -666,9 +718,17 @@ static void test_snapshots(void **state)
 	assert_int_equal(path, LG_PATH_RESTORE);
 	lg_service_put(s, e);
 
-	/* Network: never from a pool or a snapshot. */
-	e = create_net(s, &path);
-	assert_int_equal(path, LG_PATH_BOOT);
+	/* Network: restored too, its allowlist attached to the bare port after the restore. */
+	e = create_net(s, "other", &path);
+	assert_int_equal(path, LG_PATH_RESTORE);
+	assert_true(fake_of(lg_entry_sandbox(e))->net_port);
+	assert_true(fake_of(lg_entry_sandbox(e))->net_set);
+	assert_string_equal(fake_of(lg_entry_sandbox(e))->allow, "example.org:443");
+	lg_service_put(s, e);
+	/* Without network, a restored VM's port is closed before it is handed out. */
+	e = create(s, "other", 0, NULL, &path);
+	assert_int_equal(path, LG_PATH_RESTORE);
+	assert_true(fake_of(lg_entry_sandbox(e))->net_closed);
 	lg_service_put(s, e);
 
 	/* A shape whose snapshot cannot be made keeps booting, and stops asking. */
@@ -709,6 +769,64 @@ static void test_snapshots_without_pool(void **state)
 	assert_int_equal(live_vms, 0);
 }
 
+/*
+ * Network at claim time: a pooled VM waits with the bare port; a claim with
+ * network attaches the claimer's allowlist, one without closes the port; a
+ * bad allowlist fails before a pooled VM is spent.  Then a pool grown by a
+ * burst of misses shrinks back to its size once misses stop.
+ */
+static void test_pool_net_and_decay(void **state)
+{
+	const char *pools[] = {"img=1"};
+	struct lg_service *s;
+	struct lg_entry *e, *burst[3];
+	enum lg_spawn_path path;
+	int errnum = 0;
+
+	decay_ms = 150;
+	s = service(16, pools, 1, 0);
+	wait_pool_ready(s, 0, 1);
+	e = create_net(s, NULL, &path);
+	assert_int_equal(path, LG_PATH_POOL);
+	assert_true(fake_of(lg_entry_sandbox(e))->net_port);
+	assert_true(fake_of(lg_entry_sandbox(e))->net_set);
+	assert_false(fake_of(lg_entry_sandbox(e))->net_closed);
+	assert_string_equal(fake_of(lg_entry_sandbox(e))->allow, "example.org:443");
+	lg_service_put(s, e);
+
+	wait_pool_ready(s, 0, 1);
+	e = create(s, NULL, 0, NULL, &path);
+	assert_int_equal(path, LG_PATH_POOL);
+	assert_true(fake_of(lg_entry_sandbox(e))->net_closed);
+	lg_service_put(s, e);
+
+	wait_pool_ready(s, 0, 1);
+	int hits = pool_field(s, 0, "hits"), misses = pool_field(s, 0, "misses");
+	assert_null(create_net_allow(s, NULL, "no such:thing:at all", &path, &errnum));
+	assert_int_equal(errnum, EINVAL);
+	assert_int_equal(pool_field(s, 0, "ready"), 1);
+	assert_int_equal(pool_field(s, 0, "hits"), hits);
+	assert_int_equal(pool_field(s, 0, "misses"), misses);
+
+	/* A burst: a hit, then at least one miss (the refill may win one), each growing the pool. */
+	create_delay_ms = 200; /* so that the refill cannot win the second create */
+	for (int i = 0; i < 3; i++)
+		burst[i] = create(s, NULL, 0, NULL, NULL);
+	create_delay_ms = 0;
+	assert_true(pool_field(s, 0, "target") >= 2);
+	for (int i = 0; i < 3; i++)
+		lg_service_put(s, burst[i]);
+	for (int t = 0; t < 300 && pool_field(s, 0, "target") > 1; t++)
+		usleep(10000);
+	assert_int_equal(pool_field(s, 0, "target"), 1);
+	for (int t = 0; t < 300 && pool_field(s, 0, "ready") > 1; t++)
+		usleep(10000);
+	assert_int_equal(pool_field(s, 0, "ready"), 1);
+	lg_service_free(s);
+	decay_ms = 0;
+	assert_int_equal(live_vms, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -725,6 +843,7 @@ int main(void)
 	    cmocka_unit_test(test_warm_failure),
 	    cmocka_unit_test(test_snapshots),
 	    cmocka_unit_test(test_snapshots_without_pool),
+	    cmocka_unit_test(test_pool_net_and_decay),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
