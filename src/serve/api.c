@@ -21,6 +21,7 @@
 
 #include "approval/approval.h"
 #include "approval/gate.h"
+#include "approval/gate_net.h"
 #include "common/encoding.h"
 #include "common/httpd.h"
 #include "common/sync.h"
@@ -873,10 +874,92 @@ static enum MHD_Result do_get(struct lg_api *a, struct api_req *req, struct MHD_
 	return reply_json(req, c, MHD_HTTP_OK, mark_ephemeral(a, d));
 }
 
+#define MAX_NET_ENTRIES 64
+
+/*
+ * "network": {"allow": ["pypi.org", "*.github.com:443", ...]}: the
+ * sandbox's egress allowlist, as `--net allow=` takes it, joined into
+ * *allow (new string; NULL when there is no "network").  API clients may
+ * name hosts only: an address or CIDR entry is what lets a guest into a
+ * range it must not reach by default (loopback, private, the host's own
+ * addresses, net/egress.h), and that permission is for the host's user on
+ * the command line, not for whoever holds an API token.  Names that
+ * resolve into such a range are refused when the guest connects.
+ */
+static int parse_network(const json_t *body, char **allow, char *why, size_t whylen)
+{
+	const json_t *net = json_object_get(body, "network"), *list, *v;
+	size_t i, n = 0;
+	char *out;
+
+	*allow = NULL;
+	if (net == NULL || json_is_null(net))
+		return 0;
+	list = json_object_get(net, "allow");
+	if (!json_is_object(net) || json_object_size(net) != 1 || !json_is_array(list) ||
+	    json_array_size(list) > MAX_NET_ENTRIES) {
+		snprintf(why, whylen,
+			 "\"network\" must be {\"allow\": [host, ...]} with at most %u entries",
+			 MAX_NET_ENTRIES);
+		return -1;
+	}
+	json_array_foreach(list, i, v)
+	{
+		const char *e = json_string_value(v);
+		size_t len = e != NULL ? strlen(e) : 0;
+		const char *colon = e != NULL ? strrchr(e, ':') : NULL;
+		size_t host_len = colon != NULL ? (size_t)(colon - e) : len;
+		const char *h = e;
+		char canon[256];
+		bool numeric = true;
+
+		if (e == NULL || len == 0 || len > 300 || strchr(e, ',') != NULL) {
+			snprintf(why, whylen, "\"network\".allow[%zu] must be a host name", i);
+			return -1;
+		}
+		if (host_len > 2 && h[0] == '*' && h[1] == '.') {
+			h += 2;
+			host_len -= 2;
+		}
+		for (size_t k = 0; k < host_len; k++)
+			if (!(h[k] == '.' || (h[k] >= '0' && h[k] <= '9')))
+				numeric = false;
+		if (numeric || memchr(h, '[', host_len) != NULL ||
+		    memchr(h, '/', host_len) != NULL ||
+		    lg_dns_name_canon(h, host_len, canon, sizeof(canon)) < 0) {
+			snprintf(why, whylen,
+				 "\"network\".allow[%zu]: the API takes host names (pypi.org, "
+				 "*.github.com:443), not addresses or CIDRs",
+				 i);
+			return -1;
+		}
+		n += len + 1;
+	}
+	out = xzalloc(n + 1);
+	json_array_foreach(list, i, v)
+	{
+		if (i > 0)
+			strcat(out, ",");
+		strcat(out, json_string_value(v));
+	}
+	*allow = out;
+	return 0;
+}
+
+static void net_close(void *front)
+{
+	lg_gate_net_close(front);
+}
+
+static void net_free(void *front)
+{
+	lg_gate_net_free(front);
+}
+
 static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct MHD_Connection *c)
 {
-	static const char *const keys[] = {"image", "cpus",	    "memory",
-					   "disk",  "idle_timeout", "ephemeral"};
+	static const char *const keys[] = {"image",	   "cpus",	"memory", "disk",
+					   "idle_timeout", "ephemeral", "network"};
 	json_t *eph;
 	uint64_t cpus, memory, disk, idle;
 	const char *image;
@@ -887,6 +970,7 @@ static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct M
 	enum MHD_Result ret;
 	json_t *body, *args, *d;
 	char id[LG_ROUTE_ID_MAX + 1];
+	char *allow = NULL;
 	int r;
 
 	body = body_object(req, true, why, sizeof(why));
@@ -903,8 +987,13 @@ static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct M
 		json_decref(body);
 		return reply_error(req, c, MHD_HTTP_BAD_REQUEST, "%s", why);
 	}
+	if (parse_network(body, &allow, why, sizeof(why)) < 0) {
+		json_decref(body);
+		return reply_error(req, c, MHD_HTTP_BAD_REQUEST, "%s", why);
+	}
 	eph = json_object_get(body, "ephemeral");
 	if (eph != NULL && !json_is_boolean(eph)) {
+		free(allow);
 		json_decref(body);
 		return reply_error(req, c, MHD_HTTP_BAD_REQUEST,
 				   "\"ephemeral\" must be true or false");
@@ -918,6 +1007,8 @@ static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct M
 		json_object_set_new(args, "timeout", json_integer((json_int_t)idle));
 	if (json_is_true(eph))
 		json_object_set_new(args, "ephemeral", json_true());
+	if (allow != NULL)
+		json_object_set_new(args, "network_allow", json_string(allow));
 
 	struct lg_gate_req gr = {
 	    .who = "api", .tool = "sandbox_create", .args = args, .request_id = req->rid};
@@ -944,6 +1035,27 @@ static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct M
 	     */
 	    .cancel_fd = -1,
 	};
+	/*
+	 * With network: a destination off the allowlist is asked through the
+	 * broker's channels (`luminaguard approvals`, the approvals routes),
+	 * as a red action of who "api".
+	 */
+	struct lg_gate_net *gn = NULL;
+	struct lg_sandbox_net sn;
+	if (allow != NULL) {
+		struct lg_gate_net_opts no = {
+		    .gate = a->gate,
+		    .who = "api",
+		    .connections = lg_service_std(a->svc)->egress_connections,
+		};
+		gn = lg_gate_net_new(&no);
+		sn = (struct lg_sandbox_net){
+		    .allow = allow, .ask = lg_gate_net_ask, .log = lg_gate_net_log, .ctx = gn};
+		cr.net = &sn;
+		cr.front = gn;
+		cr.on_close = net_close;
+		cr.on_free = net_free;
+	}
 	r = lg_service_create(a->svc, &cr, &e, &err);
 	if (r < 0) {
 		unsigned status = r == -EAGAIN			 ? 429
@@ -959,6 +1071,8 @@ static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct M
 		goto out;
 	}
 	snprintf(id, sizeof(id), "%s", lg_entry_id(e));
+	if (gn != NULL)
+		lg_gate_net_set_sandbox(gn, id);
 	/* Known as throw-away before anyone can see its id. */
 	if (json_is_true(eph))
 		ephemeral_add(a, id);
@@ -973,6 +1087,7 @@ static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct M
 		(long long)json_integer_value(json_object_get(d, "spawn_ms")));
 	ret = reply_json(req, c, MHD_HTTP_CREATED, d);
 out:
+	free(allow);
 	json_decref(args);
 	json_decref(body);
 	return ret;

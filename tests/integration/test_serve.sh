@@ -332,6 +332,37 @@ for _ in $(seq 100); do
 done
 check "the session's sandbox goes with the session" "$gone" "$(body)"
 
+# --- network: attached at claim time; a destination off the list is a red action ---
+st=$(api POST /v1/sandboxes -d '{"network":{"allow":["10.0.0.1:80"]}}')
+check "an address in an API allowlist is 400 (host names only)" "$(is_error 400 "$st" && grep -q 'host names' "$TMP/body"; echo $?)" "st=$st $(body)"
+st=$(api POST /v1/sandboxes -d '{"network":"pypi.org"}')
+check "a malformed \"network\" is 400" "$(is_error 400 "$st"; echo $?)" "st=$st $(body)"
+for _ in $(seq 300); do api GET /healthz >/dev/null; [ "$(jq '[.pools[].ready] | add' "$TMP/body")" = 2 ] && break; sleep 0.1; done
+st=$(api POST /v1/sandboxes -d '{"network":{"allow":["listed.invalid:80"]}}')
+NID=$(jq -r .id "$TMP/body")
+check "a sandbox with network is claimed from the pool" "$([ "$st" = 201 ] && jq -e '.spawn_path == "pool"' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
+st=$(api POST /v1/sandboxes -d '{}')
+PID2=$(jq -r .id "$TMP/body")
+st=$(api POST "/v1/sandboxes/$PID2/exec?wait=1" -d '{"command":"echo \"[$http_proxy]\"; http_proxy=http://127.0.0.1:3128 wget -q -O- http://x.invalid/ 2>&1; echo rc=$?"}')
+check "a pooled sandbox claimed without network: no proxy variables, the port closed" "$([ "$st" = 200 ] && jq -e '(.stdout | startswith("[]\n")) and (.stdout | test("rc=[1-9]")) and (.stdout | test("HTTP/") | not)' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
+delete_approved "$PID2" >/dev/null
+curl -s --max-time 90 --unix-socket "$SOCK" -X POST -o "$TMP/net.body" "http://lg/v1/sandboxes/$NID/exec?wait=1" -d '{"command":"echo \"[$http_proxy]\"; wget -q -O- http://off-list.invalid/ 2>&1; echo rc=$?"}' &
+npid=$!
+aid=
+for _ in $(seq 300); do
+	aid=$(curl -s --unix-socket "$SOCK" http://lg/v1/approvals | jq -r '.pending[] | select(.card.tool == "network") | .id' | head -1)
+	[ -n "$aid" ] && break
+	sleep 0.1
+done
+st=$(api GET "/v1/approvals/$aid")
+check "a destination off the allowlist is a pending red \"network\" approval naming the sandbox" "$([ -n "$aid" ] && [ "$st" = 200 ] && jq -e --arg id "$NID" '.card.risk == "red" and (.card.summary | test("off-list.invalid")) and (.card.where == $id)' "$TMP/body" >/dev/null; echo $?)" "aid=$aid st=$st $(body)"
+api POST "/v1/approvals/$aid" -d '{"approve":false,"reason":"no"}' >/dev/null
+wait $npid
+check "denied: the guest's request is refused by the proxy (403), the proxy variables were set" "$(jq -e '(.stdout | startswith("[http://127.0.0.1:3128]\n")) and (.stdout | test("403")) and (.stdout | test("rc=[1-9]"))' "$TMP/net.body" >/dev/null; echo $?)" "$(cat "$TMP/net.body")"
+api GET /metrics >/dev/null
+check "metrics count the refused connection" "$(grep -Eq '^luminaguard_egress_connections_total\{verdict="denied"\} [1-9]' "$TMP/body"; echo $?)" "$(grep egress "$TMP/body")"
+delete_approved "$NID" >/dev/null
+
 # --- approvals: a dirty sandbox's DELETE waits for a human ---
 curl -s --max-time 60 --unix-socket "$SOCK" -X DELETE -o "$TMP/deny.body" -w '%{http_code}' "http://lg/v1/sandboxes/$ID" >"$TMP/deny.code" &
 dpid=$!
