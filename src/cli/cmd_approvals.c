@@ -10,6 +10,7 @@
 
 #include "approval/approval.h"
 #include "approval/tty.h"
+#include "common/env.h"
 #include "common/err.h"
 #include "common/util.h"
 
@@ -70,11 +71,11 @@ static int usage_error(const char *fmt, ...)
 
 static char *socket_path(const char *opt)
 {
-	const char *env = getenv("LUMINAGUARD_CONTROL_SOCKET");
+	const char *env = lg_env()->control_socket;
 
 	if (opt != NULL)
 		return xstrdup(opt);
-	if (env != NULL && *env != '\0')
+	if (env != NULL)
 		return xstrdup(env);
 	return approval_control_default_path();
 }

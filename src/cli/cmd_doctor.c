@@ -2,6 +2,7 @@
 /* `luminaguard doctor`: what this host offers, what is missing, and the fix. */
 #include "cli/commands.h"
 
+#include "common/env.h"
 #include "common/paths.h"
 #include "common/util.h"
 #include "hv/hv.h"
@@ -72,10 +73,9 @@ int cmd_doctor(int argc, char **argv)
 	for (size_t i = 0; hv_backends[i] != NULL; i++) {
 		const struct hv_backend *b = hv_backends[i];
 		if (b->probe(&err) == 0) {
-			cleanup_free char *ver =
-			    first_line_of(getenv("LUMINAGUARD_QEMU") ? getenv("LUMINAGUARD_QEMU")
-								     : "qemu-system-x86_64",
-					  "--version");
+			cleanup_free char *ver = first_line_of(
+			    lg_env()->qemu != NULL ? lg_env()->qemu : "qemu-system-x86_64",
+			    "--version");
 			printf("backend %-6s ok: %s (%s)\n", b->name, b->description,
 			       ver ? ver : "version unknown");
 		} else {

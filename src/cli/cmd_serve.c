@@ -10,6 +10,7 @@
 #include "cli/signals.h"
 
 #include "approval/gate.h"
+#include "common/env.h"
 #include "common/log.h"
 #include "common/paths.h"
 #include "common/util.h"
@@ -242,10 +243,9 @@ int cmd_serve(int argc, char **argv)
 	if (so.jail.disabled)
 		lg_warn("serve: --no-jail: VMMs run without the jailer (debugging only)");
 	/* A service logs every request unless told otherwise (the environment is read once). */
-	if (getenv("LUMINAGUARD_LOG") == NULL && lg_log_get_level() < LG_LOG_INFO)
+	if (!lg_env()->log_level_set && lg_log_get_level() < LG_LOG_INFO)
 		lg_log_set_level(LG_LOG_INFO);
-	json_logs = getenv("LUMINAGUARD_LOG_FORMAT") != NULL &&
-		    strcmp(getenv("LUMINAGUARD_LOG_FORMAT"), "json") == 0;
+	json_logs = lg_env()->log_json;
 
 	home = lg_home_dir();
 	if (lg_mkdir_p(home, 0700) < 0) {

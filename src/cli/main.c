@@ -4,6 +4,7 @@
 #include "cli/commands_approval.h"
 #include "cli/commands_approvals.h"
 
+#include "common/env.h"
 #include "common/log.h"
 #include "lg-config.h"
 
@@ -84,6 +85,8 @@ int main(int argc, char **argv)
 	const struct command *c;
 	int i = 1;
 
+	/* Before anything else, and before any thread: nothing reads it later. */
+	lg_env_load();
 	lg_log_init();
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (cli_is_help(argv[i])) {

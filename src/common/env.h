@@ -2,11 +2,11 @@
 /*
  * The environment, read once.  Every variable the host program reads is a
  * field here, parsed and validated by lg_env_load(), which main() calls
- * first, before any thread starts; nothing else in src/ calls getenv()
- * (tests/lint/no-getenv.sh keeps it so).  A bad value gives one warning
- * line on stderr at load ("luminaguard: LUMINAGUARD_BOOT_TIMEOUT=`0` is not
- * 1..3600 seconds; using 120") and the default: the program never fails
- * for its environment.  The guest agent (guest/) is a separate program
+ * first, before any thread starts; nothing else in src/ reads the
+ * environment (tests/unit/no-getenv.sh keeps it so).  A bad value gives the default and
+ * one warning line, which lg_log_init() logs ("LUMINAGUARD_BOOT_TIMEOUT=`0`
+ * is not 1..3600 seconds; using 120"): the program never fails for its
+ * environment.  The guest agent (guest/) is a separate program
  * and reads its own.
  *
  * Programs without our main() (unit tests, fuzzers) need not call
@@ -73,14 +73,20 @@ struct lg_env {
 };
 
 /*
- * Reads and validates the environment, once (later calls do nothing);
- * warnings go to stderr.  Call before any thread starts, or let lg_env()
- * do it.
+ * Reads and validates the environment, once (later calls do nothing).
+ * Call before any thread starts, or let lg_env() do it.
  */
 void lg_env_load(void);
 
 /* The environment as loaded (loading it first if need be).  Never NULL. */
 const struct lg_env *lg_env(void);
+
+/*
+ * One line per variable with a bad value ("LUMINAGUARD_LOG=`loud` is not
+ * error, warn, info or debug; using warn"), NULL-terminated: lg_log_init()
+ * logs them, in the format the environment asked for.
+ */
+const char *const *lg_env_warnings(void);
 
 /*
  * FOR TESTS ONLY: reads the environment again after the test changed it

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "common/log.h"
 
+#include "common/env.h"
 #include "common/util.h"
 
 #include <jansson.h>
@@ -20,15 +21,12 @@ static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 void lg_log_init(void)
 {
-	const char *lvl = getenv("LUMINAGUARD_LOG");
-	const char *fmt = getenv("LUMINAGUARD_LOG_FORMAT");
+	const struct lg_env *e = lg_env();
 
-	if (lvl != NULL) {
-		for (size_t i = 0; i < ARRAY_SIZE(level_names); i++)
-			if (strcmp(lvl, level_names[i]) == 0)
-				log_level = (enum lg_log_level)i;
-	}
-	log_json = fmt != NULL && strcmp(fmt, "json") == 0;
+	log_level = e->log_level;
+	log_json = e->log_json;
+	for (const char *const *w = lg_env_warnings(); *w != NULL; w++)
+		lg_warn("%s", *w);
 }
 
 void lg_log_set_level(enum lg_log_level level)

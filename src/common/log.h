@@ -9,7 +9,9 @@
 
 enum lg_log_level { LG_LOG_ERROR, LG_LOG_WARN, LG_LOG_INFO, LG_LOG_DEBUG };
 
-void lg_log_init(void); /* reads LUMINAGUARD_LOG and LUMINAGUARD_LOG_FORMAT */
+/* Takes LUMINAGUARD_LOG and LUMINAGUARD_LOG_FORMAT from lg_env(), and logs
+ * its warnings about bad values. */
+void lg_log_init(void);
 void lg_log_set_level(enum lg_log_level level);
 enum lg_log_level lg_log_get_level(void);
 /*

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "common/paths.h"
 
+#include "common/env.h"
 #include "common/util.h"
 
 #include <limits.h>
@@ -11,22 +12,18 @@
 
 char *lg_home_dir(void)
 {
-	const char *env = getenv("LUMINAGUARD_HOME");
-	const char *home;
+	const struct lg_env *e = lg_env();
+	const char *home = e->user_home;
 
-	if (env != NULL && *env != '\0')
-		return xstrdup(env);
-	env = getenv("XDG_DATA_HOME");
-	if (env != NULL && *env == '/')
-		return xasprintf("%s/luminaguard", env);
-	home = getenv("HOME");
-	if (home == NULL || *home != '/') {
+	if (e->home != NULL)
+		return xstrdup(e->home);
+	if (e->xdg_data_home != NULL)
+		return xasprintf("%s/luminaguard", e->xdg_data_home);
+	if (home == NULL) {
 		/*
 		 * Called on worker threads (the MCP server's tool calls):
 		 * getpwuid() returns a static buffer another thread may be
 		 * overwriting, so the reentrant one, with a buffer of our own.
-		 * (getenv() is safe there: nothing in the program changes the
-		 * environment.)
 		 */
 		struct passwd pw, *found = NULL;
 		long n = sysconf(_SC_GETPW_R_SIZE_MAX);
@@ -67,13 +64,13 @@ char *lg_serve_mcp_socket_path(void)
 
 char *lg_find_helper(const char *name)
 {
-	const char *env = getenv("LUMINAGUARD_LIBEXEC");
+	const char *env = lg_env()->libexec;
 	char self[PATH_MAX];
 	ssize_t n;
 	char *slash;
 	char *cand;
 
-	if (env != NULL && *env != '\0') {
+	if (env != NULL) {
 		cand = xasprintf("%s/%s", env, name);
 		if (access(cand, X_OK) == 0)
 			return cand;

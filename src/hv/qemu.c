@@ -16,6 +16,7 @@
 #include "hv/hv.h"
 #include "hv/qmp.h"
 
+#include "common/env.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "jail/jail.h"
@@ -155,14 +156,13 @@ static void *pump_main(void *arg)
 
 static char *find_qemu(void)
 {
-	const char *env = getenv("LUMINAGUARD_QEMU");
-	const char *path = getenv("PATH");
+	const char *env = lg_env()->qemu;
 	cleanup_free char *copy = NULL;
 	char *save = NULL;
 
-	if (env != NULL && *env != '\0')
+	if (env != NULL)
 		return access(env, X_OK) == 0 ? xstrdup(env) : NULL;
-	copy = xstrdup(path != NULL ? path : "/usr/local/bin:/usr/bin:/bin");
+	copy = xstrdup(lg_env()->path);
 	for (char *dir = strtok_r(copy, ":", &save); dir != NULL;
 	     dir = strtok_r(NULL, ":", &save)) {
 		char *cand = xasprintf("%s/qemu-system-x86_64", dir);

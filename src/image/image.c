@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "image/image.h"
 
+#include "common/env.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "common/paths.h"
@@ -567,14 +568,13 @@ static int write_initramfs(const struct lg_image_build_opts *o, int fd, const ch
 
 static void rfc3339_now(char buf[32])
 {
-	const char *sde = getenv("SOURCE_DATE_EPOCH");
-	uint64_t secs;
+	int64_t sde = lg_env()->source_date_epoch;
 	time_t t = time(NULL);
 	struct tm tm;
 
 	/* Reproducible builds pin the timestamp. */
-	if (sde != NULL && lg_parse_u64(sde, 0, INT32_MAX, &secs) == 0)
-		t = (time_t)secs;
+	if (sde >= 0)
+		t = (time_t)sde;
 	gmtime_r(&t, &tm);
 	strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }

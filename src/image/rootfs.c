@@ -31,6 +31,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/env.h"
 #include "common/err.h"
 #include "common/util.h"
 #include "image/spec.h"
@@ -69,10 +70,8 @@ static void progress(void (*fn)(void *, const char *), void *data, const char *f
 /* The full path of prog on $PATH, or NULL. */
 static char *find_program(const char *prog)
 {
-	const char *path = getenv("PATH");
+	const char *path = lg_env()->path;
 
-	if (path == NULL || *path == '\0')
-		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 	while (*path) {
 		const char *end = strchrnul(path, ':');
 		char *cand = xasprintf("%.*s/%s", (int)(end - path), path, prog);

@@ -13,6 +13,7 @@
 #include "approval/tty.h"
 #include "audit/audit.h"
 #include "cli/commands_approvals.h"
+#include "common/env.h"
 #include "common/err.h"
 #include "common/util.h"
 #include "mcp/mcp.h"
@@ -816,8 +817,10 @@ static void test_cmd_approvals(void **state)
 	{
 		char *argv[] = {"approvals", "list", "--json", NULL};
 		setenv("LUMINAGUARD_CONTROL_SOCKET", path, 1);
+		lg_env_reload();
 		run_cmd(ARGC(argv), argv, &cap);
 		unsetenv("LUMINAGUARD_CONTROL_SOCKET");
+		lg_env_reload();
 		assert_int_equal(cap.status, 0);
 		list = json_loads(cap.out, 0, NULL);
 		assert_true(json_is_array(list));

@@ -15,6 +15,7 @@
 #include "cli/client.h"
 #include "cli/run_opts.h"
 #include "cli/run_remote.h"
+#include "common/env.h"
 #include "common/util.h"
 
 #include <errno.h>
@@ -1021,9 +1022,11 @@ static void test_run_remote_standalone(void **state)
 		longhome[0] = '/';
 		longhome[sizeof(longhome) - 1] = '\0';
 		setenv("LUMINAGUARD_HOME", longhome, 1);
+		lg_env_reload();
 		assert_int_equal(run_captured(plain, 4, &code, out, sizeof(out), &err), 0);
 		assert_null(err);
 		setenv("LUMINAGUARD_HOME", tmpdir, 1);
+		lg_env_reload();
 	}
 	/* A live service, but options it cannot express: never asked. */
 	svc_start(&s);
@@ -1142,6 +1145,7 @@ static int setup(void **state)
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/lg-test-client.XXXXXX");
 	assert_non_null(mkdtemp(tmpdir));
 	setenv("LUMINAGUARD_HOME", tmpdir, 1);
+	lg_env_reload();
 	signal(SIGPIPE, SIG_IGN);
 	return 0;
 }

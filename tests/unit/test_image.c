@@ -7,6 +7,7 @@
 
 #include <cmocka.h>
 
+#include "common/env.h"
 #include "common/err.h"
 #include "common/paths.h"
 #include "common/sha256.h"
@@ -953,6 +954,7 @@ static char *set_home(void)
 {
 	char *home = make_tmpdir();
 	setenv("LUMINAGUARD_HOME", home, 1);
+	lg_env_reload();
 	return home;
 }
 
@@ -1855,6 +1857,7 @@ static void test_image_rootfs_debian_fake(void **state)
 	{
 		char *path = xasprintf("%s:%s", bin, old_path);
 		setenv("PATH", path, 1);
+		lg_env_reload();
 		free(path);
 	}
 	spec_path = xasprintf("%s/py.json", home);
@@ -1877,6 +1880,7 @@ static void test_image_rootfs_debian_fake(void **state)
 			fprintf(stderr, "skipping: %s\n", err->msg);
 			lg_err_free(&err);
 			setenv("PATH", old_path, 1);
+			lg_env_reload();
 			lg_rm_rf(home);
 			skip();
 		}
@@ -1948,6 +1952,7 @@ static void test_image_rootfs_debian_fake(void **state)
 	assert_int_equal(lg_image_verify("py", &err), 0);
 
 	setenv("PATH", old_path, 1);
+	lg_env_reload();
 	lg_image_spec_free(spec);
 	free(old_path);
 	free(k);
@@ -1971,11 +1976,13 @@ static size_t real_kernel_trees(char **out, size_t max)
 	size_t n = 0;
 
 	unsetenv("LUMINAGUARD_HOME");
+	lg_env_reload();
 	kernels = lg_kernels_dir();
 	if (saved != NULL) {
 		setenv("LUMINAGUARD_HOME", saved, 1);
 		free(saved);
 	}
+	lg_env_reload();
 	pat = xasprintf("%s/*/boot/vmlinuz-*", kernels);
 	pats[0] = pat;
 	pats[1] = "/tmp/k/linux-image-*/boot/vmlinuz-*";

@@ -17,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include "common/env.h"
 #include "common/err.h"
 #include "common/util.h"
 #include "image/rootfs.h"
@@ -511,6 +512,7 @@ static void test_refusals(void **state)
 
 	/* No mkfs.erofs, no mmdebstrap: the message names the fix. */
 	setenv("PATH", "/nonexistent", 1);
+	lg_env_reload();
 	assert_true(lg_rootfs_from_tar(p.tar, p.work, p.out, NULL, NULL, &err) < 0);
 	assert_non_null(strstr(err->msg, "install erofs-utils"));
 	lg_err_free(&err);
@@ -523,6 +525,7 @@ static void test_refusals(void **state)
 		setenv("PATH", path, 1);
 	else
 		unsetenv("PATH");
+	lg_env_reload();
 
 	/* A package name that would be an option or a second list item. */
 	const char *const pk[] = {"python3,evil", NULL};
