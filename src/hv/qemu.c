@@ -177,6 +177,13 @@ static int qemu_probe(struct lg_err **err)
 {
 	cleanup_free char *bin = find_qemu();
 
+	/* The variable names a file that is not there: say so, not "not in PATH". */
+	if (bin == NULL && lg_env()->qemu != NULL)
+		return lg_err_msg(
+		    err, ENOENT,
+		    "LUMINAGUARD_QEMU names no executable file (%.*s); unset it to use "
+		    "qemu-system-x86_64 from PATH",
+		    (int)strcspn(lg_env()->qemu, "\n\r\033"), lg_env()->qemu);
 	if (bin == NULL)
 		return lg_err_msg(err, ENOENT,
 				  "qemu-system-x86_64 not found in PATH; install it with: sudo "
