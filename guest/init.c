@@ -51,9 +51,6 @@
 #define HOST_WAIT_MS	 60000 /* for the host to open its end of the port */
 #define POLL_INTERVAL_MS 10
 #define NET_PORT_WAIT_MS 2000 /* for a second port seen in sysfs to get its name */
-#define STR_(x)		 #x
-#define STR(x)		 STR_(x)
-#define PROXY_URL	 "http://127.0.0.1:" STR(LG_NET_PROXY_PORT)
 
 /* The root file system (issue 9, docs/images.md): kernel command-line words. */
 #define CMDLINE_ROOT	  "lg.root="  /* the base image's format: "erofs" */
@@ -320,15 +317,17 @@ static void loopback_up(void)
 }
 
 /*
- * When the sandbox has egress, the host adds the net port: start the
- * forwarder as a child (a crash there costs the network, not PID 1, which
- * reaps it like any orphan) and point every command at it.  Without the
- * port the guest has no way out at all, and the proxy variables are unset.
+ * When the VM has the net port, start the forwarder as a child (a crash
+ * there costs the network, not PID 1, which reaps it like any orphan).
+ * The proxy variables are not set here: a pooled or snapshot VM boots
+ * with the port before anyone knows whether its claimer will have
+ * network, so the host adds them to each command of a sandbox with egress
+ * (lg_sandbox_exec), and closes the port of one without (the forwarder
+ * then exits and 127.0.0.1:LG_NET_PROXY_PORT refuses).  Without the port
+ * the guest has no way out at all.
  */
 static void start_netfwd(int agent_fd)
 {
-	static const char *const proxy_vars[] = {"http_proxy", "https_proxy", "HTTP_PROXY",
-						 "HTTPS_PROXY"};
 	int fd = open_port(LG_NET_PORT_NAME, NET_PORT_WAIT_MS, true);
 	pid_t pid;
 
@@ -356,11 +355,6 @@ static void start_netfwd(int agent_fd)
 		_exit(netfwd_serve(fd, LG_NET_PROXY_PORT) < 0 ? 1 : 0);
 	}
 	close(fd);
-	/* EXEC's ENV entries still win: build_env() puts them on top of these. */
-	for (size_t i = 0; i < ARRAY_SIZE(proxy_vars); i++)
-		setenv(proxy_vars[i], PROXY_URL, 1);
-	setenv("no_proxy", "localhost,127.0.0.1", 1);
-	setenv("NO_PROXY", "localhost,127.0.0.1", 1);
 }
 
 /* ---- the root file system (lg.root=) ---- */

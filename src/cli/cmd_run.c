@@ -350,15 +350,6 @@ static void net_log(void *ctx, const struct lg_egress_event *ev)
 	}
 }
 
-/* Ends the sandbox first: the proxy and its allowlist must outlive the VM's mux. */
-static void net_done(struct lg_sandbox *sb, struct lg_egress *eg, struct lg_allowlist *allow)
-{
-	lg_sandbox_destroy(sb);
-	if (eg != NULL)
-		lg_egress_fini(eg);
-	lg_allowlist_free(allow);
-}
-
 int cmd_run(int argc, char **argv)
 {
 	struct lg_sandbox_opts so = {0};
@@ -367,7 +358,7 @@ int cmd_run(int argc, char **argv)
 	struct lg_exec_result res;
 	struct lg_err *err = NULL;
 	struct lg_allowlist *allow = NULL;
-	struct lg_egress eg;
+	struct lg_sandbox_net net;
 	struct net_ask ask = {.lock = PTHREAD_MUTEX_INITIALIZER};
 	struct run_cliff rc = {0};
 	struct run_opts o;
@@ -382,17 +373,20 @@ int cmd_run(int argc, char **argv)
 		fputs(run_usage, stdout);
 		return 0;
 	}
-	/* A bad allowlist is a usage error, found before anything starts. */
+	/*
+	 * A bad allowlist is a usage error, found before anything starts
+	 * (the sandbox parses it again for its own egress).
+	 */
 	if (o.net_allow != NULL && lg_allowlist_parse(o.net_allow, &allow, &err) < 0) {
 		lg_err_wrap(&err, "--net");
 		lg_err_report("luminaguard", &err);
 		return EXIT_USAGE;
 	}
+	lg_allowlist_free(allow);
 
 	r = lg_signals_install(&err);
 	if (r < 0) {
 		lg_err_report("luminaguard", &err);
-		lg_allowlist_free(allow);
 		return EXIT_INTERNAL;
 	}
 
@@ -410,7 +404,6 @@ int cmd_run(int argc, char **argv)
 	if (r == 1) {
 		cliff_done(&rc, "ok",
 			   json_pack("{s:i, s:s}", "exit_code", status, "via", "service"));
-		lg_allowlist_free(allow);
 		return status;
 	}
 
@@ -424,13 +417,14 @@ int cmd_run(int argc, char **argv)
 	so.cancel_fd = lg_signals_fd();
 	so.console_fd = o.console ? STDERR_FILENO : -1;
 	so.on_note = note_once;
-	if (allow != NULL) {
-		lg_egress_init(&eg, allow);
+	if (o.net_allow != NULL) {
+		/* The sandbox owns its egress; ask must outlive it (it does: ours). */
 		ask.o = &o;
-		eg.ask = o.approve_tty ? net_ask_tty : NULL;
-		eg.ask_ctx = &ask;
-		eg.log = net_log;
-		so.egress = &eg;
+		net = (struct lg_sandbox_net){.allow = o.net_allow,
+					      .ask = o.approve_tty ? net_ask_tty : NULL,
+					      .log = net_log,
+					      .ctx = &ask};
+		so.net = &net;
 	}
 	r = lg_sandbox_create(&so, &sb, &err);
 	if (r < 0)
@@ -447,7 +441,7 @@ int cmd_run(int argc, char **argv)
 	 * runs; if the command's stdin were that terminal too, its reader
 	 * would swallow the answers (or the prompt the command's input).
 	 */
-	if (so.egress != NULL && o.approve_tty && eo.stdin_fd >= 0 && isatty(STDIN_FILENO)) {
+	if (so.net != NULL && o.approve_tty && eo.stdin_fd >= 0 && isatty(STDIN_FILENO)) {
 		lg_info("the terminal answers network approvals; the command's stdin is empty");
 		eo.stdin_fd = -1;
 	}
@@ -456,7 +450,7 @@ int cmd_run(int argc, char **argv)
 	if (r < 0)
 		goto out_err;
 
-	net_done(sb, so.egress, allow);
+	lg_sandbox_destroy(sb);
 	cliff_done(&rc, "ok",
 		   json_pack("{s:i, s:i, s:b}", "exit_code", res.exit_code, "signal", res.signal,
 			     "timed_out", res.timed_out));
@@ -469,7 +463,7 @@ int cmd_run(int argc, char **argv)
 	return res.exit_code;
 
 out_err:
-	net_done(sb, so.egress, allow);
+	lg_sandbox_destroy(sb);
 	status = lg_signals_caught();
 	cliff_done(&rc, "error",
 		   json_pack("{s:s}", "error",

@@ -3,9 +3,11 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "host/sandbox_internal.h"
 #include "host/snapshot.h"
 #include "image/image.h"
 #include "net/netmux.h"
+#include "proto/proto.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -18,6 +20,26 @@
 #define SHUTDOWN_WAIT_MS	2000
 /* A restored guest answers PING in milliseconds; one that does not was restored wrong. */
 #define RESTORE_PING_TIMEOUT_MS 10000
+
+#define STR_(x)	  #x
+#define STR(x)	  STR_(x)
+#define PROXY_URL "http://127.0.0.1:" STR(LG_NET_PROXY_PORT)
+
+/*
+ * What a command of a sandbox with egress gets under the image's
+ * environment and its own: the guest's forwarder is the only way out.
+ */
+static const char *const proxy_env[] = {
+    "http_proxy=" PROXY_URL,  "https_proxy=" PROXY_URL,	      "HTTP_PROXY=" PROXY_URL,
+    "HTTPS_PROXY=" PROXY_URL, "no_proxy=localhost,127.0.0.1", "NO_PROXY=localhost,127.0.0.1",
+};
+
+/* struct lg_sandbox's net_state. */
+enum net_state {
+	NET_NONE,    /* no port: the VM has no way out, set_net cannot give it one */
+	NET_PENDING, /* a port whose mux refuses every stream until set_net */
+	NET_SET,     /* egress attached, or the port closed for good */
+};
 
 static int boot_timeout_ms(const struct lg_sandbox_opts *o)
 {
@@ -115,6 +137,77 @@ int lg_sandbox_adopt(struct lg_sandbox *sb, const char *hostname, struct lg_err 
 	return r;
 }
 
+/* The sandbox's own egress for net: its allowlist, and who asks and hears. */
+static int egress_new(const struct lg_sandbox_net *net, struct lg_egress **out, struct lg_err **err)
+{
+	struct lg_allowlist *al;
+	struct lg_egress *eg;
+
+	if (net->allow == NULL || net->allow[0] == '\0')
+		al = lg_allowlist_new();
+	else if (lg_allowlist_parse(net->allow, &al, err) < 0)
+		return lg_err_wrap(err, "network allowlist");
+	eg = xmalloc(sizeof(*eg));
+	lg_egress_init(eg, al);
+	eg->ask = net->ask;
+	eg->ask_ctx = net->ctx;
+	eg->log = net->log;
+	eg->log_ctx = net->ctx;
+	*out = eg;
+	return 0;
+}
+
+/* After the mux that served it stopped: no proxy thread uses it any more. */
+static void egress_free(struct lg_egress *eg)
+{
+	struct lg_allowlist *al;
+
+	if (eg == NULL)
+		return;
+	al = eg->allow;
+	lg_egress_fini(eg);
+	lg_allowlist_free(al);
+	free(eg);
+}
+
+/*
+ * Stops the mux and closes the host end of the port for good: the guest's
+ * forwarder reads end-of-stream and exits, so 127.0.0.1:LG_NET_PROXY_PORT
+ * refuses connections and no netmux parser stays exposed to the guest.
+ */
+static void net_close(struct lg_sandbox *sb)
+{
+	lg_netmux_stop(sb->net);
+	sb->net = NULL;
+	sb->net_state = NET_SET;
+}
+
+int lg_sandbox_set_net(struct lg_sandbox *sb, const struct lg_sandbox_net *net, struct lg_err **err)
+{
+	struct lg_egress *eg;
+	int r;
+
+	if (sb->net_state == NET_NONE)
+		return lg_err_msg(err, EINVAL,
+				  "the sandbox has no network port (it was started without one)");
+	if (sb->net_state == NET_SET)
+		return lg_err_msg(err, EINVAL, "the sandbox's network is set already");
+	if (net == NULL) {
+		net_close(sb);
+		return 0;
+	}
+	r = egress_new(net, &eg, err);
+	if (r < 0)
+		return r;
+	/* Cannot be taken: NET_PENDING means the mux has none, and only we set it. */
+	if (lg_netmux_set_egress(sb->net, eg) < 0)
+		abort();
+	sb->own_egress = eg;
+	sb->egress = eg;
+	sb->net_state = NET_SET;
+	return 0;
+}
+
 /* How a sandbox starts: a boot, a boot into a snapshot's RAM file, a restore. */
 enum start_mode { START_BOOT, START_SHARED_RAM, START_RESTORE };
 
@@ -127,13 +220,16 @@ static int sandbox_start(const struct lg_sandbox_opts *o, enum start_mode mode,
 	struct lg_sandbox *sb;
 	struct vm_config cfg;
 	int net[2] = {-1, -1}; /* [0] stays here (the mux), [1] goes to the VMM */
+	struct lg_egress *eg;
+	bool port;
 	uint64_t t0;
 	int r;
 
-	if (mode != START_BOOT && o->egress != NULL)
+	if (o->net != NULL && o->egress != NULL)
+		return lg_err_msg(err, EINVAL, "a sandbox takes net or egress, not both");
+	if (mode == START_SHARED_RAM && (o->net != NULL || o->egress != NULL))
 		return lg_err_msg(err, EINVAL,
-				  "a sandbox with network access cannot come from a snapshot (its "
-				  "VM has no network port); boot it instead");
+				  "a snapshot's VM boots with its network port and no egress");
 	if (o->hostname != NULL && !lg_hostname_valid(o->hostname, strlen(o->hostname)))
 		return lg_err_msg(
 		    err, EINVAL,
@@ -141,6 +237,18 @@ static int sandbox_start(const struct lg_sandbox_opts *o, enum start_mode mode,
 		    "or ending with '-'",
 		    o->hostname, LG_HOSTNAME_MAX);
 	sb = xzalloc(sizeof(*sb));
+	/* A bad allowlist is found before anything boots. */
+	if (o->net != NULL) {
+		r = egress_new(o->net, &sb->own_egress, err);
+		if (r < 0)
+			goto fail;
+	}
+	eg = sb->own_egress != NULL ? sb->own_egress : o->egress;
+	/*
+	 * A snapshot's VM always has the port (its device layout is part of
+	 * the saved state), so every VM made from one has it too.
+	 */
+	port = eg != NULL || o->net_port || mode != START_BOOT;
 	r = lg_sandbox_plan(o, &plan, err);
 	if (r < 0)
 		goto fail;
@@ -171,12 +279,12 @@ static int sandbox_start(const struct lg_sandbox_opts *o, enum start_mode mode,
 		sb->cost = c;
 	}
 	/*
-	 * Without egress the VM gets no network port at all, so there is
-	 * nothing in the guest that could reach out.  With it, the port is a
-	 * socketpair: the guest's connections can only ever arrive at the mux
-	 * and the proxy on this side, never at a host network interface.
+	 * Without network the VM gets no port at all, so there is nothing in
+	 * the guest that could reach out.  With it, the port is a socketpair:
+	 * the guest's connections can only ever arrive at the mux and the
+	 * proxy on this side, never at a host network interface.
 	 */
-	if (o->egress != NULL) {
+	if (port) {
 		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, net) < 0) {
 			r = lg_err_sys(err, "cannot create the guest's network channel");
 			goto fail;
@@ -194,12 +302,15 @@ static int sandbox_start(const struct lg_sandbox_opts *o, enum start_mode mode,
 	if (r < 0)
 		goto fail;
 	if (net[0] >= 0) {
-		r = lg_netmux_start(net[0], o->egress, &sb->net, err);
+		/* eg NULL: every stream is refused until set_net. */
+		r = lg_netmux_start(net[0], eg, &sb->net, err);
 		net[0] = -1; /* the mux owns it, also on failure */
 		if (r < 0) {
 			lg_err_wrap(err, "cannot start the guest's network");
 			goto fail;
 		}
+		sb->egress = eg;
+		sb->net_state = eg != NULL ? NET_SET : NET_PENDING;
 	}
 	if (mode == START_RESTORE) {
 		uint64_t t_spawned = lg_now_ms(), t_loaded = 0, t_attached = 0;
@@ -220,6 +331,11 @@ static int sandbox_start(const struct lg_sandbox_opts *o, enum start_mode mode,
 		r = lg_sandbox_adopt(sb, o->hostname, err);
 		if (r < 0)
 			goto fail;
+		/* Asked for no network: the snapshot's port closes for good. */
+		if (eg == NULL && !o->net_port) {
+			net_close(sb);
+			sb->net_state = NET_NONE;
+		}
 		sb->restored = true;
 		lg_debug(
 		    "restore: VMM up %llu ms, state loaded %llu ms, PING %llu ms, ADOPT %llu ms",
@@ -303,6 +419,8 @@ void lg_sandbox_destroy(struct lg_sandbox *sb)
 	 * end-of-stream; stopping it ends every relayed connection.
 	 */
 	lg_netmux_stop(sb->net);
+	/* Only now: no proxy thread is left to use it. */
+	egress_free(sb->own_egress);
 	lg_agent_free(sb->agent);
 	lg_image_free(sb->image);
 	/* Only now: the VMM that used the budget is gone. */
@@ -324,19 +442,24 @@ int lg_sandbox_exec(struct lg_sandbox *sb, const struct lg_exec_opts *o, struct 
 	const struct lg_image *img = sb->image;
 	struct lg_exec_opts eo = *o;
 	cleanup_free char **env = NULL;
-	size_t n = 0, m = 0;
+	size_t p = sb->egress != NULL ? ARRAY_SIZE(proxy_env) : 0, n = 0, m = 0;
 
-	if (img->env[0] != NULL) {
-		while (img->env[n] != NULL)
-			n++;
+	while (img->env[n] != NULL)
+		n++;
+	if (p + n > 0) {
 		while (o->env != NULL && o->env[m] != NULL)
 			m++;
-		/* The agent applies ENV in order, a later KEY replacing an earlier one. */
-		env = xmalloc((n + m + 1) * sizeof(*env));
-		memcpy(env, img->env, n * sizeof(*env));
+		/*
+		 * The agent applies ENV in order, a later KEY replacing an
+		 * earlier one: the proxy, then the image's, then the caller's.
+		 */
+		env = xmalloc((p + n + m + 1) * sizeof(*env));
+		for (size_t i = 0; i < p; i++)
+			env[i] = (char *)proxy_env[i];
+		memcpy(env + p, img->env, n * sizeof(*env));
 		if (m > 0)
-			memcpy(env + n, o->env, m * sizeof(*env));
-		env[n + m] = NULL;
+			memcpy(env + p + n, o->env, m * sizeof(*env));
+		env[p + n + m] = NULL;
 		eo.env = env;
 	}
 	if (eo.cwd == NULL)
@@ -344,4 +467,60 @@ int lg_sandbox_exec(struct lg_sandbox *sb, const struct lg_exec_opts *o, struct 
 	if (eo.user == NULL)
 		eo.user = img->user;
 	return lg_agent_exec(sb->agent, &eo, res, err);
+}
+
+pid_t lg_sandbox_pid(const struct lg_sandbox *sb)
+{
+	return sb->vm != NULL ? sb->vm->pid : 0;
+}
+
+int lg_sandbox_exit_fd(const struct lg_sandbox *sb)
+{
+	if (sb->vm == NULL || sb->backend->exit_fd == NULL)
+		return -1;
+	return sb->backend->exit_fd(sb->vm);
+}
+
+uint64_t lg_sandbox_boot_ms(const struct lg_sandbox *sb)
+{
+	return sb->boot_ms;
+}
+
+bool lg_sandbox_restored(const struct lg_sandbox *sb)
+{
+	return sb->restored;
+}
+
+bool lg_sandbox_has_net(const struct lg_sandbox *sb)
+{
+	return sb->egress != NULL;
+}
+
+enum hv_accel lg_sandbox_accel(const struct lg_sandbox *sb)
+{
+	return sb->accel;
+}
+
+const char *lg_sandbox_image_name(const struct lg_sandbox *sb)
+{
+	return sb->image->name;
+}
+
+struct lg_agent *lg_sandbox_agent(struct lg_sandbox *sb)
+{
+	return sb->agent;
+}
+
+int lg_sandbox_save_state(struct lg_sandbox *sb, int fd, struct lg_err **err)
+{
+	int r;
+
+	if (sb->backend->save_state == NULL)
+		return lg_err_msg(err, EOPNOTSUPP, "the %s backend has no snapshots",
+				  sb->backend->name);
+	r = sb->backend->save_state(sb->vm, fd, err);
+	/* Paused for good: a poweroff through the agent would only time out. */
+	lg_agent_free(sb->agent);
+	sb->agent = NULL;
+	return r;
 }

@@ -80,9 +80,17 @@ struct lg_sandbox {
 	struct vm *vm;
 	struct lg_agent *agent;
 	enum hv_accel accel;
-	uint64_t boot_ms;      /* spawn to ready: agent HELLO, or restored, PINGed and adopted */
-	bool restored;	       /* from opts.snapshot, not booted */
-	struct lg_netmux *net; /* NULL without network */
+	uint64_t boot_ms; /* spawn to ready: agent HELLO, or restored, PINGed and adopted */
+	bool restored;	  /* from opts.snapshot, not booted */
+	/*
+	 * The host end of the net port: NULL without a port, or once
+	 * lg_sandbox_set_net(NULL) closed it.
+	 */
+	struct lg_netmux *net;
+	uint8_t net_state; /* sandbox.c's enum net_state */
+	/* Attached egress: own_egress, or TRANSITION the caller's; NULL none. */
+	struct lg_egress *egress;
+	struct lg_egress *own_egress;	/* with its allowlist, freed after the mux */
 	struct lg_admission *admission; /* holds .cost while non-NULL */
 	struct lg_admission_cost cost;
 	/* The image it booted; its "defaults" (env, workdir, user) apply to every exec. */
@@ -155,9 +163,10 @@ int lg_sandbox_plan(const struct lg_sandbox_opts *o, struct lg_sandbox_plan *p,
 void lg_sandbox_plan_free(struct lg_sandbox_plan *p);
 
 /*
- * For host/snapshot.c: boots like lg_sandbox_create (o->snapshot and
- * o->egress must be NULL) with guest RAM written into ram_file (share=on),
- * a new file of the VM's RAM size.
+ * For host/snapshot.c: boots like lg_sandbox_create (o->snapshot, o->net
+ * and o->egress must be NULL) with guest RAM written into ram_file
+ * (share=on), a new file of the VM's RAM size, and always with the
+ * network port (mux running, nothing attached), as net_port.
  */
 int lg_sandbox_create_shared_ram(const struct lg_sandbox_opts *o, const char *ram_file,
 				 struct lg_sandbox **out, struct lg_err **err);

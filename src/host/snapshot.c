@@ -5,6 +5,7 @@
 #include "common/paths.h"
 #include "common/sha256.h"
 #include "common/util.h"
+#include "host/sandbox_internal.h"
 #include "image/image.h"
 
 #include <dirent.h>
@@ -513,11 +514,19 @@ static int build(const struct lg_sandbox_opts *o, const struct lg_sandbox_plan *
 
 	bo.snapshot = NULL;
 	bo.hostname = NULL;
+	/*
+	 * With the network port and nothing attached: the VMs restored from
+	 * it get the port too, and their claimers attach egress (or close it)
+	 * with lg_sandbox_set_net.  The guest's forwarder is idle at the save.
+	 */
+	bo.net = NULL;
+	bo.egress = NULL;
+	bo.net_port = true;
 	r = lg_sandbox_create_shared_ram(&bo, ram_path, &sb, err);
 	if (r < 0)
 		return lg_err_wrap(err, "snapshot of image '%s'", p->image->name);
-	version = lg_agent_version(sb->agent);
-	agent = xstrdup(lg_agent_name(sb->agent));
+	version = lg_agent_version(lg_sandbox_agent(sb));
+	agent = xstrdup(lg_agent_name(lg_sandbox_agent(sb)));
 	if (version < LG_PROTO_VERSION_ADOPT) {
 		r = lg_err_msg(err, EOPNOTSUPP,
 			       "image '%s' has a guest agent of protocol %u, too old for snapshots "
@@ -533,11 +542,9 @@ static int build(const struct lg_sandbox_opts *o, const struct lg_sandbox_plan *
 		return r;
 	}
 	/* Right after HELLO the agent is idle: nothing in flight on its channel. */
-	r = sb->backend->save_state(sb->vm, fd, err);
+	r = lg_sandbox_save_state(sb, fd, err);
 	close(fd);
 	/* Paused for good: no poweroff through the agent, the backend ends it. */
-	lg_agent_free(sb->agent);
-	sb->agent = NULL;
 	lg_sandbox_destroy(sb);
 	if (r < 0)
 		return r;
@@ -560,8 +567,6 @@ int lg_snapshot_ensure(const struct lg_sandbox_opts *o, char **dir, struct lg_er
 	cleanup_free char *tmp = NULL;
 	int lock = -1, r;
 
-	if (o->egress != NULL)
-		return lg_err_set(err, EINVAL, "a snapshot's VM has no network port");
 	r = lg_sandbox_plan(o, &p, err);
 	if (r < 0)
 		return r;

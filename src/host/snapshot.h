@@ -21,8 +21,13 @@
 #include "common/err.h"
 #include "host/sandbox.h"
 
-/* Bump on any change to the directory's layout or meta.json. */
-#define LG_SNAPSHOT_FORMAT 1
+/*
+ * Bump on any change to the directory's layout, meta.json or the saved
+ * VM's device layout (it is in the key, so an older snapshot is rebuilt,
+ * never loaded into a VMM whose devices differ).  2: the VM has the
+ * network port (LG_NET_PORT_NAME).
+ */
+#define LG_SNAPSHOT_FORMAT 2
 
 /*
  * Where the snapshot for o lives (it need not exist).  New string in *dir.
@@ -36,9 +41,10 @@ int lg_snapshot_dir(const struct lg_sandbox_opts *o, char **dir, struct lg_err *
  * agent says HELLO, its device state is saved, meta.json written and
  * everything fsynced, and the directory renamed into place whole.  Holds
  * an flock on <dir>.lock meanwhile, so concurrent calls from threads or
- * processes build once and never see a half-written snapshot.  o->egress
- * must be NULL; o->snapshot and o->hostname are ignored.  The build's VM
- * counts in o->admission while it runs.
+ * processes build once and never see a half-written snapshot.  Its VM
+ * has the network port with nothing attached, whatever o says:
+ * o->net, o->net_port, o->egress, o->snapshot and o->hostname are
+ * ignored.  The build's VM counts in o->admission while it runs.
  */
 int lg_snapshot_ensure(const struct lg_sandbox_opts *o, char **dir, struct lg_err **err);
 

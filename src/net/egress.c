@@ -243,6 +243,11 @@ int lg_net_opt_parse(const char *arg, const char **allow, struct lg_err **err)
 	return 0;
 }
 
+struct lg_allowlist *lg_allowlist_new(void)
+{
+	return xzalloc(sizeof(struct lg_allowlist));
+}
+
 int lg_allowlist_parse(const char *spec, struct lg_allowlist **out, struct lg_err **err)
 {
 	struct lg_allowlist *al = xzalloc(sizeof(*al));

@@ -57,6 +57,8 @@ int lg_dns_name_canon(const char *s, size_t n, char *out, size_t out_len);
 int lg_net_opt_parse(const char *arg, const char **allow, struct lg_err **err);
 
 int lg_allowlist_parse(const char *spec, struct lg_allowlist **out, struct lg_err **err);
+/* An empty allowlist: every destination goes to the proxy's ask (or is refused). */
+struct lg_allowlist *lg_allowlist_new(void);
 /* Adds one host-written entry (same syntax). */
 int lg_allowlist_add(struct lg_allowlist *al, const char *entry, struct lg_err **err);
 /*

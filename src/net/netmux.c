@@ -6,6 +6,10 @@
  * thread of its own, so a connection that waits for DNS, a slow connect or
  * a human's approval holds up nothing else.
  *
+ * A mux may start without egress (a pooled or snapshot VM whose claimer's
+ * allowlist is not known yet): each NET_OPEN is then refused with
+ * NET_CLOSE until lg_netmux_set_egress() publishes one, once.
+ *
  * The guest is untrusted: every rule of the relay is checked, and a guest
  * that breaks one loses its network (one warning, all streams closed, the
  * port closed) while the VM and the host go on.  Memory is bounded by the
@@ -47,7 +51,8 @@ struct nm_worker {
 
 struct lg_netmux {
 	struct ns ns;
-	struct lg_egress *eg;
+	/* NULL: refuse every stream; set once, read by the mux thread. */
+	_Atomic(struct lg_egress *) eg;
 	int wake_fd; /* eventfd: lg_netmux_stop() */
 	atomic_bool stop;
 	pthread_t th;
@@ -86,10 +91,15 @@ static void reap_workers(struct lg_netmux *m, bool all)
 static int on_open(void *ctx, uint32_t id)
 {
 	struct lg_netmux *m = ctx;
+	struct lg_egress *eg = atomic_load(&m->eg);
 	struct nm_worker *w;
 	int sv[2];
 	int r;
 
+	if (eg == NULL) {
+		lg_debug("net: stream %u refused: the sandbox has no network", id);
+		return -1;
+	}
 	reap_workers(m, false);
 	if (m->nworkers >= NM_MAX_WORKERS) {
 		lg_debug("net: stream %u refused: %u connections still finishing", id, m->nworkers);
@@ -100,7 +110,7 @@ static int on_open(void *ctx, uint32_t id)
 		return -1;
 	}
 	w = xzalloc(sizeof(*w));
-	w->eg = m->eg;
+	w->eg = eg;
 	w->fd = sv[1];
 	atomic_init(&w->done, false);
 	r = pthread_create(&w->th, NULL, worker_main, w);
@@ -157,7 +167,7 @@ int lg_netmux_start(int port_fd, struct lg_egress *eg, struct lg_netmux **out, s
 	int r;
 
 	m = xzalloc(sizeof(*m));
-	m->eg = eg;
+	atomic_init(&m->eg, eg);
 	atomic_init(&m->stop, false);
 	m->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (m->wake_fd < 0) {
@@ -187,6 +197,15 @@ int lg_netmux_start(int port_fd, struct lg_egress *eg, struct lg_netmux **out, s
 	}
 	*out = m;
 	return 0;
+}
+
+int lg_netmux_set_egress(struct lg_netmux *m, struct lg_egress *eg)
+{
+	struct lg_egress *none = NULL;
+
+	if (eg == NULL)
+		return -EINVAL;
+	return atomic_compare_exchange_strong(&m->eg, &none, eg) ? 0 : -EBUSY;
 }
 
 void lg_netmux_stop(struct lg_netmux *m)

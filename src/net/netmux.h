@@ -20,8 +20,20 @@
 
 struct lg_netmux;
 
-/* Takes ownership of port_fd.  eg must outlive the mux. */
+/*
+ * Takes ownership of port_fd.  eg must outlive the mux.  eg NULL: the mux
+ * runs with no way out, every stream the guest opens is refused at once
+ * (NET_CLOSE: its client sees the connection end) until
+ * lg_netmux_set_egress() gives it one.
+ */
 int lg_netmux_start(int port_fd, struct lg_egress *eg, struct lg_netmux **out, struct lg_err **err);
+/*
+ * Gives a mux started without egress its egress, once (eg must outlive
+ * the mux): streams opened after this call are served by eg; those
+ * refused before stay refused.  Atomic: safe while the mux thread runs.
+ * -EBUSY when it already has one (from start or an earlier call).
+ */
+int lg_netmux_set_egress(struct lg_netmux *m, struct lg_egress *eg);
 /*
  * Closes every stream, joins every thread, frees.  NULL ok.  Closing a
  * stream makes its lg_egress_serve() see EOF, but a proxy thread waiting in

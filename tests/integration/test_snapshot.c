@@ -20,6 +20,7 @@
 #include "image/image.h"
 #include "jail/jail.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -62,7 +64,7 @@ static struct lg_sandbox *restore(const char *image, const char *dir, const char
 	o.hostname = hostname;
 	if (lg_sandbox_create(&o, &sb, &err) < 0)
 		fail_msg("restore: %s", err->msg);
-	assert_true(sb->restored);
+	assert_true(lg_sandbox_restored(sb));
 	return sb;
 }
 
@@ -177,8 +179,9 @@ static void test_restored_guests_are_their_own(void **state)
 	assert_int_equal(strlen(hc), 11);
 	assert_memory_equal(hc, "lg-", 3);
 	assert_string_equal(echo, "restored ok");
-	print_message("restore to ready: %llu, %llu, %llu ms\n", (unsigned long long)a->boot_ms,
-		      (unsigned long long)b->boot_ms, (unsigned long long)c->boot_ms);
+	print_message(
+	    "restore to ready: %llu, %llu, %llu ms\n", (unsigned long long)lg_sandbox_boot_ms(a),
+	    (unsigned long long)lg_sandbox_boot_ms(b), (unsigned long long)lg_sandbox_boot_ms(c));
 	assert_int_equal(count_children(), 3);
 	lg_sandbox_destroy(a);
 	lg_sandbox_destroy(b);
@@ -296,6 +299,7 @@ static void test_damaged_snapshot_refused_and_rebuilt(void **state)
 	cleanup_free char *state_path = xasprintf("%s/state", dir);
 	cleanup_free char *meta = xasprintf("%s/meta.json", dir);
 	cleanup_free char *ram = xasprintf("%s/ram", dir);
+	cleanup_free char *format = xasprintf("\"format\": %d", LG_SNAPSHOT_FORMAT);
 	struct stat st;
 
 	/* One flipped byte in the middle of the device state. */
@@ -309,8 +313,15 @@ static void test_damaged_snapshot_refused_and_rebuilt(void **state)
 	expect_stale(dir, "truncated state");
 	rebuild_and_restore(dir);
 
-	/* meta.json of another format version. */
-	replace_in_file(meta, "\"format\": 1", "\"format\": 99");
+	/*
+	 * meta.json of another format version: 1 is a snapshot made before
+	 * its VM had the network port, whose device layout a restore now
+	 * differs from.
+	 */
+	replace_in_file(meta, format, "\"format\": 1");
+	expect_stale(dir, "format 1");
+	rebuild_and_restore(dir);
+	replace_in_file(meta, format, "\"format\": 99");
 	expect_stale(dir, "format 99");
 	rebuild_and_restore(dir);
 
@@ -582,6 +593,283 @@ static void test_jail_rw_files(void **state)
 	rmdir(dir);
 }
 
+/* ---- the network at claim time (net_port, lg_sandbox_set_net) ---- */
+
+/* A host web server on 127.0.0.1: every request gets body, then the connection closes. */
+struct web {
+	int lfd;
+	uint16_t port;
+	pthread_t th;
+	const char *body;
+};
+
+static void *web_main(void *arg)
+{
+	struct web *w = arg;
+	int fd;
+
+	while ((fd = accept4(w->lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+		char buf[4096];
+		size_t got = 0;
+		ssize_t n;
+
+		while (got < sizeof(buf) - 1 &&
+		       (n = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0) {
+			got += (size_t)n;
+			buf[got] = '\0';
+			if (strstr(buf, "\r\n\r\n") != NULL)
+				break;
+		}
+		dprintf(fd, "HTTP/1.0 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(w->body),
+			w->body);
+		close(fd);
+	}
+	return NULL;
+}
+
+static void web_start(struct web *w, const char *body)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t len = sizeof(sa);
+
+	w->body = body;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	w->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(w->lfd >= 0);
+	assert_int_equal(bind(w->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(w->lfd, 16), 0);
+	assert_int_equal(getsockname(w->lfd, (struct sockaddr *)&sa, &len), 0);
+	w->port = ntohs(sa.sin_port);
+	assert_int_equal(pthread_create(&w->th, NULL, web_main, w), 0);
+}
+
+static void web_stop(struct web *w)
+{
+	shutdown(w->lfd, SHUT_RDWR); /* accept fails: the thread ends */
+	pthread_join(w->th, NULL);
+	close(w->lfd);
+}
+
+/* Counts the proxy's connection log: verdicts by kind. */
+struct net_seen {
+	pthread_mutex_t lock;
+	int allowed, denied;
+};
+
+static void net_log(void *ctx, const struct lg_egress_event *ev)
+{
+	struct net_seen *n = ctx;
+
+	pthread_mutex_lock(&n->lock);
+	if (ev->verdict == LG_EGRESS_ALLOWED)
+		n->allowed++;
+	else
+		n->denied++;
+	pthread_mutex_unlock(&n->lock);
+}
+
+/*
+ * In the guest: is the forwarder listening on 127.0.0.1:3128 (0C38) now,
+ * the proxy variables, and a raw proxy request for http://127.0.0.1:PORT/
+ * written to the forwarder (the guest has no NIC: this is its only way).
+ */
+static char *net_probe(struct lg_sandbox *sb, uint16_t port)
+{
+	cleanup_free char *script = xasprintf(
+	    "grep -qi ':0C38 00000000:0000 0A' /proc/net/tcp && echo LISTENING; "
+	    "env | grep -i _proxy= | sort; "
+	    "(printf 'GET http://127.0.0.1:%u/ HTTP/1.0\r\nHost: 127.0.0.1:%u\r\n\r\n'; sleep 2) "
+	    "| nc -w 5 127.0.0.1 3128; echo nc=$?",
+	    port, port);
+
+	return sh(sb, script);
+}
+
+static struct lg_sandbox *boot_net_port(void)
+{
+	struct lg_sandbox_opts o;
+	struct lg_sandbox *sb = NULL;
+	struct lg_err *err = NULL;
+
+	opts_for(&o, test_image);
+	o.net_port = true;
+	if (lg_sandbox_create(&o, &sb, &err) < 0)
+		fail_msg("boot with net_port: %s", err->msg);
+	return sb;
+}
+
+/*
+ * A VM booted with the port and claimed without network: before the
+ * claim its streams are refused (a pooled VM reaches nothing); after
+ * set_net(NULL) the forwarder is gone, 127.0.0.1:3128 refuses, and no
+ * command gets proxy variables.  A second set_net is -EINVAL.
+ */
+static void test_net_port_claimed_without_network(void **state)
+{
+	struct web w;
+	struct lg_sandbox *sb;
+	struct lg_sandbox_net net = {.allow = NULL};
+	struct lg_err *err = NULL;
+	cleanup_free char *before = NULL, *after = NULL, *script = NULL;
+
+	web_start(&w, "secret-of-the-host\n");
+	sb = boot_net_port();
+	assert_false(lg_sandbox_has_net(sb));
+	before = net_probe(sb, w.port);
+	print_message("pooled, unclaimed: %s\n", before);
+	assert_non_null(strstr(before, "LISTENING"));
+	assert_null(strstr(before, "_proxy="));
+	assert_null(strstr(before, "secret-of-the-host"));
+
+	assert_int_equal(lg_sandbox_set_net(sb, NULL, &err), 0);
+	assert_false(lg_sandbox_has_net(sb));
+	/* The forwarder reads the port's end and exits within moments. */
+	script = xasprintf("for i in $(seq 1 50); do grep -qi ':0C38 00000000:0000 0A' "
+			   "/proc/net/tcp || break; sleep 0.1; done; "
+			   "grep -qi ':0C38 00000000:0000 0A' /proc/net/tcp && echo LISTENING; "
+			   "env | grep -i _proxy=; "
+			   "echo x | nc -w 3 127.0.0.1 3128 2>&1; echo nc=$?");
+	after = sh(sb, script);
+	print_message("claimed without network: %s\n", after);
+	assert_null(strstr(after, "LISTENING"));
+	assert_null(strstr(after, "_proxy="));
+	assert_non_null(strstr(after, "refused"));
+	assert_null(strstr(after, "nc=0"));
+
+	assert_int_equal(lg_sandbox_set_net(sb, &net, &err), -EINVAL);
+	print_message("second set_net: %s\n", err->msg);
+	lg_err_free(&err);
+	assert_int_equal(lg_sandbox_set_net(sb, NULL, &err), -EINVAL);
+	lg_err_free(&err);
+	lg_sandbox_destroy(sb);
+	web_stop(&w);
+	assert_int_equal(count_children(), 0);
+}
+
+/* Egress attached to sb: the allowed destination answers, another is refused. */
+static void check_egress(struct lg_sandbox *sb, struct web *ok, struct web *other,
+			 struct net_seen *seen)
+{
+	cleanup_free char *good = net_probe(sb, ok->port);
+	cleanup_free char *bad = net_probe(sb, other->port);
+
+	print_message("allowed: %s\nrefused: %s\n", good, bad);
+	assert_non_null(strstr(good, "http_proxy=http://127.0.0.1:3128"));
+	assert_non_null(strstr(good, "NO_PROXY=localhost,127.0.0.1"));
+	assert_non_null(strstr(good, "HTTP/1.0 200"));
+	assert_non_null(strstr(good, ok->body));
+	assert_non_null(strstr(bad, "403"));
+	assert_null(strstr(bad, other->body));
+	pthread_mutex_lock(&seen->lock);
+	assert_int_equal(seen->allowed, 1);
+	assert_int_equal(seen->denied, 1);
+	pthread_mutex_unlock(&seen->lock);
+}
+
+static void test_net_port_claimed_with_network(void **state)
+{
+	struct web ok, other;
+	struct net_seen seen = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	struct lg_sandbox *sb, *plain;
+	struct lg_err *err = NULL;
+	struct lg_sandbox_opts o;
+	cleanup_free char *allow = NULL;
+	struct lg_sandbox_net net = {.log = net_log, .ctx = &seen};
+
+	web_start(&ok, "allowed-page\n");
+	web_start(&other, "not-on-the-list\n");
+	/* A host-written address entry: the only way to the host's own loopback. */
+	allow = xasprintf("127.0.0.1:%u", ok.port);
+	net.allow = allow;
+	sb = boot_net_port();
+
+	net.allow = "bad host!";
+	assert_int_equal(lg_sandbox_set_net(sb, &net, &err), -EINVAL);
+	print_message("bad allowlist: %s\n", err->msg);
+	lg_err_free(&err);
+	net.allow = allow;
+	/* A refused allowlist left the port pending: the next call still works. */
+	assert_int_equal(lg_sandbox_set_net(sb, &net, &err), 0);
+	assert_true(lg_sandbox_has_net(sb));
+	check_egress(sb, &ok, &other, &seen);
+	assert_int_equal(lg_sandbox_set_net(sb, &net, &err), -EINVAL);
+	lg_err_free(&err);
+	lg_sandbox_destroy(sb);
+
+	/* A VM without the port cannot be given network later. */
+	opts_for(&o, test_image);
+	if (lg_sandbox_create(&o, &plain, &err) < 0)
+		fail_msg("boot: %s", err->msg);
+	assert_int_equal(lg_sandbox_set_net(plain, &net, &err), -EINVAL);
+	print_message("no port: %s\n", err->msg);
+	lg_err_free(&err);
+	lg_sandbox_destroy(plain);
+	web_stop(&ok);
+	web_stop(&other);
+	assert_int_equal(count_children(), 0);
+}
+
+/*
+ * A snapshot's VM has the port: a restore with net_port is claimed with
+ * set_net, one with net has egress from the start, one with neither has
+ * its port closed (no listener in the guest).
+ */
+static void test_net_after_restore(void **state)
+{
+	cleanup_free char *dir = ensure(test_image);
+	struct web ok, other;
+	struct net_seen seen = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	struct net_seen seen2 = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	struct lg_sandbox_opts o;
+	struct lg_sandbox *sb;
+	struct lg_err *err = NULL;
+	cleanup_free char *allow = NULL, *none = NULL;
+	struct lg_sandbox_net net = {.log = net_log, .ctx = &seen};
+	struct lg_sandbox_net net2 = {.log = net_log, .ctx = &seen2};
+
+	web_start(&ok, "allowed-after-restore\n");
+	web_start(&other, "refused-after-restore\n");
+	allow = xasprintf("127.0.0.1:%u", ok.port);
+	net.allow = net2.allow = allow;
+
+	opts_for(&o, test_image);
+	o.snapshot = dir;
+	o.net_port = true;
+	if (lg_sandbox_create(&o, &sb, &err) < 0)
+		fail_msg("restore with net_port: %s", err->msg);
+	assert_true(lg_sandbox_restored(sb));
+	assert_false(lg_sandbox_has_net(sb));
+	assert_int_equal(lg_sandbox_set_net(sb, &net, &err), 0);
+	check_egress(sb, &ok, &other, &seen);
+	lg_sandbox_destroy(sb);
+
+	o.net_port = false;
+	o.net = &net2;
+	if (lg_sandbox_create(&o, &sb, &err) < 0)
+		fail_msg("restore with net: %s", err->msg);
+	assert_true(lg_sandbox_has_net(sb));
+	check_egress(sb, &ok, &other, &seen2);
+	assert_int_equal(lg_sandbox_set_net(sb, NULL, &err), -EINVAL);
+	lg_err_free(&err);
+	lg_sandbox_destroy(sb);
+
+	o.net = NULL;
+	if (lg_sandbox_create(&o, &sb, &err) < 0)
+		fail_msg("restore without network: %s", err->msg);
+	assert_false(lg_sandbox_has_net(sb));
+	none = sh(sb, "for i in $(seq 1 50); do grep -qi ':0C38 00000000:0000 0A' /proc/net/tcp "
+		      "|| break; sleep 0.1; done; grep -qi ':0C38 00000000:0000 0A' "
+		      "/proc/net/tcp && echo LISTENING; env | grep -i _proxy=; echo done");
+	assert_string_equal(none, "done");
+	assert_int_equal(lg_sandbox_set_net(sb, &net, &err), -EINVAL);
+	lg_err_free(&err);
+	lg_sandbox_destroy(sb);
+	web_stop(&ok);
+	web_stop(&other);
+	assert_int_equal(count_children(), 0);
+	assert_int_equal(count_leftovers(), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -594,6 +882,9 @@ int main(void)
 	    cmocka_unit_test(test_prune_earlier_build),
 	    cmocka_unit_test(test_old_agent_refused),
 	    cmocka_unit_test(test_rootfs_machine_id),
+	    cmocka_unit_test(test_net_port_claimed_without_network),
+	    cmocka_unit_test(test_net_port_claimed_with_network),
+	    cmocka_unit_test(test_net_after_restore),
 	};
 	const char *img = getenv("LG_SNAPSHOT_TEST_IMAGE");
 

@@ -175,18 +175,24 @@ static void assert_fds_back(int before)
 	fail_msg("fd leak: %d open before, %d after", before, now);
 }
 
-static void mux_start(struct fx *f)
+/* eg NULL: a mux with no way out until lg_netmux_set_egress. */
+static void mux_start_with(struct fx *f, struct lg_egress *eg)
 {
 	struct lg_err *err = NULL;
 	int sv[2];
 
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	f->gfd = sv[0];
-	assert_int_equal(lg_netmux_start(sv[1], &f->eg, &f->mux, &err), 0);
+	assert_int_equal(lg_netmux_start(sv[1], eg, &f->mux, &err), 0);
 	lg_reader_init(&f->rd);
 	f->port_eof = false;
 	for (int i = 0; i < NSTREAM; i++)
 		f->st[i] = (struct gstream){0};
+}
+
+static void mux_start(struct fx *f)
+{
+	mux_start_with(f, &f->eg);
 }
 
 static void mux_stop(struct fx *f)
@@ -613,6 +619,44 @@ static void test_stream_limit(void **state)
 	mux_stop(f);
 }
 
+/*
+ * A mux without egress (a pooled VM's, before its claimer is known)
+ * refuses every stream at once and keeps the port; egress attached later
+ * serves the streams opened after it, once.
+ */
+static void test_refused_until_attached(void **state)
+{
+	struct fx *f = *state;
+	uint8_t msg[] = "after the attach";
+
+	mux_start_with(f, NULL);
+	g_frame(f, LG_MSG_NET_OPEN, 1, NULL, 0);
+	g_frame(f, LG_MSG_NET_OPEN, 2, NULL, 0);
+	WAIT_FOR(f, f->st[1].closed && f->st[2].closed, 5000);
+	assert_int_equal(lg_buf_pending(&f->st[1].in), 0);
+	/* Bytes the guest sent before it saw the refusal are stale, not a violation. */
+	g_frame(f, LG_MSG_NET_DATA, 1, "x", 1);
+	g_pump(f, 100);
+	assert_false(f->port_eof);
+
+	assert_int_equal(lg_netmux_set_egress(f->mux, NULL), -EINVAL);
+	assert_int_equal(lg_netmux_set_egress(f->mux, &f->eg), 0);
+	assert_int_equal(lg_netmux_set_egress(f->mux, &f->eg), -EBUSY);
+	g_connect(f, 3);
+	g_send(f, 3, msg, sizeof(msg));
+	g_frame(f, LG_MSG_NET_EOF, 3, NULL, 0);
+	WAIT_FOR(f, f->st[3].eof, 10000);
+	assert_false(f->st[3].closed);
+	assert_int_equal(lg_buf_pending(&f->st[3].in), sizeof(msg));
+	assert_memory_equal(lg_buf_head(&f->st[3].in), msg, sizeof(msg));
+	mux_stop(f);
+
+	/* One started with egress has it for good. */
+	mux_start(f);
+	assert_int_equal(lg_netmux_set_egress(f->mux, &f->eg), -EBUSY);
+	mux_stop(f);
+}
+
 /* ---- the guest forwarder in front of the mux ---- */
 
 static uint16_t free_port(void)
@@ -652,6 +696,23 @@ struct client {
 	bool ok;
 	char msg[200];
 };
+
+/* A connection to the forwarder that ends with no byte: read gives EOF (or a reset). */
+static bool conn_ends_empty(uint16_t port)
+{
+	static const char req[] = "CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n";
+	struct timeval tv = {.tv_sec = 10};
+	char c;
+	int fd = dial(port);
+	ssize_t n;
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (write(fd, req, sizeof(req) - 1) < 0 && errno != EPIPE && errno != ECONNRESET)
+		fail_msg("write to the forwarder: %s", strerror(errno));
+	n = read(fd, &c, 1);
+	close(fd);
+	return n == 0 || (n < 0 && errno == ECONNRESET);
+}
 
 /* One proxied connection: CONNECT, n bytes each way (written and read concurrently), half close. */
 static void *client_main(void *arg)
@@ -767,6 +828,64 @@ static void test_forwarder(void **state)
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/*
+ * The guest's forwarder in front of a mux without egress: its clients'
+ * connections end at once; after the attach they go through; when the
+ * host closes the port (lg_sandbox_set_net(NULL)) the forwarder exits and
+ * its port refuses connections.
+ */
+static void test_forwarder_late_egress(void **state)
+{
+	struct fx *f = *state;
+	struct lg_err *err = NULL;
+	struct lg_netmux *mux = NULL;
+	struct client c = {.n = 100000, .seed = 7};
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	uint16_t port = free_port();
+	char fdarg[16], portarg[16];
+	int sv[2], st, fd;
+	pthread_t th;
+	pid_t pid;
+
+	if (access(LG_BUILD_DIR "/lg-agent", X_OK) < 0)
+		skip();
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int cfd = dup(sv[0]); /* without CLOEXEC */
+
+		snprintf(fdarg, sizeof(fdarg), "%d", cfd);
+		snprintf(portarg, sizeof(portarg), "%u", port);
+		execl(LG_BUILD_DIR "/lg-agent", "lg-agent", "--netfwd-fd", fdarg, "--listen-port",
+		      portarg, (char *)NULL);
+		_exit(127);
+	}
+	close(sv[0]);
+	assert_int_equal(lg_netmux_start(sv[1], NULL, &mux, &err), 0);
+	assert_true(conn_ends_empty(port));
+	assert_true(conn_ends_empty(port));
+
+	assert_int_equal(lg_netmux_set_egress(mux, &f->eg), 0);
+	c.fwd_port = port;
+	c.echo_port = f->echo.port;
+	assert_int_equal(pthread_create(&th, NULL, client_main, &c), 0);
+	pthread_join(th, NULL);
+	if (!c.ok)
+		fail_msg("through the forwarder after the attach: %s", c.msg);
+
+	lg_netmux_stop(mux);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	sa.sin_port = htons(port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), -1);
+	assert_int_equal(errno, ECONNREFUSED);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -775,7 +894,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_violations, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stop_with_streams, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stream_limit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_refused_until_attached, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_forwarder, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_forwarder_late_egress, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
