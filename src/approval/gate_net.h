@@ -30,7 +30,7 @@
 struct lg_gate_net;
 
 struct lg_gate_net_opts {
-	const struct lg_gate *gate; /* borrowed, must outlive it */
+	const struct lg_gate *gate; /* copied; what it points to must outlive it */
 	const char *who;	    /* the audit log's "session": "cli", "api", an MCP session id */
 	const struct lg_asker *askers; /* copied (the array; each ctx is borrowed) */
 	size_t n_askers;

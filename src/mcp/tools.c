@@ -5,13 +5,14 @@
  * red call waits for a human (MCP elicitation, or `luminaguard approvals`
  * over the control socket) and runs only on an explicit yes.
  */
-#include "mcp/internal.h"
+#include "mcp/tools.h"
 
 #include "approval/gate.h"
-#include "approval/tty.h"
+#include "approval/gate_net.h"
 #include "common/encoding.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "mcp/elicit.h"
 #include "policy/policy.h"
 
 #include <errno.h>
@@ -264,11 +265,14 @@ static int parse_vm_args(const json_t *args, struct vm_args *v, char *why, size_
 /*
  * What the MCP front end keeps with each of its sandboxes: the session
  * that owns it (valid while the entry is: a closing session destroys its
- * entries first) and its egress, if the server allows network.
+ * entries first) and, if the server allows network, the approval step of
+ * its egress, which asks the session's client by an elicitation that
+ * belongs to no tool call.
  */
 struct mcp_front {
 	struct mcp_session *ss;
-	struct mcp_net *net;
+	struct mcp_elicit elicit; /* the egress's asker's context */
+	struct lg_gate_net *net;
 };
 
 static void front_close(void *p)
@@ -276,18 +280,19 @@ static void front_close(void *p)
 	struct mcp_front *f = p;
 
 	/* A connection waiting for a human would hold the teardown up: end it. */
-	mcp_net_close(f->net);
+	lg_gate_net_close(f->net);
 }
 
 static void front_free(void *p)
 {
 	struct mcp_front *f = p;
 
-	mcp_net_free(f->net);
+	lg_gate_net_free(f->net);
 	free(f);
 }
 
 static bool audit(struct mcp_session *ss, json_t *event);
+static struct lg_gate session_gate(struct mcp_session *ss);
 
 /*
  * A sandbox whose guest ended without sandbox_destroy (the service found
@@ -304,7 +309,7 @@ static void front_lost(void *p, const char *id, const char *why)
 	bool dirty = false, lost;
 
 	lg_warn("session %s: sandbox %s is lost: %s", f->ss->id, id, why);
-	mcp_net_close(f->net);
+	lg_gate_net_close(f->net);
 	audit(f->ss, json_pack("{s:s, s:s, s:s, s:s, s:b}", "type", "sandbox_lost", "session",
 			       f->ss->id, "sandbox_id", id, "reason", why, "dirty",
 			       mcp_sandbox_facts(f->ss, id, &dirty, &lost) == 0 && dirty));
@@ -316,6 +321,7 @@ static int create(struct mcp_session *ss, const struct vm_args *v, struct lg_ent
 {
 	struct mcp_front *f = xzalloc(sizeof(*f));
 	struct lg_err *err = NULL;
+	struct lg_sandbox_net net;
 	struct lg_create_req req = {
 	    .image = v->image,
 	    .cpus = (unsigned)v->cpus,
@@ -334,23 +340,36 @@ static int create(struct mcp_session *ss, const struct vm_args *v, struct lg_ent
 
 	f->ss = ss;
 	if (ss->srv->o.net_allow != NULL) {
-		f->net = mcp_net_new(ss, ss->srv->o.net_allow, &err);
-		if (f->net == NULL) {
-			free(f);
-			goto fail;
-		}
-		req.egress = mcp_net_egress(f->net);
+		struct lg_gate g = session_gate(ss);
+		struct lg_asker asker;
+
+		f->elicit = (struct mcp_elicit){.ss = ss, .call = NULL};
+		asker = mcp_elicit_asker(&f->elicit);
+		f->net = lg_gate_net_new(&(struct lg_gate_net_opts){
+		    .gate = &g,
+		    .who = ss->id,
+		    .askers = &asker,
+		    .n_askers = 1,
+		    .connections = ss->srv->m.egress_connections,
+		});
+		/* Each sandbox its own copy of the allowlist: a yes widens only its own. */
+		net = (struct lg_sandbox_net){
+		    .allow = ss->srv->o.net_allow,
+		    .ask = lg_gate_net_ask,
+		    .log = lg_gate_net_log,
+		    .ctx = f->net,
+		};
+		req.net = &net;
 	}
-	/* On failure the service has run front_close and front_free. */
-	if (lg_service_create(ss->srv->svc, &req, out, &err) < 0)
-		goto fail;
+	/* On failure the service has run front_close and front_free (a bad allowlist too). */
+	if (lg_service_create(ss->srv->svc, &req, out, &err) < 0) {
+		snprintf(why, whylen, "%s", err->msg);
+		lg_err_free(&err);
+		return -1;
+	}
 	if (f->net != NULL)
-		mcp_net_set_sandbox(f->net, lg_entry_id(*out));
+		lg_gate_net_set_sandbox(f->net, lg_entry_id(*out));
 	return 0;
-fail:
-	snprintf(why, whylen, "%s", err->msg);
-	lg_err_free(&err);
-	return -1;
 }
 
 static json_t *t_create(struct mcp_session *ss, struct mcp_call *call, const json_t *args)
@@ -475,7 +494,7 @@ static json_t *t_fs_read(struct mcp_session *ss, struct mcp_call *call, const js
 	sb = get_sandbox(ss, args, "sandbox_fs_read", &r, &vm);
 	if (sb == NULL)
 		return r;
-	if (lg_agent_read_file(vm->agent, path, READ_CAP, &data, &len, &err) < 0) {
+	if (lg_agent_read_file(lg_sandbox_agent(vm), path, READ_CAP, &data, &len, &err) < 0) {
 		r = tool_error("sandbox_fs_read: %s", err->msg);
 		lg_err_free(&err);
 	} else if (lg_utf8_valid(data, len)) {
@@ -517,7 +536,7 @@ static json_t *t_fs_write(struct mcp_session *ss, struct mcp_call *call, const j
 	if (sb == NULL)
 		return r;
 	lg_entry_mark_dirty(ss->srv->svc, sb);
-	if (lg_agent_write_file(vm->agent, path, data, len, (uint32_t)mode,
+	if (lg_agent_write_file(lg_sandbox_agent(vm), path, data, len, (uint32_t)mode,
 				mkdirs ? LG_WRITE_MKDIRS : 0, &err) < 0) {
 		r = tool_error("sandbox_fs_write: %s", err->msg);
 		lg_err_free(&err);
@@ -558,7 +577,7 @@ static json_t *t_fs_list(struct mcp_session *ss, struct mcp_call *call, const js
 	sb = get_sandbox(ss, args, "sandbox_fs_list", &r, &vm);
 	if (sb == NULL)
 		return r;
-	if (lg_agent_list_dir(vm->agent, path, &ents, &n, &err) < 0) {
+	if (lg_agent_list_dir(lg_sandbox_agent(vm), path, &ents, &n, &err) < 0) {
 		r = tool_error("sandbox_fs_list: %s", err->msg);
 		lg_err_free(&err);
 	} else {
@@ -729,72 +748,10 @@ static bool audit(struct mcp_session *ss, json_t *event)
 	return lg_gate_audit(&g, event);
 }
 
-/*
- * The client's user sees the same card as the terminal and `approvals
- * show`, rendered by the same code, control characters escaped (a client
- * may print it on a terminal).  It also says who may decide, and that the
- * answer given here is taken as the client's report.
- */
-static json_t *elicitation_params(const json_t *card)
-{
-	cleanup_free char *body = approval_card_render(card);
-	cleanup_free char *msg = xasprintf("LuminaGuard asks for approval %s.\n%s",
-					   json_string_value(json_object_get(card, "approval")),
-					   body != NULL ? body : "");
-
-	return json_pack("{s:s, s:{s:s, s:{s:{s:s, s:s, s:s}, s:{s:s, s:s}}, s:[s]}}", "message",
-			 msg, "requestedSchema", "type", "object", "properties", "approve", "type",
-			 "boolean", "title", "Approve", "description", "Allow this action to run",
-			 "reason", "type", "string", "description", "why (optional)", "required",
-			 "approve");
-}
-
-struct elicit_asker {
-	struct mcp_session *ss;
-	struct mcp_call *call;
-};
-
-struct elicit_token {
-	int64_t eid;
-};
-
-static void *elicit_ask(void *ctx, struct approval *a, const json_t *card)
-{
-	struct elicit_asker *e = ctx;
-	struct elicit_token *t = xzalloc(sizeof(*t));
-
-	/*
-	 * Tracked either way, so that a closing session can cancel the wait.
-	 * The client is not asked when its answer would not count (--decide).
-	 */
-	t->eid = mcp_send_elicitation(e->ss, e->call,
-				      mcp_session_elicits(e->ss) &&
-					      (approval_channels(a) & APPROVAL_CH_ELICITATION)
-					  ? elicitation_params(card)
-					  : NULL,
-				      a);
-	return t;
-}
-
-static void elicit_forget(void *ctx, void *token)
-{
-	struct elicit_asker *e = ctx;
-	struct elicit_token *t = token;
-
-	if (t != NULL && t->eid > 0)
-		mcp_forget_elicitation(e->ss, e->call, t->eid);
-	free(t);
-}
-
-static const struct lg_asker_ops elicit_ops = {
-    .ask = elicit_ask,
-    .forget = elicit_forget,
-};
-
 /* The "before" of a file write, read from the session's sandbox. */
 static int read_before(void *ctx, const char *path, uint8_t **out, size_t *len)
 {
-	struct elicit_asker *e = ctx;
+	struct mcp_elicit *e = ctx;
 	const char *sid = json_string_value(json_object_get(e->call->args, "sandbox_id"));
 	struct lg_entry *sb = sid != NULL ? mcp_sandbox_get(e->ss, sid) : NULL;
 	struct lg_sandbox *vm;
@@ -804,7 +761,8 @@ static int read_before(void *ctx, const char *path, uint8_t **out, size_t *len)
 		return -2;
 	/* NULL once lost; the VM itself is not freed while we hold the entry */
 	vm = lg_entry_sandbox(sb);
-	if (vm != NULL && lg_agent_read_file(vm->agent, path, 1u << 20, out, len, NULL) == 0)
+	if (vm != NULL &&
+	    lg_agent_read_file(lg_sandbox_agent(vm), path, 1u << 20, out, len, NULL) == 0)
 		r = 0;
 	mcp_sandbox_put(e->ss->srv, sb);
 	return r;
@@ -831,8 +789,8 @@ json_t *mcp_tools_call(struct mcp_session *ss, struct mcp_call *call)
 	const json_t *args = call->args;
 	const struct tool *t = find_tool(name);
 	struct lg_gate g = session_gate(ss);
-	struct elicit_asker ea = {.ss = ss, .call = call};
-	struct lg_asker asker = {.ops = &elicit_ops, .ctx = &ea};
+	struct mcp_elicit ea = {.ss = ss, .call = call};
+	struct lg_asker asker = mcp_elicit_asker(&ea);
 	struct lg_gate_req req = {
 	    .who = ss->id,
 	    .tool = name,

@@ -1,13 +1,32 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Shared between the MCP core's files; not for transports. */
-#ifndef LG_MCP_INTERNAL_H
-#define LG_MCP_INTERNAL_H
+/*
+ * The MCP core's bottom layer: the server and session objects, sending,
+ * the server-to-client questions (elicitation) a session has out, the
+ * tool calls it has running, and the sandboxes it owns.  Not for
+ * transports (they use mcp.h).
+ *
+ * The core's files form layers, each including only those below it
+ * (tests/check_layers.py checks it):
+ *
+ *   dispatch.c   JSON-RPC validation, methods, worker threads for calls
+ *      |
+ *   tools.{c,h}  the sandbox tools and the approval step in front of them
+ *      |
+ *   elicit.{c,h} MCP elicitation as a way of asking a human (lg_asker)
+ *      |
+ *   session.{c,h} this file
+ *
+ * A call's worker thread and an approval's wait go down the layers; what
+ * comes back up (a client's answer, a cancel) goes through the state
+ * kept here, never through a call upward.
+ */
+#ifndef LG_MCP_SESSION_H
+#define LG_MCP_SESSION_H
 
 #include "mcp/mcp.h"
 
 #include "approval/approval.h"
 #include "common/metrics.h"
-#include "host/sandbox.h"
 #include "service/service.h"
 
 #include <pthread.h>
@@ -15,7 +34,7 @@
 /* A sandbox id ("sb-" and 12 hex digits, the service's) and its NUL. */
 #define MCP_SANDBOX_ID_LEN 16
 
-/* A tools/call running on a worker thread. */
+/* A tools/call running on a worker thread (dispatch.c starts it). */
 struct mcp_call {
 	struct mcp_call *next;
 	struct mcp_session *ss;
@@ -24,7 +43,7 @@ struct mcp_call {
 	char *name;
 	json_t *args;
 	int cancel_pipe[2]; /* readable once the client sent notifications/cancelled */
-	bool cancelled;
+	bool cancelled;	    /* under ss->lock */
 };
 
 /* "el-" and 32 hex digits (128 random bits), and the NUL. */
@@ -34,13 +53,13 @@ struct mcp_call {
  * A server-to-client request waiting for its response (elicitation).  Two
  * ids: `id` is the worker's handle for it, never on the wire; `wire_id` is
  * the JSON-RPC id the client sees, random so that no client can answer a
- * question it was never asked (see handle_response).
+ * question it was never asked (see mcp_session_answer).
  */
 struct mcp_outreq {
 	struct mcp_outreq *next;
 	int64_t id;
 	char wire_id[MCP_OUTREQ_ID_LEN];
-	struct mcp_call *call;	   /* the call that waits on it */
+	struct mcp_call *call;	   /* the call that waits on it, or NULL (egress) */
 	struct approval *approval; /* the decision the answer feeds */
 	bool sent;		   /* an elicitation/create went out */
 	bool answered;		   /* the client answered it (result or error) */
@@ -82,12 +101,25 @@ struct mcp_server {
 /* A label's child of a standard family, e.g. mcp_metric(s->m.approvals, "approved"). */
 struct lg_metric_child *mcp_metric(struct lg_metric *family, const char *label);
 
-/* ---- session.c ---- */
+/* ---- sending ---- */
 
 /* Sends a message (steals the reference). */
 int mcp_send(struct mcp_session *ss, void *stream, json_t *msg);
+
+/* ---- the client, as initialize described it ---- */
+
+/*
+ * Records the negotiated version (one of mcp_protocol_versions), whether
+ * the client can elicit, and its name (NULL: none; sanitized here: it
+ * ends up in approvals' deciders, logs and the CLI).
+ */
+void mcp_session_set_client(struct mcp_session *ss, const char *version, bool elicits,
+			    const char *name);
 /* Whether the client declared elicitation (and its version has it). */
 bool mcp_session_elicits(struct mcp_session *ss);
+
+/* ---- server-to-client questions ---- */
+
 /*
  * Tracks approval a (borrowed; call may be NULL for a question that belongs
  * to no tool call, such as a sandbox's network request: the caller keeps its
@@ -96,7 +128,7 @@ bool mcp_session_elicits(struct mcp_session *ss);
  * (stolen) and the client can elicit, sends an elicitation/create whose
  * answer decides it.  Only that request, while outstanding, can be answered:
  * a response with any other id decides nothing.  Returns the tracking id, or
- * -1 if the session is closing.
+ * -1 if the session is closing (a is then cancelled).
  */
 int64_t mcp_send_elicitation(struct mcp_session *ss, struct mcp_call *call, json_t *params,
 			     struct approval *a);
@@ -105,9 +137,34 @@ int64_t mcp_send_elicitation(struct mcp_session *ss, struct mcp_call *call, json
  * client (decided elsewhere), tells the client with notifications/cancelled.
  */
 void mcp_forget_elicitation(struct mcp_session *ss, struct mcp_call *call, int64_t id);
-
-/* ---- sandboxes (session.c): the service's entries, seen through the session that owns them ----
+/*
+ * A JSON-RPC response from the client (borrowed): the answer to one of
+ * this session's open elicitations, or dropped with a log line.
  */
+void mcp_session_answer(struct mcp_session *ss, const json_t *msg);
+
+/* ---- tool calls in flight ---- */
+
+/* At most this many tools/call of one session run at once. */
+#define MCP_MAX_RUNNING_PER_SESS 32
+
+/*
+ * Registers c as running; -1 when the session is closing or already runs
+ * MCP_MAX_RUNNING_PER_SESS calls.
+ */
+int mcp_session_add_call(struct mcp_session *ss, struct mcp_call *c);
+/* Whether c was cancelled (notifications/cancelled, or the session closing). */
+bool mcp_session_call_cancelled(struct mcp_session *ss, struct mcp_call *c);
+/* Unregisters c (it ended); returns whether it was cancelled. */
+bool mcp_session_end_call(struct mcp_session *ss, struct mcp_call *c);
+/*
+ * notifications/cancelled: the running call with this JSON-RPC id is
+ * marked cancelled, its cancel pipe written (a command it runs is killed)
+ * and the approvals it waits for cancelled.
+ */
+void mcp_session_cancel_call(struct mcp_session *ss, const json_t *request_id);
+
+/* ---- the sandboxes this session owns: the service's entries, seen through the session ---- */
 
 /* Takes a sandbox of this session (lg_service_get); NULL if none. */
 struct lg_entry *mcp_sandbox_get(struct mcp_session *ss, const char *id);
@@ -121,34 +178,5 @@ int mcp_sandbox_facts(struct mcp_session *ss, const char *id, bool *dirty, bool 
 bool mcp_sandbox_destroy(struct mcp_session *ss, const char *id);
 /* A JSON array describing this session's sandboxes.  New reference. */
 json_t *mcp_sandbox_list(struct mcp_session *ss);
-
-/* ---- net.c: a sandbox's egress, when the server has --net allow= ---- */
-
-struct mcp_net;
-struct lg_egress;
-
-/*
- * The egress of one sandbox of session ss: its own copy of the server's
- * allowlist (a human's approval widens only this sandbox's), connections
- * to other hosts as red actions through the broker and elicitation, and
- * one audit event per connection.
- */
-struct mcp_net *mcp_net_new(struct mcp_session *ss, const char *allow, struct lg_err **err);
-struct lg_egress *mcp_net_egress(struct mcp_net *n);
-void mcp_net_set_sandbox(struct mcp_net *n, const char *sandbox_id);
-/* Ends approvals still waiting: the sandbox is going away.  NULL ok. */
-void mcp_net_close(struct mcp_net *n);
-void mcp_net_free(struct mcp_net *n);
-
-/* ---- tools.c ---- */
-
-/* tools/list: every tool with schema and annotations.  New reference. */
-json_t *mcp_tools_list(void);
-bool mcp_tool_exists(const char *name);
-/*
- * tools/call on a worker thread: classify, ask a human if red, run, audit.
- * Returns the CallToolResult (new reference); never NULL.
- */
-json_t *mcp_tools_call(struct mcp_session *ss, struct mcp_call *call);
 
 #endif

@@ -1,0 +1,2 @@
+/* The bottom layer including a higher one. */
+#include "a/a.h"

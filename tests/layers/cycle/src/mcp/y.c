@@ -1,0 +1,6 @@
+#include "mcp/internal.h"
+
+int mcp_y(void)
+{
+	return 0 * mcp_x();
+}
