@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "host/sandbox.h"
 
+#include "common/env.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "host/sandbox_internal.h"
@@ -16,8 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define DEFAULT_BOOT_TIMEOUT_MS 120000
-#define SHUTDOWN_WAIT_MS	2000
+#define SHUTDOWN_WAIT_MS 2000
 /* A restored guest answers PING in milliseconds; one that does not was restored wrong. */
 #define RESTORE_PING_TIMEOUT_MS 10000
 
@@ -41,16 +41,12 @@ enum net_state {
 	NET_SET,     /* egress attached, or the port closed for good */
 };
 
+/* o's, else $LUMINAGUARD_BOOT_TIMEOUT as read at start, else its default. */
 static int boot_timeout_ms(const struct lg_sandbox_opts *o)
 {
-	const char *env = getenv("LUMINAGUARD_BOOT_TIMEOUT");
-	uint64_t s;
-
 	if (o->boot_timeout_ms > 0)
 		return o->boot_timeout_ms;
-	if (env != NULL && lg_parse_u64(env, 1, 3600, &s) == 0)
-		return (int)(s * 1000);
-	return DEFAULT_BOOT_TIMEOUT_MS;
+	return lg_env()->boot_timeout_ms;
 }
 
 /* The last non-empty line of the console, for "the guest did not start" errors. */

@@ -11,9 +11,7 @@ set -eu
 cd "${1:?usage: no-getenv.sh SOURCE_DIR}"
 
 # Files still allowed to call getenv, each with its reason.  Keep it empty.
-#   src/host/sandbox.c: LUMINAGUARD_BOOT_TIMEOUT, pending its switch to
-#     lg_env()->boot_timeout_ms (then delete it here).
-pending="src/host/sandbox.c"
+pending=""
 
 hits=$(grep -rnE --include='*.c' --include='*.h' '(secure_)?getenv[_a-z]*[[:space:]]*\(' src |
 	grep -v '^src/common/env\.c:' || true)
