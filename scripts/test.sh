@@ -63,7 +63,7 @@ echo "== threaded suites under ThreadSanitizer (build-tsan)"
 # lg-agent (netmux starts it) is static and built without sanitizers, as
 # in build-asan.  ASLR off (setarch -R) where it can be: TSan's fixed
 # shadow layout fails on kernels with more mmap randomization.
-tsan_suites="approval gate http netmux egress mcp-hostile admission metrics service serve"
+tsan_suites="approval gate gate-net http netmux egress mcp-hostile admission metrics service serve"
 if [ ! -f build-tsan/build.ninja ]; then
 	meson setup build-tsan -Db_sanitize=thread -Db_lundef=false >/dev/null
 fi
