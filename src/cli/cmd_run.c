@@ -11,6 +11,7 @@
 #include "common/util.h"
 #include "host/sandbox.h"
 #include "approval/gate.h"
+#include "approval/gate_net.h"
 #include "approval/tty.h"
 #include "audit/audit.h"
 #include "net/egress.h"
@@ -83,17 +84,26 @@ struct run_cliff {
 };
 
 /*
- * The terminal asker.  It asks inline, within the broker's timeout: `run`
- * has no control socket, so no other channel could answer meanwhile.  With
- * no one to ask (--approve none, or stdin not a terminal) it says no at
- * once, with what to do instead, rather than letting the request time out.
+ * The terminal asker, for the command and for its network (--net, through
+ * approval/gate_net.h: tool "network").  It asks inline, within the
+ * broker's timeout: `run` has no control socket, so no other channel could
+ * answer meanwhile.  With no one to ask (--approve none, or no terminal)
+ * it says no at once, with what to do instead, rather than letting the
+ * request time out.  One prompt at a time: the guest may open many
+ * connections at once, and two cards interleaved on one terminal could
+ * get one answer meant for the other.
  */
+static pthread_mutex_t tty_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void *tty_ask(void *ctx, struct approval *a, const json_t *broker_card)
 {
 	const struct run_opts *o = ctx;
 	json_t *card = json_deep_copy(broker_card);
 	struct lg_err *err = NULL;
 	bool approved = false;
+	const char *tool = json_string_value(json_object_get(card, "tool"));
+	bool net = tool != NULL && strcmp(tool, "network") == 0;
+	int in_fd = STDIN_FILENO, out_fd = STDERR_FILENO, tty = -1;
 	int r;
 
 	if (!o->approve_tty) {
@@ -107,22 +117,37 @@ static void *tty_ask(void *ctx, struct approval *a, const json_t *broker_card)
 		json_decref(card);
 		return NULL;
 	}
-	/* A human at a terminal, or no one: piped stdin is not a person's answer. */
-	if (!isatty(STDIN_FILENO)) {
+	/*
+	 * A human at a terminal, or no one: piped stdin is not a person's
+	 * answer to run the command.  A network question comes while the
+	 * command runs, and is asked on the controlling terminal then
+	 * (O_NOCTTY: asking must never acquire one).
+	 */
+	if (!isatty(STDIN_FILENO) && net)
+		tty = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
+	if (!isatty(STDIN_FILENO) && tty < 0) {
 		approval_decide_ref(a, false, APPROVAL_CH_TTY, "--approve tty",
-				    "--approve tty needs stdin to be a terminal");
+				    net ? "--approve tty: no terminal to ask on"
+					: "--approve tty needs stdin to be a terminal");
 		json_decref(card);
 		return NULL;
 	}
+	if (tty >= 0)
+		in_fd = out_fd = tty;
 	/* No control socket here: `approvals show ID` and other channels do not apply. */
 	json_object_del(card, "approval");
 	json_object_del(card, "channels");
 	/* Not an argument the policy sees, but the human should know. */
-	json_object_set_new(
-	    card, "stdin",
-	    json_string(o->no_stdin ? "none (--no-stdin)" : "what you type on this terminal"));
-	r = approval_tty_prompt_fds(card, o->approval_timeout_s, STDIN_FILENO, STDERR_FILENO,
-				    lg_signals_fd(), &approved, &err);
+	if (!net)
+		json_object_set_new(card, "stdin",
+				    json_string(o->no_stdin ? "none (--no-stdin)"
+							    : "what you type on this terminal"));
+	pthread_mutex_lock(&tty_lock);
+	r = approval_tty_prompt_fds(card, o->approval_timeout_s, in_fd, out_fd, lg_signals_fd(),
+				    &approved, &err);
+	pthread_mutex_unlock(&tty_lock);
+	if (tty >= 0)
+		close(tty);
 	json_decref(card);
 	if (r == -ECANCELED)
 		approval_cancel(a); /* interrupted: run_main reports the signal */
@@ -243,113 +268,6 @@ static void cliff_done(struct run_cliff *c, const char *outcome, json_t *fields)
 	cliff_free(c);
 }
 
-/* ---- --net allow=LIST: the approval cliff and the connection log ---- */
-
-struct net_ask {
-	const struct run_opts *o;
-	/*
-	 * One prompt at a time: the guest may open many connections at once,
-	 * and two cards interleaved on one terminal could get one answer
-	 * meant for the other.
-	 */
-	pthread_mutex_t lock;
-};
-
-/*
- * A destination not on the allowlist, with --approve tty: a red action.
- * The human answers on the terminal (stdin when it is one, else
- * /dev/tty); no terminal, no answer in time, or an interrupt is a no.
- */
-static bool net_ask_tty(void *ctx, const char *host, uint16_t port)
-{
-	struct net_ask *a = ctx;
-	struct lg_err *err = NULL;
-	bool v6 = strchr(host, ':') != NULL;
-	cleanup_free char *dest = xasprintf(v6 ? "[%s]:%u" : "%s:%u", host, (unsigned)port);
-	cleanup_free char *summary = xasprintf("allow network access to %s?", dest);
-	/* What a yes can open: never the host itself (lg_egress_dest_note). */
-	cleanup_free char *reason =
-	    xasprintf("%s is not on the --net allowlist. %s", dest, lg_egress_dest_note(host));
-	bool approved = false;
-	int in_fd = STDIN_FILENO, out_fd = STDERR_FILENO, tty = -1;
-	json_t *card;
-	int r;
-
-	/* The host name came from the guest; the card printer escapes it. */
-	card = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "tool", "network", "summary", summary,
-			 "where", "this sandbox", "risk", "high", "rule", "net-allowlist", "reason",
-			 reason);
-	pthread_mutex_lock(&a->lock);
-	if (!isatty(STDIN_FILENO)) {
-		/* O_NOCTTY: asking must never acquire a controlling terminal. */
-		tty = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
-		in_fd = out_fd = tty;
-	}
-	if (in_fd < 0)
-		r = lg_err_msg(&err, ENOTTY, "no terminal for --approve tty");
-	else
-		r = approval_tty_prompt_fds(card, a->o->approval_timeout_s, in_fd, out_fd,
-					    lg_signals_fd(), &approved, &err);
-	if (tty >= 0)
-		close(tty);
-	pthread_mutex_unlock(&a->lock);
-	json_decref(card);
-	if (r < 0) {
-		lg_warn("net: %s not asked (%s): denied", dest, err ? err->msg : "error");
-		lg_err_free(&err);
-		return false;
-	}
-	lg_info("net: %s %s by the human", dest,
-		r == 1	   ? "not approved in time: denied"
-		: approved ? "approved"
-			   : "denied");
-	return approved;
-}
-
-/* "517 B", "4.0 KiB", "12.3 MiB". */
-static void fmt_bytes(char *buf, size_t len, uint64_t n)
-{
-	if (n < 1024)
-		snprintf(buf, len, "%llu B", (unsigned long long)n);
-	else if (n < 1024 * 1024)
-		snprintf(buf, len, "%.1f KiB", (double)n / 1024);
-	else if (n < 1024ull * 1024 * 1024)
-		snprintf(buf, len, "%.1f MiB", (double)n / (1024 * 1024));
-	else
-		snprintf(buf, len, "%.1f GiB", (double)n / (1024.0 * 1024 * 1024));
-}
-
-/*
- * One line per connection.  Denied and failed connections are warnings,
- * shown by default: the user should see what the guest tried and could
- * not do.  Allowed ones are info (LUMINAGUARD_LOG=info).
- */
-static void net_log(void *ctx, const struct lg_egress_event *ev)
-{
-	const char *host = ev->host ? ev->host : "?", *method = ev->method ? ev->method : "?";
-	const char *addr = ev->address ? ev->address : "";
-	bool v6 = strchr(host, ':') != NULL;
-	char up[32], down[32];
-
-	(void)ctx;
-	fmt_bytes(up, sizeof(up), ev->bytes_up);
-	fmt_bytes(down, sizeof(down), ev->bytes_down);
-	/* The log makes each line one line: the guest's bytes cannot forge another. */
-	switch (ev->verdict) {
-	case LG_EGRESS_ALLOWED:
-		lg_info("net: %s %s%s%s:%u -> %s allowed (up %s, down %s)", method, v6 ? "[" : "",
-			host, v6 ? "]" : "", (unsigned)ev->port, addr[0] ? addr : "?", up, down);
-		break;
-	case LG_EGRESS_DENIED:
-	case LG_EGRESS_FAILED:
-		lg_warn("net: %s %s%s%s:%u%s%s %s%s%s", method, v6 ? "[" : "", host, v6 ? "]" : "",
-			(unsigned)ev->port, addr[0] ? " -> " : "", addr,
-			ev->verdict == LG_EGRESS_DENIED ? "denied" : "failed",
-			ev->reason ? ": " : "", ev->reason ? ev->reason : "");
-		break;
-	}
-}
-
 int cmd_run(int argc, char **argv)
 {
 	struct lg_sandbox_opts so = {0};
@@ -359,7 +277,7 @@ int cmd_run(int argc, char **argv)
 	struct lg_err *err = NULL;
 	struct lg_allowlist *allow = NULL;
 	struct lg_sandbox_net net;
-	struct net_ask ask = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	struct lg_gate_net *gn = NULL;
 	struct run_cliff rc = {0};
 	struct run_opts o;
 	int status;
@@ -418,12 +336,22 @@ int cmd_run(int argc, char **argv)
 	so.console_fd = o.console ? STDERR_FILENO : -1;
 	so.on_note = note_once;
 	if (o.net_allow != NULL) {
-		/* The sandbox owns its egress; ask must outlive it (it does: ours). */
-		ask.o = &o;
+		/*
+		 * The sandbox owns its egress.  A destination off the list is
+		 * a network approval through the cliff's gate, asked on the
+		 * terminal (--approve none: refused without asking), and every
+		 * connection is logged and audited (gate_net.h).
+		 */
+		struct lg_asker asker = {.ops = &tty_asker_ops, .ctx = &o};
+		cleanup_free char *id = xasprintf("run-%d", (int)getpid());
+
+		gn = lg_gate_net_new(&(struct lg_gate_net_opts){
+		    .gate = &rc.g, .who = "cli", .askers = &asker, .n_askers = 1});
+		lg_gate_net_set_sandbox(gn, id);
 		net = (struct lg_sandbox_net){.allow = o.net_allow,
-					      .ask = o.approve_tty ? net_ask_tty : NULL,
-					      .log = net_log,
-					      .ctx = &ask};
+					      .ask = o.approve_tty ? lg_gate_net_ask : NULL,
+					      .log = lg_gate_net_log,
+					      .ctx = gn};
 		so.net = &net;
 	}
 	r = lg_sandbox_create(&so, &sb, &err);
@@ -450,7 +378,10 @@ int cmd_run(int argc, char **argv)
 	if (r < 0)
 		goto out_err;
 
+	/* Pending network questions cancelled first: the proxy's threads are joined. */
+	lg_gate_net_close(gn);
 	lg_sandbox_destroy(sb);
+	lg_gate_net_free(gn);
 	cliff_done(&rc, "ok",
 		   json_pack("{s:i, s:i, s:b}", "exit_code", res.exit_code, "signal", res.signal,
 			     "timed_out", res.timed_out));
@@ -463,7 +394,9 @@ int cmd_run(int argc, char **argv)
 	return res.exit_code;
 
 out_err:
+	lg_gate_net_close(gn);
 	lg_sandbox_destroy(sb);
+	lg_gate_net_free(gn);
 	status = lg_signals_caught();
 	cliff_done(&rc, "error",
 		   json_pack("{s:s}", "error",

@@ -189,15 +189,15 @@ check "not listed: the guest sees a 403 naming host b" "$(section raw-b | grep -
 check "host loopback: 127.0.0.1 is refused without an entry" "$(section loop-ip | grep -q 'loop-ip rc=[1-9]' && section loop-connect | grep -q '^HTTP/1.[01] 403' && ! echo "$out" | grep -q "$L"; echo $?)" "$(section loop-ip)" "$(section loop-connect)"
 check "no raw TCP: direct wget and nc to host a fail" "$(section direct | grep -q 'direct-wget rc=[1-9]' && section direct | grep -q 'direct-nc rc=[1-9]' && ! section direct | grep -q "$A"; echo $?)" "$(section direct)"
 check "no DNS from the guest" "$(section dns | grep -q 'dns rc=[1-9]'; echo $?)" "$(section dns)"
-check "the log names each connection and its verdict" "$(echo "$errs" | grep -q 'net: GET 10\.231\.1\.2:8080 -> 10\.231\.1\.2 allowed' &&
-	echo "$errs" | grep -q 'net: CONNECT 10\.231\.1\.2:8080 -> 10\.231\.1\.2 allowed' &&
-	echo "$errs" | grep -q 'warning: net: GET 10\.231\.2\.2:8080.* denied' &&
-	echo "$errs" | grep -q "warning: net: CONNECT 127\.0\.0\.1:$LPORT.* denied"; echo $?)" "$errs"
+check "the log names each connection and its verdict" "$(echo "$errs" | grep -q 'sandbox run-[0-9]*: net GET 10\.231\.1\.2:8080 -> 10\.231\.1\.2 allowed' &&
+	echo "$errs" | grep -q 'net CONNECT 10\.231\.1\.2:8080 -> 10\.231\.1\.2 allowed' &&
+	echo "$errs" | grep -q 'warning: sandbox run-[0-9]*: net GET 10\.231\.2\.2:8080.* denied' &&
+	echo "$errs" | grep -q "warning: sandbox run-[0-9]*: net CONNECT 127\.0\.0\.1:$LPORT.* denied"; echo $?)" "$errs"
 
 # Denied connections are shown without LUMINAGUARD_LOG; allowed ones are not.
 lg --net allow=10.231.1.2:8080 -- sh -c 'timeout 20 wget -q -O- http://10.231.1.2:8080/a.txt; timeout 20 wget -q -O- http://10.231.2.2:8080/b.txt' >"$TMP/out" 2>"$TMP/err"
 rc=$?
-check "by default the log shows denials, not allowed connections" "$(grep -qx "$A" "$TMP/out" && grep -q 'warning: net: GET 10\.231\.2\.2:8080.* denied' "$TMP/err" && ! grep -q 'allowed' "$TMP/err"; echo $?)" "rc=$rc" "$(cat "$TMP/out" "$TMP/err")"
+check "by default the log shows denials, not allowed connections" "$(grep -qx "$A" "$TMP/out" && grep -q 'warning: sandbox run-[0-9]*: net GET 10\.231\.2\.2:8080.* denied' "$TMP/err" && ! grep -q 'allowed' "$TMP/err"; echo $?)" "rc=$rc" "$(cat "$TMP/out" "$TMP/err")"
 
 # --- a name that resolves to loopback is still refused ---
 # Needs "localhost" in the host's /etc/hosts, as every installed system has
@@ -205,7 +205,7 @@ check "by default the log shows denials, not allowed connections" "$(grep -qx "$
 if getent ahostsv4 localhost | grep -q '^127\.0\.0\.1 '; then
 	lg --net "allow=localhost:$LPORT" -- sh -c "timeout 20 wget -q -O- http://localhost:$LPORT/l.txt; echo \"rc=\$?\"" >"$TMP/out" 2>"$TMP/err"
 	rc=$?
-	check "allow=localhost:PORT does not reach the host's loopback" "$(grep -q 'rc=[1-9]' "$TMP/out" && ! grep -q "$L" "$TMP/out" && grep -q "net: GET localhost:$LPORT.* denied" "$TMP/err"; echo $?)" "rc=$rc" "$(cat "$TMP/out" "$TMP/err")"
+	check "allow=localhost:PORT does not reach the host's loopback" "$(grep -q 'rc=[1-9]' "$TMP/out" && ! grep -q "$L" "$TMP/out" && grep -q "net GET localhost:$LPORT.* denied" "$TMP/err"; echo $?)" "rc=$rc" "$(cat "$TMP/out" "$TMP/err")"
 else
 	N=$((N + 1))
 	echo "ok $N - allow=localhost:PORT does not reach the host's loopback # SKIP 'localhost' does not resolve here (no /etc/hosts)"
@@ -242,10 +242,13 @@ approve() { # ANSWER ALLOW URL: runs wget URL with ALLOW on the list; sets rc
 # approved name reaches the host's loopback here because 127.0.0.1:LPORT is
 # written on the host.  The card says what "localhost" is.
 if getent ahostsv4 localhost | grep -q '^127\.0\.0\.1 '; then
+	audit_before=$(wc -l <"$home/audit.jsonl" 2>/dev/null || echo 0)
 	approve y "127.0.0.1:$LPORT" "http://localhost:$LPORT/l.txt"
-	check "--approve tty: y lets the connection through" "$([ "$rc" = 0 ] && grep -q "allow network access to localhost:$LPORT" "$TMP/tty" && grep -q 'this host itself' "$TMP/tty" && tr -d '\r' <"$TMP/tty" | grep -qx "$L"; echo $?)" "rc=$rc" "$(cat "$TMP/tty")"
+	new_audit=$(tail -n +$((audit_before + 1)) "$home/audit.jsonl" 2>/dev/null)
+	check "--approve tty: the question and the connection are in the audit log" "$(echo "$new_audit" | grep '"network"' | grep -q "localhost" && echo "$new_audit" | grep -E '"type": ?"net"' | grep -E '"verdict": ?"allowed"' | grep -q "localhost"; echo $?)" "$new_audit"
+	check "--approve tty: y lets the connection through" "$([ "$rc" = 0 ] && grep -q "connect to localhost:$LPORT" "$TMP/tty" && grep -q 'this host itself' "$TMP/tty" && tr -d '\r' <"$TMP/tty" | grep -qx "$L"; echo $?)" "rc=$rc" "$(cat "$TMP/tty")"
 	approve n "127.0.0.1:$LPORT" "http://localhost:$LPORT/l.txt"
-	check "--approve tty: n refuses it" "$([ "$rc" != 0 ] && grep -q "allow network access to localhost:$LPORT" "$TMP/tty" && ! tr -d '\r' <"$TMP/tty" | grep -qx "$L"; echo $?)" "rc=$rc" "$(cat "$TMP/tty")"
+	check "--approve tty: n refuses it" "$([ "$rc" != 0 ] && grep -q "connect to localhost:$LPORT" "$TMP/tty" && ! tr -d '\r' <"$TMP/tty" | grep -qx "$L"; echo $?)" "rc=$rc" "$(cat "$TMP/tty")"
 else
 	for name in "--approve tty: y lets the connection through" "--approve tty: n refuses it"; do
 		N=$((N + 1))
@@ -257,7 +260,7 @@ fi
 # yes to 127.0.0.1:PORT opened the host's loopback.
 lg --net allow=10.231.1.2:8080 --approve tty -- sh -c "timeout 20 wget -q -O- http://10.231.2.2:8080/b.txt; timeout 20 wget -q -O- http://127.0.0.1:$LPORT/l.txt; echo rc=\$?" >"$TMP/out" 2>"$TMP/err"
 rc=$?
-check "--approve tty: private and loopback addresses are refused without asking" "$(grep -q 'rc=[1-9]' "$TMP/out" && ! grep -q -e "$B" -e "$L" "$TMP/out" && grep -q 'net: GET 10\.231\.2\.2:8080.* denied: .*no approval can open it' "$TMP/err" && grep -q "net: GET 127\.0\.0\.1:$LPORT.* denied: .*loopback.*no approval can open it" "$TMP/err" && ! grep -q -e 'not asked' -e 'Allow it' "$TMP/err"; echo $?)" "rc=$rc" "$(cat "$TMP/out" "$TMP/err")"
+check "--approve tty: private and loopback addresses are refused without asking" "$(grep -q 'rc=[1-9]' "$TMP/out" && ! grep -q -e "$B" -e "$L" "$TMP/out" && grep -q 'net GET 10\.231\.2\.2:8080.* denied: .*no approval can open it' "$TMP/err" && grep -q "net GET 127\.0\.0\.1:$LPORT.* denied: .*loopback.*no approval can open it" "$TMP/err" && ! grep -q -e 'not asked' -e 'Allow it' "$TMP/err"; echo $?)" "rc=$rc" "$(cat "$TMP/out" "$TMP/err")"
 
 # --- nothing is left behind ---
 cleanup
