@@ -65,7 +65,7 @@
 
 /* The virtio-serial port name the guest agent looks for. */
 #define LG_AGENT_PORT_NAME "org.luminaguard.agent.0"
-/* The second port, present only when the sandbox has egress (net/netmux.h). */
+/* The second port, present when the sandbox has or may get egress (net/netmux.h). */
 #define LG_NET_PORT_NAME "org.luminaguard.net.0"
 /* Where the in-guest proxy listens (guest loopback). */
 #define LG_NET_PROXY_PORT 3128
