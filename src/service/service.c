@@ -156,11 +156,6 @@ struct lg_service {
 
 /* ---- the real VMs ---- */
 
-static int real_exit_fd(struct lg_sandbox *sb)
-{
-	return sb->backend->exit_fd != NULL ? sb->backend->exit_fd(sb->vm) : -1;
-}
-
 /* `true` as a claimer's command would run: through lg_sandbox_exec, with the image's defaults. */
 static int real_warm(struct lg_sandbox *sb, struct lg_err **err)
 {
@@ -173,9 +168,14 @@ static int real_warm(struct lg_sandbox *sb, struct lg_err **err)
 }
 
 static const struct lg_service_vm_ops real_vm_ops = {
-    /* .set_net = lg_sandbox_set_net, INTEGRATION: once sandbox.c has it */
-    .create = lg_sandbox_create, .destroy = lg_sandbox_destroy, .kill = lg_sandbox_kill,
-    .exit_fd = real_exit_fd,	 .adopt = lg_sandbox_adopt,	.snapshot = lg_snapshot_ensure,
+    .set_net = lg_sandbox_set_net,
+    .pid = lg_sandbox_pid,
+    .create = lg_sandbox_create,
+    .destroy = lg_sandbox_destroy,
+    .kill = lg_sandbox_kill,
+    .exit_fd = lg_sandbox_exit_fd,
+    .adopt = lg_sandbox_adopt,
+    .snapshot = lg_snapshot_ensure,
     .warm = real_warm,
 };
 
@@ -448,7 +448,7 @@ static int spawn(struct lg_service *s, struct lg_sandbox_opts *o, struct shape *
 	cleanup_free char *snap = NULL;
 	int r;
 
-	if (sh != NULL && o->egress == NULL) {
+	if (sh != NULL) {
 		pthread_mutex_lock(&s->lock);
 		snap = shape_snapshot_locked(s, sh);
 		pthread_mutex_unlock(&s->lock);
@@ -475,7 +475,7 @@ static int spawn(struct lg_service *s, struct lg_sandbox_opts *o, struct shape *
 		shape_stale(s, sh, (*err)->msg);
 		lg_err_free(err);
 	}
-	if (!claim && o->egress == NULL) {
+	if (!claim) {
 		/* A boot for one claimer: the port only if it has network. */
 		o->net_port = false;
 		o->net = net;
@@ -776,7 +776,7 @@ int lg_service_create(struct lg_service *s, const struct lg_create_req *req, str
 
 	pthread_mutex_lock(&s->lock);
 	bool full = !bad_net && s->n_entries >= s->max_entries;
-	p = req->egress == NULL && !bad_net ? pool_for(s, image, cpus, memory, disk) : NULL;
+	p = !bad_net ? pool_for(s, image, cpus, memory, disk) : NULL;
 	if (!full && p != NULL) {
 		sb = pool_take(s, p);
 		if (sb != NULL) {
@@ -849,14 +849,10 @@ int lg_service_create(struct lg_service *s, const struct lg_create_req *req, str
 		struct shape *sh = NULL;
 
 		vm_opts(s, image, cpus, memory, disk, &o);
-		o.egress = req->egress;
 		o.cancel_fd = req->cancel_fd;
-		if (req->egress ==
-		    NULL) { /* TRANSITION: the old caller-owned egress never restores */
-			pthread_mutex_lock(&s->lock);
-			sh = shape_get_locked(s, image, cpus, memory, disk);
-			pthread_mutex_unlock(&s->lock);
-		}
+		pthread_mutex_lock(&s->lock);
+		sh = shape_get_locked(s, image, cpus, memory, disk);
+		pthread_mutex_unlock(&s->lock);
 		r = spawn(s, &o, sh, e->id, false, req->net, &sb, &path, err);
 		/* The budget is full, but waiting VMs hold some of it: free one and retry. */
 		if (r == -EAGAIN && pool_evict_one(s)) {
@@ -869,7 +865,7 @@ int lg_service_create(struct lg_service *s, const struct lg_create_req *req, str
 	e->sb = sb;
 	e->path = path;
 	e->spawn_ms = lg_now_ms() - t0;
-	e->pid = sb->vm != NULL ? sb->vm->pid : 0;
+	e->pid = s->vm->pid != NULL ? s->vm->pid(sb) : 0;
 	e->created_ms = realtime_ms();
 	e->created_mono = e->last_used_ms = lg_now_ms();
 	lg_metric_observe(child1(s->m.spawn_seconds, lg_spawn_path_name(path)),
@@ -1066,7 +1062,7 @@ int lg_entry_exec(struct lg_service *s, struct lg_entry *e, const struct lg_exec
 	 * A failed request whose agent no longer answers means the VM is gone
 	 * (powered off, crashed, killed): the entry is lost, with the reason.
 	 */
-	if (r < 0 && r != -ECANCELED && lg_agent_ping(sb->agent, NULL) < 0) {
+	if (r < 0 && r != -ECANCELED && lg_agent_ping(lg_sandbox_agent(sb), NULL) < 0) {
 		cleanup_free char *why = xasprintf(
 		    "its guest stopped answering (it powered itself off, crashed or hung): %s",
 		    (*err)->msg);

@@ -63,7 +63,7 @@ struct lg_service_vm_ops {
 	void (*destroy)(struct lg_sandbox *sb);
 	int (*kill)(struct lg_sandbox *sb);
 	/* Polls readable once the VMM has exited; -1 if it cannot tell. */
-	int (*exit_fd)(struct lg_sandbox *sb);
+	int (*exit_fd)(const struct lg_sandbox *sb);
 	/*
 	 * Makes a pooled or restored sandbox the claimer's: a fresh RNG seed,
 	 * the clock stepped to now, its own hostname.  May be NULL.
@@ -87,6 +87,8 @@ struct lg_service_vm_ops {
 	 */
 	int (*set_net)(struct lg_sandbox *sb, const struct lg_sandbox_net *net,
 		       struct lg_err **err);
+	/* The VMM's pid, for listings; may be NULL. */
+	pid_t (*pid)(const struct lg_sandbox *sb);
 };
 
 struct lg_service_opts {
@@ -134,8 +136,6 @@ struct lg_create_req {
 	 * is taken or booted.
 	 */
 	const struct lg_sandbox_net *net;
-	/* TRANSITION (removed at integration): a caller-owned egress; never pooled. */
-	struct lg_egress *egress;
 	/*
 	 * Front-end data kept with the entry: on_close when it is going away,
 	 * on_free after; on_lost once, when its VM is found gone (from the

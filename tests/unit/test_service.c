@@ -131,9 +131,9 @@ static int fake_kill(struct lg_sandbox *sb)
 	return 0;
 }
 
-static int fake_exit_fd(struct lg_sandbox *sb)
+static int fake_exit_fd(const struct lg_sandbox *sb)
 {
-	return fake_of(sb)->exit_pipe[0];
+	return ((const struct fake *)sb)->exit_pipe[0];
 }
 
 static int fake_adopt(struct lg_sandbox *sb, const char *hostname, struct lg_err **err)
