@@ -355,7 +355,7 @@ for _ in $(seq 300); do
 	sleep 0.1
 done
 st=$(api GET "/v1/approvals/$aid")
-check "a destination off the allowlist is a pending red \"network\" approval naming the sandbox" "$([ -n "$aid" ] && [ "$st" = 200 ] && jq -e --arg id "$NID" '.card.risk == "red" and (.card.summary | test("off-list.invalid")) and (.card.where == $id)' "$TMP/body" >/dev/null; echo $?)" "aid=$aid st=$st $(body)"
+check "a destination off the allowlist is a pending \"network\" approval (risk high) naming the sandbox" "$([ -n "$aid" ] && [ "$st" = 200 ] && jq -e --arg id "$NID" '.card.tool == "network" and .card.risk == "high" and (.card.summary | test("off-list.invalid")) and (.card.where == $id)' "$TMP/body" >/dev/null; echo $?)" "aid=$aid st=$st $(body)"
 api POST "/v1/approvals/$aid" -d '{"approve":false,"reason":"no"}' >/dev/null
 wait $npid
 check "denied: the guest's request is refused by the proxy (403), the proxy variables were set" "$(jq -e '(.stdout | startswith("[http://127.0.0.1:3128]\n")) and (.stdout | test("403")) and (.stdout | test("rc=[1-9]"))' "$TMP/net.body" >/dev/null; echo $?)" "$(cat "$TMP/net.body")"
