@@ -77,7 +77,10 @@ static void *call_main(void *arg)
 {
 	struct mcp_call *c = arg;
 	struct mcp_session *ss = c->ss;
-	json_t *result = mcp_tools_call(ss, c);
+	json_t *result;
+
+	lg_log_set_request_id(c->rid);
+	result = mcp_tools_call(ss, c);
 
 	/* A cancelled request gets no response (MCP: cancellation). */
 	if (!mcp_session_call_cancelled(ss, c))
@@ -87,6 +90,7 @@ static void *call_main(void *arg)
 	/* Last: once it is off the list, a closing session may free ss. */
 	mcp_session_end_call(ss, c);
 	call_free(c);
+	lg_log_set_request_id(NULL);
 	return NULL;
 }
 
@@ -118,6 +122,8 @@ static int start_call(struct mcp_session *ss, void *stream, const json_t *id, co
 	c->id = json_deep_copy(id);
 	c->name = xstrdup(name);
 	c->args = args != NULL ? json_deep_copy(args) : json_object();
+	memcpy(c->rid, "mcp-", 4);
+	lg_random_hex(c->rid + 4, 8);
 	if (pipe2(c->cancel_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
 		c->cancel_pipe[0] = c->cancel_pipe[1] = -1;
 		call_free(c);

@@ -44,6 +44,12 @@ struct mcp_call {
 	json_t *args;
 	int cancel_pipe[2]; /* readable once the client sent notifications/cancelled */
 	bool cancelled;	    /* under ss->lock */
+	/*
+	 * "mcp-" and 16 random hex digits: the call's request id on log lines,
+	 * in the audit log, through the service and into the guest
+	 * (LUMINAGUARD_REQUEST_ID).  Not the JSON-RPC id: the client chooses that.
+	 */
+	char rid[21];
 };
 
 /* "el-" and 32 hex digits (128 random bits), and the NUL. */

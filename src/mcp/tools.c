@@ -191,11 +191,12 @@ static json_t *json_text(const struct lg_buf *b)
 
 /* Runs e in the held entry; returns the tool result. */
 static json_t *run_exec(struct mcp_server *srv, struct lg_entry *ent, const struct exec_args *e,
-			int cancel_fd)
+			const struct mcp_call *call)
 {
 	struct capture c = {0};
 	struct lg_exec_opts o = {
-	    .cancel_fd = cancel_fd,
+	    .cancel_fd = call->cancel_pipe[0],
+	    .request_id = call->rid,
 	    .argv = e->argv,
 	    .env = e->env,
 	    .cwd = e->cwd,
@@ -316,8 +317,8 @@ static void front_lost(void *p, const char *id, const char *why)
 }
 
 /* Creates a sandbox of session ss in the service (a pooled one when it matches); held. */
-static int create(struct mcp_session *ss, const struct vm_args *v, struct lg_entry **out, char *why,
-		  size_t whylen)
+static int create(struct mcp_session *ss, const struct mcp_call *call, const struct vm_args *v,
+		  struct lg_entry **out, char *why, size_t whylen)
 {
 	struct mcp_front *f = xzalloc(sizeof(*f));
 	struct lg_err *err = NULL;
@@ -329,7 +330,7 @@ static int create(struct mcp_session *ss, const struct vm_args *v, struct lg_ent
 	    .disk_mib = v->disk,
 	    .owner = ss,
 	    .owner_name = "mcp",
-	    .request_id = ss->id,
+	    .request_id = call->rid,
 	    .idle_timeout_s = v->idle == 0 ? LG_IDLE_NEVER : (unsigned)v->idle,
 	    .front = f,
 	    .on_close = front_close,
@@ -383,7 +384,7 @@ static json_t *t_create(struct mcp_session *ss, struct mcp_call *call, const jso
 	    arg_uint(args, "timeout", 0, MAX_TIMEOUT_S, ss->srv->o.idle_timeout_s, &v.idle, why,
 		     sizeof(why)) < 0)
 		return tool_error("sandbox_create: %s", why);
-	if (create(ss, &v, &e, why, sizeof(why)) < 0)
+	if (create(ss, call, &v, &e, why, sizeof(why)) < 0)
 		return tool_error("sandbox_create: %s", why);
 	r = tool_ok(json_pack("{s:s, s:I, s:I, s:I, s:I, s:s}", "sandbox_id", lg_entry_id(e),
 			      "cpus", (json_int_t)v.cpus, "memory_mib", (json_int_t)v.memory,
@@ -443,7 +444,7 @@ static json_t *t_exec(struct mcp_session *ss, struct mcp_call *call, const json_
 	}
 	sb = get_sandbox(ss, args, "sandbox_exec", &r, &vm);
 	if (sb != NULL) {
-		r = run_exec(ss->srv, sb, &e, call->cancel_pipe[0]);
+		r = run_exec(ss->srv, sb, &e, call);
 		mcp_sandbox_put(ss->srv, sb);
 	}
 	exec_args_free(&e);
@@ -466,12 +467,12 @@ static json_t *t_run(struct mcp_session *ss, struct mcp_call *call, const json_t
 		return tool_error("sandbox_run: %s", why);
 	}
 	v.idle = 0;
-	if (create(ss, &v, &sb, why, sizeof(why)) < 0) {
+	if (create(ss, call, &v, &sb, why, sizeof(why)) < 0) {
 		exec_args_free(&e);
 		return tool_error("sandbox_run: %s", why);
 	}
 	snprintf(id, sizeof(id), "%s", lg_entry_id(sb));
-	r = run_exec(ss->srv, sb, &e, call->cancel_pipe[0]);
+	r = run_exec(ss->srv, sb, &e, call);
 	mcp_sandbox_put(ss->srv, sb);
 	mcp_sandbox_destroy(ss, id);
 	exec_args_free(&e);
@@ -795,6 +796,7 @@ json_t *mcp_tools_call(struct mcp_session *ss, struct mcp_call *call)
 	    .who = ss->id,
 	    .tool = name,
 	    .args = args,
+	    .request_id = call->rid,
 	    .askers = &asker,
 	    .n_askers = 1,
 	    .read_before = read_before,

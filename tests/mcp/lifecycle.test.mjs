@@ -25,6 +25,13 @@ async function lifecycle(client, srv) {
   assert.match(uname.structuredContent.stdout, /amd64/);
   assert.match(resultText(uname), /amd64/, 'the text content carries the output too');
 
+  // Each tools/call has its own request id, carried through the service into the guest.
+  const rid1 = await call(client, 'sandbox_exec', { sandbox_id: id, command: 'echo "$LUMINAGUARD_REQUEST_ID"' });
+  const rid2 = await call(client, 'sandbox_exec', { sandbox_id: id, command: 'echo "$LUMINAGUARD_REQUEST_ID"' });
+  assert.match(rid1.structuredContent.stdout, /^mcp-[0-9a-f]{16}\n$/, resultText(rid1));
+  assert.match(rid2.structuredContent.stdout, /^mcp-[0-9a-f]{16}\n$/, resultText(rid2));
+  assert.notEqual(rid1.structuredContent.stdout, rid2.structuredContent.stdout, 'one request id per call');
+
   const fail = await call(client, 'sandbox_exec', { sandbox_id: id, command: 'echo oops >&2; echo out; exit 3' });
   assert.equal(fail.isError, false, 'a command that fails is a result, not a tool error');
   assert.equal(fail.structuredContent.exit_code, 3);
