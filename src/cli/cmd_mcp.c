@@ -8,6 +8,7 @@
 #include "audit/audit.h"
 #include "common/log.h"
 #include "common/paths.h"
+#include "common/usock.h"
 #include "common/util.h"
 #include "mcp/http.h"
 #include "mcp/mcp.h"
@@ -48,9 +49,9 @@ static const char usage[] =
     "                          device); allow= gives each guest an HTTP/HTTPS proxy\n"
     "                          that reaches only these hosts; any other host is a\n"
     "                          red action (approve = allowed for that sandbox)\n"
-    "  --standalone            serve here even when `luminaguard serve` runs (on\n"
-    "                          stdio its sessions otherwise go to the service,\n"
-    "                          whose settings then apply)\n"
+    "  --standalone            serve here even when `luminaguard serve` runs (its\n"
+    "                          sessions, on stdio or HTTP, otherwise go to the\n"
+    "                          service, whose settings then apply)\n"
     "%s"
     "  -h, --help              this text\n"
     "\n"
@@ -90,7 +91,8 @@ int cmd_mcp(int argc, char **argv)
 	struct mcp_http *h = NULL;
 	struct lg_err *err = NULL;
 	bool standalone = false;
-	int c, r, status = 1, n_opts = 0;
+	int c, r, status = 1, n_opts = 0, n_http_opts = 0;
+	cleanup_free char *service_sock = NULL;
 
 	lg_server_opts_init(&o);
 	optind = 0;
@@ -105,11 +107,14 @@ int cmd_mcp(int argc, char **argv)
 		switch (c) {
 		case OPT_HTTP:
 			http = optarg;
+			n_http_opts++;
 			break;
 		case OPT_TOKEN_FILE:
 			token_file = optarg;
+			n_http_opts++;
 			break;
 		case OPT_ALLOW_ORIGIN:
+			n_http_opts++;
 			if (n_origins >= MAX_ORIGINS) {
 				fprintf(stderr, "luminaguard: mcp: at most %d --allow-origin\n",
 					MAX_ORIGINS);
@@ -118,6 +123,7 @@ int cmd_mcp(int argc, char **argv)
 			origins[n_origins++] = optarg;
 			break;
 		case OPT_MAX_SESSIONS:
+			n_http_opts++;
 			if (lg_parse_u64(optarg, 1, MCP_HTTP_MAX_SESSIONS_LIMIT, &max_sess) < 0) {
 				fprintf(stderr,
 					"luminaguard: mcp: --max-sessions: '%s' is not 1..%u\n",
@@ -134,6 +140,7 @@ int cmd_mcp(int argc, char **argv)
 			break;
 		case OPT_STANDALONE:
 			standalone = true;
+			n_http_opts++;
 			break;
 		case 'h':
 			printf(usage, lg_server_opts_help);
@@ -168,6 +175,34 @@ int cmd_mcp(int argc, char **argv)
 		if (r == 1)
 			return 0;
 	}
+	/*
+	 * Over HTTP too: each HTTP session is carried over its own connection
+	 * to the service's MCP socket.  The HTTP options (address, token,
+	 * origins, session cap) are this process's; the rest is the service's.
+	 */
+	if (http != NULL && !standalone) {
+		char *sock = lg_serve_mcp_socket_path();
+		int fd = lg_usock_connect(sock);
+
+		if (fd >= 0) {
+			close(fd);
+			service_sock = sock;
+			if (n_opts > n_http_opts)
+				lg_log(LG_LOG_ERROR,
+				       "mcp: a service is running: its settings apply, not these "
+				       "options (--standalone to use them here)");
+			lg_info("mcp: HTTP sessions go to the running service (%s)", sock);
+		} else if (fd == -ENOENT || fd == -ECONNREFUSED) {
+			free(sock);
+		} else {
+			fprintf(stderr,
+				"luminaguard: mcp: cannot connect to the service's MCP socket %s: "
+				"%s\n",
+				sock, strerror(-fd));
+			free(sock);
+			return 1;
+		}
+	}
 	if (so.net_allow != NULL) {
 		/* Checked now, so a typo is a usage error and not a failed sandbox later. */
 		struct lg_allowlist *al = NULL;
@@ -190,6 +225,8 @@ int cmd_mcp(int argc, char **argv)
 
 	if (lg_signals_install(&err) < 0)
 		goto out;
+	if (service_sock != NULL)
+		goto serve_http; /* no server of ours: the service's policy, approvals and log */
 	if (lg_server_approvals_start(&o, "mcp", &ap, &err) < 0)
 		goto out;
 
@@ -206,13 +243,15 @@ int cmd_mcp(int argc, char **argv)
 	if (mcp_server_new(&so, &srv, &err) < 0)
 		goto out;
 
+serve_http:
 	if (http == NULL) {
 		if (mcp_stdio_serve(srv, STDIN_FILENO, STDOUT_FILENO, lg_signals_fd(), &err) < 0)
 			goto out;
 	} else {
 		struct mcp_http_opts ho = {.bind = http,
 					   .allowed_origins = n_origins ? origins : NULL,
-					   .max_sessions = (unsigned)max_sess};
+					   .max_sessions = (unsigned)max_sess,
+					   .service_sock = service_sock};
 		struct pollfd pfd = {.fd = lg_signals_fd(), .events = POLLIN};
 
 		if (token_file != NULL && lg_server_read_token(token_file, &token, &err) < 0)
@@ -221,8 +260,9 @@ int cmd_mcp(int argc, char **argv)
 		if (mcp_http_start(srv, &ho, &h, &err) < 0)
 			goto out;
 		/* The one line a script waits for: where to connect. */
-		fprintf(stderr, "luminaguard: mcp: listening on http://%s/mcp (port %u)\n", http,
-			mcp_http_port(h));
+		fprintf(stderr, "luminaguard: mcp: listening on http://%s/mcp (port %u)%s\n", http,
+			mcp_http_port(h),
+			service_sock != NULL ? ", sessions in the running service" : "");
 		while (poll(&pfd, 1, -1) < 0 && errno == EINTR)
 			;
 	}

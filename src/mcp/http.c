@@ -26,7 +26,9 @@
 #include "common/sync.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "common/usock.h"
 #include "mcp/mcp.h"
+#include "mcp/sock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -95,11 +97,15 @@ struct hstream {
 	uint64_t last_write_ms;
 };
 
+struct rsess;
+
 /* The transport's side of one MCP session. */
 struct hsess {
 	struct hsess *next; /* in h->sessions while not closing */
 	struct mcp_http *h;
-	struct mcp_session *ss; /* NULL once closed */
+	struct mcp_session *ss; /* in-process; NULL once closed */
+	struct rsess *rs;	/* or carried to the service; NULL once closed */
+	bool remote_gone;	/* the service ended it: the reaper closes it */
 	char id[72];
 	int refs;     /* the table, and each request that looked it up */
 	int users;    /* threads inside a call on ss: closing waits for them */
@@ -112,7 +118,8 @@ struct hsess {
 };
 
 struct mcp_http {
-	struct mcp_server *srv;
+	struct mcp_server *srv; /* NULL when sessions are the service's */
+	char *service_sock;	/* its MCP socket, or NULL */
 	struct MHD_Daemon *d;
 	unsigned port;
 	char *token;
@@ -282,10 +289,15 @@ static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned status, in
 /* GET /metrics: the Prometheus text format 0.0.4 (docs/metrics.md). */
 static enum MHD_Result reply_metrics(struct mcp_http *h, struct MHD_Connection *c)
 {
-	char *text = mcp_server_metrics(h->srv);
-	struct MHD_Response *r =
-	    MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	struct MHD_Response *r;
+	char *text;
 
+	if (h->srv == NULL)
+		return reply_error(c, MHD_HTTP_NOT_FOUND, MCP_INVALID_REQUEST, NULL, NULL,
+				   "Not Found: the sandboxes are the service's: its metrics are "
+				   "GET /metrics on its API socket (DATA/serve.sock)");
+	text = mcp_server_metrics(h->srv);
+	r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
 	if (r == NULL) {
 		free(text);
 		return MHD_NO;
@@ -521,6 +533,10 @@ static void session_put(struct hsess *hs)
 }
 
 static int http_send(void *transport, void *stream, const char *json);
+static struct rsess *rsess_open(struct hsess *hs, const char *path, struct lg_err **err);
+static int rsess_handle(struct rsess *rs, const json_t *msg, uintptr_t stream);
+static const char *rsess_protocol(const struct rsess *rs);
+static void rsess_close(struct rsess *rs);
 
 /*
  * A new session with a reference for the caller in *out; -ESHUTDOWN when
@@ -550,13 +566,34 @@ static int session_create(struct mcp_http *h, struct hsess **out)
 	hs->h = h;
 	hs->refs = 2; /* the table and the caller */
 	hs->last_ms = lg_now_ms();
-	hs->ss = mcp_session_new(h->srv, http_send, hs);
-	snprintf(hs->id, sizeof(hs->id), "%s", mcp_session_id(hs->ss));
+	if (h->service_sock != NULL) {
+		struct lg_err *err = NULL;
+
+		/* Ours to make: the service's session id never leaves the socket. */
+		lg_random_hex(hs->id, 16);
+		hs->id[32] = '\0';
+		hs->rs = rsess_open(hs, h->service_sock, &err);
+		if (hs->rs == NULL) {
+			lg_warn("mcp http: refused a new session: %s", err->msg);
+			lg_err_free(&err);
+			pthread_mutex_lock(&h->lock);
+			h->n_sessions--;
+			pthread_mutex_unlock(&h->lock);
+			free(hs);
+			return -EHOSTDOWN;
+		}
+	} else {
+		hs->ss = mcp_session_new(h->srv, http_send, hs);
+		snprintf(hs->id, sizeof(hs->id), "%s", mcp_session_id(hs->ss));
+	}
 	pthread_mutex_lock(&h->lock);
 	if (h->stopping) {
 		h->n_sessions--;
 		pthread_mutex_unlock(&h->lock);
-		mcp_session_close(hs->ss);
+		if (hs->rs != NULL)
+			rsess_close(hs->rs);
+		else
+			mcp_session_close(hs->ss);
 		free(hs);
 		return -ESHUTDOWN;
 	}
@@ -568,18 +605,31 @@ static int session_create(struct mcp_http *h, struct hsess **out)
 	return 0;
 }
 
-/* The session for a call into the core, or NULL if it is closing. */
-static struct mcp_session *session_use(struct hsess *hs)
+/* Whether the session may be called (it is not closing); then session_unuse() after. */
+static bool session_use(struct hsess *hs)
 {
 	struct mcp_http *h = hs->h;
-	struct mcp_session *ss;
+	bool ok;
 
 	pthread_mutex_lock(&h->lock);
-	ss = hs->closing ? NULL : hs->ss;
-	if (ss != NULL)
+	ok = !hs->closing && (hs->ss != NULL || hs->rs != NULL);
+	if (ok)
 		hs->users++;
 	pthread_mutex_unlock(&h->lock);
-	return ss;
+	return ok;
+}
+
+/* mcp_session_handle() on the session, in-process or the service's.  Between use and unuse. */
+static int session_handle(struct hsess *hs, const json_t *msg, uintptr_t stream)
+{
+	if (hs->rs != NULL)
+		return rsess_handle(hs->rs, msg, stream);
+	return mcp_session_handle(hs->ss, msg, (void *)stream);
+}
+
+static const char *session_protocol(struct hsess *hs)
+{
+	return hs->rs != NULL ? rsess_protocol(hs->rs) : mcp_session_protocol(hs->ss);
 }
 
 static void session_unuse(struct hsess *hs)
@@ -601,6 +651,7 @@ static void session_close(struct hsess *hs, const char *why)
 {
 	struct mcp_http *h = hs->h;
 	struct mcp_session *ss;
+	struct rsess *rs;
 
 	pthread_mutex_lock(&h->lock);
 	if (hs->closing) {
@@ -621,13 +672,18 @@ static void session_close(struct hsess *hs, const char *why)
 	while (hs->users > 0)
 		pthread_cond_wait(&h->cond, &h->lock);
 	ss = hs->ss;
+	rs = hs->rs;
 	pthread_mutex_unlock(&h->lock);
 
 	lg_info("mcp http: closing session %s: %s", hs->id, why);
-	mcp_session_close(ss);
+	if (rs != NULL)
+		rsess_close(rs);
+	else
+		mcp_session_close(ss);
 
 	pthread_mutex_lock(&h->lock);
 	hs->ss = NULL;
+	hs->rs = NULL;
 	pthread_mutex_unlock(&h->lock);
 	session_put(hs); /* the table's */
 }
@@ -712,6 +768,484 @@ static int http_send(void *transport, void *stream, const char *json)
 	pthread_mutex_unlock(&h->lock);
 	free(flat);
 	return ret;
+}
+
+/* ---- remote sessions: carried over a connection to the service's MCP socket ---- */
+
+/*
+ * With a running service (`luminaguard serve`) each HTTP session is one
+ * connection to its MCP socket (mcp/sock.h), where the service runs an MCP
+ * session of its own, so the sandboxes live in the service.  The service
+ * speaks newline-delimited JSON-RPC there, as on stdio, and knows nothing
+ * of our streams, so this side routes: each request of the client goes out
+ * under an id of ours (a counter), and its response comes back to that
+ * request's stream under the client's id.  Two requests with the same id
+ * (the client's to choose) cannot be confused, and a session can only ever
+ * reach its own connection.  The service's own requests and notifications
+ * (elicitation/create, notifications/cancelled) go to the stream of the
+ * one tools/call in progress if there is exactly one, else where a message
+ * of no request goes (the GET stream).
+ */
+
+/* How long a request other than tools/call may wait for its answer in handle(). */
+#define REMOTE_QUICK_MS 30000u
+/* How long closing waits for the service to end the session (destroy its sandboxes). */
+#define REMOTE_CLOSE_MS 60000u
+/* A service that takes no bytes this long has hung: the session ends. */
+#define REMOTE_SEND_TIMEOUT_S 30
+
+/* A request of the client the service still owes a response. */
+struct rpend {
+	struct rpend *next;
+	int64_t wire; /* our id on the connection */
+	json_t *id;   /* the client's */
+	uintptr_t stream;
+	bool is_call; /* tools/call: may run long */
+	bool is_init;
+};
+
+struct rsess {
+	struct hsess *hs; /* messages go out through http_send(hs, ...) */
+	int fd;
+	pthread_t reader;
+	pthread_mutex_t lock;  /* pend, next_wire, delivering, gone, eof */
+	pthread_mutex_t wlock; /* one line at a time on fd */
+	pthread_cond_t cond;   /* a request answered; gone; eof */
+	struct rpend *pend;
+	int64_t next_wire;
+	int64_t delivering;   /* the wire id of the response being delivered, or 0 */
+	const char *protocol; /* an mcp_protocol_versions entry, NULL before initialize; atomic */
+	bool gone;	      /* the connection ended: requests are answered here */
+	bool eof;	      /* the reader is done */
+};
+
+/* A JSON-RPC error answered on this side.  Returns 1: one response. */
+static int local_error(struct hsess *hs, uintptr_t stream, const json_t *id, int code,
+		       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static int local_error(struct hsess *hs, uintptr_t stream, const json_t *id, int code,
+		       const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+	json_t *e;
+	char *text;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	e = json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id",
+		      id != NULL ? id : json_null(), "error", "code", code, "message", msg);
+	text = e != NULL ? json_dumps(e, JSON_COMPACT) : NULL;
+	json_decref(e);
+	if (text != NULL)
+		http_send(hs, (void *)stream, text);
+	free(text);
+	return 1;
+}
+
+static struct rpend *pend_find_locked(struct rsess *rs, int64_t wire)
+{
+	struct rpend *p;
+
+	for (p = rs->pend; p != NULL && p->wire != wire; p = p->next)
+		;
+	return p;
+}
+
+static void pend_unlink_locked(struct rsess *rs, struct rpend *p)
+{
+	for (struct rpend **pp = &rs->pend; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+}
+
+static void pend_free(struct rpend *p)
+{
+	json_decref(p->id);
+	free(p);
+}
+
+/* Tells the reaper to close the session: the service ended it. */
+static void remote_gone(struct hsess *hs)
+{
+	struct mcp_http *h = hs->h;
+
+	pthread_mutex_lock(&h->lock);
+	hs->remote_gone = true;
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* A response of the service to one of our requests. */
+static void remote_response(struct rsess *rs, json_t *msg)
+{
+	const json_t *id = json_object_get(msg, "id");
+	const json_t *result = json_object_get(msg, "result");
+	struct rpend *p = NULL;
+	uintptr_t stream = 0;
+	char *text;
+
+	pthread_mutex_lock(&rs->lock);
+	if (json_is_integer(id))
+		p = pend_find_locked(rs, json_integer_value(id));
+	if (p != NULL) {
+		/* Ours now; a waiter in remote_request() waits while it is delivered. */
+		pend_unlink_locked(rs, p);
+		rs->delivering = p->wire;
+		stream = p->stream;
+	}
+	pthread_mutex_unlock(&rs->lock);
+	if (p == NULL) {
+		lg_debug("mcp http: session %s: dropped a response of the service to no request "
+			 "of ours",
+			 rs->hs->id);
+		return;
+	}
+	if (p->is_init && json_is_object(result)) {
+		const char *v = json_string_value(json_object_get(result, "protocolVersion"));
+		const char *ours = NULL;
+
+		for (size_t i = 0; v != NULL && mcp_protocol_versions[i] != NULL; i++)
+			if (strcmp(v, mcp_protocol_versions[i]) == 0)
+				ours = mcp_protocol_versions[i];
+		if (ours != NULL) {
+			__atomic_store_n(&rs->protocol, ours, __ATOMIC_RELEASE);
+		} else {
+			local_error(rs->hs, stream, p->id, MCP_INTERNAL_ERROR,
+				    "the service answered with a protocol version this transport "
+				    "does not speak");
+			msg = NULL;
+		}
+	}
+	if (msg != NULL) {
+		json_object_set(msg, "id", p->id);
+		text = json_dumps(msg, JSON_COMPACT);
+		if (text != NULL)
+			http_send(rs->hs, (void *)stream, text);
+		free(text);
+	}
+	pthread_mutex_lock(&rs->lock);
+	rs->delivering = 0;
+	pthread_cond_broadcast(&rs->cond);
+	pthread_mutex_unlock(&rs->lock);
+	pend_free(p);
+}
+
+/* One line from the service. */
+static void remote_line(struct rsess *rs, const char *line, size_t len)
+{
+	json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
+	uintptr_t stream = 0;
+	unsigned calls = 0;
+
+	if (!json_is_object(msg)) {
+		lg_warn("mcp http: session %s: the service sent something that is not a JSON-RPC "
+			"message: dropped",
+			rs->hs->id);
+		json_decref(msg);
+		return;
+	}
+	if (json_object_get(msg, "method") == NULL) {
+		remote_response(rs, msg);
+		json_decref(msg);
+		return;
+	}
+	/* Its own request or notification: to the one call in progress, if one. */
+	pthread_mutex_lock(&rs->lock);
+	for (struct rpend *p = rs->pend; p != NULL; p = p->next)
+		if (p->is_call) {
+			calls++;
+			stream = p->stream;
+		}
+	pthread_mutex_unlock(&rs->lock);
+	json_decref(msg);
+	if (http_send(rs->hs, (void *)(calls == 1 ? stream : 0), line) < 0)
+		lg_debug("mcp http: session %s: no stream takes a message of the service",
+			 rs->hs->id);
+}
+
+static void *remote_reader(void *arg)
+{
+	struct rsess *rs = arg;
+	struct mcp_lines lines;
+	const char *why = "the service ended the session";
+	struct rpend *left;
+	char *line;
+	size_t len;
+	int r;
+
+	mcp_lines_init(&lines, MCP_MAX_MESSAGE);
+	while ((r = mcp_lines_next(&lines, rs->fd, &line, &len)) > 0)
+		if (len > 0)
+			remote_line(rs, line, len);
+	if (r == -E2BIG) {
+		why = "the service sent a message over the size limit";
+		lg_warn("mcp http: session %s: the service sent a line over %u bytes: session "
+			"ended",
+			rs->hs->id, MCP_MAX_MESSAGE);
+	} else if (r < 0) {
+		lg_warn("mcp http: session %s: reading from the service: %s", rs->hs->id,
+			strerror(-r));
+	}
+	mcp_lines_free(&lines);
+	/* Nothing more comes: stop the service's side too (a no-op after its EOF). */
+	shutdown(rs->fd, SHUT_RDWR);
+
+	pthread_mutex_lock(&rs->lock);
+	rs->gone = true;
+	left = rs->pend;
+	rs->pend = NULL;
+	pthread_mutex_unlock(&rs->lock);
+	/* Whatever the service still owed is answered here, so no stream waits forever. */
+	while (left != NULL) {
+		struct rpend *p = left;
+		left = p->next;
+		local_error(rs->hs, p->stream, p->id, MCP_INTERNAL_ERROR, "%s", why);
+		pend_free(p);
+	}
+	remote_gone(rs->hs);
+	pthread_mutex_lock(&rs->lock);
+	rs->eof = true;
+	pthread_cond_broadcast(&rs->cond);
+	pthread_mutex_unlock(&rs->lock);
+	return NULL;
+}
+
+/* Writes msg as one line.  -E2BIG when too long (nothing written), <0 when the connection broke. */
+static int remote_write(struct rsess *rs, const json_t *msg)
+{
+	char *text = json_dumps(msg, JSON_COMPACT);
+	size_t n;
+	int r = 0;
+
+	if (text == NULL)
+		return -ENOMEM;
+	n = strlen(text);
+	if (n > MCP_MAX_MESSAGE) {
+		free(text);
+		return -E2BIG;
+	}
+	text[n++] = '\n'; /* over json_dumps' NUL: the length is known */
+	pthread_mutex_lock(&rs->wlock);
+	for (size_t done = 0; done < n;) {
+		/* MSG_NOSIGNAL: a service that went away is an error here, not SIGPIPE. */
+		ssize_t w = send(rs->fd, text + done, n - done, MSG_NOSIGNAL);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			/* Gone, or SO_SNDTIMEO: the reader sees the end and answers what is owed.
+			 */
+			r = -EPIPE;
+			shutdown(rs->fd, SHUT_RDWR);
+			break;
+		}
+		done += (size_t)w;
+	}
+	pthread_mutex_unlock(&rs->wlock);
+	free(text);
+	return r;
+}
+
+static int remote_request(struct rsess *rs, const json_t *msg, uintptr_t stream, const char *method)
+{
+	struct rpend *p;
+	json_t *out;
+	int64_t wire;
+	bool quick = strcmp(method, "tools/call") != 0;
+	int r;
+
+	pthread_mutex_lock(&rs->lock);
+	if (rs->gone) {
+		pthread_mutex_unlock(&rs->lock);
+		return local_error(rs->hs, stream, json_object_get(msg, "id"), MCP_INTERNAL_ERROR,
+				   "the service ended this session");
+	}
+	p = xzalloc(sizeof(*p));
+	p->wire = wire = ++rs->next_wire;
+	p->id = json_deep_copy(json_object_get(msg, "id"));
+	p->stream = stream;
+	p->is_call = !quick;
+	p->is_init = strcmp(method, "initialize") == 0;
+	p->next = rs->pend;
+	rs->pend = p;
+	pthread_mutex_unlock(&rs->lock);
+
+	out = json_copy((json_t *)msg);
+	json_object_set_new(out, "id", json_integer(wire));
+	r = remote_write(rs, out);
+	json_decref(out);
+	if (r == -E2BIG) {
+		bool ours;
+
+		pthread_mutex_lock(&rs->lock);
+		p = pend_find_locked(rs, wire);
+		ours = p != NULL;
+		if (ours)
+			pend_unlink_locked(rs, p);
+		pthread_mutex_unlock(&rs->lock);
+		if (ours) {
+			local_error(rs->hs, stream, p->id, MCP_INVALID_REQUEST,
+				    "message larger than %u bytes", MCP_MAX_MESSAGE);
+			pend_free(p);
+		}
+		return 1;
+	}
+	if (quick) {
+		/*
+		 * The service answers these at once: waiting lets the answer be
+		 * one JSON body, and initialize's tells whether there is a session.
+		 */
+		uint64_t start = lg_now_ms();
+
+		pthread_mutex_lock(&rs->lock);
+		while ((pend_find_locked(rs, wire) != NULL || rs->delivering == wire) &&
+		       lg_now_ms() - start < REMOTE_QUICK_MS)
+			lg_cond_wait_ms(&rs->cond, &rs->lock, 1000);
+		pthread_mutex_unlock(&rs->lock);
+	}
+	return 1;
+}
+
+/*
+ * Validates what the service would answer with an id we could not route
+ * (id null), answers that here, rewrites ids, and forwards.  Returns what
+ * mcp_session_handle() does.
+ */
+static int rsess_handle(struct rsess *rs, const json_t *msg, uintptr_t stream)
+{
+	struct hsess *hs = rs->hs;
+	const json_t *id = json_object_get(msg, "id");
+	const json_t *method = json_object_get(msg, "method");
+	const char *jsonrpc = json_string_value(json_object_get(msg, "jsonrpc"));
+	const json_t *good_id = json_is_string(id) || json_is_integer(id) ? id : NULL;
+
+	if (json_is_array(msg))
+		return local_error(hs, stream, NULL, MCP_INVALID_REQUEST,
+				   "batched messages are not supported");
+	if (!json_is_object(msg))
+		return local_error(hs, stream, NULL, MCP_INVALID_REQUEST,
+				   "a JSON-RPC message must be an object");
+	if (jsonrpc == NULL || strcmp(jsonrpc, "2.0") != 0)
+		return local_error(hs, stream, good_id, MCP_INVALID_REQUEST,
+				   "jsonrpc must be \"2.0\"");
+	if (method == NULL) {
+		if (json_object_get(msg, "result") == NULL && json_object_get(msg, "error") == NULL)
+			return local_error(hs, stream, NULL, MCP_INVALID_REQUEST,
+					   "neither a request nor a response");
+		/* An answer to the service's request: its id is the service's. */
+		remote_write(rs, msg);
+		return 0;
+	}
+	if (id != NULL && good_id == NULL)
+		return local_error(hs, stream, NULL, MCP_INVALID_REQUEST,
+				   "id must be a string or an integer");
+	if (id != NULL && json_is_string(method))
+		return remote_request(rs, msg, stream, json_string_value(method));
+	if (id != NULL) /* a bad method: the service answers under our id */
+		return remote_request(rs, msg, stream, "");
+	/* A notification.  A cancellation names a request by the client's id. */
+	if (json_is_string(method) &&
+	    strcmp(json_string_value(method), "notifications/cancelled") == 0) {
+		const json_t *params = json_object_get(msg, "params");
+		const json_t *rid = json_object_get(params, "requestId");
+		json_t *out;
+		int64_t wire = 0;
+
+		struct rpend *p;
+
+		/*
+		 * A cancelled request gets no response (MCP: cancellation), so it
+		 * is forgotten now; it must not count as a call in progress.
+		 */
+		pthread_mutex_lock(&rs->lock);
+		for (p = rs->pend; p != NULL && rid != NULL; p = p->next)
+			if (json_equal(p->id, (json_t *)rid))
+				break;
+		if (p != NULL && rid != NULL) {
+			wire = p->wire;
+			pend_unlink_locked(rs, p);
+			pend_free(p);
+		}
+		pthread_mutex_unlock(&rs->lock);
+		if (wire == 0)
+			return 0; /* nothing of ours to cancel */
+		out = json_deep_copy(msg);
+		json_object_set_new(json_object_get(out, "params"), "requestId",
+				    json_integer(wire));
+		remote_write(rs, out);
+		json_decref(out);
+		return 0;
+	}
+	remote_write(rs, msg);
+	return 0;
+}
+
+static const char *rsess_protocol(const struct rsess *rs)
+{
+	return __atomic_load_n(&rs->protocol, __ATOMIC_ACQUIRE);
+}
+
+static struct rsess *rsess_open(struct hsess *hs, const char *path, struct lg_err **err)
+{
+	struct timeval tv = {.tv_sec = REMOTE_SEND_TIMEOUT_S};
+	struct rsess *rs;
+	int fd = lg_usock_connect(path);
+
+	if (fd < 0) {
+		lg_err_set(err, -fd, "cannot reach the service's MCP socket %s", path);
+		return NULL;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	rs = xzalloc(sizeof(*rs));
+	rs->hs = hs;
+	rs->fd = fd;
+	pthread_mutex_init(&rs->lock, NULL);
+	pthread_mutex_init(&rs->wlock, NULL);
+	lg_cond_init_mono(&rs->cond);
+	if (pthread_create(&rs->reader, NULL, remote_reader, rs) != 0) {
+		lg_err_set(err, EAGAIN, "cannot start a thread for a session");
+		close(fd);
+		pthread_mutex_destroy(&rs->lock);
+		pthread_mutex_destroy(&rs->wlock);
+		pthread_cond_destroy(&rs->cond);
+		free(rs);
+		return NULL;
+	}
+	return rs;
+}
+
+/*
+ * Ends the connection: the service sees its end, closes its session and
+ * destroys the sandboxes, then closes its side, which is what we wait for.
+ */
+static void rsess_close(struct rsess *rs)
+{
+	uint64_t start = lg_now_ms();
+
+	shutdown(rs->fd, SHUT_WR);
+	pthread_mutex_lock(&rs->lock);
+	while (!rs->eof && lg_now_ms() - start < REMOTE_CLOSE_MS)
+		lg_cond_wait_ms(&rs->cond, &rs->lock, 1000);
+	if (!rs->eof)
+		lg_warn("mcp http: session %s: the service did not end the session within %u s",
+			rs->hs->id, REMOTE_CLOSE_MS / 1000);
+	pthread_mutex_unlock(&rs->lock);
+	shutdown(rs->fd, SHUT_RDWR);
+	pthread_join(rs->reader, NULL);
+	while (rs->pend != NULL) {
+		struct rpend *p = rs->pend;
+		rs->pend = p->next;
+		pend_free(p);
+	}
+	close(rs->fd);
+	pthread_mutex_destroy(&rs->lock);
+	pthread_mutex_destroy(&rs->wlock);
+	pthread_cond_destroy(&rs->cond);
+	free(rs);
 }
 
 /* ---- methods ---- */
@@ -803,8 +1337,7 @@ static enum MHD_Result do_post(struct mcp_http *h, struct hreq *req, struct MHD_
 	const char *method = json_string_value(json_object_get(msg, "method"));
 	bool is_init = method != NULL && strcmp(method, "initialize") == 0 &&
 		       json_object_get(msg, "id") != NULL;
-	bool created = false, init_ok = true, complete;
-	struct mcp_session *ss;
+	bool created = false, init_ok = true, complete, usable;
 	struct MHD_Response *r;
 	struct hstream *st;
 	enum MHD_Result ret;
@@ -822,6 +1355,13 @@ static enum MHD_Result do_post(struct mcp_http *h, struct hreq *req, struct MHD_
 			json_decref(msg);
 			return ret;
 		}
+		if (cr == -EHOSTDOWN) {
+			json_decref(msg);
+			return reply_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, MCP_INTERNAL_ERROR,
+					   NULL, NULL,
+					   "Service Unavailable: cannot reach the service's MCP "
+					   "socket (is `luminaguard serve` running?)");
+		}
 		if (cr < 0) {
 			json_decref(msg);
 			return attach_failed(c, cr);
@@ -837,8 +1377,8 @@ static enum MHD_Result do_post(struct mcp_http *h, struct hreq *req, struct MHD_
 
 	st = stream_new(req->hs, false, accepts(c, "text/event-stream"), lg_mhd_conn_fd(c));
 	err = stream_attach(st);
-	ss = err == 0 ? session_use(req->hs) : NULL;
-	if (ss == NULL) {
+	usable = err == 0 && session_use(req->hs);
+	if (!usable) {
 		if (err == 0) {
 			pthread_mutex_lock(&h->lock);
 			stream_detach_locked(st);
@@ -848,9 +1388,9 @@ static enum MHD_Result do_post(struct mcp_http *h, struct hreq *req, struct MHD_
 		json_decref(msg);
 		return attach_failed(c, err != 0 ? err : -ENOENT);
 	}
-	n = mcp_session_handle(ss, msg, (void *)st->token);
+	n = session_handle(req->hs, msg, st->token);
 	if (created)
-		init_ok = mcp_session_protocol(ss) != NULL;
+		init_ok = session_protocol(req->hs) != NULL;
 	session_unuse(req->hs);
 	json_decref(msg);
 	/* An initialize that failed leaves a session nobody can name: drop it. */
@@ -1111,9 +1651,12 @@ static void *reaper_main(void *arg)
 		uint64_t now = lg_now_ms();
 		struct hsess *hs;
 
-		/* refs == 1: only the table holds it, so no request or stream is open. */
+		/*
+		 * refs == 1: only the table holds it, so no request or stream is
+		 * open.  One the service ended goes at once.
+		 */
 		for (hs = h->sessions; hs != NULL; hs = hs->next)
-			if (hs->refs == 1 && now - hs->last_ms >= h->idle_ms)
+			if ((hs->refs == 1 && now - hs->last_ms >= h->idle_ms) || hs->remote_gone)
 				break;
 		if (hs == NULL) {
 			lg_cond_wait_ms(&h->cond, &h->lock, 1000);
@@ -1121,7 +1664,7 @@ static void *reaper_main(void *arg)
 		}
 		hs->refs++;
 		pthread_mutex_unlock(&h->lock);
-		session_close(hs, "idle");
+		session_close(hs, hs->remote_gone ? "ended by the service" : "idle");
 		session_put(hs);
 		pthread_mutex_lock(&h->lock);
 	}
@@ -1245,6 +1788,7 @@ static void http_free(struct mcp_http *h)
 	if (h->token != NULL)
 		explicit_bzero(h->token, strlen(h->token));
 	free(h->token);
+	free(h->service_sock);
 	pthread_mutex_destroy(&h->lock);
 	pthread_cond_destroy(&h->cond);
 	free(h);
@@ -1260,6 +1804,8 @@ int mcp_http_start(struct mcp_server *srv, const struct mcp_http_opts *o, struct
 	int fd;
 
 	*out = NULL;
+	if ((srv == NULL) == (o->service_sock == NULL))
+		return lg_err_set(err, EINVAL, "mcp http: a server or a service socket, not both");
 	if (parse_bind(o->bind, &sa, &salen, err) < 0)
 		return lg_err_wrap(err, "--http");
 	/*
@@ -1277,6 +1823,7 @@ int mcp_http_start(struct mcp_server *srv, const struct mcp_http_opts *o, struct
 
 	h = xzalloc(sizeof(*h));
 	h->srv = srv;
+	h->service_sock = o->service_sock != NULL ? xstrdup(o->service_sock) : NULL;
 	h->port = port;
 	h->token = o->token != NULL && *o->token != '\0' ? xstrdup(o->token) : NULL;
 	if (o->allowed_origins != NULL) {

@@ -39,6 +39,14 @@ struct mcp_http_opts {
 	 * initialize over the cap is answered 503 and opens nothing.
 	 */
 	unsigned max_sessions;
+	/*
+	 * A running service's MCP socket (lg_serve_mcp_socket_path, mcp/sock.h):
+	 * each HTTP session is carried over a connection of its own to it, so
+	 * its sandboxes live in the service, and ends with it.  Then srv is NULL
+	 * and /metrics is 404 (the service serves its own).  NULL: sessions are
+	 * srv's, in this process.
+	 */
+	const char *service_sock;
 };
 
 /*
@@ -53,7 +61,8 @@ struct mcp_http;
 
 /*
  * Binds, and serves on threads of its own until mcp_http_stop().  srv is
- * borrowed and must outlive the transport.  Copies everything in o.
+ * borrowed and must outlive the transport; exactly one of srv and
+ * o->service_sock is given.  Copies everything in o.
  */
 int mcp_http_start(struct mcp_server *srv, const struct mcp_http_opts *o, struct mcp_http **out,
 		   struct lg_err **err);

@@ -240,3 +240,68 @@ int mcp_sock_bridge(const char *path, int in_fd, int out_fd, int cancel_fd, stru
 		}
 	}
 }
+
+void mcp_lines_init(struct mcp_lines *l, size_t max)
+{
+	memset(l, 0, sizeof(*l));
+	l->max = max;
+}
+
+void mcp_lines_free(struct mcp_lines *l)
+{
+	free(l->buf);
+	memset(l, 0, sizeof(*l));
+}
+
+#define LINES_READ 65536u
+
+int mcp_lines_next(struct mcp_lines *l, int fd, char **line, size_t *len)
+{
+	for (;;) {
+		char *head = l->buf + l->off;
+		size_t pending = l->len - l->off;
+		char *nl = pending > 0 ? memchr(head, '\n', pending) : NULL;
+		ssize_t n;
+
+		if (nl != NULL) {
+			size_t k = (size_t)(nl - head);
+
+			l->off += k + 1;
+			if (k > 0 && head[k - 1] == '\r')
+				k--;
+			if (k > l->max)
+				return -E2BIG;
+			head[k] = '\0';
+			*line = head;
+			*len = k;
+			return 1;
+		}
+		/* No newline yet in more than max bytes (a '\r' may still end it). */
+		if (pending > l->max + 1)
+			return -E2BIG;
+		if (l->off > 0) {
+			memmove(l->buf, head, pending);
+			l->len = pending;
+			l->off = 0;
+		}
+		if (l->cap - l->len < LINES_READ) {
+			size_t cap = l->cap ? l->cap : LINES_READ;
+
+			while (cap - l->len < LINES_READ)
+				cap *= 2;
+			if (cap > l->max + 2 + LINES_READ)
+				cap = l->max + 2 + LINES_READ;
+			l->buf = xrealloc(l->buf, cap);
+			l->cap = cap;
+		}
+		n = read(fd, l->buf + l->len, l->cap - l->len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return 0;
+		l->len += (size_t)n;
+	}
+}

@@ -27,4 +27,25 @@ void mcp_sock_stop(struct mcp_sock *m);
  */
 int mcp_sock_bridge(const char *path, int in_fd, int out_fd, int cancel_fd, struct lg_err **err);
 
+/*
+ * Newline-delimited messages read from a socket, each at most max bytes
+ * (the HTTP transport reads a service's answers with it).  The buffer
+ * holds at most max bytes and one read more.
+ */
+struct mcp_lines {
+	char *buf;
+	size_t len, off, cap, max;
+};
+
+void mcp_lines_init(struct mcp_lines *l, size_t max);
+void mcp_lines_free(struct mcp_lines *l);
+/*
+ * Blocks until the next line: 1 with it in *line (without its '\n' or a
+ * '\r' before it, NUL-terminated, valid until the next call) and its
+ * length in *len; 0 at EOF (an unfinished last line is dropped); -E2BIG
+ * once a line is longer than max (the stream is then out of step: stop
+ * reading); another -errno from read(2).
+ */
+int mcp_lines_next(struct mcp_lines *l, int fd, char **line, size_t *len);
+
 #endif

@@ -16,8 +16,10 @@
 #include "approval/approval.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "common/usock.h"
 #include "mcp/http.h"
 #include "mcp/mcp.h"
+#include "mcp/sock.h"
 #include "policy/policy.h"
 
 #include <arpa/inet.h>
@@ -25,12 +27,14 @@
 #include <errno.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define ACCEPT_BOTH "Accept: application/json, text/event-stream\r\n"
@@ -42,6 +46,9 @@ struct server {
 	struct mcp_server *srv;
 	struct mcp_http *http;
 	unsigned port;
+	/* remote: the server serves mcp_sock at sock_path, the transport carries sessions there */
+	struct mcp_sock *sock;
+	char *dir, *sock_path;
 };
 
 static struct server *server_start(const struct mcp_http_opts *extra)
@@ -65,9 +72,45 @@ static struct server *server_start(const struct mcp_http_opts *extra)
 	return s;
 }
 
+/*
+ * The same server behind its MCP socket (mcp/sock.h), as `luminaguard
+ * serve` has it, and the transport carrying each session to it (what
+ * `luminaguard mcp --http` does when a service runs).
+ */
+static struct server *server_start_remote(void)
+{
+	struct server *s = xzalloc(sizeof(*s));
+	struct mcp_http_opts o = {.bind = "127.0.0.1:0"};
+	struct mcp_server_opts so = {0};
+	struct lg_err *err = NULL;
+	char tmpl[] = "/tmp/lg-test-http.XXXXXX";
+
+	assert_non_null(mkdtemp(tmpl));
+	s->dir = xstrdup(tmpl);
+	s->sock_path = xasprintf("%s/mcp.sock", s->dir);
+	s->policy = policy_default();
+	s->broker = approval_broker_new(5, NULL);
+	so.policy = s->policy;
+	so.broker = s->broker;
+	assert_int_equal(mcp_server_new(&so, &s->srv, &err), 0);
+	if (mcp_sock_start(s->srv, s->sock_path, &s->sock, &err) < 0)
+		fail_msg("mcp_sock_start: %s", err->msg);
+	o.service_sock = s->sock_path;
+	if (mcp_http_start(NULL, &o, &s->http, &err) < 0)
+		fail_msg("mcp_http_start: %s", err->msg);
+	s->port = mcp_http_port(s->http);
+	return s;
+}
+
 static void server_stop(struct server *s)
 {
 	mcp_http_stop(s->http);
+	mcp_sock_stop(s->sock);
+	if (s->dir != NULL) {
+		rmdir(s->dir);
+		free(s->dir);
+		free(s->sock_path);
+	}
 	mcp_server_free(s->srv);
 	approval_broker_free(s->broker);
 	policy_free(s->policy);
@@ -1021,6 +1064,392 @@ static void test_stop_with_streams(void **state)
 	free(sid);
 }
 
+/* ---- remote sessions: the transport in front of a service's MCP socket ---- */
+
+static int remote_setup(void **state)
+{
+	g = server_start_remote();
+	return 0;
+}
+
+/* Starts RED_CALL in session sid; returns the open stream and the elicitation's id. */
+static struct conn *start_red_call(const char *sid, char **eid)
+{
+	char *h = session_headers(sid, NULL);
+	struct conn *c = conn_open(g->port);
+	struct resp r;
+	char *sse;
+
+	send_request(c, "POST", h, RED_CALL);
+	read_head(c, &r);
+	assert_int_equal(r.status, 200);
+	resp_free(&r);
+	sse = read_until(c, "elicitation/create");
+	*eid = elicitation_id(sse);
+	free(sse);
+	free(h);
+	return c;
+}
+
+/* The result of RED_CALL on c (declined: isError), with the client's id 10. */
+static void finish_red_call(struct conn *c)
+{
+	char *sse = read_until(c, "\"id\":10");
+	json_t *m = sse_message(sse, "\"id\":10");
+	size_t n;
+	char *d;
+
+	assert_true(json_is_true(json_object_get(json_object_get(m, "result"), "isError")));
+	json_decref(m);
+	free(sse);
+	while ((d = read_chunk(c, &n)) != NULL)
+		free(d);
+	conn_close(c);
+}
+
+/*
+ * Two sessions, each with a call under the same id 10, each waiting on its
+ * elicitation: each gets its own elicitation on its own stream, session B
+ * answering A's elicitation decides nothing (it reaches only B's
+ * connection), and each result comes back under id 10 to its own stream.
+ */
+static void test_remote_sessions_apart(void **state)
+{
+	char *a = open_session(g->port, "2025-06-18", true);
+	char *b = open_session(g->port, "2025-06-18", true);
+	char *ea, *eb, *ans;
+	struct conn *ca, *cb;
+
+	assert_string_not_equal(a, b);
+	ca = start_red_call(a, &ea);
+	cb = start_red_call(b, &eb);
+	assert_string_not_equal(ea, eb);
+
+	/* B forwards A's elicitation id: B's service session drops it. */
+	ans = xasprintf("{\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\"action\":\"accept\","
+			"\"content\":{\"approve\":true}}}",
+			ea);
+	assert_int_equal(post(g->port, b, NULL, ans, NULL), 202);
+	free(ans);
+	/* B declines its own, then A declines its own: both results are denials. */
+	ans = xasprintf("{\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\"action\":\"decline\"}}", eb);
+	assert_int_equal(post(g->port, b, NULL, ans, NULL), 202);
+	free(ans);
+	finish_red_call(cb);
+	ans = xasprintf("{\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\"action\":\"decline\"}}", ea);
+	assert_int_equal(post(g->port, a, NULL, ans, NULL), 202);
+	free(ans);
+	finish_red_call(ca);
+
+	/* A session id of the transport is not the service's, and B's does not open A's. */
+	assert_int_equal(post(g->port, "0123456789abcdef0123456789abcdef", NULL,
+			      "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}", NULL),
+			 404);
+	free(ea);
+	free(eb);
+	free(a);
+	free(b);
+}
+
+/*
+ * A cancellation names the client's id.  The cancelled call gets no
+ * response (MCP), and is no longer a call in progress: a new call under the
+ * same id gets its elicitation on its own stream (with two calls in
+ * progress it would go to the GET stream, and there is none).
+ */
+static void test_remote_cancel(void **state)
+{
+	char *sid = open_session(g->port, "2025-06-18", true);
+	char *eid, *eid2, *ans;
+	struct conn *c = start_red_call(sid, &eid), *c2;
+
+	assert_int_equal(post(g->port, sid, NULL,
+			      "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\","
+			      "\"params\":{\"requestId\":10}}",
+			      NULL),
+			 202);
+	c2 = start_red_call(sid, &eid2);
+	assert_string_not_equal(eid, eid2);
+	ans =
+	    xasprintf("{\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\"action\":\"decline\"}}", eid2);
+	assert_int_equal(post(g->port, sid, NULL, ans, NULL), 202);
+	free(ans);
+	finish_red_call(c2);
+	conn_close(c);
+	free(eid);
+	free(eid2);
+	free(sid);
+}
+
+static void test_remote_metrics(void **state)
+{
+	struct resp r;
+
+	request(g->port, "GET", "", NULL, &r);
+	resp_free(&r);
+	{
+		struct conn *c = conn_open(g->port);
+		const char *req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+		send_raw(c, req, strlen(req));
+		read_head(c, &r);
+		read_body(c, &r);
+		assert_int_equal(r.status, 404);
+		assert_non_null(strstr(r.body, "service"));
+		resp_free(&r);
+		conn_close(c);
+	}
+}
+
+/* ---- a fake service: what a broken or hostile one may send ---- */
+
+struct fake {
+	int listen_fd;
+	char *dir, *path;
+	pthread_t thread;
+	int mode; /* FAKE_* */
+	bool saw_eof;
+};
+
+enum { FAKE_HUGE_LINE, FAKE_GARBAGE_THEN_CLOSE };
+
+/* Reads one line from fd into a new string; NULL at EOF. */
+static char *fd_line(int fd)
+{
+	size_t n = 0, cap = 256;
+	char *s = xmalloc(cap), ch;
+
+	for (;;) {
+		ssize_t r = read(fd, &ch, 1);
+		if (r <= 0) {
+			free(s);
+			return NULL;
+		}
+		if (ch == '\n')
+			break;
+		if (n + 2 > cap)
+			s = xrealloc(s, cap *= 2);
+		s[n++] = ch;
+	}
+	s[n] = '\0';
+	return s;
+}
+
+/* Answers request line with result (a JSON object text). */
+static void fake_answer(int fd, const char *line, const char *result)
+{
+	json_t *req = json_loads(line, 0, NULL);
+	char *out;
+
+	assert_non_null(req);
+	/* The transport's id, not the client's 1. */
+	assert_true(json_is_integer(json_object_get(req, "id")));
+	out = xasprintf("{\"jsonrpc\":\"2.0\",\"id\":%lld,\"result\":%s}\n",
+			(long long)json_integer_value(json_object_get(req, "id")), result);
+	assert_int_equal(lg_write_all(fd, out, strlen(out)), (ssize_t)strlen(out));
+	free(out);
+	json_decref(req);
+}
+
+static void *fake_main(void *arg)
+{
+	struct fake *f = arg;
+	int fd = accept(f->listen_fd, NULL, NULL);
+	char *line;
+
+	if (fd < 0)
+		return NULL;
+	line = fd_line(fd); /* initialize */
+	if (line != NULL)
+		fake_answer(fd, line, "{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{}}");
+	free(line);
+	line = fd_line(fd); /* notifications/initialized */
+	free(line);
+	line = fd_line(fd); /* ping */
+	if (line != NULL && f->mode == FAKE_HUGE_LINE) {
+		size_t n = MCP_MAX_MESSAGE + 100;
+		char *big = xmalloc(n);
+
+		memset(big, 'x', n);
+		/* The reader must stop at the bound, not wait for the newline. */
+		(void)lg_write_all(fd, big, n);
+		free(big);
+	} else if (line != NULL) {
+		const char *junk =
+		    "not json\n[1,2]\n{\"jsonrpc\":\"2.0\",\"id\":999,\"result\":{}}\n"
+		    "{\"jsonrpc\":\"2.0\",\"id\":\"x\",\"result\":{}}\n";
+		(void)lg_write_all(fd, junk, strlen(junk));
+		fake_answer(fd, line, "{}");
+		free(line);
+		line = fd_line(fd); /* a second ping: the service goes away instead */
+	}
+	free(line);
+	if (f->mode == FAKE_HUGE_LINE) {
+		/* The transport ends the connection: EOF here. */
+		char *rest;
+		while ((rest = fd_line(fd)) != NULL)
+			free(rest);
+		f->saw_eof = true;
+	}
+	close(fd);
+	return NULL;
+}
+
+static struct fake *fake_start(int mode)
+{
+	struct fake *f = xzalloc(sizeof(*f));
+	struct lg_err *err = NULL;
+	char tmpl[] = "/tmp/lg-test-fake.XXXXXX";
+	dev_t dev;
+	ino_t ino;
+
+	assert_non_null(mkdtemp(tmpl));
+	f->dir = xstrdup(tmpl);
+	f->path = xasprintf("%s/mcp.sock", f->dir);
+	f->mode = mode;
+	f->listen_fd = lg_usock_listen(f->path, &dev, &ino, &err);
+	assert_true(f->listen_fd >= 0);
+	lg_set_nonblock(f->listen_fd, false);
+	assert_int_equal(pthread_create(&f->thread, NULL, fake_main, f), 0);
+	return f;
+}
+
+/* Returns whether the transport ended the connection (FAKE_HUGE_LINE). */
+static bool fake_stop(struct fake *f)
+{
+	bool eof;
+
+	pthread_join(f->thread, NULL);
+	eof = f->saw_eof;
+	close(f->listen_fd);
+	unlink(f->path);
+	rmdir(f->dir);
+	free(f->path);
+	free(f->dir);
+	free(f);
+	return eof;
+}
+
+static struct mcp_http *http_for(const char *path, unsigned *port)
+{
+	struct mcp_http_opts o = {.bind = "127.0.0.1:0", .service_sock = path};
+	struct lg_err *err = NULL;
+	struct mcp_http *h;
+
+	if (mcp_http_start(NULL, &o, &h, &err) < 0)
+		fail_msg("mcp_http_start: %s", err->msg);
+	*port = mcp_http_port(h);
+	return h;
+}
+
+#define PING "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}"
+
+/* A line over MCP_MAX_MESSAGE from the service ends that session, with an error to the request. */
+static void test_remote_huge_line(void **state)
+{
+	struct fake *f = fake_start(FAKE_HUGE_LINE);
+	unsigned port;
+	struct mcp_http *h = http_for(f->path, &port);
+	char *sid = open_session(port, "2025-06-18", false);
+	json_t *m;
+
+	assert_int_equal(post(port, sid, NULL, PING, &m), 200);
+	assert_int_equal(error_code(m), MCP_INTERNAL_ERROR);
+	assert_non_null(
+	    strstr(json_string_value(json_object_get(json_object_get(m, "error"), "message")),
+		   "size limit"));
+	assert_int_equal(json_integer_value(json_object_get(m, "id")), 1);
+	json_decref(m);
+	assert_session_goes(port, sid);
+	assert_true(fake_stop(f));
+	mcp_http_stop(h);
+	free(sid);
+}
+
+/* Garbage and responses to no request are dropped; a service that goes away ends the session. */
+static void test_remote_garbage_and_gone(void **state)
+{
+	struct fake *f = fake_start(FAKE_GARBAGE_THEN_CLOSE);
+	unsigned port;
+	struct mcp_http *h = http_for(f->path, &port);
+	char *sid = open_session(port, "2025-06-18", false);
+	json_t *m;
+
+	assert_int_equal(post(port, sid, NULL, PING, &m), 200);
+	assert_true(json_is_object(json_object_get(m, "result")));
+	assert_int_equal(json_integer_value(json_object_get(m, "id")), 1);
+	json_decref(m);
+	/* The service closes on the second ping: answered here, then the session is gone. */
+	assert_int_equal(post(port, sid, NULL, PING, &m), 200);
+	assert_int_equal(error_code(m), MCP_INTERNAL_ERROR);
+	json_decref(m);
+	assert_session_goes(port, sid);
+	fake_stop(f);
+	/* No service at all: an initialize gets 503 and opens nothing. */
+	{
+		struct resp r;
+		request(port, "POST", ACCEPT_BOTH JSON_CT, INIT_BODY("2025-06-18", "{}"), &r);
+		assert_int_equal(r.status, 503);
+		assert_null(resp_header(&r, "Mcp-Session-Id"));
+		resp_free(&r);
+	}
+	mcp_http_stop(h);
+	free(sid);
+}
+
+/* The line reader of mcp/sock.h: split reads, CRLF, the bound, EOF. */
+static void test_lines(void **state)
+{
+	int sv[2];
+	struct mcp_lines l;
+	char *line, *big;
+	size_t len;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	mcp_lines_init(&l, 16);
+	assert_int_equal(write(sv[1], "ab", 2), 2);
+	assert_int_equal(write(sv[1], "c\r\n\n0123456789abcdef\n", 22), 22);
+	assert_int_equal(mcp_lines_next(&l, sv[0], &line, &len), 1);
+	assert_string_equal(line, "abc");
+	assert_int_equal(len, 3);
+	assert_int_equal(mcp_lines_next(&l, sv[0], &line, &len), 1);
+	assert_int_equal(len, 0);
+	/* Exactly the bound. */
+	assert_int_equal(mcp_lines_next(&l, sv[0], &line, &len), 1);
+	assert_string_equal(line, "0123456789abcdef");
+	/* One past it, with its newline. */
+	assert_int_equal(write(sv[1], "0123456789abcdefg\n", 18), 18);
+	assert_int_equal(mcp_lines_next(&l, sv[0], &line, &len), -E2BIG);
+	mcp_lines_free(&l);
+
+	/* Past it without a newline: found without waiting for one. */
+	mcp_lines_init(&l, 16);
+	assert_int_equal(write(sv[1], "0123456789abcdefghij", 20), 20);
+	assert_int_equal(mcp_lines_next(&l, sv[0], &line, &len), -E2BIG);
+	mcp_lines_free(&l);
+
+	/* A large bound, a line arriving in many reads; EOF drops an unfinished line. */
+	mcp_lines_init(&l, 1u << 20);
+	big = xmalloc(300001);
+	memset(big, 'y', 300000);
+	big[300000] = '\n';
+	{
+		pid_t pid = fork();
+		if (pid == 0) {
+			(void)lg_write_all(sv[1], big, 300001);
+			(void)lg_write_all(sv[1], "tail", 4);
+			_exit(0);
+		}
+		close(sv[1]);
+		assert_int_equal(mcp_lines_next(&l, sv[0], &line, &len), 1);
+		assert_int_equal(len, 300000);
+		assert_int_equal(mcp_lines_next(&l, sv[0], &line, &len), 0);
+		waitpid(pid, NULL, 0);
+	}
+	free(big);
+	mcp_lines_free(&l);
+	close(sv[0]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1041,6 +1470,26 @@ int main(void)
 	    cmocka_unit_test(test_session_cap),
 	};
 
+	/* The same behaviour with every session carried to a service's MCP socket. */
+	const struct CMUnitTest remote[] = {
+	    cmocka_unit_test(test_initialize_and_methods),
+	    cmocka_unit_test(test_json_only_client),
+	    cmocka_unit_test(test_bad_requests),
+	    cmocka_unit_test(test_client_leaves_midway),
+	    cmocka_unit_test(test_elicitation_on_post_stream),
+	    cmocka_unit_test(test_get_stream),
+	    cmocka_unit_test(test_disconnect_mid_call),
+	    cmocka_unit_test(test_remote_sessions_apart),
+	    cmocka_unit_test(test_remote_cancel),
+	    cmocka_unit_test(test_remote_metrics),
+	    cmocka_unit_test(test_initialize_and_methods),
+	    cmocka_unit_test(test_remote_huge_line),
+	    cmocka_unit_test(test_remote_garbage_and_gone),
+	    cmocka_unit_test(test_lines),
+	};
+	int failed;
+
 	lg_log_init(); /* LUMINAGUARD_LOG=debug shows the transport's side */
-	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+	failed = cmocka_run_group_tests_name("local", tests, group_setup, group_teardown);
+	return failed + cmocka_run_group_tests_name("remote", remote, remote_setup, group_teardown);
 }
