@@ -62,9 +62,13 @@ fi
 "$LG" policy show | jq '.rules |= map(if .name == "destroy-dirty" then .verdict = "green" | .risk = "low" else . end)' >"$TMP/policy.json"
 
 # start_mcp ARGS...: `luminaguard mcp --http 127.0.0.1:0 ARGS`; sets MPID and URL.
+# Each run's log is kept apart (mcp.N.log); $TMP/mcp.log is the latest.
+NMCP=0
 start_mcp() {
-	: >"$TMP/mcp.log"
-	LUMINAGUARD_LOG=info "$LG" mcp --http 127.0.0.1:0 "$@" 2>"$TMP/mcp.log" &
+	NMCP=$((NMCP + 1))
+	: >"$TMP/mcp.$NMCP.log"
+	ln -sf "mcp.$NMCP.log" "$TMP/mcp.log"
+	LUMINAGUARD_LOG=info "$LG" mcp --http 127.0.0.1:0 "$@" 2>"$TMP/mcp.$NMCP.log" &
 	MPID=$!
 	URL=
 	for _ in $(seq 300); do
@@ -176,6 +180,10 @@ S4=$(open_session)
 check "no service: mcp --http serves standalone" "$([ $rc = 0 ] && [ ${#S4} = 32 ] && ! grep -q 'sessions in the running service' "$TMP/mcp.log"; echo $?)" "$(cat "$TMP/mcp.log")"
 stop_pid "$MPID"
 MPID=
+
+# Under a sanitizer build: no report in any log.
+reports=$(grep -l 'ThreadSanitizer\|AddressSanitizer\|runtime error' "$TMP"/*.log 2>/dev/null)
+check "no sanitizer report in the logs" "$([ -z "$reports" ]; echo $?)" "$reports"
 
 echo "1..$N"
 [ $FAIL = 0 ]
