@@ -57,9 +57,6 @@ if ! "$LG" image build --name tiny >"$TMP/image.log" 2>&1; then
 	cat "$TMP/image.log"
 	exit 1
 fi
-# The default policy asks a human before destroying a sandbox that ran
-# something; nobody answers here, so that destroy is made green.
-"$LG" policy show | jq '.rules |= map(if .name == "destroy-dirty" then .verdict = "green" | .risk = "low" else . end)' >"$TMP/policy.json"
 
 # start_mcp ARGS...: `luminaguard mcp --http 127.0.0.1:0 ARGS`; sets MPID and URL.
 # Each run's log is kept apart (mcp.N.log); $TMP/mcp.log is the latest.
@@ -111,7 +108,7 @@ delete_session() { # delete_session SID: the status
 }
 
 # --- the service ---
-"$LG" serve --image tiny --pool tiny=1 --policy "$TMP/policy.json" >"$TMP/serve.log" 2>&1 &
+"$LG" serve --image tiny --pool tiny=1 >"$TMP/serve.log" 2>&1 &
 SPID=$!
 for _ in $(seq 600); do
 	grep -q 'serve: ready' "$TMP/serve.log" && break
@@ -131,6 +128,22 @@ check "the sandbox is the service's: luminaguard ps lists it, owner mcp" "$(in_p
 out=$(call "$S1" 3 sandbox_exec "{\"sandbox_id\":\"$ID1\",\"command\":\"echo hello; echo err >&2; exit 3\"}")
 check "sandbox_exec returns its output and exit code" "$(jq -e '.result.structuredContent | .stdout == "hello\n" and .stderr == "err\n" and .exit_code == 3' <<<"$out" >/dev/null; echo $?)" "$out"
 check "the service's audit log has the call" "$(grep -q "$ID1" "$H/audit.jsonl" 2>/dev/null; echo $?)" "$(ls "$H")"
+
+# --- a red action of an HTTP session waits for a human at the service ---
+# (the default policy: destroying a sandbox that ran something is red)
+rpc "$S1" "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"tools/call\",\"params\":{\"name\":\"sandbox_destroy\",\"arguments\":{\"sandbox_id\":\"$ID1\"}}}" >"$TMP/destroy.out" &
+DPID=$!
+aid=
+for _ in $(seq 300); do
+	aid=$(curl -s --max-time 10 --unix-socket "$H/serve.sock" http://lg/v1/approvals | jq -r --arg id "$ID1" '.pending[] | select(.card.tool == "sandbox_destroy") | .id' 2>/dev/null | head -1)
+	[ -n "$aid" ] && break
+	sleep 0.1
+done
+check "the session's red call is a pending approval of the service" "$([ -n "$aid" ]; echo $?)" "$(curl -s --unix-socket "$H/serve.sock" http://lg/v1/approvals)"
+curl -s --max-time 10 --unix-socket "$H/serve.sock" -X POST -d '{"approve":false,"reason":"test says no"}' "http://lg/v1/approvals/$aid" >/dev/null
+wait $DPID
+out=$(jq -c 'select(.id == 4)' "$TMP/destroy.out")
+check "denied at the service: the call's result comes back on its HTTP stream, the sandbox stays" "$(jq -e '.result.isError == true and (.result.content[0].text | test("denied"))' <<<"$out" >/dev/null && in_ps "$ID1"; echo $?)" "$out"
 
 # --- another session cannot reach the first's sandbox or connection ---
 S2=$(open_session)
