@@ -59,11 +59,12 @@ echo "== threaded suites under ThreadSanitizer (build-tsan)"
 # egress proxy, the admission budget, the sandbox service against its fake
 # VM layer), and only their targets are built: a few seconds each.
 # serve is the service itself (its HTTP API's connection and exec threads)
-# under TSan, driven by tests/integration/test_serve.sh with real VMs.
+# under TSan, driven by tests/integration/test_serve.sh with real VMs;
+# mcp-http-service is `mcp --http` relaying its sessions to a service.
 # lg-agent (netmux starts it) is static and built without sanitizers, as
 # in build-asan.  ASLR off (setarch -R) where it can be: TSan's fixed
 # shadow layout fails on kernels with more mmap randomization.
-tsan_suites="approval gate gate-net http netmux egress mcp-hostile admission metrics service serve"
+tsan_suites="approval gate gate-net http netmux egress mcp-hostile admission metrics service serve mcp-http-service"
 if [ ! -f build-tsan/build.ninja ]; then
 	meson setup build-tsan -Db_sanitize=thread -Db_lundef=false >/dev/null
 fi
@@ -74,7 +75,7 @@ fi
 tsan_targets="lg-agent"
 for t in $tsan_suites; do
 	case $t in
-	serve) tsan_targets="$tsan_targets luminaguard" ;;
+	serve | mcp-http-service) tsan_targets="$tsan_targets luminaguard" ;;
 	*) tsan_targets="$tsan_targets tests/test-$t" ;;
 	esac
 done

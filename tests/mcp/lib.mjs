@@ -55,7 +55,8 @@ export function tempDir() {
 
 // The arguments of `luminaguard mcp` for a private server in dir.
 export function serverArgs(dir, { policy = TEST_POLICY, approvalTimeout, http, extra = [] } = {}) {
-  const args = ['mcp', '--control-socket', join(dir, 'ctl.sock'), '--audit-log', join(dir, 'audit.jsonl')];
+  // --standalone: each test's own server, never a `luminaguard serve` that happens to run.
+  const args = ['mcp', '--standalone', '--control-socket', join(dir, 'ctl.sock'), '--audit-log', join(dir, 'audit.jsonl')];
   if (policy) {
     const file = join(dir, 'policy.json');
     writeFileSync(file, JSON.stringify(policy, null, 2));
