@@ -375,6 +375,7 @@ static void prune(const char *base, const char *image, const char *manifest)
 		cleanup_free char *lock_path = NULL;
 		json_t *meta;
 		const char *mi, *mm;
+		json_t *fmt;
 		bool old;
 		int lock;
 
@@ -385,8 +386,15 @@ static void prune(const char *base, const char *image, const char *manifest)
 		meta = json_load_file(meta_path, JSON_REJECT_DUPLICATES, NULL);
 		mi = json_string_value(json_object_get(meta, "image"));
 		mm = json_string_value(json_object_get(meta, "manifest"));
-		old =
-		    mi != NULL && mm != NULL && strcmp(mi, image) == 0 && strcmp(mm, manifest) != 0;
+		fmt = json_object_get(meta, "format");
+		/*
+		 * Of this image, and made from another build of it, or in an
+		 * earlier format that no build from now on loads (format 1 had
+		 * no network port).  A later format is a newer build's: kept.
+		 */
+		old = mi != NULL && strcmp(mi, image) == 0 &&
+		      ((mm != NULL && strcmp(mm, manifest) != 0) ||
+		       (json_is_integer(fmt) && json_integer_value(fmt) < LG_SNAPSHOT_FORMAT));
 		json_decref(meta);
 		if (!old)
 			continue;
@@ -395,8 +403,8 @@ static void prune(const char *base, const char *image, const char *manifest)
 		if (lock < 0)
 			continue;
 		if (flock(lock, LOCK_EX | LOCK_NB) == 0) {
-			lg_info("removing snapshot %s of an earlier build of image '%s'", dir,
-				image);
+			lg_info("removing snapshot %s of an earlier build or format of image '%s'",
+				dir, image);
 			remove_flat(dir);
 			unlink(lock_path);
 		}
@@ -450,18 +458,19 @@ static int write_meta(const char *tmp, const char *key, const char *manifest,
 		return lg_err_sys(err, "snapshot: %s", ram_path);
 	gmtime_r(&now, &tm);
 	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	meta = json_pack("{s:i, s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:s, s:i, s:s,"
-			 " s:{s:s, s:I, s:I, s:I, s:I, s:I}, s:{s:s, s:I, s:s}}",
-			 "format", LG_SNAPSHOT_FORMAT, "key", key, "backend", p->backend->name,
-			 "accel", hv_accel_name(p->cfg.accel), "image", p->image->name, "cpus",
-			 (int)p->cfg.cpus, "memory_mib", (json_int_t)p->cfg.memory_mib, "layer_mib",
-			 (json_int_t)(p->cfg.rootfs != NULL ? p->cfg.layer_mib : 0), "agent", agent,
-			 "agent_version", (int)agent_version, "created", created, "ram", "file",
-			 RAM_FILE, "size", (json_int_t)ram_st.st_size, "disk_bytes",
-			 (json_int_t)ram_st.st_blocks * 512, "ino", (json_int_t)ram_st.st_ino,
-			 "mtime_ns", (json_int_t)ns_of(&ram_st.st_mtim), "ctime_ns",
-			 (json_int_t)ns_of(&ram_st.st_ctim), "state", "file", STATE_FILE, "size",
-			 (json_int_t)state_size, "sha256", hex);
+	/* manifest: what prune() tells an earlier build of the image by. */
+	meta = json_pack(
+	    "{s:i, s:s, s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:s, s:i, s:s,"
+	    " s:{s:s, s:I, s:I, s:I, s:I, s:I}, s:{s:s, s:I, s:s}}",
+	    "format", LG_SNAPSHOT_FORMAT, "key", key, "backend", p->backend->name, "accel",
+	    hv_accel_name(p->cfg.accel), "image", p->image->name, "manifest", manifest, "cpus",
+	    (int)p->cfg.cpus, "memory_mib", (json_int_t)p->cfg.memory_mib, "layer_mib",
+	    (json_int_t)(p->cfg.rootfs != NULL ? p->cfg.layer_mib : 0), "agent", agent,
+	    "agent_version", (int)agent_version, "created", created, "ram", "file", RAM_FILE,
+	    "size", (json_int_t)ram_st.st_size, "disk_bytes", (json_int_t)ram_st.st_blocks * 512,
+	    "ino", (json_int_t)ram_st.st_ino, "mtime_ns", (json_int_t)ns_of(&ram_st.st_mtim),
+	    "ctime_ns", (json_int_t)ns_of(&ram_st.st_ctim), "state", "file", STATE_FILE, "size",
+	    (json_int_t)state_size, "sha256", hex);
 	text = json_dumps(meta, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(meta);
 	if (text == NULL)

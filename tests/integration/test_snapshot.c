@@ -24,6 +24,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -418,29 +419,42 @@ static void test_prune_earlier_build(void **state)
 	cleanup_free char *home = lg_home_dir();
 	cleanup_free char *old = xasprintf("%s/snapshots/0123456789abcdef0123456789abcdef", home);
 	cleanup_free char *other = xasprintf("%s/snapshots/fedcba9876543210fedcba9876543210", home);
-	const char *dirs[] = {old, other};
-	const char *images[] = {test_image, "some-other-image"};
+	/* This very build of the image, in format 1 (no network port) and in a later one. */
+	cleanup_free char *fmt1 = xasprintf("%s/snapshots/00000000000000000000000000000001", home);
+	cleanup_free char *later = xasprintf("%s/snapshots/00000000000000000000000000000099", home);
+	cleanup_free char *meta_path = xasprintf("%s/meta.json", dir);
+	json_t *meta = json_load_file(meta_path, 0, NULL);
+	const char *m = json_string_value(json_object_get(meta, "manifest"));
+	cleanup_free char *manifest = xstrdup(m != NULL ? m : "?");
+	cleanup_free char *zeros = xasprintf("%064d", 0);
+	const char *dirs[] = {old, other, fmt1, later};
+	const char *images[] = {test_image, "some-other-image", test_image, test_image};
+	const char *manifests[] = {zeros, zeros, manifest, manifest};
+	const int formats[] = {LG_SNAPSHOT_FORMAT, 1, 1, LG_SNAPSHOT_FORMAT + 1};
+	const bool pruned[] = {true, false, true, false};
 	struct stat st;
 
-	for (int i = 0; i < 2; i++) {
-		cleanup_free char *meta = xasprintf("%s/meta.json", dirs[i]);
+	json_decref(meta);
+	assert_int_equal(strlen(manifest), 64);
+	for (int i = 0; i < 4; i++) {
+		cleanup_free char *meta_i = xasprintf("%s/meta.json", dirs[i]);
 		cleanup_free char *lock = xasprintf("%s.lock", dirs[i]);
 		FILE *f;
 
 		assert_int_equal(mkdir(dirs[i], 0700), 0);
-		f = fopen(meta, "we");
-		fprintf(f, "{\"format\": 1, \"image\": \"%s\", \"manifest\": \"%064d\"}\n",
-			images[i], 0);
+		f = fopen(meta_i, "we");
+		fprintf(f, "{\"format\": %d, \"image\": \"%s\", \"manifest\": \"%s\"}\n",
+			formats[i], images[i], manifests[i]);
 		fclose(f);
 		close(open(lock, O_WRONLY | O_CREAT, 0600));
 	}
 	remove_snapshot(dir);
 	free(ensure(test_image));
-	assert_int_equal(stat(old, &st), -1);
-	assert_int_equal(stat(other, &st), 0);
-	lg_rm_rf(other);
-	{
-		cleanup_free char *lock = xasprintf("%s.lock", other);
+	for (int i = 0; i < 4; i++) {
+		cleanup_free char *lock = xasprintf("%s.lock", dirs[i]);
+
+		assert_int_equal(stat(dirs[i], &st), pruned[i] ? -1 : 0);
+		lg_rm_rf(dirs[i]);
 		unlink(lock);
 	}
 }
