@@ -144,18 +144,18 @@ int main(int argc, char **argv)
 	sbs = xzalloc(sizeof(*sbs) * (size_t)clones);
 	sbs[0] = create(image, NULL, NULL, NULL);
 	sleep(2);
-	pss_of(sbs[0]->vm->pid, &pss, &rss);
+	pss_of(lg_sandbox_pid(sbs[0]), &pss, &rss);
 	printf("pss:     1 booted   %ld KiB (rss %ld KiB)\n", pss, rss);
 	lg_sandbox_destroy(sbs[0]);
 	sbs[0] = create(image, dir, NULL, NULL);
 	sleep(2);
-	pss_of(sbs[0]->vm->pid, &pss, &rss);
+	pss_of(lg_sandbox_pid(sbs[0]), &pss, &rss);
 	printf("pss:     1 restored %ld KiB (rss %ld KiB)\n", pss, rss);
 	for (int i = 1; i < clones; i++)
 		sbs[i] = create(image, dir, NULL, NULL);
 	sleep(2);
 	for (int i = 0; i < clones; i++) {
-		pss_of(sbs[i]->vm->pid, &pss, &rss);
+		pss_of(lg_sandbox_pid(sbs[i]), &pss, &rss);
 		sum_pss += pss;
 		sum_rss += rss;
 	}

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "host/sandbox.h"
+#include "host/sandbox_internal.h"
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <stdio.h>
@@ -80,13 +81,11 @@ int main(int argc, char **argv)
 	}
 	sleep(settle);
 	fd = open(state, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	if (sb->backend->save_state(sb->vm, fd, &err) < 0) {
+	if (lg_sandbox_save_state(sb, fd, &err) < 0) {
 		fprintf(stderr, "%s\n", err->msg);
 		return 1;
 	}
 	close(fd);
-	lg_agent_free(sb->agent);
-	sb->agent = NULL;
 	lg_sandbox_destroy(sb);
 	for (int adopt = 0; adopt < 2; adopt++) {
 		for (int i = 0; i < 2; i++) {

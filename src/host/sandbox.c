@@ -17,6 +17,28 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* A VM booted (or restored) from an image, its agent, its network. */
+struct lg_sandbox {
+	const struct hv_backend *backend;
+	struct vm *vm;
+	struct lg_agent *agent;
+	enum hv_accel accel;
+	uint64_t boot_ms; /* spawn to ready: agent HELLO, or restored, PINGed and adopted */
+	bool restored;	  /* from opts.snapshot, not booted */
+	/*
+	 * The host end of the net port: NULL without a port, or once
+	 * lg_sandbox_set_net(NULL) closed it.
+	 */
+	struct lg_netmux *net;
+	uint8_t net_state; /* sandbox.c's enum net_state */
+	/* Its egress (and allowlist), once attached; freed after the mux. */
+	struct lg_egress *egress;
+	struct lg_admission *admission; /* holds .cost while non-NULL */
+	struct lg_admission_cost cost;
+	/* The image it booted; its "defaults" (env, workdir, user) apply to every exec. */
+	struct lg_image *image;
+};
+
 #define SHUTDOWN_WAIT_MS 2000
 /* A restored guest answers PING in milliseconds; one that does not was restored wrong. */
 #define RESTORE_PING_TIMEOUT_MS 10000
@@ -198,7 +220,6 @@ int lg_sandbox_set_net(struct lg_sandbox *sb, const struct lg_sandbox_net *net, 
 	/* Cannot be taken: NET_PENDING means the mux has none, and only we set it. */
 	if (lg_netmux_set_egress(sb->net, eg) < 0)
 		abort();
-	sb->own_egress = eg;
 	sb->egress = eg;
 	sb->net_state = NET_SET;
 	return 0;
@@ -221,9 +242,7 @@ static int sandbox_start(const struct lg_sandbox_opts *o, enum start_mode mode,
 	uint64_t t0;
 	int r;
 
-	if (o->net != NULL && o->egress != NULL)
-		return lg_err_msg(err, EINVAL, "a sandbox takes net or egress, not both");
-	if (mode == START_SHARED_RAM && (o->net != NULL || o->egress != NULL))
+	if (mode == START_SHARED_RAM && o->net != NULL)
 		return lg_err_msg(err, EINVAL,
 				  "a snapshot's VM boots with its network port and no egress");
 	if (o->hostname != NULL && !lg_hostname_valid(o->hostname, strlen(o->hostname)))
@@ -235,11 +254,11 @@ static int sandbox_start(const struct lg_sandbox_opts *o, enum start_mode mode,
 	sb = xzalloc(sizeof(*sb));
 	/* A bad allowlist is found before anything boots. */
 	if (o->net != NULL) {
-		r = egress_new(o->net, &sb->own_egress, err);
+		r = egress_new(o->net, &sb->egress, err);
 		if (r < 0)
 			goto fail;
 	}
-	eg = sb->own_egress != NULL ? sb->own_egress : o->egress;
+	eg = sb->egress;
 	/*
 	 * A snapshot's VM always has the port (its device layout is part of
 	 * the saved state), so every VM made from one has it too.
@@ -305,7 +324,6 @@ static int sandbox_start(const struct lg_sandbox_opts *o, enum start_mode mode,
 			lg_err_wrap(err, "cannot start the guest's network");
 			goto fail;
 		}
-		sb->egress = eg;
 		sb->net_state = eg != NULL ? NET_SET : NET_PENDING;
 	}
 	if (mode == START_RESTORE) {
@@ -416,7 +434,7 @@ void lg_sandbox_destroy(struct lg_sandbox *sb)
 	 */
 	lg_netmux_stop(sb->net);
 	/* Only now: no proxy thread is left to use it. */
-	egress_free(sb->own_egress);
+	egress_free(sb->egress);
 	lg_agent_free(sb->agent);
 	lg_image_free(sb->image);
 	/* Only now: the VMM that used the budget is gone. */

@@ -44,8 +44,6 @@ struct lg_sandbox_opts {
 	 */
 	const struct lg_sandbox_net *net;
 	bool net_port;
-	/* TRANSITION (removed at integration): the old caller-owned egress. */
-	struct lg_egress *egress;
 	/*
 	 * The budget this VM is counted in (borrowed, must outlive the
 	 * sandbox), or NULL for none: a create over it fails before anything
@@ -71,31 +69,8 @@ struct lg_sandbox_opts {
 	const char *hostname;
 };
 
-/*
- * Opaque: front ends and the service use the functions below.
- * TRANSITION: the definition moves into sandbox.c at integration.
- */
-struct lg_sandbox {
-	const struct hv_backend *backend;
-	struct vm *vm;
-	struct lg_agent *agent;
-	enum hv_accel accel;
-	uint64_t boot_ms; /* spawn to ready: agent HELLO, or restored, PINGed and adopted */
-	bool restored;	  /* from opts.snapshot, not booted */
-	/*
-	 * The host end of the net port: NULL without a port, or once
-	 * lg_sandbox_set_net(NULL) closed it.
-	 */
-	struct lg_netmux *net;
-	uint8_t net_state; /* sandbox.c's enum net_state */
-	/* Attached egress: own_egress, or TRANSITION the caller's; NULL none. */
-	struct lg_egress *egress;
-	struct lg_egress *own_egress;	/* with its allowlist, freed after the mux */
-	struct lg_admission *admission; /* holds .cost while non-NULL */
-	struct lg_admission_cost cost;
-	/* The image it booted; its "defaults" (env, workdir, user) apply to every exec. */
-	struct lg_image *image;
-};
+/* Opaque: front ends and the service use the functions below. */
+struct lg_sandbox;
 
 /*
  * A sandbox's egress (net/egress.h): the allowlist, and who decides about

@@ -529,7 +529,6 @@ static int build(const struct lg_sandbox_opts *o, const struct lg_sandbox_plan *
 	 * with lg_sandbox_set_net.  The guest's forwarder is idle at the save.
 	 */
 	bo.net = NULL;
-	bo.egress = NULL;
 	bo.net_port = true;
 	r = lg_sandbox_create_shared_ram(&bo, ram_path, &sb, err);
 	if (r < 0)

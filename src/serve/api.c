@@ -1377,7 +1377,7 @@ static unsigned agent_failure(struct lg_api *a, struct lg_entry *e, int r)
 
 static struct lg_agent *entry_agent(struct lg_entry *e)
 {
-	return lg_entry_sandbox(e)->agent;
+	return lg_sandbox_agent(lg_entry_sandbox(e));
 }
 
 static const char *ftype_name(uint32_t t)

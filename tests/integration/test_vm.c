@@ -81,7 +81,7 @@ static int run(struct lg_sandbox *sb, char *const argv[], const char *in, size_t
 	    .ctx = c,
 	};
 	struct lg_err *err = NULL;
-	int r = lg_agent_exec(sb->agent, &o, res, &err);
+	int r = lg_agent_exec(lg_sandbox_agent(sb), &o, res, &err);
 	if (r < 0)
 		fail_msg("exec %s: %s", argv[0], err->msg);
 	return r;
@@ -260,7 +260,7 @@ static void test_timeout(void **state)
 	capture_free(&c);
 
 	/* the sandbox is still usable afterwards */
-	assert_int_equal(lg_agent_ping(sb->agent, NULL), 0);
+	assert_int_equal(lg_agent_ping(lg_sandbox_agent(sb), NULL), 0);
 }
 
 static void test_env_and_cwd(void **state)
@@ -280,7 +280,7 @@ static void test_env_and_cwd(void **state)
 	struct lg_err *err = NULL;
 	cleanup_free char *out = NULL;
 
-	assert_int_equal(lg_agent_exec(sb->agent, &o, &res, &err), 0);
+	assert_int_equal(lg_agent_exec(lg_sandbox_agent(sb), &o, &res, &err), 0);
 	out = str_of(&c.out);
 	assert_string_equal(out, "bar baz:/tmp\n");
 	capture_free(&c);
@@ -288,7 +288,7 @@ static void test_env_and_cwd(void **state)
 	/* a working directory that does not exist is an error, not a silent / */
 	memset(&c, 0, sizeof(c));
 	o.cwd = "/does/not/exist";
-	int r = lg_agent_exec(sb->agent, &o, &res, &err);
+	int r = lg_agent_exec(lg_sandbox_agent(sb), &o, &res, &err);
 	if (r == 0) {
 		assert_int_not_equal(res.exit_code, 0);
 	} else {
@@ -312,23 +312,23 @@ static void test_files(void **state)
 
 	for (size_t i = 0; i < n; i++)
 		data[i] = (uint8_t)(i * 31 + (i >> 11));
-	if (lg_agent_write_file(sb->agent, "/tmp/t/sub/blob.bin", data, n, 0600, LG_WRITE_MKDIRS,
-				&err) < 0)
+	if (lg_agent_write_file(lg_sandbox_agent(sb), "/tmp/t/sub/blob.bin", data, n, 0600,
+				LG_WRITE_MKDIRS, &err) < 0)
 		fail_msg("write: %s", err->msg);
-	if (lg_agent_read_file(sb->agent, "/tmp/t/sub/blob.bin", 64 << 20, &back, &back_len, &err) <
-	    0)
+	if (lg_agent_read_file(lg_sandbox_agent(sb), "/tmp/t/sub/blob.bin", 64 << 20, &back,
+			       &back_len, &err) < 0)
 		fail_msg("read: %s", err->msg);
 	assert_int_equal(back_len, n);
 	assert_memory_equal(back, data, n);
 	free(back);
 
-	assert_int_equal(lg_agent_stat(sb->agent, "/tmp/t/sub/blob.bin", &st, &err), 0);
+	assert_int_equal(lg_agent_stat(lg_sandbox_agent(sb), "/tmp/t/sub/blob.bin", &st, &err), 0);
 	assert_int_equal(st.ftype, LG_FTYPE_FILE);
 	assert_int_equal(st.size, n);
 	assert_int_equal(st.mode & 0777, 0600);
 
-	assert_int_equal(lg_agent_mkdir(sb->agent, "/tmp/t/a/b/c", 0755, true, &err), 0);
-	assert_int_equal(lg_agent_list_dir(sb->agent, "/tmp/t", &ents, &count, &err), 0);
+	assert_int_equal(lg_agent_mkdir(lg_sandbox_agent(sb), "/tmp/t/a/b/c", 0755, true, &err), 0);
+	assert_int_equal(lg_agent_list_dir(lg_sandbox_agent(sb), "/tmp/t", &ents, &count, &err), 0);
 	assert_int_equal(count, 2);
 	bool saw_a = false, saw_sub = false;
 	for (size_t i = 0; i < count; i++) {
@@ -339,16 +339,17 @@ static void test_files(void **state)
 	lg_dirents_free(ents, count);
 
 	/* reading what is not there: a clean error naming the path */
-	assert_true(lg_agent_read_file(sb->agent, "/tmp/t/nope", 1024, &back, &back_len, &err) < 0);
+	assert_true(lg_agent_read_file(lg_sandbox_agent(sb), "/tmp/t/nope", 1024, &back, &back_len,
+				       &err) < 0);
 	assert_non_null(strstr(err->msg, "/tmp/t/nope"));
 	lg_err_free(&err);
 
-	assert_int_equal(lg_agent_remove(sb->agent, "/tmp/t", true, &err), 0);
-	assert_true(lg_agent_stat(sb->agent, "/tmp/t", &st, &err) < 0);
+	assert_int_equal(lg_agent_remove(lg_sandbox_agent(sb), "/tmp/t", true, &err), 0);
+	assert_true(lg_agent_stat(lg_sandbox_agent(sb), "/tmp/t", &st, &err) < 0);
 	lg_err_free(&err);
 
 	/* the agent channel is still healthy after errors */
-	assert_int_equal(lg_agent_ping(sb->agent, NULL), 0);
+	assert_int_equal(lg_agent_ping(lg_sandbox_agent(sb), NULL), 0);
 }
 
 /* ---- several VMs at once, and nothing left behind ---- */
@@ -421,7 +422,7 @@ static void *par_main(void *arg)
 		lg_err_free(&err);
 		return NULL;
 	}
-	if (lg_agent_exec(sb->agent, &eo, &res, &err) == 0) {
+	if (lg_agent_exec(lg_sandbox_agent(sb), &eo, &res, &err) == 0) {
 		p->rc = res.exit_code;
 		snprintf(p->out, sizeof(p->out), "%.*s", (int)c.out.len, (char *)c.out.data);
 	} else {
@@ -477,8 +478,8 @@ static void test_kill_op(void **state)
 	char *echo[] = {"echo", "alive", NULL};
 	struct lg_exec_result res;
 	struct capture c = {0};
-	int efd = sb->backend->exit_fd(sb->vm);
-	pid_t pid = sb->vm->pid;
+	int efd = lg_sandbox_exit_fd(sb);
+	pid_t pid = lg_sandbox_pid(sb);
 	uint64_t t0;
 
 	(void)state;
@@ -494,7 +495,7 @@ static void test_kill_op(void **state)
 	struct lg_exec_opts o = {
 	    .cancel_fd = -1, .argv = echo, .stdin_fd = -1, .on_output = capture_cb, .ctx = &c};
 	struct lg_err *err = NULL;
-	assert_true(lg_agent_exec(sb->agent, &o, &res, &err) < 0);
+	assert_true(lg_agent_exec(lg_sandbox_agent(sb), &o, &res, &err) < 0);
 	lg_err_free(&err);
 	capture_free(&c);
 	lg_sandbox_destroy(sb);
