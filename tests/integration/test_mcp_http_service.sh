@@ -108,7 +108,7 @@ delete_session() { # delete_session SID: the status
 }
 
 # --- the service ---
-"$LG" serve --image tiny --pool tiny=1 >"$TMP/serve.log" 2>&1 &
+"$LG" serve --image tiny --pool tiny=1 --net allow=listed.invalid >"$TMP/serve.log" 2>&1 &
 SPID=$!
 for _ in $(seq 600); do
 	grep -q 'serve: ready' "$TMP/serve.log" && break
@@ -127,6 +127,8 @@ check "sandbox_create over HTTP" "$([ -n "$ID1" ]; echo $?)" "$out" "$(tail -3 "
 check "the sandbox is the service's: luminaguard ps lists it, owner mcp" "$(in_ps "$ID1"; echo $?)" "$("$LG" ps 2>&1)"
 out=$(call "$S1" 3 sandbox_exec "{\"sandbox_id\":\"$ID1\",\"command\":\"echo hello; echo err >&2; exit 3\"}")
 check "sandbox_exec returns its output and exit code" "$(jq -e '.result.structuredContent | .stdout == "hello\n" and .stderr == "err\n" and .exit_code == 3' <<<"$out" >/dev/null; echo $?)" "$out"
+out=$(call "$S1" 31 sandbox_exec "{\"sandbox_id\":\"$ID1\",\"command\":\"echo [\$http_proxy]\"}")
+check "serve --net gives an MCP session's sandbox its network (the proxy variables are set)" "$(jq -e '.result.structuredContent.stdout == "[http://127.0.0.1:3128]\n"' <<<"$out" >/dev/null; echo $?)" "$out"
 check "the service's audit log has the call" "$(grep -q "$ID1" "$H/audit.jsonl" 2>/dev/null; echo $?)" "$(ls "$H")"
 
 # --- a red action of an HTTP session waits for a human at the service ---

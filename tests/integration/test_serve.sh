@@ -107,6 +107,8 @@ delete_approved() { # delete_approved ID -> the DELETE's status
 # --- refused at start ---
 "$LG" serve --http 0.0.0.0:0 >"$TMP/out" 2>&1; rc=$?
 check "a non-loopback --http without --token-file is refused at start" "$([ $rc = 2 ] && [ "$(wc -l <"$TMP/out")" = 1 ] && grep -q 'needs --token-file' "$TMP/out" && [ ! -e "$SOCK" ]; echo $?)" "rc=$rc" "$(cat "$TMP/out")"
+"$LG" serve --net allow=bad::x >"$TMP/out" 2>&1; rc=$?
+check "a bad --net is a usage error, in one line" "$([ $rc = 2 ] && [ "$(wc -l <"$TMP/out")" = 1 ] && grep -q -- '--net' "$TMP/out"; echo $?)" "rc=$rc" "$(cat "$TMP/out")"
 "$LG" serve --pool 'tiny=0' >"$TMP/out" 2>&1; rc=$?
 check "a bad --pool is a usage error" "$([ $rc = 2 ] && [ "$(wc -l <"$TMP/out")" = 1 ]; echo $?)" "rc=$rc" "$(cat "$TMP/out")"
 
