@@ -10,6 +10,9 @@
  *   size:     the snapshot on disk (RAM file allocated / apparent, state)
  *   boot:     lg_sandbox_create cold, to the agent's HELLO, and to the reply
  *             of the first exec (`true`)
+ *   first:    the first restore of the snapshot in this process, to ready:
+ *             it also copies the RAM file into the sealed memfd restores
+ *             map (host/snapshot.h), whose size in memory follows
  *   restore:  lg_sandbox_create from the snapshot, to ready (PING + ADOPT),
  *             and to the reply of the first exec
  *   pss:      /proc/PID/smaps_rollup of the QEMU processes, idle 2 s: one
@@ -21,6 +24,7 @@
 #include "host/snapshot.h"
 #include "stats.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +76,32 @@ static void pss_of(pid_t pid, long *pss, long *rss)
 	fclose(f);
 }
 
+/* KiB of memory the sealed RAM memfds this process holds take (-1: none). */
+static long memfd_kib(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	long kib = -1;
+
+	if (d == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL) {
+		char link[300], target[256];
+		struct stat st;
+		ssize_t n;
+
+		snprintf(link, sizeof(link), "/proc/self/fd/%s", de->d_name);
+		n = readlink(link, target, sizeof(target) - 1);
+		if (n <= 0)
+			continue;
+		target[n] = '\0';
+		if (strncmp(target, "/memfd:lg-snapshot-ram", 22) == 0 && stat(link, &st) == 0)
+			kib = (kib < 0 ? 0 : kib) + (long)(st.st_blocks * 512 / 1024);
+	}
+	closedir(d);
+	return kib;
+}
+
 static long file_kib(const char *path, bool allocated)
 {
 	struct stat st;
@@ -88,7 +118,7 @@ int main(int argc, char **argv)
 	struct lg_sandbox_opts o = {.cancel_fd = -1, .console_fd = -1};
 	struct lg_err *err = NULL;
 	char *dir = NULL;
-	double t0, make_ms, *boot_ready, *boot_reply, *rest_ready, *rest_reply;
+	double t0, make_ms, first_ms, *boot_ready, *boot_reply, *rest_ready, *rest_reply;
 	struct lg_sandbox **sbs;
 	long pss, rss, sum_pss = 0, sum_rss = 0;
 
@@ -124,6 +154,13 @@ int main(int argc, char **argv)
 		printf("make:    %.0f ms\n", make_ms);
 		printf("size:    RAM file %ld KiB allocated of %ld KiB, state %ld KiB\n",
 		       file_kib(ram, true), file_kib(ram, false), file_kib(state, false));
+	}
+
+	{
+		struct lg_sandbox *sb = create(image, dir, &first_ms, NULL);
+		lg_sandbox_destroy(sb);
+		printf("first:   restore ready %.1f ms, RAM memfd %ld KiB in memory\n", first_ms,
+		       memfd_kib());
 	}
 
 	boot_ready = xmalloc(sizeof(double) * (size_t)runs);

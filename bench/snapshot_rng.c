@@ -14,6 +14,7 @@
 #include "common/util.h"
 #include "host/sandbox.h"
 #include "host/sandbox_internal.h"
+#include "host/snapshot.h"
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <stdio.h>
@@ -93,7 +94,12 @@ int main(int argc, char **argv)
 			struct vm *vm;
 			struct lg_agent *a;
 			char out[200];
-			cfg.ram_file = ram;
+			/* A restore maps a sealed memfd of the RAM file, as lg_snapshot_open makes.
+			 */
+			if (lg_snapshot_ram_memfd(ram, &cfg.ram_fd, &err) < 0) {
+				fprintf(stderr, "%s\n", err->msg);
+				return 1;
+			}
 			cfg.incoming = true;
 			if (p.backend->spawn(&cfg, &vm, &err) < 0) {
 				fprintf(stderr, "%s\n", err->msg);
@@ -118,6 +124,7 @@ int main(int argc, char **argv)
 			       adopt ? "ADOPT" : "no ADOPT", i, out);
 			lg_agent_free(a);
 			p.backend->destroy(vm);
+			close(cfg.ram_fd);
 		}
 	}
 	return 0;

@@ -124,6 +124,7 @@ int lg_sandbox_plan(const struct lg_sandbox_opts *o, struct lg_sandbox_plan *p, 
 	cfg->accel = p->accel;
 	cfg->console_fd = o->console_fd;
 	cfg->net_fd = -1;
+	cfg->ram_fd = -1;
 	cfg->jail = o->jail;
 	r = hv_config_check(cfg, err);
 	if (r < 0) {
@@ -232,7 +233,7 @@ static int sandbox_start(const struct lg_sandbox_opts *o, enum start_mode mode,
 			 const char *ram_file, struct lg_sandbox **out, struct lg_err **err)
 {
 	struct lg_sandbox_plan plan;
-	struct lg_snapshot_files snap = {.state_fd = -1, .lock_fd = -1};
+	struct lg_snapshot_files snap = LG_SNAPSHOT_FILES_INIT;
 	struct lg_image *img;
 	struct lg_sandbox *sb;
 	struct vm_config cfg;
@@ -280,7 +281,7 @@ static int sandbox_start(const struct lg_sandbox_opts *o, enum start_mode mode,
 		r = lg_snapshot_open(o->snapshot, &plan, &snap, err);
 		if (r < 0)
 			goto fail;
-		cfg.ram_file = snap.ram_path;
+		cfg.ram_fd = snap.ram_fd; /* a sealed memfd of its RAM, never the file */
 		cfg.incoming = true;
 	}
 	if (o->admission != NULL) {

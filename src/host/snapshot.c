@@ -12,10 +12,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,6 +30,13 @@
 #define STATE_MAX (64u * 1024u * 1024u)
 /* The directory name: the key's first 128 bits (meta.json holds all of it). */
 #define DIR_KEY_LEN 32
+/* A restore's RAM memfd: no write, growth or shrinking, and no seal undone. */
+#define RAM_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
+#ifndef MFD_NOEXEC_SEAL
+#define MFD_NOEXEC_SEAL 0x0008u /* Linux 6.3; glibc before 2.38 lacks it */
+#endif
+#define COPY_CHUNK (1u << 20)
+#define COPY_PAGE  4096u
 
 static void put_identity(FILE *f, const char *what, const char *path)
 {
@@ -134,8 +143,236 @@ void lg_snapshot_files_close(struct lg_snapshot_files *f)
 	if (f->lock_fd >= 0)
 		close(f->lock_fd);
 	f->lock_fd = -1;
-	free(f->ram_path);
-	f->ram_path = NULL;
+	if (f->ram_fd >= 0)
+		close(f->ram_fd);
+	f->ram_fd = -1;
+}
+
+static uint64_t ns_of(const struct timespec *t)
+{
+	return (uint64_t)t->tv_sec * 1000000000u + (uint64_t)t->tv_nsec;
+}
+
+static bool all_zero(const unsigned char *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (b[i] != 0)
+			return false;
+	return true;
+}
+
+/*
+ * Copies [off, end) of in to the same offsets of mfd, leaving pages of
+ * zeros out (a memfd's hole reads as zeros and takes no memory): guest
+ * RAM the kernel freed is zeroed often enough to matter.
+ */
+static int copy_range(int in, int mfd, uint64_t off, uint64_t end, unsigned char *buf)
+{
+	while (off < end) {
+		size_t want = end - off < COPY_CHUNK ? (size_t)(end - off) : COPY_CHUNK;
+		ssize_t n = pread(in, buf, want, (off_t)off);
+		size_t i = 0;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO; /* shorter than its size: changed under us */
+		while (i < (size_t)n) {
+			size_t j = i, len;
+
+			while (j < (size_t)n &&
+			       !all_zero(buf + j,
+					 (size_t)n - j < COPY_PAGE ? (size_t)n - j : COPY_PAGE))
+				j += COPY_PAGE;
+			len = (j < (size_t)n ? j : (size_t)n) - i;
+			for (size_t done = 0; done < len;) {
+				ssize_t w = pwrite(mfd, buf + i + done, len - done,
+						   (off_t)(off + i + done));
+				if (w < 0 && errno == EINTR)
+					continue;
+				if (w <= 0)
+					return w < 0 ? -errno : -EIO;
+				done += (size_t)w;
+			}
+			i += len;
+			while (i < (size_t)n &&
+			       all_zero(buf + i,
+					(size_t)n - i < COPY_PAGE ? (size_t)n - i : COPY_PAGE))
+				i += COPY_PAGE;
+		}
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/*
+ * The RAM file's data (SEEK_DATA/SEEK_HOLE: only what the guest touched;
+ * a file system without them gives the whole file as data) into a new
+ * memfd, then sealed.  want: the file must be this inode, with this
+ * ctime, before and after the copy (NULL: any).
+ */
+static int ram_memfd(const char *ram_path, const struct stat *want, int *out, struct lg_err **err)
+{
+	unsigned char *buf = NULL;
+	struct stat st, st2;
+	uint64_t off = 0;
+	int in, mfd = -1, r;
+
+	in = open(ram_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (in < 0)
+		return lg_err_sys(err, "snapshot: %s", ram_path);
+	if (fstat(in, &st) < 0 || !S_ISREG(st.st_mode)) {
+		r = lg_err_msg(err, EINVAL, "snapshot: %s: not a regular file", ram_path);
+		goto out;
+	}
+	if (want != NULL && (st.st_ino != want->st_ino || st.st_dev != want->st_dev ||
+			     ns_of(&st.st_ctim) != ns_of(&want->st_ctim))) {
+		r = lg_err_msg(err, ESTALE, "snapshot: %s changed while it was checked", ram_path);
+		goto out;
+	}
+	/* Never executable (mode 0666, F_SEAL_EXEC), and no kernel warning about it. */
+	mfd = memfd_create("lg-snapshot-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
+	if (mfd < 0 && errno == EINVAL) /* before Linux 6.3 */
+		mfd = memfd_create("lg-snapshot-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (mfd < 0) {
+		r = lg_err_sys(err, "snapshot: memfd_create");
+		goto out;
+	}
+	if (ftruncate(mfd, st.st_size) < 0) {
+		r = lg_err_sys(err, "snapshot: memfd of %lld bytes", (long long)st.st_size);
+		goto out;
+	}
+	buf = xmalloc(COPY_CHUNK);
+	r = 0;
+	while (r == 0 && off < (uint64_t)st.st_size) {
+		off_t data = lseek(in, (off_t)off, SEEK_DATA), hole;
+
+		if (data < 0 && errno == ENXIO)
+			break; /* only a hole is left */
+		if (data < 0) {
+			data = (off_t)off;
+			hole = st.st_size;
+		} else {
+			hole = lseek(in, data, SEEK_HOLE);
+			if (hole < 0)
+				hole = st.st_size;
+		}
+		r = copy_range(in, mfd, (uint64_t)data, (uint64_t)hole, buf);
+		off = (uint64_t)hole;
+	}
+	if (r < 0) {
+		r = lg_err_set(err, -r, "snapshot: copying %s", ram_path);
+		goto out;
+	}
+	if (want != NULL && (fstat(in, &st2) < 0 || ns_of(&st2.st_ctim) != ns_of(&want->st_ctim))) {
+		r = lg_err_msg(err, ESTALE, "snapshot: %s changed while it was copied", ram_path);
+		goto out;
+	}
+	if (fcntl(mfd, F_ADD_SEALS, RAM_SEALS) < 0) {
+		r = lg_err_sys(err, "snapshot: sealing the RAM memfd");
+		goto out;
+	}
+	/* The memfd holds the data now: the file's page cache need not stay. */
+	posix_fadvise(in, 0, 0, POSIX_FADV_DONTNEED);
+	*out = mfd;
+	mfd = -1;
+	r = 0;
+out:
+	free(buf);
+	if (mfd >= 0)
+		close(mfd);
+	close(in);
+	return r;
+}
+
+int lg_snapshot_ram_memfd(const char *ram_path, int *fd, struct lg_err **err)
+{
+	return ram_memfd(ram_path, NULL, fd, err);
+}
+
+/*
+ * The sealed RAM memfds of this process, one per snapshot directory:
+ * copying (tens of MiB) is paid by the first restore of a snapshot only,
+ * and every VM restored from it maps the same pages.
+ */
+struct ram_cached {
+	char *dir;
+	dev_t dev;
+	ino_t ino;
+	uint64_t ctime_ns;
+	int fd;
+	struct ram_cached *next;
+};
+
+static pthread_mutex_t ram_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ram_cached *ram_cache;
+
+/* Caller holds ram_cache_lock. */
+static void ram_cache_drop_locked(const char *dir)
+{
+	for (struct ram_cached **pp = &ram_cache; *pp != NULL;) {
+		struct ram_cached *c = *pp;
+
+		if (strcmp(c->dir, dir) == 0) {
+			*pp = c->next;
+			close(c->fd); /* VMs that map it keep its pages */
+			free(c->dir);
+			free(c);
+		} else {
+			pp = &c->next;
+		}
+	}
+}
+
+/* A snapshot remade or removed: its RAM copy goes (once no VM maps it). */
+static void ram_cache_drop(const char *dir)
+{
+	pthread_mutex_lock(&ram_cache_lock);
+	ram_cache_drop_locked(dir);
+	pthread_mutex_unlock(&ram_cache_lock);
+}
+
+/* *fd: a new fd of the sealed copy of dir's RAM file, which is st. */
+static int ram_cache_get(const char *dir, const char *ram_path, const struct stat *st, int *fd,
+			 struct lg_err **err)
+{
+	struct ram_cached *c;
+	int r = 0;
+
+	pthread_mutex_lock(&ram_cache_lock);
+	for (c = ram_cache; c != NULL; c = c->next) {
+		if (strcmp(c->dir, dir) == 0)
+			break;
+	}
+	if (c != NULL &&
+	    (c->dev != st->st_dev || c->ino != st->st_ino || c->ctime_ns != ns_of(&st->st_ctim))) {
+		ram_cache_drop_locked(dir);
+		c = NULL;
+	}
+	if (c == NULL) {
+		int mfd;
+
+		r = ram_memfd(ram_path, st, &mfd, err);
+		if (r == 0) {
+			c = xzalloc(sizeof(*c));
+			c->dir = xstrdup(dir);
+			c->dev = st->st_dev;
+			c->ino = st->st_ino;
+			c->ctime_ns = ns_of(&st->st_ctim);
+			c->fd = mfd;
+			c->next = ram_cache;
+			ram_cache = c;
+		}
+	}
+	if (r == 0) {
+		*fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 3);
+		if (*fd < 0)
+			r = lg_err_sys(err, "snapshot: dup");
+	}
+	pthread_mutex_unlock(&ram_cache_lock);
+	return r;
 }
 
 static int stale(struct lg_err **err, const char *dir, const char *fmt, ...)
@@ -155,11 +392,6 @@ static int stale(struct lg_err **err, const char *dir, const char *fmt, ...)
 			  dir, why);
 }
 
-static uint64_t ns_of(const struct timespec *t)
-{
-	return (uint64_t)t->tv_sec * 1000000000u + (uint64_t)t->tv_nsec;
-}
-
 static bool json_u64(json_t *o, const char *k, uint64_t *out)
 {
 	json_t *v = json_object_get(o, k);
@@ -170,8 +402,9 @@ static bool json_u64(json_t *o, const char *k, uint64_t *out)
 	return true;
 }
 
+/* ram_st: the RAM file as checked. */
 static int snapshot_check(const char *dir, const struct lg_sandbox_plan *p,
-			  struct lg_snapshot_files *out, struct lg_err **err)
+			  struct lg_snapshot_files *out, struct stat *ram_st, struct lg_err **err)
 {
 	char key[LG_SHA256_HEX_LEN + 1], hex[LG_SHA256_HEX_LEN + 1];
 	cleanup_free char *meta_path = xasprintf("%s/" META_FILE, dir);
@@ -247,6 +480,13 @@ static int snapshot_check(const char *dir, const struct lg_sandbox_plan *p,
 		r = stale(err, dir, "the RAM file changed after the snapshot was made");
 		goto out;
 	}
+	/* Only this process reads it (restores map a sealed copy). */
+	if ((st.st_mode & 077) != 0) {
+		r = stale(err, dir, "the RAM file is open to other users (mode %04o)",
+			  st.st_mode & 07777);
+		goto out;
+	}
+	*ram_st = st;
 	/*
 	 * The device state is small (about 60 KiB): it is hashed whole, from
 	 * the very fd QEMU then reads, because QEMU's loader is what would
@@ -278,8 +518,6 @@ static int snapshot_check(const char *dir, const struct lg_sandbox_plan *p,
 		goto out;
 	}
 	out->state_fd = fd;
-	out->ram_path = ram_path;
-	ram_path = NULL;
 	fd = -1;
 	r = 0;
 out:
@@ -293,11 +531,13 @@ int lg_snapshot_open(const char *dir, const struct lg_sandbox_plan *p,
 		     struct lg_snapshot_files *out, struct lg_err **err)
 {
 	cleanup_free char *lock_path = xasprintf("%s.lock", dir);
+	cleanup_free char *ram_path = xasprintf("%s/" RAM_FILE, dir);
+	struct stat ram_st;
 	int r;
 
 	out->state_fd = -1;
 	out->lock_fd = -1;
-	out->ram_path = NULL;
+	out->ram_fd = -1;
 	/*
 	 * Shared, against lg_snapshot_ensure's exclusive lock: a rebuild never
 	 * replaces the directory between this check and QEMU mapping the RAM
@@ -314,7 +554,15 @@ int lg_snapshot_open(const char *dir, const struct lg_sandbox_plan *p,
 			return r;
 		}
 	}
-	r = snapshot_check(dir, p, out, err);
+	r = snapshot_check(dir, p, out, &ram_st, err);
+	/* Still under the shared lock: no rebuild swaps the file meanwhile. */
+	if (r == 0) {
+		r = ram_cache_get(dir, ram_path, &ram_st, &out->ram_fd, err);
+		if (r == -ESTALE) {
+			lg_err_free(err);
+			r = stale(err, dir, "the RAM file changed while it was read");
+		}
+	}
 	if (r < 0)
 		lg_snapshot_files_close(out);
 	return r;
@@ -405,6 +653,7 @@ static void prune(const char *base, const char *image, const char *manifest)
 		if (flock(lock, LOCK_EX | LOCK_NB) == 0) {
 			lg_info("removing snapshot %s of an earlier build or format of image '%s'",
 				dir, image);
+			ram_cache_drop(dir);
 			remove_flat(dir);
 			unlink(lock_path);
 		}
@@ -505,10 +754,13 @@ static int build(const struct lg_sandbox_opts *o, const struct lg_sandbox_plan *
 
 	/*
 	 * A new RAM file of the VM's size (sparse: only what the guest touches
-	 * takes disk).  As root, world-writable inside a 0700 directory: each
-	 * jailed QEMU runs as a uid of its own, and QEMU 7.2 opens it O_RDWR
-	 * even to map it privately (docs/snapshots.md); no other host user can
-	 * reach it.  Otherwise the jail keeps our uid and 0600 is enough.
+	 * takes disk).  While this VM writes it (share=on), and as root,
+	 * world-writable inside a 0700 directory: the jailed QEMU runs as a
+	 * uid of its own, and no other host user can reach the file.  Our own
+	 * freshly booted VM, before anything but its agent ran.  Otherwise the
+	 * jail keeps our uid and 0600 is enough.  Back to 0600 once that VM
+	 * is gone: nothing but this process reads it after (restores map a
+	 * sealed copy, never the file).
 	 */
 	fd = open(ram_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
@@ -556,6 +808,9 @@ static int build(const struct lg_sandbox_opts *o, const struct lg_sandbox_plan *
 	lg_sandbox_destroy(sb);
 	if (r < 0)
 		return r;
+	/* Before write_meta, which records the ctime this moves. */
+	if (chmod(ram_path, 0600) < 0)
+		return lg_err_sys(err, "snapshot: %s", ram_path);
 	r = write_meta(tmp, key, manifest, p, agent, version, err);
 	if (r == 0)
 		lg_info("snapshot of image '%s' (%u cpus, %llu MiB) made in %llu ms",
@@ -568,6 +823,7 @@ int lg_snapshot_ensure(const struct lg_sandbox_opts *o, char **dir, struct lg_er
 {
 	struct lg_sandbox_plan p;
 	struct lg_snapshot_files files;
+	struct stat ram_st;
 	char key[LG_SHA256_HEX_LEN + 1], mhex[LG_SHA256_HEX_LEN + 1], rnd[9];
 	cleanup_free char *base = snapshots_dir();
 	cleanup_free char *final = NULL;
@@ -600,13 +856,14 @@ int lg_snapshot_ensure(const struct lg_sandbox_opts *o, char **dir, struct lg_er
 		r = lg_err_sys(err, "flock %s", lock_path);
 		goto out;
 	}
-	files.state_fd = files.lock_fd = -1;
-	files.ram_path = NULL;
-	r = snapshot_check(final, &p, &files, err);
+	files.state_fd = files.lock_fd = files.ram_fd = -1;
+	r = snapshot_check(final, &p, &files, &ram_st, err);
 	if (r == 0) {
 		lg_snapshot_files_close(&files);
 		goto done;
 	}
+	/* Remade from here on: a RAM copy this process holds of it is stale. */
+	ram_cache_drop(final);
 	if (r != -ENOENT && r != -ESTALE)
 		goto out;
 	if (r == -ESTALE)

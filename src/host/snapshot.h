@@ -4,9 +4,12 @@
  * (docs/snapshots.md).
  *
  * A snapshot is a directory <data dir>/snapshots/<key> holding
- *   ram        the guest's RAM as the VM left it (sparse, the VM's RAM size);
- *              restores map it privately, so they share its page-cache
- *              pages copy-on-write;
+ *   ram        the guest's RAM as the VM left it (sparse, the VM's RAM size,
+ *              mode 0600: only this process reads it).  A restore never
+ *              maps the file: once per process it is copied into a memfd
+ *              sealed against every write, which restores map privately,
+ *              so they share its pages copy-on-write and none can change
+ *              them;
  *   state      the VMM's device state (QEMU's migration stream, x-ignore-shared);
  *   meta.json  the format version, the key, and the sizes and identities
  *              a restore checks before it loads anything.
@@ -25,9 +28,11 @@
  * Bump on any change to the directory's layout, meta.json or the saved
  * VM's device layout (it is in the key, so an older snapshot is rebuilt,
  * never loaded into a VMM whose devices differ).  2: the VM has the
- * network port (LG_NET_PORT_NAME).
+ * network port (LG_NET_PORT_NAME).  3: the RAM file is mode 0600 and
+ * restores map a sealed memfd copy of it (a build of format 2 would bind
+ * this 0600 file into its restores' jails and fail).
  */
-#define LG_SNAPSHOT_FORMAT 2
+#define LG_SNAPSHOT_FORMAT 3
 
 /*
  * Where the snapshot for o lives (it need not exist).  New string in *dir.
@@ -50,21 +55,38 @@ int lg_snapshot_ensure(const struct lg_sandbox_opts *o, char **dir, struct lg_er
 
 /* ---- for host/sandbox.c ---- */
 
+/* Initialize with LG_SNAPSHOT_FILES_INIT: files_close may run before open. */
 struct lg_snapshot_files {
-	int state_fd;	/* the device state, checked, at offset 0; -1 when closed */
-	int lock_fd;	/* a shared flock on <dir>.lock while the files are in use, or -1 */
-	char *ram_path; /* the RAM file, checked */
+	int state_fd; /* the device state, checked, at offset 0; -1 when closed */
+	int lock_fd;  /* a shared flock on <dir>.lock while the files are in use, or -1 */
+	int ram_fd;   /* the RAM: a sealed memfd (vm_config.ram_fd), our own dup, or -1 */
 };
+#define LG_SNAPSHOT_FILES_INIT                                                                     \
+	{                                                                                          \
+		.state_fd = -1, .lock_fd = -1, .ram_fd = -1                                        \
+	}
 
 /*
  * Checks dir against what p would start before anything loads: meta.json's
- * format and key, the RAM file's size and identity, the state's size and
- * sha256.  -ESTALE with a one-line error for any mismatch (-ENOENT when
- * there is no snapshot); lg_snapshot_ensure then rebuilds it.
+ * format and key, the RAM file's size, mode and identity, the state's size
+ * and sha256.  -ESTALE with a one-line error for any mismatch (-ENOENT when
+ * there is no snapshot); lg_snapshot_ensure then rebuilds it.  The RAM
+ * comes as a memfd sealed with F_SEAL_SEAL, _SHRINK, _GROW and _WRITE:
+ * copied from the file (sparse: only its data) the first time this
+ * process opens this snapshot, then cached for the process's life, keyed
+ * by the directory and the RAM file's inode and ctime; a rebuild or prune
+ * of the snapshot drops the cached copy (VMs mapping it keep it alive).
  */
 int lg_snapshot_open(const char *dir, const struct lg_sandbox_plan *p,
 		     struct lg_snapshot_files *out, struct lg_err **err);
-/* Closes the state, drops the lock: after the VMM mapped the RAM file. */
+/* Closes the state and our RAM fd, drops the lock: after the VMM has them. */
 void lg_snapshot_files_close(struct lg_snapshot_files *f);
+
+/*
+ * A new memfd holding the RAM file at ram_path, sealed as above (*fd,
+ * close-on-exec; the file is read with O_NOFOLLOW).  What lg_snapshot_open
+ * caches; for benchmarks that restore from files of their own.
+ */
+int lg_snapshot_ram_memfd(const char *ram_path, int *fd, struct lg_err **err);
 
 #endif

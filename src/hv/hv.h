@@ -96,11 +96,20 @@ struct vm_config {
 	 * snapshot holds); else a private copy-on-write mapping of it (a
 	 * restore: the file's pages are shared with every other restore
 	 * through the page cache).  incoming: the VM starts paused, waiting
-	 * for the backend's load_state.
+	 * for the backend's load_state; its RAM is then ram_fd, never a file.
+	 *
+	 * ram_fd (read only with incoming; ram_file must be NULL then): a
+	 * memfd holding the snapshot's RAM, sealed against any write, growth
+	 * or shrinking (F_SEAL_WRITE, _GROW, _SHRINK and _SEAL; host/snapshot.c
+	 * makes it).  The VMM maps it privately, copy-on-write, so every VM
+	 * restored from it shares its pages, and no VMM can change them: a
+	 * sealed memfd refuses write() and shared writable mappings to
+	 * everyone.  The backend refuses an fd without those seals.
 	 */
 	const char *ram_file;
 	bool ram_shared;
 	bool incoming;
+	int ram_fd;
 };
 
 #define HV_MAX_CPUS 64u

@@ -56,6 +56,8 @@ enum {
 /* Saving the device state (about 60 KiB) takes milliseconds; this bounds a stuck one. */
 #define MIGRATE_TIMEOUT_MS 30000
 #define MIGRATE_POLL_US	   2000
+/* What a restore's RAM memfd must be sealed with (vm_config.ram_fd). */
+#define RAM_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
 /* The getfd name of a snapshot's device state. */
 #define STATE_FD_NAME "lgstate"
 
@@ -289,7 +291,7 @@ static char *qemu_opt_escape(const char *v)
 }
 
 static void build_argv(struct argv_builder *a, const char *bin, const struct vm_config *cfg,
-		       const struct jail_opts *jo)
+		       const struct jail_opts *jo, int ram_fd_no)
 {
 	cleanup_free char *extra = NULL;
 	cleanup_free char *cmdline = NULL;
@@ -307,7 +309,7 @@ static void build_argv(struct argv_builder *a, const char *bin, const struct vm_
 	 * hangs without it under TCG.  No PCI, no firmware: microvm.
 	 */
 	argv_add(a, "microvm,pit=on,pic=on,rtc=on,isa-serial=on%s",
-		 cfg->ram_file != NULL ? ",memory-backend=lgmem" : "");
+		 cfg->ram_file != NULL || cfg->incoming ? ",memory-backend=lgmem" : "");
 	argv_add(a, "-accel");
 	if (cfg->accel == HV_ACCEL_TCG)
 		argv_add(a, "tcg,tb-size=%u", TCG_TB_SIZE_MIB);
@@ -332,6 +334,17 @@ static void build_argv(struct argv_builder *a, const char *bin, const struct vm_
 		argv_add(a, "memory-backend-file,id=lgmem,size=%lluM,mem-path=%s,share=%s",
 			 (unsigned long long)hv_guest_ram_mib(cfg), esc,
 			 cfg->ram_shared ? "on" : "off");
+	} else if (cfg->incoming) {
+		/*
+		 * A restore: the snapshot's RAM is a sealed memfd, passed as
+		 * fd ram_fd_no and opened by QEMU 7.2 (O_RDWR, whatever share
+		 * says) through the jail's /dev/fd (jail_spec.dev_fd).  The
+		 * seals make every write through it fail; share=off maps it
+		 * privately, copy-on-write, which the seals allow.
+		 */
+		argv_add(a, "-object");
+		argv_add(a, "memory-backend-file,id=lgmem,size=%lluM,mem-path=/dev/fd/%d,share=off",
+			 (unsigned long long)hv_guest_ram_mib(cfg), ram_fd_no);
 	}
 	if (cfg->incoming) {
 		argv_add(a, "-incoming");
@@ -467,17 +480,27 @@ static int qemu_spawn(const struct vm_config *cfg, struct vm **out, struct lg_er
 	int pairs[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
 	int errpipe[2] = {-1, -1};
 	struct qemu_vm *q;
-	int ret;
+	int ram_fd_no, ret;
 
 	if (found == NULL)
 		return qemu_probe(err);
 	ret = hv_config_check(cfg, err);
 	if (ret < 0)
 		return ret;
-	/* A restore into share=on would write the snapshot every other clone maps. */
-	if (cfg->incoming && (cfg->ram_file == NULL || cfg->ram_shared))
-		return lg_err_msg(err, EINVAL,
-				  "a restored VM needs its RAM file mapped privately (share=off)");
+	/*
+	 * A restore's RAM is a sealed memfd, never a file: a file would have
+	 * to be bound writable (QEMU 7.2 opens it O_RDWR), and the VMM could
+	 * then change what every other restore maps.
+	 */
+	if (cfg->incoming) {
+		int seals = cfg->ram_fd >= 0 ? fcntl(cfg->ram_fd, F_GET_SEALS) : -1;
+
+		if (cfg->ram_file != NULL || cfg->ram_shared || seals < 0 ||
+		    (seals & RAM_SEALS) != RAM_SEALS)
+			return lg_err_msg(err, EINVAL,
+					  "a restored VM's RAM must be a memfd sealed against "
+					  "writes (host/snapshot.c makes one), not a file");
+	}
 	/*
 	 * The real path: the jail mounts the binary there and QEMU finds its
 	 * firmware relative to it, so no symlink may stand in between.
@@ -507,7 +530,9 @@ static int qemu_spawn(const struct vm_config *cfg, struct vm **out, struct lg_er
 		goto fail;
 	}
 
-	build_argv(&args, bin, cfg, jo);
+	/* The RAM's memfd goes after the three socketpairs and the net port. */
+	ram_fd_no = 3 + 3 + (cfg->net_fd >= 0 ? 1 : 0);
+	build_argv(&args, bin, cfg, jo, ram_fd_no);
 	if (lg_log_get_level() >= LG_LOG_DEBUG) {
 		for (size_t i = 0; i < args.n; i++)
 			lg_debug("qemu argv[%zu] = %s", i, args.v[i]);
@@ -518,17 +543,21 @@ static int qemu_spawn(const struct vm_config *cfg, struct vm **out, struct lg_er
 	{
 		const char *modules[] = {tcg_mod, NULL};
 		/*
-		 * A snapshot's RAM file is bound writable: QEMU 7.2 opens a
-		 * memory-backend-file O_RDWR even to map it privately
-		 * (readonly=on maps it read-only, which the guest cannot run
-		 * on).  docs/snapshots.md says what that exposes and how a
-		 * restore notices a changed file.
+		 * Only the VM a snapshot is made of has a RAM file, bound
+		 * writable (share=on writes it): our own freshly booted VM,
+		 * before anything but its agent ran.  A restore's RAM comes as
+		 * a sealed memfd instead (see build_argv).
 		 */
 		const char *rw_files[] = {cfg->ram_file, NULL};
 		/* The root disk, when there is one, is mounted read-only like the kernel. */
 		const char *files[3 + ARRAY_SIZE(qemu_firmware) + 1] = {cfg->kernel, cfg->initrd};
-		int pass[4] = {pairs[0][1], pairs[1][1], pairs[2][1], cfg->net_fd};
-		size_t nf = 2;
+		int pass[5] = {pairs[0][1], pairs[1][1], pairs[2][1]};
+		size_t nf = 2, np = 3;
+
+		if (cfg->net_fd >= 0)
+			pass[np++] = cfg->net_fd;
+		if (cfg->incoming)
+			pass[np++] = cfg->ram_fd;
 
 		if (cfg->rootfs != NULL)
 			files[nf++] = cfg->rootfs;
@@ -543,8 +572,9 @@ static int qemu_spawn(const struct vm_config *cfg, struct vm **out, struct lg_er
 		    .rw_files = cfg->ram_file != NULL ? rw_files : NULL,
 		    .modules = modules,
 		    .dev_kvm = cfg->accel == HV_ACCEL_KVM,
+		    .dev_fd = cfg->incoming,
 		    .pass_fds = pass,
-		    .n_pass_fds = cfg->net_fd >= 0 ? 4 : 3,
+		    .n_pass_fds = np,
 		    .stderr_fd = errpipe[1],
 		    .memory_bytes = (hv_guest_ram_mib(cfg) + HV_VMM_OVERHEAD_MIB) << 20,
 		    .pids_max = VMM_PIDS_BASE + cfg->cpus,

@@ -71,6 +71,7 @@ enum step {
 	STEP_MOUNTPOINT, /* index: mount */
 	STEP_BIND,	 /* index: mount */
 	STEP_REMOUNT_RO, /* index: mount */
+	STEP_DEV_FD,
 	STEP_REMOUNT_DEV,
 	STEP_MOUNT_RUN,
 	STEP_CHDIR,
@@ -108,6 +109,7 @@ static const char *const step_names[] = {
     [STEP_MOUNTPOINT] = "create mount point for",
     [STEP_BIND] = "bind",
     [STEP_REMOUNT_RO] = "remount read-only",
+    [STEP_DEV_FD] = "bind /proc/self/fd at /dev/fd",
     [STEP_REMOUNT_DEV] = "remount /dev read-only",
     [STEP_MOUNT_RUN] = ("mount " JAIL_RUN_DIR),
     [STEP_CHDIR] = "chdir to the new root",
@@ -155,6 +157,7 @@ struct plan {
 	struct mnt *m;
 	size_t n_m;
 	char *dev_dir, *run_dir, *run_opts;
+	char *dev_fd_dir; /* jail_spec.dev_fd: new root + /dev/fd, or NULL */
 	/* identity */
 	uid_t uid;
 	gid_t gid;
@@ -335,6 +338,7 @@ static void fd_path(char buf[32], int fd)
 static void child_mounts(struct plan *p)
 {
 	char fdpath[32];
+	int dev_fd_src = -1;
 
 	/* Nothing we mount may propagate back to the host's namespace. */
 	CHECK(p, mount("", chrooted ? "/proc" : "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0,
@@ -343,6 +347,15 @@ static void child_mounts(struct plan *p)
 	for (size_t i = 0; i < p->n_m; i++) {
 		p->m[i].src_fd = open(p->m[i].src, O_PATH | O_CLOEXEC);
 		CHECK(p, p->m[i].src_fd >= 0, STEP_OPEN_SOURCE, (int)i);
+	}
+	/*
+	 * jail_spec.dev_fd: this process's own fd directory (the host's
+	 * /proc resolves self to us, and we are the process that execs),
+	 * bound alone; no other part of /proc comes with it.
+	 */
+	if (p->dev_fd_dir != NULL) {
+		dev_fd_src = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		CHECK(p, dev_fd_src >= 0, STEP_DEV_FD, -1);
 	}
 	CHECK(p,
 	      mount("tmpfs", newroot, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, ROOT_TMPFS_OPT) ==
@@ -377,6 +390,18 @@ static void child_mounts(struct plan *p)
 		CHECK(p, mount(NULL, m->dst, NULL, fl, NULL) == 0, STEP_REMOUNT_RO, (int)i);
 		close(m->src_fd);
 		m->src_fd = -1;
+	}
+	if (p->dev_fd_dir != NULL) {
+		CHECK(p, mkdir(p->dev_fd_dir, 0755) == 0, STEP_DEV_FD, -1);
+		fd_path(fdpath, dev_fd_src);
+		CHECK(p, mount(fdpath, p->dev_fd_dir, NULL, MS_BIND, NULL) == 0, STEP_DEV_FD, -1);
+		CHECK(p,
+		      mount(NULL, p->dev_fd_dir, NULL,
+			    MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC |
+				locked_flags(dev_fd_src),
+			    NULL) == 0,
+		      STEP_DEV_FD, -1);
+		close(dev_fd_src);
 	}
 	CHECK(p,
 	      mount(NULL, p->dev_dir, NULL,
@@ -711,6 +736,7 @@ static void plan_free(struct plan *p)
 	}
 	free(p->m);
 	free(p->dev_dir);
+	free(p->dev_fd_dir);
 	free(p->run_dir);
 	free(p->run_opts);
 	free(p->envp[0]);
@@ -841,7 +867,8 @@ static int plan_build(const struct jail_spec *spec, const struct jail_opts *o, s
 					       spec->rw_files[i]);
 		}
 		if (r == 0)
-			r = plan_add_mount(p, spec->rw_files[i], spec->rw_files[i], true, false, err);
+			r = plan_add_mount(p, spec->rw_files[i], spec->rw_files[i], true, false,
+					   err);
 		if (r == 0)
 			p->m[p->n_m - 1].rw = true;
 	}
@@ -852,6 +879,8 @@ static int plan_build(const struct jail_spec *spec, const struct jail_opts *o, s
 	plan_add_dir(p, "/run");
 	plan_add_dir(p, JAIL_RUN_DIR);
 	p->dev_dir = xasprintf("%s/dev", newroot);
+	if (spec->dev_fd)
+		p->dev_fd_dir = xasprintf("%s/dev/fd", newroot);
 	p->run_dir = xasprintf("%s" JAIL_RUN_DIR, newroot);
 	p->run_opts = xasprintf("mode=0700,uid=%u,gid=%u," RUN_TMPFS_SIZE, (unsigned)p->uid,
 				(unsigned)p->gid);

@@ -9,8 +9,8 @@
  *     namespace when luminaguard is not root);
  *   - under pivot_root into a tmpfs that holds only the program, its
  *     libraries, the files named in the spec (read-only, at their host
- *     paths), /dev/null, /dev/urandom, /dev/kvm when asked for, and one small
- *     writable directory (JAIL_RUN_DIR);
+ *     paths), /dev/null, /dev/urandom, /dev/kvm and /dev/fd when asked for,
+ *     and one small writable directory (JAIL_RUN_DIR);
  *   - in a cgroup of its own with memory, pids and CPU limits (v1 or v2);
  *   - with rlimits, no capabilities, no_new_privs, a cleared environment, its
  *     own session, only the fds the spec names, as an unprivileged uid/gid
@@ -60,8 +60,8 @@ struct jail_spec {
 	    *files; /* extra host files, read-only at the same path; NULL-terminated */
 	/*
 	 * Host files bound writable at the same path (NULL-terminated; NULL =
-	 * none): a snapshot's guest RAM file, which QEMU 7.2 opens O_RDWR
-	 * even for a private mapping (docs/snapshots.md).
+	 * none): the RAM file a snapshot's own VM writes (share=on) while it
+	 * is made.  A restore's RAM never is one (see dev_fd).
 	 */
 	const char *const *rw_files;
 	/*
@@ -71,6 +71,20 @@ struct jail_spec {
 	 */
 	const char *const *modules;
 	bool dev_kvm; /* expose /dev/kvm (accelerator KVM) */
+	/*
+	 * Expose the program's own fds at /dev/fd (so pass_fds[i] is
+	 * /dev/fd/<3 + i>), for a program that only takes a path where we
+	 * hand it an fd: QEMU 7.2's memory-backend-file opens mem-path
+	 * O_RDWR, and a restore gives it a sealed memfd (docs/snapshots.md).
+	 * The jail has no /proc, and a memfd cannot itself be bound into
+	 * the new root (it lives on the kernel's internal shm mount, which
+	 * mount(MS_BIND) and open_tree refuse with EINVAL), so the child
+	 * binds its own /proc/self/fd directory there: nothing of /proc
+	 * but the process's own fd table, whose entries reopen with the
+	 * permissions of their inodes and the flags of their mounts.
+	 * Ignored unjailed, where /dev/fd is the host's.
+	 */
+	bool dev_fd;
 	/* Passed fds: pass_fds[i] becomes fd 3 + i in the jailed program. */
 	const int *pass_fds;
 	size_t n_pass_fds;

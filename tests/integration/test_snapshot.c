@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -189,6 +190,196 @@ static void test_restored_guests_are_their_own(void **state)
 	lg_sandbox_destroy(c);
 	assert_int_equal(count_children(), 0);
 	assert_int_equal(count_leftovers(), 0);
+}
+
+/* The fd of the VMM's RAM memfd, opened O_RDWR through /proc/PID/fd (-1: none). */
+static int open_vmm_ram(pid_t pid, int *fdno)
+{
+	cleanup_free char *fds = xasprintf("/proc/%d/fd", (int)pid);
+	DIR *d = opendir(fds);
+	struct dirent *de;
+	int fd = -1;
+
+	assert_non_null(d);
+	while (fd < 0 && (de = readdir(d)) != NULL) {
+		cleanup_free char *link = xasprintf("%s/%s", fds, de->d_name);
+		char target[256];
+		ssize_t n = readlink(link, target, sizeof(target) - 1);
+
+		if (n <= 0)
+			continue;
+		target[n] = '\0';
+		if (strncmp(target, "/memfd:lg-snapshot-ram", 22) == 0) {
+			fd = open(link, O_RDWR | O_CLOEXEC);
+			*fdno = atoi(de->d_name);
+		}
+	}
+	closedir(d);
+	return fd;
+}
+
+/*
+ * What a VMM that a guest took over could do to the RAM every restore of
+ * the snapshot maps: nothing.  It is a memfd sealed against writes, which
+ * the VMM reaches only through its own /dev/fd; not even root, opening it
+ * O_RDWR as QEMU does, can write it, map it shared and writable, or resize
+ * it, while a private writable mapping (the guest's RAM) works.  The RAM
+ * file itself is 0600, root's, and not in the jail.  Two VMs share one copy.
+ */
+static void test_restored_ram_sealed(void **state)
+{
+	cleanup_free char *dir = ensure(test_image);
+	cleanup_free char *ram = xasprintf("%s/ram", dir);
+	struct lg_sandbox *a = restore(test_image, dir, "sealed-a");
+	struct lg_sandbox *b = restore(test_image, dir, "sealed-b");
+	pid_t pa = lg_sandbox_pid(a), pb = lg_sandbox_pid(b);
+	cleanup_free char *in_jail = xasprintf("/proc/%d/root%s", (int)pa, ram);
+	cleanup_free char *maps_path = xasprintf("/proc/%d/maps", (int)pa);
+	cleanup_free char *jail_fd = NULL;
+	cleanup_free char *echo = NULL;
+	struct stat st, rst, sta, stb, stj;
+	int fa, fb, na = -1, nb = -1, seals;
+	char *priv, buf[8192];
+	void *m;
+	FILE *f;
+	bool mapped = false, file_mapped = false;
+
+	/* The file: private to this process, and not in the VMM's jail. */
+	assert_int_equal(stat(ram, &rst), 0);
+	assert_int_equal(rst.st_mode & 077, 0);
+	assert_int_equal(rst.st_uid, geteuid());
+	assert_int_equal(stat(in_jail, &st), -1);
+	assert_int_equal(errno, ENOENT);
+
+	fa = open_vmm_ram(pa, &na);
+	fb = open_vmm_ram(pb, &nb);
+	assert_true(fa >= 0 && fb >= 0);
+	/* The path QEMU opened is in its jail: /dev/fd/N, its own fd N. */
+	jail_fd = xasprintf("/proc/%d/root/dev/fd/%d", (int)pa, na);
+	assert_int_equal(stat(jail_fd, &stj), 0);
+	assert_int_equal(fstat(fa, &sta), 0);
+	assert_int_equal(fstat(fb, &stb), 0);
+	assert_int_equal(stj.st_ino, sta.st_ino);
+	/* One copy per process, whatever the number of VMs. */
+	assert_int_equal(sta.st_ino, stb.st_ino);
+	assert_int_equal(sta.st_size, rst.st_size);
+	seals = fcntl(fa, F_GET_SEALS);
+	assert_int_equal(seals & (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE),
+			 F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+
+	/* Opened O_RDWR, as QEMU does, by root: still no way to change it. */
+	errno = 0;
+	assert_int_equal(pwrite(fa, "x", 1, 4096), -1);
+	assert_int_equal(errno, EPERM);
+	errno = 0;
+	m = mmap(NULL, 1u << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+	assert_true(m == MAP_FAILED);
+	assert_int_equal(errno, EPERM);
+	errno = 0;
+	assert_int_equal(ftruncate(fa, 0), -1);
+	assert_int_equal(errno, EPERM);
+	errno = 0;
+	assert_int_equal(fallocate(fa, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096), -1);
+	assert_int_equal(errno, EPERM);
+	errno = 0;
+	assert_int_equal(fcntl(fa, F_ADD_SEALS, F_SEAL_FUTURE_WRITE), -1);
+	assert_int_equal(errno, EPERM);
+	/* What share=off does: a private copy-on-write mapping, writable. */
+	priv = mmap(NULL, 1u << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE, fa, 0);
+	assert_true(priv != MAP_FAILED);
+	priv[4096] ^= 0x5a;
+	assert_int_equal(pread(fa, buf, 1, 4096), 1);
+	assert_int_not_equal(buf[0], priv[4096]);
+	munmap(priv, 1u << 20);
+
+	/* QEMU maps the memfd, never the file. */
+	f = fopen(maps_path, "re");
+	assert_non_null(f);
+	while (fgets(buf, sizeof(buf), f) != NULL) {
+		if (strstr(buf, "/memfd:lg-snapshot-ram") != NULL)
+			mapped = true;
+		if (strstr(buf, ram) != NULL)
+			file_mapped = true;
+	}
+	fclose(f);
+	assert_true(mapped);
+	assert_false(file_mapped);
+
+	echo = sh(a, "echo still running");
+	assert_string_equal(echo, "still running");
+	lg_sandbox_destroy(a);
+	lg_sandbox_destroy(b);
+
+	/* Remade: the next restore maps a new copy, not the one cached before (fa holds it). */
+	remove_snapshot(dir);
+	free(ensure(test_image));
+	a = restore(test_image, dir, NULL);
+	close(fb);
+	fb = open_vmm_ram(lg_sandbox_pid(a), &nb);
+	assert_true(fb >= 0);
+	assert_int_equal(fstat(fb, &stb), 0);
+	assert_int_not_equal(stb.st_ino, sta.st_ino);
+	close(fa);
+	close(fb);
+	lg_sandbox_destroy(a);
+	assert_int_equal(count_children(), 0);
+}
+
+/* --no-jail (debugging): QEMU opens the memfd through the host's own /dev/fd. */
+static void test_restore_unjailed(void **state)
+{
+	cleanup_free char *dir = ensure(test_image);
+	static const struct jail_opts nojail = {.disabled = true};
+	struct lg_sandbox_opts o;
+	struct lg_sandbox *sb = NULL;
+	struct lg_err *err = NULL;
+	cleanup_free char *out = NULL;
+
+	opts_for(&o, test_image);
+	o.snapshot = dir;
+	o.jail = &nojail;
+	if (lg_sandbox_create(&o, &sb, &err) < 0)
+		fail_msg("restore unjailed: %s", err->msg);
+	out = sh(sb, "echo unjailed");
+	assert_string_equal(out, "unjailed");
+	lg_sandbox_destroy(sb);
+}
+
+/* The backend restores only from a sealed memfd: a file or an unsealed fd is refused. */
+static void test_restore_needs_sealed_ram(void **state)
+{
+	cleanup_free char *dir = ensure(test_image);
+	cleanup_free char *ram = xasprintf("%s/ram", dir);
+	struct lg_sandbox_opts o;
+	struct lg_sandbox_plan p;
+	struct lg_err *err = NULL;
+	struct vm_config cfg;
+	struct vm *vm = NULL;
+	int fd = memfd_create("unsealed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	assert_true(fd >= 0);
+	opts_for(&o, test_image);
+	assert_int_equal(lg_sandbox_plan(&o, &p, &err), 0);
+	cfg = p.cfg;
+	cfg.incoming = true;
+	cfg.ram_fd = fd;
+	assert_int_equal(p.backend->spawn(&cfg, &vm, &err), -EINVAL);
+	print_message("unsealed: %s\n", err->msg);
+	assert_non_null(strstr(err->msg, "sealed"));
+	lg_err_free(&err);
+	/* Sealed but still writable (no F_SEAL_WRITE): refused too. */
+	assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL), 0);
+	assert_int_equal(p.backend->spawn(&cfg, &vm, &err), -EINVAL);
+	lg_err_free(&err);
+	close(fd);
+	/* The file itself, as restores had it before format 3. */
+	cfg.ram_fd = -1;
+	cfg.ram_file = ram;
+	assert_int_equal(p.backend->spawn(&cfg, &vm, &err), -EINVAL);
+	lg_err_free(&err);
+	assert_null(vm);
+	lg_sandbox_plan_free(&p);
+	assert_int_equal(count_children(), 0);
 }
 
 /* A snapshot made 3 s ago: the restored guest's clock is the host's, not the snapshot's. */
@@ -607,6 +798,60 @@ static void test_jail_rw_files(void **state)
 	rmdir(dir);
 }
 
+/*
+ * jail_spec.dev_fd: the jailed program reaches a passed sealed memfd as
+ * /dev/fd/3 (the jail has no /proc), can read it, and cannot write it.
+ */
+static void test_jail_dev_fd(void **state)
+{
+	cleanup_free char *sh_path = realpath("/bin/sh", NULL);
+	const char *script = "read line < /dev/fd/3 && echo \"read:$line\" >&2; "
+			     "(printf x >> /dev/fd/3) 2>/dev/null && echo memfd-written >&2; "
+			     "[ -e /proc/self ] || echo no-proc >&2; echo done >&2";
+	struct jail *j = NULL;
+	struct lg_err *err = NULL;
+	char out[512] = "", buf[16] = "";
+	int pipefd[2], st, mfd;
+	ssize_t n;
+
+	assert_non_null(sh_path);
+	mfd = memfd_create("lg-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	assert_true(mfd >= 0);
+	assert_int_equal(write(mfd, "sealed\n", 7), 7);
+	assert_int_equal(
+	    fcntl(mfd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE), 0);
+	{
+		char *argv[] = {sh_path, (char *)"-c", (char *)script, NULL};
+		int pass[] = {mfd};
+		struct jail_spec spec = {.name = "snapdevfd",
+					 .vmm_kind = "none",
+					 .binary = sh_path,
+					 .argv = argv,
+					 .dev_fd = true,
+					 .pass_fds = pass,
+					 .n_pass_fds = 1};
+
+		assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
+		spec.stderr_fd = pipefd[1];
+		if (jail_spawn(&spec, &j, &err) < 0)
+			fail_msg("jail: %s", err->msg);
+		close(pipefd[1]);
+	}
+	assert_int_equal(waitpid(jail_pid(j), &st, 0), jail_pid(j));
+	jail_release(j);
+	n = read(pipefd[0], out, sizeof(out) - 1);
+	close(pipefd[0]);
+	out[n > 0 ? n : 0] = '\0';
+	print_message("jailed: %s", out);
+	assert_non_null(strstr(out, "read:sealed"));
+	assert_null(strstr(out, "memfd-written"));
+	assert_non_null(strstr(out, "no-proc"));
+	assert_non_null(strstr(out, "done"));
+	assert_int_equal(pread(mfd, buf, sizeof(buf), 0), 7);
+	assert_memory_equal(buf, "sealed\n", 7);
+	close(mfd);
+}
+
 /* ---- the network at claim time (net_port, lg_sandbox_set_net) ---- */
 
 /* A host web server on 127.0.0.1: every request gets body, then the connection closes. */
@@ -888,7 +1133,11 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_jail_rw_files),
+	    cmocka_unit_test(test_jail_dev_fd),
 	    cmocka_unit_test(test_restored_guests_are_their_own),
+	    cmocka_unit_test(test_restored_ram_sealed),
+	    cmocka_unit_test(test_restore_needs_sealed_ram),
+	    cmocka_unit_test(test_restore_unjailed),
 	    cmocka_unit_test(test_clock_after_restore),
 	    cmocka_unit_test(test_damaged_snapshot_refused_and_rebuilt),
 	    cmocka_unit_test(test_other_shape_refused),
