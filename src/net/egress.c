@@ -66,6 +66,14 @@ struct lg_allowlist {
 	size_t n, cap;
 };
 
+bool lg_allowlist_has_addresses(const struct lg_allowlist *al)
+{
+	for (size_t i = 0; i < al->n; i++)
+		if (al->e[i].kind == E_ADDR)
+			return true;
+	return false;
+}
+
 static bool port_ok(int entry_port, uint16_t port)
 {
 	if (entry_port == PORT_ANY)

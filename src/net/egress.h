@@ -66,6 +66,13 @@ int lg_allowlist_add(struct lg_allowlist *al, const char *entry, struct lg_err *
  * in lg_allowlist_match_host, never in lg_allowlist_match_addr.
  */
 int lg_allowlist_add_approved(struct lg_allowlist *al, const char *entry, struct lg_err **err);
+/*
+ * Does al hold an address or CIDR entry?  Those are what let a guest into a
+ * forbidden range (loopback, private, this host's own addresses): a front
+ * end that takes allowlists from less trusted callers than the host's user
+ * (the service's API) accepts names only.
+ */
+bool lg_allowlist_has_addresses(const struct lg_allowlist *al);
 /* Does the name (or address literal) and port match an entry, of either origin? */
 bool lg_allowlist_match_host(const struct lg_allowlist *al, const char *host, uint16_t port);
 /*

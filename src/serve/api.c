@@ -877,60 +877,54 @@ static enum MHD_Result do_get(struct lg_api *a, struct api_req *req, struct MHD_
 #define MAX_NET_ENTRIES 64
 
 /*
- * "network": {"allow": ["pypi.org", "*.github.com:443", ...]}: the
- * sandbox's egress allowlist, as `--net allow=` takes it, joined into
- * *allow (new string; NULL when there is no "network").  API clients may
- * name hosts only: an address or CIDR entry is what lets a guest into a
- * range it must not reach by default (loopback, private, the host's own
- * addresses, net/egress.h), and that permission is for the host's user on
- * the command line, not for whoever holds an API token.  Names that
- * resolve into such a range are refused when the guest connects.
+ * "network": {"allow": ["pypi.org", "*.github.com:443", ...], "ask": B}:
+ * the sandbox's egress allowlist, as `--net allow=` takes it, joined into
+ * *allow (new string; NULL when there is no "network"), and whether a
+ * destination off it is asked of a human (*ask, default true) or refused
+ * at once.  API clients may name hosts only: an address or CIDR entry is
+ * what lets a guest into a range it must not reach by default (loopback,
+ * private, the host's own addresses, net/egress.h), and that permission
+ * is for the host's user on the command line, not for whoever holds an
+ * API token.  Names that resolve into such a range are refused when the
+ * guest connects.
  */
-static int parse_network(const json_t *body, char **allow, char *why, size_t whylen)
+static int parse_network(const json_t *body, char **allow, bool *ask, char *why, size_t whylen)
 {
-	const json_t *net = json_object_get(body, "network"), *list, *v;
+	const json_t *net = json_object_get(body, "network"), *list, *v, *a;
+	struct lg_allowlist *al = NULL;
+	struct lg_err *err = NULL;
+	const char *key;
 	size_t i, n = 0;
 	char *out;
 
 	*allow = NULL;
+	*ask = true;
 	if (net == NULL || json_is_null(net))
 		return 0;
 	list = json_object_get(net, "allow");
-	if (!json_is_object(net) || json_object_size(net) != 1 || !json_is_array(list) ||
-	    json_array_size(list) > MAX_NET_ENTRIES) {
+	a = json_object_get(net, "ask");
+	bool shape = json_is_object(net) && json_is_array(list) &&
+		     json_array_size(list) <= MAX_NET_ENTRIES && (a == NULL || json_is_boolean(a));
+	json_object_foreach((json_t *)net, key, v)
+	{
+		if (strcmp(key, "allow") != 0 && strcmp(key, "ask") != 0)
+			shape = false;
+	}
+	if (!shape) {
 		snprintf(why, whylen,
-			 "\"network\" must be {\"allow\": [host, ...]} with at most %u entries",
+			 "\"network\" must be {\"allow\": [host, ...], \"ask\": true|false} with "
+			 "at most %u hosts",
 			 MAX_NET_ENTRIES);
 		return -1;
 	}
+	*ask = a == NULL || json_is_true(a);
 	json_array_foreach(list, i, v)
 	{
 		const char *e = json_string_value(v);
 		size_t len = e != NULL ? strlen(e) : 0;
-		const char *colon = e != NULL ? strrchr(e, ':') : NULL;
-		size_t host_len = colon != NULL ? (size_t)(colon - e) : len;
-		const char *h = e;
-		char canon[256];
-		bool numeric = true;
 
 		if (e == NULL || len == 0 || len > 300 || strchr(e, ',') != NULL) {
-			snprintf(why, whylen, "\"network\".allow[%zu] must be a host name", i);
-			return -1;
-		}
-		if (host_len > 2 && h[0] == '*' && h[1] == '.') {
-			h += 2;
-			host_len -= 2;
-		}
-		for (size_t k = 0; k < host_len; k++)
-			if (!(h[k] == '.' || (h[k] >= '0' && h[k] <= '9')))
-				numeric = false;
-		if (numeric || memchr(h, '[', host_len) != NULL ||
-		    memchr(h, '/', host_len) != NULL ||
-		    lg_dns_name_canon(h, host_len, canon, sizeof(canon)) < 0) {
-			snprintf(why, whylen,
-				 "\"network\".allow[%zu]: the API takes host names (pypi.org, "
-				 "*.github.com:443), not addresses or CIDRs",
-				 i);
+			snprintf(why, whylen, "\"network\".allow[%zu] must be one host", i);
 			return -1;
 		}
 		n += len + 1;
@@ -941,6 +935,23 @@ static int parse_network(const json_t *body, char **allow, char *why, size_t why
 		if (i > 0)
 			strcat(out, ",");
 		strcat(out, json_string_value(v));
+	}
+	/* The allowlist's own parser: what the API accepts is what the sandbox gets. */
+	if (lg_allowlist_parse(out, &al, &err) < 0) {
+		snprintf(why, whylen, "\"network\".allow: %s", err->msg);
+		lg_err_free(&err);
+		free(out);
+		return -1;
+	}
+	bool addresses = lg_allowlist_has_addresses(al);
+	lg_allowlist_free(al);
+	if (addresses) {
+		snprintf(
+		    why, whylen,
+		    "\"network\".allow: the API takes host names (pypi.org, *.github.com:443), "
+		    "not addresses or CIDRs");
+		free(out);
+		return -1;
 	}
 	*allow = out;
 	return 0;
@@ -971,6 +982,7 @@ static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct M
 	json_t *body, *args, *d;
 	char id[LG_ROUTE_ID_MAX + 1];
 	char *allow = NULL;
+	bool ask = true;
 	int r;
 
 	body = body_object(req, true, why, sizeof(why));
@@ -987,7 +999,7 @@ static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct M
 		json_decref(body);
 		return reply_error(req, c, MHD_HTTP_BAD_REQUEST, "%s", why);
 	}
-	if (parse_network(body, &allow, why, sizeof(why)) < 0) {
+	if (parse_network(body, &allow, &ask, why, sizeof(why)) < 0) {
 		json_decref(body);
 		return reply_error(req, c, MHD_HTTP_BAD_REQUEST, "%s", why);
 	}
@@ -1007,8 +1019,10 @@ static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct M
 		json_object_set_new(args, "timeout", json_integer((json_int_t)idle));
 	if (json_is_true(eph))
 		json_object_set_new(args, "ephemeral", json_true());
-	if (allow != NULL)
+	if (allow != NULL) {
 		json_object_set_new(args, "network_allow", json_string(allow));
+		json_object_set_new(args, "network_ask", json_boolean(ask));
+	}
 
 	struct lg_gate_req gr = {
 	    .who = "api", .tool = "sandbox_create", .args = args, .request_id = req->rid};
@@ -1049,8 +1063,11 @@ static enum MHD_Result do_create(struct lg_api *a, struct api_req *req, struct M
 		    .connections = lg_service_std(a->svc)->egress_connections,
 		};
 		gn = lg_gate_net_new(&no);
-		sn = (struct lg_sandbox_net){
-		    .allow = allow, .ask = lg_gate_net_ask, .log = lg_gate_net_log, .ctx = gn};
+		sn = (struct lg_sandbox_net){.allow = allow,
+					     .ask = ask ? lg_gate_net_ask
+							: NULL, /* NULL: off the list is refused */
+					     .log = lg_gate_net_log,
+					     .ctx = gn};
 		cr.net = &sn;
 		cr.front = gn;
 		cr.on_close = net_close;

@@ -337,6 +337,12 @@ check "the session's sandbox goes with the session" "$gone" "$(body)"
 # --- network: attached at claim time; a destination off the list is a red action ---
 st=$(api POST /v1/sandboxes -d '{"network":{"allow":["10.0.0.1:80"]}}')
 check "an address in an API allowlist is 400 (host names only)" "$(is_error 400 "$st" && grep -q 'host names' "$TMP/body"; echo $?)" "st=$st $(body)"
+st=$(api POST /v1/sandboxes -d '{"network":{"allow":["[::1]:80"]}}')
+check "an IPv6 address in an API allowlist is 400 too" "$(is_error 400 "$st" && grep -q 'host names' "$TMP/body"; echo $?)" "st=$st $(body)"
+st=$(api POST /v1/sandboxes -d '{"network":{"allow":["bad name!"]}}')
+check "an allowlist entry the parser refuses is 400 with its reason" "$(is_error 400 "$st" && grep -q 'network' "$TMP/body"; echo $?)" "st=$st $(body)"
+st=$(api POST /v1/sandboxes -d '{"network":{"allow":["pypi.org"],"ask":"no"}}')
+check "a \"network\".ask that is not a boolean is 400" "$(is_error 400 "$st"; echo $?)" "st=$st $(body)"
 st=$(api POST /v1/sandboxes -d '{"network":"pypi.org"}')
 check "a malformed \"network\" is 400" "$(is_error 400 "$st"; echo $?)" "st=$st $(body)"
 for _ in $(seq 300); do api GET /healthz >/dev/null; [ "$(jq '[.pools[].ready] | add' "$TMP/body")" = 2 ] && break; sleep 0.1; done
@@ -361,6 +367,13 @@ check "a destination off the allowlist is a pending \"network\" approval (risk h
 api POST "/v1/approvals/$aid" -d '{"approve":false,"reason":"no"}' >/dev/null
 wait $npid
 check "denied: the guest's request is refused by the proxy (403), the proxy variables were set" "$(jq -e '(.stdout | startswith("[http://127.0.0.1:3128]\n")) and (.stdout | test("403")) and (.stdout | test("rc=[1-9]"))' "$TMP/net.body" >/dev/null; echo $?)" "$(cat "$TMP/net.body")"
+st=$(api POST /v1/sandboxes -d '{"network":{"allow":["listed.invalid:80"],"ask":false}}')
+QID=$(jq -r .id "$TMP/body")
+napp0=$(curl -s --unix-socket "$SOCK" http://lg/v1/approvals | jq '[.pending[] | select(.card.tool == "network")] | length')
+st=$(api POST "/v1/sandboxes/$QID/exec?wait=1" -d '{"command":"wget -q -O- http://off-list.invalid/ 2>&1; echo rc=$?"}')
+napp1=$(curl -s --unix-socket "$SOCK" http://lg/v1/approvals | jq '[.pending[] | select(.card.tool == "network")] | length')
+check "\"ask\": false refuses a destination off the list at once, nobody asked" "$([ "$st" = 200 ] && jq -e '(.stdout | test("403")) and (.stdout | test("rc=[1-9]"))' "$TMP/body" >/dev/null && [ "$napp0" = 0 ] && [ "$napp1" = 0 ]; echo $?)" "st=$st napp=$napp0/$napp1 $(body)"
+delete_approved "$QID" >/dev/null
 api GET /metrics >/dev/null
 check "metrics count the refused connection" "$(grep -Eq '^luminaguard_egress_connections_total\{verdict="denied"\} [1-9]' "$TMP/body"; echo $?)" "$(grep egress "$TMP/body")"
 delete_approved "$NID" >/dev/null
