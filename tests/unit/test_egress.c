@@ -215,6 +215,27 @@ static bool forbidden(const char *addr)
 	return r;
 }
 
+/* Names and wildcards only, or any address or CIDR among them (the API takes names only). */
+static void test_allowlist_has_addresses(void **state)
+{
+	static const char *const names[] = {"pypi.org", "*.github.com:443, example.org:*",
+					    "localhost", "1.example"};
+	static const char *const addrs[] = {"pypi.org,10.0.0.5", "127.0.0.1:80", "[::1]:80",
+					    "fd00:1::/32", "pypi.org, 0.0.0.0/0:9"};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+		struct lg_allowlist *al = parse_ok(names[i]);
+		assert_false(lg_allowlist_has_addresses(al));
+		lg_allowlist_free(al);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(addrs); i++) {
+		struct lg_allowlist *al = parse_ok(addrs[i]);
+		assert_true(lg_allowlist_has_addresses(al));
+		lg_allowlist_free(al);
+	}
+}
+
 static void test_addr_forbidden(void **state)
 {
 	static const char *const bad[] = {
@@ -1754,6 +1775,7 @@ int main(void)
 	    cmocka_unit_test(test_allowlist_bad_entries),
 	    cmocka_unit_test(test_allowlist_names),
 	    cmocka_unit_test(test_allowlist_addresses),
+	    cmocka_unit_test(test_allowlist_has_addresses),
 	    cmocka_unit_test(test_addr_forbidden),
 	    cmocka_unit_test(test_parse_connect),
 	    cmocka_unit_test(test_parse_forward),
