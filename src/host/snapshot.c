@@ -295,8 +295,15 @@ int lg_snapshot_ram_memfd(const char *ram_path, int *fd, struct lg_err **err)
 /*
  * The sealed RAM memfds of this process, one per snapshot directory:
  * copying (tens of MiB) is paid by the first restore of a snapshot only,
- * and every VM restored from it maps the same pages.
+ * and every VM restored from it maps the same pages.  Most recently used
+ * first, at most RAM_CACHE_MAX of them: requests choose shapes, and each
+ * copy is memory the kernel cannot drop (only swap), so a service asked
+ * for many shapes keeps the copies of the ones in use, not of every one
+ * it ever restored.  Dropping one only closes our fd: VMs that map it
+ * keep its pages until they end.
  */
+#define RAM_CACHE_MAX 4u
+
 struct ram_cached {
 	char *dir;
 	dev_t dev;
@@ -351,6 +358,16 @@ static int ram_cache_get(const char *dir, const char *ram_path, const struct sta
 		ram_cache_drop_locked(dir);
 		c = NULL;
 	}
+	if (c != NULL && c != ram_cache) {
+		/* To the front: the most recently used. */
+		for (struct ram_cached **pp = &ram_cache; *pp != NULL; pp = &(*pp)->next)
+			if (*pp == c) {
+				*pp = c->next;
+				break;
+			}
+		c->next = ram_cache;
+		ram_cache = c;
+	}
 	if (c == NULL) {
 		int mfd;
 
@@ -364,6 +381,19 @@ static int ram_cache_get(const char *dir, const char *ram_path, const struct sta
 			c->fd = mfd;
 			c->next = ram_cache;
 			ram_cache = c;
+			/* Over the cap: the least recently used copies go. */
+			unsigned n = 0;
+			for (struct ram_cached **pp = &ram_cache; *pp != NULL;) {
+				struct ram_cached *old = *pp;
+				if (++n <= RAM_CACHE_MAX) {
+					pp = &old->next;
+					continue;
+				}
+				*pp = old->next;
+				close(old->fd);
+				free(old->dir);
+				free(old);
+			}
 		}
 	}
 	if (r == 0) {
