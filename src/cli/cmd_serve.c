@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/paths.h"
 #include "common/util.h"
+#include "host/snapshot.h"
 #include "jail/cgroup.h"
 #include "jail/uidpool.h"
 #include "mcp/mcp.h"
@@ -138,8 +139,11 @@ static int take_service_lock(const char *home)
  */
 static void clean_stale(void)
 {
-	int cg, uids;
+	int cg, uids, snaps;
 
+	snaps = lg_snapshot_sweep();
+	if (snaps > 0)
+		lg_info("serve: removed %d unfinished snapshot build(s)", snaps);
 	if (geteuid() != 0)
 		return;
 	cg = lg_cgroup_sweep_stale(NULL);

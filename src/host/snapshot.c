@@ -634,6 +634,45 @@ static void remove_leftovers(const char *base, const char *key)
 	closedir(d);
 }
 
+int lg_snapshot_sweep(void)
+{
+	cleanup_free char *base = snapshots_dir();
+	DIR *d = opendir(base);
+	struct dirent *de;
+	int n = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		char key[DIR_KEY_LEN + 1];
+		cleanup_free char *lock_path = NULL, *p = NULL;
+		int lock;
+
+		/* ".tmp-KEY-RANDOM" or ".old-KEY-RANDOM", KEY of DIR_KEY_LEN hex digits. */
+		if ((strncmp(de->d_name, ".tmp-", 5) != 0 &&
+		     strncmp(de->d_name, ".old-", 5) != 0) ||
+		    strlen(de->d_name) < 5 + DIR_KEY_LEN + 1 ||
+		    de->d_name[5 + DIR_KEY_LEN] != '-' ||
+		    strspn(de->d_name + 5, "0123456789abcdef") < DIR_KEY_LEN)
+			continue;
+		memcpy(key, de->d_name + 5, DIR_KEY_LEN);
+		key[DIR_KEY_LEN] = '\0';
+		/* The key's lock: a build (or restore) in progress holds it. */
+		lock_path = xasprintf("%s/%s.lock", base, key);
+		lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (lock < 0)
+			continue;
+		if (flock(lock, LOCK_EX | LOCK_NB) == 0) {
+			p = xasprintf("%s/%s", base, de->d_name);
+			remove_flat(p);
+			n++;
+		}
+		close(lock);
+	}
+	closedir(d);
+	return n;
+}
+
 /*
  * Snapshots of an earlier build of this image (its manifest differs) can
  * never be restored again: removed, each under its own lock, skipping one

@@ -48,10 +48,18 @@ int lg_snapshot_dir(const struct lg_sandbox_opts *o, char **dir, struct lg_err *
  * an flock on <dir>.lock meanwhile, so concurrent calls from threads or
  * processes build once and never see a half-written snapshot.  Its VM
  * has the network port with nothing attached, whatever o says:
- * o->net, o->net_port, o->egress, o->snapshot and o->hostname are
+ * o->net, o->net_port, o->snapshot and o->hostname are
  * ignored.  The build's VM counts in o->admission while it runs.
  */
 int lg_snapshot_ensure(const struct lg_sandbox_opts *o, char **dir, struct lg_err **err);
+
+/*
+ * Removes what snapshot builds that died left in DATA/snapshots (their
+ * .tmp- and .old- directories, a RAM file of up to the VM's size each),
+ * for every key whose lock nobody holds: a build in progress keeps its
+ * own.  For `luminaguard serve`'s start.  Returns how many it removed.
+ */
+int lg_snapshot_sweep(void);
 
 /* ---- for host/sandbox.c ---- */
 

@@ -114,7 +114,12 @@ check "a bad --pool is a usage error" "$([ $rc = 2 ] && [ "$(wc -l <"$TMP/out")"
 
 # --- the service, with a pool of 2 ---
 t0=$(date +%s.%N)
+# What a snapshot build that died leaves: removed at start; a snapshot itself is kept.
+LEFT=$H/snapshots/.tmp-0123456789abcdef0123456789abcdef-dead01
+mkdir -p "$LEFT" "$H/snapshots/not-a-leftover" && echo x >"$LEFT/ram" && echo y >"$H/snapshots/not-a-leftover/ram"
 start_serve --image tiny --pool tiny=2 --http 127.0.0.1:0 --token-file "$TMP/token"; rc=$?
+check "serve removes what a dead snapshot build left, and nothing else" "$([ ! -e "$LEFT" ] && [ -e "$H/snapshots/not-a-leftover/ram" ] && grep -q 'unfinished snapshot build' "$TMP/serve.log"; echo $?)" "$(ls -a "$H/snapshots")"
+rm -rf "$H/snapshots/not-a-leftover"
 check "serve starts" "$rc" "$(cat "$TMP/serve.log")"
 PORT=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$TMP/serve.log" | head -1)
 TCP=http://127.0.0.1:$PORT

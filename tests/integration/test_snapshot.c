@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "common/env.h"
 #include "common/paths.h"
 #include "common/util.h"
 #include "host/sandbox.h"
@@ -30,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -669,6 +671,7 @@ static void test_old_agent_refused(void **state)
 		skip();
 	saved = xstrdup(getenv("LUMINAGUARD_HOME") != NULL ? getenv("LUMINAGUARD_HOME") : "");
 	setenv("LUMINAGUARD_HOME", old_home, 1);
+	lg_env_reload(); /* the environment is read once: read it again */
 	opts_for(&o, "tiny");
 	assert_int_equal(lg_snapshot_ensure(&o, &dir, &err), -EOPNOTSUPP);
 	print_message("ensure: %s\n", err->msg);
@@ -694,6 +697,55 @@ static void test_old_agent_refused(void **state)
 		setenv("LUMINAGUARD_HOME", saved, 1);
 	else
 		unsetenv("LUMINAGUARD_HOME");
+	lg_env_reload();
+}
+
+/*
+ * lg_snapshot_sweep (serve's start): the leftovers of a build that died
+ * go; those of a build in progress (its key's lock held) and anything
+ * that is not a leftover stay.
+ */
+static void test_sweep(void **state)
+{
+	cleanup_free char *home = lg_home_dir();
+	cleanup_free char *base = xasprintf("%s/snapshots", home);
+	const char *dead = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+		   *busy = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+	cleanup_free char *dead_tmp = xasprintf("%s/.tmp-%s-x1", base, dead);
+	cleanup_free char *dead_old = xasprintf("%s/.old-%s-x2", base, dead);
+	cleanup_free char *busy_tmp = xasprintf("%s/.tmp-%s-x3", base, busy);
+	cleanup_free char *odd = xasprintf("%s/.tmp-not-a-key", base);
+	cleanup_free char *busy_lock = xasprintf("%s/%s.lock", base, busy);
+	cleanup_free char *dead_lock = xasprintf("%s/%s.lock", base, dead);
+	const char *dirs[] = {dead_tmp, dead_old, busy_tmp, odd};
+	int lock;
+
+	(void)state;
+	mkdir(base, 0700);
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		cleanup_free char *f = xasprintf("%s/ram", dirs[i]);
+		assert_int_equal(mkdir(dirs[i], 0700), 0);
+		int fd = open(f, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+		assert_true(fd >= 0);
+		assert_int_equal(write(fd, "x", 1), 1);
+		close(fd);
+	}
+	lock = open(busy_lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	assert_true(lock >= 0);
+	assert_int_equal(flock(lock, LOCK_EX), 0);
+	/* flock is per open file: the sweep's own open of the lock cannot take it. */
+	assert_int_equal(lg_snapshot_sweep(), 2);
+	assert_int_equal(access(dead_tmp, F_OK), -1);
+	assert_int_equal(access(dead_old, F_OK), -1);
+	assert_int_equal(access(busy_tmp, F_OK), 0);
+	assert_int_equal(access(odd, F_OK), 0);
+	close(lock);
+	assert_int_equal(lg_snapshot_sweep(), 1);
+	assert_int_equal(access(busy_tmp, F_OK), -1);
+	lg_rm_rf(odd);
+	unlink(busy_lock);
+	unlink(dead_lock);
+	assert_int_equal(count_leftovers(), 0);
 }
 
 /* A root file system image: /etc/machine-id is written and differs per restore. */
@@ -1144,6 +1196,7 @@ int main(void)
 	    cmocka_unit_test(test_concurrent_ensure),
 	    cmocka_unit_test(test_prune_earlier_build),
 	    cmocka_unit_test(test_old_agent_refused),
+	    cmocka_unit_test(test_sweep),
 	    cmocka_unit_test(test_rootfs_machine_id),
 	    cmocka_unit_test(test_net_port_claimed_without_network),
 	    cmocka_unit_test(test_net_port_claimed_with_network),
