@@ -100,6 +100,7 @@ struct lg_api {
 	struct exec_job *jobs;	     /* every job not yet freed */
 	struct ephemeral *ephemeral; /* ids of throw-away sandboxes */
 	size_t n_ephemeral;
+	size_t body_bytes; /* request body buffers held (req->cap summed); __atomic */
 };
 
 /*
@@ -129,6 +130,7 @@ struct api_req {
 	char *body;
 	size_t len, cap, limit;
 	bool too_large;
+	bool over_budget; /* the bodies of all requests would pass LG_API_MAX_BODIES: 503 */
 	size_t discarded;
 	unsigned status;
 	struct exec_job *job; /* a streamed exec, if any */
@@ -1796,6 +1798,15 @@ static struct api_req *req_new(struct api_listener *l, struct MHD_Connection *c,
 	return req;
 }
 
+/* Frees req's body buffer and gives its bytes back to the budget. */
+static void body_drop(struct lg_api *a, struct api_req *req)
+{
+	__atomic_sub_fetch(&a->body_bytes, req->cap, __ATOMIC_RELAXED);
+	free(req->body);
+	req->body = NULL;
+	req->len = req->cap = 0;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
 				  const char *method, const char *version, const char *upload,
 				  size_t *upload_size, void **con_cls)
@@ -1812,21 +1823,35 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		size_t n = *upload_size;
 
 		*upload_size = 0;
-		if (req->too_large || n > req->limit - req->len) {
+		if (req->too_large || req->over_budget || n > req->limit - req->len) {
 			/* Grew past the limit: dropped up to a point, then the connection is cut.
 			 */
-			req->too_large = true;
+			if (!req->over_budget)
+				req->too_large = true;
 			req->discarded += n;
-			free(req->body);
-			req->body = NULL;
-			req->len = req->cap = 0;
+			body_drop(l->a, req);
 			return req->discarded > discard_limit(req) ? MHD_NO : MHD_YES;
 		}
 		if (req->len + n > req->cap) {
 			size_t cap = req->cap ? req->cap : 16384;
 			while (cap < req->len + n)
 				cap *= 2;
-			req->cap = cap < req->limit ? cap : req->limit;
+			cap = cap < req->limit ? cap : req->limit;
+			/*
+			 * Every connection may hold up to its limit, but not all at
+			 * once: past the service-wide budget this body is dropped
+			 * (read and discarded, as a too-large one) and answered 503.
+			 */
+			if (__atomic_add_fetch(&l->a->body_bytes, cap - req->cap,
+					       __ATOMIC_RELAXED) > LG_API_MAX_BODIES) {
+				__atomic_sub_fetch(&l->a->body_bytes, cap - req->cap,
+						   __ATOMIC_RELAXED);
+				req->over_budget = true;
+				req->discarded += n;
+				body_drop(l->a, req);
+				return MHD_YES;
+			}
+			req->cap = cap;
 			req->body = xrealloc(req->body, req->cap + 1);
 		}
 		memcpy(req->body + req->len, upload, n);
@@ -1836,6 +1861,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	if (req->too_large)
 		return reply_error(req, c, MHD_HTTP_CONTENT_TOO_LARGE,
 				   "the body is too large: at most %zu bytes here", req->limit);
+	if (req->over_budget)
+		return reply_error(req, c, MHD_HTTP_SERVICE_UNAVAILABLE,
+				   "too many request bodies in flight (%u MiB in all); try again",
+				   LG_API_MAX_BODIES >> 20);
 	return dispatch(l->a, req, c);
 }
 
@@ -1860,7 +1889,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (cut short)",
 		(unsigned long long)(lg_now_ms() - req->t0));
 	lg_log_set_request_id(NULL);
-	free(req->body);
+	body_drop(req->l->a, req);
 	free(req);
 }
 

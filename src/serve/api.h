@@ -26,6 +26,11 @@ struct lg_api;
 /* Bodies: a file PUT up to 8 MiB, anything else up to 1 MiB (413 beyond). */
 #define LG_API_MAX_BODY (1u << 20)
 #define LG_API_MAX_FILE (8u << 20)
+/*
+ * Request bodies held at once, over every connection (503 beyond): each
+ * connection's own limit times the connection limit would be gigabytes.
+ */
+#define LG_API_MAX_BODIES (64u << 20)
 /* ?wait=1 keeps at most this much of each output stream ("truncated": true). */
 #define LG_API_MAX_CAPTURE (1u << 20)
 /* Bytes of NDJSON an exec may get ahead of its client before its output blocks. */

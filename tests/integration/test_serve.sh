@@ -245,7 +245,21 @@ check "a body over 1 MiB is 413" "$(is_error 413 "$st"; echo $?)" "st=$st $(body
 head -c 9000000 /dev/zero >"$TMP/big"
 st=$(api PUT "/v1/sandboxes/$ID/files?path=/tmp/big" --data-binary @"$TMP/big")
 check "a file over 8 MiB is 413" "$(is_error 413 "$st"; echo $?)" "st=$st $(body)"
-rm -f "$TMP/big"
+# Ten slow 8 MiB uploads at once are 80 MiB of bodies: past the service's
+# 64 MiB budget some are refused with 503, and afterwards the budget is whole.
+head -c 8000000 /dev/zero >"$TMP/big"
+ups=()
+for i in $(seq 10); do
+	curl -s --max-time 60 --limit-rate 1500K --unix-socket "$SOCK" -X PUT -o "$TMP/up$i.body" -w '%{http_code}' --data-binary @"$TMP/big" "http://lg/v1/sandboxes/$ID/files?path=/tmp/up$i" >"$TMP/up$i.code" &
+	ups+=($!)
+done
+wait "${ups[@]}" # not a bare wait: the service runs in the background too
+n503=$(cat "$TMP"/up*.code | grep -c 503)
+n200=$(cat "$TMP"/up*.code | grep -c 200)
+check "past the bodies' budget an upload is 503, saying why; the others are written" "$([ "$n503" -ge 1 ] && [ "$n200" -ge 1 ] && grep -l 'too many request bodies' "$TMP"/up*.body >/dev/null; echo $?)" "503: $n503, 200: $n200, $(cat "$TMP"/up*.code | tr '\n' ' ')"
+st=$(api PUT "/v1/sandboxes/$ID/files?path=/tmp/up-after" --data-binary @"$TMP/big")
+check "afterwards the budget is whole again: an 8 MiB upload is written" "$([ "$st" = 200 ]; echo $?)" "st=$st $(body)"
+rm -f "$TMP/big" "$TMP"/up*
 
 # --- TCP: the token and the origin ---
 st=$(curl -s -o "$TMP/body" -w '%{http_code}' "$TCP/healthz")
