@@ -185,6 +185,23 @@ check "a request's env cannot replace its request id" "$([ "$st" = 200 ] && jq -
 api GET /healthz -H 'X-Request-Id: bad id!' -D "$TMP/headers" >/dev/null
 check "a bad X-Request-Id is replaced by a new one" "$(grep -Eqi '^x-request-id: [0-9a-f]{16}' "$TMP/headers"; echo $?)" "$(cat "$TMP/headers")"
 
+# --- a stalled reader: the command's output waits for it, nothing else does ---
+curl -s --max-time 4 --limit-rate 2K --unix-socket "$SOCK" -X POST -o "$TMP/slow.body" "http://lg/v1/sandboxes/$ID/exec" -d '{"command":"head -c 20000000 /dev/zero | tr \"\\0\" a; echo done >&2"}' &
+slow=$!
+sleep 1.5
+t0=$(date +%s.%N)
+st=$(api GET /healthz)
+dt=$(since "$t0")
+check "while a client reads an exec's stream slowly, the service still answers at once" "$([ "$st" = 200 ] && lt "$dt" 1; echo $?)" "st=$st dt=$dt"
+wait "$slow"
+for _ in $(seq 100); do
+	api GET "/v1/sandboxes/$ID" >/dev/null
+	jq -e '.state == "ready"' "$TMP/body" >/dev/null && break
+	sleep 0.1
+done
+st=$(api POST "/v1/sandboxes/$ID/exec?wait=1" -d '{"command":"echo after"}')
+check "once that client is gone its command is ended and the sandbox takes the next one" "$([ "$st" = 200 ] && jq -e '.stdout == "after\n"' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
+
 # --- exec ?wait=1 ---
 st=$(api POST "/v1/sandboxes/$ID/exec?wait=1" -d '{"argv":["sh","-c","cat; echo e >&2; exit 3"],"stdin":"in put","env":{"A":"b"},"cwd":"/tmp"}')
 check "exec ?wait=1: exit code, stdout (with stdin), stderr" "$([ "$st" = 200 ] && jq -e '.exit_code == 3 and .stdout == "in put" and .stderr == "e\n"' "$TMP/body" >/dev/null; echo $?)" "st=$st $(body)"
