@@ -12,7 +12,6 @@
 #include "common/util.h"
 #include "mcp/http.h"
 #include "mcp/mcp.h"
-#include "net/egress.h"
 #include "jail/jail.h"
 #include "mcp/sock.h"
 #include "mcp/stdio.h"
@@ -44,11 +43,6 @@ static const char usage[] =
     "                          localhost, 127.0.0.1 and [::1] on any port)\n"
     "  --max-sessions N        at most N HTTP sessions open at once (default 64;\n"
     "                          a new one over the cap gets 503)\n"
-    "  --net none|allow=HOST[,HOST...]\n"
-    "                          network of every sandbox (default none: no network\n"
-    "                          device); allow= gives each guest an HTTP/HTTPS proxy\n"
-    "                          that reaches only these hosts; any other host is a\n"
-    "                          red action (approve = allowed for that sandbox)\n"
     "  --standalone            serve here even when `luminaguard serve` runs (its\n"
     "                          sessions, on stdio or HTTP, otherwise go to the\n"
     "                          service, whose settings then apply)\n"
@@ -62,7 +56,6 @@ enum {
 	OPT_TOKEN_FILE,
 	OPT_ALLOW_ORIGIN,
 	OPT_MAX_SESSIONS,
-	OPT_NET,
 	OPT_STANDALONE,
 };
 
@@ -71,7 +64,6 @@ static const struct option long_opts[] = {
     {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
     {"allow-origin", required_argument, NULL, OPT_ALLOW_ORIGIN},
     {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
-    {"net", required_argument, NULL, OPT_NET},
     {"standalone", no_argument, NULL, OPT_STANDALONE},
     LG_SERVER_LONG_OPTS,
     {"help", no_argument, NULL, 'h'},
@@ -128,13 +120,6 @@ int cmd_mcp(int argc, char **argv)
 				fprintf(stderr,
 					"luminaguard: mcp: --max-sessions: '%s' is not 1..%u\n",
 					optarg, MCP_HTTP_MAX_SESSIONS_LIMIT);
-				return 2;
-			}
-			break;
-		case OPT_NET:
-			if (lg_net_opt_parse(optarg, &so.net_allow, &err) < 0) {
-				fprintf(stderr, "luminaguard: mcp: %s\n", err->msg);
-				lg_err_free(&err);
 				return 2;
 			}
 			break;
@@ -203,16 +188,6 @@ int cmd_mcp(int argc, char **argv)
 			return 1;
 		}
 	}
-	if (so.net_allow != NULL) {
-		/* Checked now, so a typo is a usage error and not a failed sandbox later. */
-		struct lg_allowlist *al = NULL;
-		if (lg_allowlist_parse(so.net_allow, &al, &err) < 0) {
-			fprintf(stderr, "luminaguard: mcp: --net: %s\n", err->msg);
-			lg_err_free(&err);
-			return 2;
-		}
-		lg_allowlist_free(al);
-	}
 	if (token_file != NULL && http == NULL) {
 		fprintf(stderr, "luminaguard: mcp: --token-file needs --http\n");
 		return 2;
@@ -240,6 +215,7 @@ int cmd_mcp(int argc, char **argv)
 	so.default_image = o.image;
 	so.accel = o.accel;
 	so.jail = &o.jail;
+	so.net_allow = o.net_allow;
 	if (mcp_server_new(&so, &srv, &err) < 0)
 		goto out;
 

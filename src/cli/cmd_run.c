@@ -275,7 +275,6 @@ int cmd_run(int argc, char **argv)
 	struct lg_exec_opts eo = {.cancel_fd = -1};
 	struct lg_exec_result res;
 	struct lg_err *err = NULL;
-	struct lg_allowlist *allow = NULL;
 	struct lg_sandbox_net net;
 	struct lg_gate_net *gn = NULL;
 	struct run_cliff rc = {0};
@@ -291,16 +290,6 @@ int cmd_run(int argc, char **argv)
 		fputs(run_usage, stdout);
 		return 0;
 	}
-	/*
-	 * A bad allowlist is a usage error, found before anything starts
-	 * (the sandbox parses it again for its own egress).
-	 */
-	if (o.net_allow != NULL && lg_allowlist_parse(o.net_allow, &allow, &err) < 0) {
-		lg_err_wrap(&err, "--net");
-		lg_err_report("luminaguard", &err);
-		return EXIT_USAGE;
-	}
-	lg_allowlist_free(allow);
 
 	r = lg_signals_install(&err);
 	if (r < 0) {

@@ -19,7 +19,6 @@
 #include "jail/uidpool.h"
 #include "mcp/mcp.h"
 #include "mcp/sock.h"
-#include "net/egress.h"
 #include "serve/api.h"
 #include "serve/route.h"
 #include "service/service.h"
@@ -59,12 +58,11 @@ static const char usage[] =
     "  --snapshots             restore sandboxes from snapshots where the backend\n"
     "                          can (the default)\n"
     "  --no-snapshots          always boot\n"
-    "  --net none|allow=HOST[,HOST...]\n"
-    "                          the network of every MCP session's sandbox, as\n"
-    "                          `luminaguard mcp --net` (default none); the API's\n"
-    "                          sandboxes name their own (\"network\" in a create)\n"
     "%s"
     "  -h, --help              this text\n"
+    "\n"
+    "--net is for MCP sessions' sandboxes; the API's name their own network\n"
+    "(\"network\" in a create, docs/api.md).\n"
     "\n"
     "DATA is $LUMINAGUARD_HOME or ~/.local/share/luminaguard.  Logs go to stderr,\n"
     "one line per request with its id (LUMINAGUARD_LOG_FORMAT=json for JSON lines;\n"
@@ -76,7 +74,6 @@ enum {
 	OPT_POOL,
 	OPT_SNAPSHOTS,
 	OPT_NO_SNAPSHOTS,
-	OPT_NET,
 };
 
 static const struct option long_opts[] = {
@@ -85,7 +82,6 @@ static const struct option long_opts[] = {
     {"pool", required_argument, NULL, OPT_POOL},
     {"snapshots", no_argument, NULL, OPT_SNAPSHOTS},
     {"no-snapshots", no_argument, NULL, OPT_NO_SNAPSHOTS},
-    {"net", required_argument, NULL, OPT_NET},
     LG_SERVER_LONG_OPTS,
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -169,7 +165,6 @@ int cmd_serve(int argc, char **argv)
 	struct lg_api *api = NULL;
 	struct lg_err *err = NULL;
 	unsigned port = 0;
-	const char *net_allow = NULL;
 	bool json_logs;
 	int c, r, lock_fd = -1, status = 1;
 
@@ -208,19 +203,6 @@ int cmd_serve(int argc, char **argv)
 		case OPT_NO_SNAPSHOTS:
 			snapshots = false;
 			break;
-		case OPT_NET: {
-			struct lg_allowlist *al = NULL;
-
-			/* Checked now: a typo is a usage error, not a failed sandbox later. */
-			if (lg_net_opt_parse(optarg, &net_allow, &err) < 0 ||
-			    (net_allow != NULL && lg_allowlist_parse(net_allow, &al, &err) < 0)) {
-				fprintf(stderr, "luminaguard: serve: --net: %s\n", err->msg);
-				lg_err_free(&err);
-				return 2;
-			}
-			lg_allowlist_free(al);
-			break;
-		}
 		case 'h':
 			printf(usage, lg_server_opts_help);
 			return 0;
@@ -324,7 +306,7 @@ int cmd_serve(int argc, char **argv)
 	    .default_image = so.image,
 	    .accel = so.accel,
 	    .jail = &so.jail,
-	    .net_allow = net_allow,
+	    .net_allow = so.net_allow,
 	    .service = svc,
 	};
 	mcp_path = lg_serve_mcp_socket_path();

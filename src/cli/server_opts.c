@@ -6,6 +6,7 @@
 #include "common/paths.h"
 #include "common/util.h"
 #include "host/admission.h"
+#include "net/egress.h"
 #include "policy/policy.h"
 
 #include <errno.h>
@@ -44,7 +45,13 @@ const char lg_server_opts_help[] =
     "  --image NAME            default guest image (default: default)\n"
     "  --accel NAME            auto, kvm or tcg\n"
     "  --seccomp LEVEL         VMM syscall filter: strict (default), log, off\n"
-    "  --no-jail               run VMMs without the jailer (debugging only)\n";
+    "  --no-jail               run VMMs without the jailer (debugging only)\n"
+    "  --net none|allow=HOST[,HOST...]\n"
+    "                          network of every MCP session's sandbox (default\n"
+    "                          none: no network device); allow= gives each guest\n"
+    "                          an HTTP/HTTPS proxy that reaches only these hosts;\n"
+    "                          any other host is a red action (approve = allowed\n"
+    "                          for that sandbox)\n";
 
 void lg_server_opts_init(struct lg_server_opts *o)
 {
@@ -130,6 +137,13 @@ int lg_server_opt(struct lg_server_opts *o, const char *cmd, int c, const char *
 	case LG_SOPT_SECCOMP:
 		if (lg_seccomp_level_parse(arg, &o->jail.seccomp) < 0)
 			return bad(cmd, "--seccomp: '%s' is not strict, log or off", arg);
+		return 1;
+	case LG_SOPT_NET:
+		if (lg_net_opt_parse(arg, &o->net_allow, &err) < 0) {
+			fprintf(stderr, "luminaguard: %s: %s\n", cmd, err->msg);
+			lg_err_free(&err);
+			return -1;
+		}
 		return 1;
 	default:
 		return 0;

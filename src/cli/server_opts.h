@@ -33,6 +33,8 @@ struct lg_server_opts {
 	const char *image;	 /* NULL: "default" */
 	enum hv_accel accel;
 	struct jail_opts jail;
+	/* --net allow=LIST: every MCP session's sandboxes' allowlist; NULL: no network. */
+	const char *net_allow;
 };
 
 /* getopt_long values of the shared options; a command's own start at 256. */
@@ -50,6 +52,7 @@ enum {
 	LG_SOPT_ACCEL,
 	LG_SOPT_NO_JAIL,
 	LG_SOPT_SECCOMP,
+	LG_SOPT_NET,
 };
 
 /* The shared entries of a command's struct option table. */
@@ -67,6 +70,7 @@ enum {
 	    {"image", required_argument, NULL, LG_SOPT_IMAGE},                                     \
 	    {"accel", required_argument, NULL, LG_SOPT_ACCEL},                                     \
 	    {"no-jail", no_argument, NULL, LG_SOPT_NO_JAIL},                                       \
+	    {"net", required_argument, NULL, LG_SOPT_NET},                                         \
 	{                                                                                          \
 		"seccomp", required_argument, NULL, LG_SOPT_SECCOMP                                \
 	}

@@ -247,6 +247,11 @@ int lg_net_opt_parse(const char *arg, const char **allow, struct lg_err **err)
 	if (strncmp(arg, "allow=", 6) != 0 || arg[6] == '\0')
 		return lg_err_msg(err, EINVAL, "--net: '%s' is not none or allow=HOST[,HOST...]",
 				  arg);
+	/* Checked now: a typo is a usage error, not a sandbox that fails later. */
+	struct lg_allowlist *al = NULL;
+	if (lg_allowlist_parse(arg + 6, &al, err) < 0)
+		return lg_err_wrap(err, "--net");
+	lg_allowlist_free(al);
 	*allow = arg + 6;
 	return 0;
 }

@@ -52,7 +52,8 @@ int lg_dns_name_canon(const char *s, size_t n, char *out, size_t out_len);
 
 /*
  * The --net option: "none" (*allow = NULL) or "allow=LIST" (*allow points
- * into arg).  Only the syntax; lg_allowlist_parse() checks LIST.
+ * into arg), LIST checked by lg_allowlist_parse(): -EINVAL with a one-line
+ * error starting "--net: " for either.
  */
 int lg_net_opt_parse(const char *arg, const char **allow, struct lg_err **err);
 
