@@ -438,20 +438,26 @@ static int claim_net(struct lg_service *s, struct lg_sandbox *sb, const struct l
 /*
  * Creates a VM of o's shape: a restore when its snapshot exists, else a
  * boot.  *path says which.  A stale snapshot is forgotten and the VM
- * boots.  For a pool (claim): the VM keeps the bare network port for
- * its claimer.  Else it gets net (NULL: no network) before it is returned.
+ * boots.  For a pool (claim): the VM keeps the bare network port for its
+ * claimer.  Else it starts with net (NULL: no network; a restored VM's
+ * port, which its snapshot has, is then closed by the sandbox itself).
  */
-static int spawn(struct lg_service *s, struct lg_sandbox_opts *o, struct shape *sh,
+static int spawn(struct lg_service *s, const struct lg_sandbox_opts *o, struct shape *sh,
 		 const char *hostname, bool claim, const struct lg_sandbox_net *net,
 		 struct lg_sandbox **out, enum lg_spawn_path *path, struct lg_err **err)
 {
 	cleanup_free char *snap = NULL;
+	struct lg_sandbox_opts vo = *o;
 	int r;
 
 	if (sh != NULL) {
 		pthread_mutex_lock(&s->lock);
 		snap = shape_snapshot_locked(s, sh);
 		pthread_mutex_unlock(&s->lock);
+	}
+	if (!claim) {
+		vo.net_port = false;
+		vo.net = net;
 	}
 	*path = LG_PATH_BOOT;
 	if (snap != NULL) {
@@ -461,29 +467,21 @@ static int spawn(struct lg_service *s, struct lg_sandbox_opts *o, struct shape *
 		 * A boot keeps the image's hostname and sends no ADOPT, so that
 		 * images with an older agent still boot.
 		 */
-		o->snapshot = snap;
-		o->hostname = hostname;
-		r = s->vm->create(o, out, err);
-		o->snapshot = NULL;
-		o->hostname = NULL;
+		vo.snapshot = snap;
+		vo.hostname = hostname;
+		r = s->vm->create(&vo, out, err);
 		if (r == 0) {
 			*path = LG_PATH_RESTORE;
-			return claim ? 0 : claim_net(s, *out, net, err);
+			return 0;
 		}
 		if (r != -ESTALE && r != -ENOENT)
 			return r;
 		shape_stale(s, sh, (*err)->msg);
 		lg_err_free(err);
+		vo.snapshot = NULL;
+		vo.hostname = NULL;
 	}
-	if (!claim) {
-		/* A boot for one claimer: the port only if it has network. */
-		o->net_port = false;
-		o->net = net;
-	}
-	r = s->vm->create(o, out, err);
-	o->net = NULL;
-	o->net_port = true;
-	return r;
+	return s->vm->create(&vo, out, err);
 }
 
 /* One VM for pool p, restored when its shape has a snapshot, else booted. */

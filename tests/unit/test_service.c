@@ -72,6 +72,8 @@ static int fake_create(const struct lg_sandbox_opts *o, struct lg_sandbox **out,
 	f->net_port = o->net_port;
 	if (o->net != NULL)
 		snprintf(f->allow, sizeof(f->allow), "%s", o->net->allow);
+	/* As lg_sandbox_create: a restore with neither closes its snapshot's port. */
+	f->net_closed = o->snapshot != NULL && o->net == NULL && !o->net_port;
 	f->restored = o->snapshot != NULL;
 	if (o->hostname != NULL)
 		snprintf(f->hostname, sizeof(f->hostname), "%s", o->hostname);
@@ -718,16 +720,17 @@ static void test_snapshots(void **state)
 	assert_int_equal(path, LG_PATH_RESTORE);
 	lg_service_put(s, e);
 
-	/* Network: restored too, its allowlist attached to the bare port after the restore. */
+	/* Network: restored too, with its allowlist from the start (not a bare port). */
 	e = create_net(s, "other", &path);
 	assert_int_equal(path, LG_PATH_RESTORE);
-	assert_true(fake_of(lg_entry_sandbox(e))->net_port);
-	assert_true(fake_of(lg_entry_sandbox(e))->net_set);
+	assert_false(fake_of(lg_entry_sandbox(e))->net_port);
+	assert_false(fake_of(lg_entry_sandbox(e))->net_closed);
 	assert_string_equal(fake_of(lg_entry_sandbox(e))->allow, "example.org:443");
 	lg_service_put(s, e);
 	/* Without network, a restored VM's port is closed before it is handed out. */
 	e = create(s, "other", 0, NULL, &path);
 	assert_int_equal(path, LG_PATH_RESTORE);
+	assert_false(fake_of(lg_entry_sandbox(e))->net_port);
 	assert_true(fake_of(lg_entry_sandbox(e))->net_closed);
 	lg_service_put(s, e);
 
