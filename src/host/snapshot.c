@@ -316,6 +316,13 @@ struct ram_cached {
 static pthread_mutex_t ram_cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ram_cached *ram_cache;
 
+static void ram_cached_free(struct ram_cached *c)
+{
+	close(c->fd); /* VMs that map it keep its pages */
+	free(c->dir);
+	free(c);
+}
+
 /* Caller holds ram_cache_lock. */
 static void ram_cache_drop_locked(const char *dir)
 {
@@ -324,9 +331,7 @@ static void ram_cache_drop_locked(const char *dir)
 
 		if (strcmp(c->dir, dir) == 0) {
 			*pp = c->next;
-			close(c->fd); /* VMs that map it keep its pages */
-			free(c->dir);
-			free(c);
+			ram_cached_free(c);
 		} else {
 			pp = &c->next;
 		}
@@ -390,9 +395,7 @@ static int ram_cache_get(const char *dir, const char *ram_path, const struct sta
 					continue;
 				}
 				*pp = old->next;
-				close(old->fd);
-				free(old->dir);
-				free(old);
+				ram_cached_free(old);
 			}
 		}
 	}
